@@ -1,0 +1,582 @@
+#!/usr/bin/env bash
+# bench/run.sh — proxy one route to one upstream with Isthmus, nginx and HAProxy
+# in the same run, and compare throughput, latency, CPU per request and memory.
+#
+# Usage (from anywhere; run as root so missing tools can be installed):
+#   bench/run.sh
+#   PROXIES="direct nginx haproxy" DURATION=3 RUNS=1 bench/run.sh
+#
+# Knobs (environment variables):
+#   DURATION     seconds of each measured wrk run                 (default 10)
+#   RUNS         measured runs per proxy; the median is reported  (default 3)
+#   PROXIES      which rows to run, in order, space separated     (default "direct nginx haproxy isthmus")
+#                  direct  = wrk straight to the backend (baseline, no proxy)
+#                  nginx | haproxy | isthmus
+#   CONNECTIONS  wrk connections kept open (closed loop)          (default 32)
+#   WARMUP       seconds of the discarded warm-up run             (default 2)
+#   ISTHMUS_BIN  Isthmus binary (built with `cargo build --release` if missing)
+#                                                                 (default <repo>/target/release/isthmus)
+#   OUT          if set, also write every run's raw numbers to this TSV file
+#   KEEP_TMP     if 1, keep the temp dir (configs, logs, wrk output) and print its path
+#   PROXY_CPU / LOAD_CPU   cores for the proxy / for wrk+backend  (default 1 / 0)
+#
+# Layout on a 2-core machine: the proxy alone on core 1; wrk and the backend
+# (a separate nginx answering 200 "ok\n") share core 0. Every proxy gets one
+# worker thread. Loads are strictly serialised, and runs are interleaved
+# (run 1 of every proxy, then run 2 of every proxy, ...) so slow drift on the
+# machine is spread over all proxies instead of landing on one.
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+DURATION=${DURATION:-10}
+RUNS=${RUNS:-3}
+PROXIES=${PROXIES:-"direct nginx haproxy isthmus"}
+CONNECTIONS=${CONNECTIONS:-32}
+WARMUP=${WARMUP:-2}
+ISTHMUS_BIN=${ISTHMUS_BIN:-$ROOT/target/release/isthmus}
+OUT=${OUT:-}
+KEEP_TMP=${KEEP_TMP:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+
+HOST_HEADER="bench.example.com"
+BACKEND_PORT=18080
+NGINX_PORT=18010
+HAPROXY_PORT=18020
+ISTHMUS_PORT=18000
+ISTHMUS_ADMIN_PORT=18001
+READY_TIMEOUT=10 # seconds a server gets to start answering
+
+CLK_TCK=$(getconf CLK_TCK) # unit of utime/stime in /proc/<pid>/stat
+
+WORK=""           # mktemp -d, set in main
+RESULTS=""        # per-run TSV inside $WORK
+STARTED_PIDS=()   # every server this script started, for the exit trap
+BACKEND_PID=""
+
+# ---------------------------------------------------------------- helpers
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+has_proxy() { [[ " $PROXIES " == *" $1 "* ]]; }
+
+# Make sure the tools exist; install the missing ones with apt when root.
+ensure_tools() {
+    local -A pkg_of=([nginx]=nginx-light [haproxy]=haproxy [wrk]=wrk [curl]=curl
+                     [taskset]=util-linux [ps]=procps [getconf]=libc-bin)
+    local missing=() tool
+    for tool in "${!pkg_of[@]}"; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_of[$tool]}")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    [[ $(id -u) == 0 ]] || die "missing packages: ${missing[*]} (run as root to install them)"
+    log "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Build Isthmus only when the binary is absent; a stale binary is reported
+# in the header (path + mtime) rather than silently rebuilt.
+ensure_isthmus() {
+    has_proxy isthmus || return 0
+    if [[ ! -x $ISTHMUS_BIN ]]; then
+        log "building Isthmus (cargo build --release)"
+        (cd "$ROOT" && cargo build --release) >&2 || die "cargo build --release failed"
+        [[ -x $ISTHMUS_BIN ]] || die "no binary at $ISTHMUS_BIN after the build"
+    fi
+}
+
+# A listener already on one of our ports would silently be benchmarked instead.
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+check_ports() {
+    local port
+    for port in "$BACKEND_PORT" "$NGINX_PORT" "$HAPROXY_PORT" "$ISTHMUS_PORT" "$ISTHMUS_ADMIN_PORT"; do
+        if port_in_use "$port"; then die "127.0.0.1:$port is already in use"; fi
+    done
+}
+
+# A pid and all its descendants (nginx = master + worker).
+proc_tree() {
+    local pid=$1 child
+    [[ -d /proc/$pid ]] || return 0
+    echo "$pid"
+    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do
+        proc_tree "$child"
+    done
+}
+
+# Start a server in the background with its output in $WORK/<name>.log.
+# `taskset`/`env` exec the real program, so $! is the server's own pid.
+start_bg() {
+    local name=$1; shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    LAST_PID=$!
+    STARTED_PIDS+=("$LAST_PID")
+}
+
+# TERM the whole tree (so nginx workers never outlive a KILLed master),
+# give it up to 5 s, then KILL what is left.
+stop_tree() {
+    local pids i
+    pids=$(proc_tree "$1")
+    [[ -n $pids ]] || return 0
+    # shellcheck disable=SC2086
+    kill -TERM $pids 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        pids=$(for p in $pids; do if [[ -d /proc/$p ]]; then echo "$p"; fi; done)
+        [[ -z $pids ]] && break
+        sleep 0.1
+    done
+    # shellcheck disable=SC2086
+    [[ -n $pids ]] && kill -KILL $pids 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+cleanup() {
+    local pid
+    set +e # best effort: one failing kill must not stop the rest of the cleanup
+    for pid in "${STARTED_PIDS[@]}"; do stop_tree "$pid"; done
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ $KEEP_TMP == 1 ]]; then log "kept temp dir $WORK"; else rm -rf "$WORK"; fi
+    fi
+}
+
+# utime+stime (clock ticks) summed over a process tree. Threads are included:
+# /proc/<pid>/stat of a process covers all its threads.
+cpu_ticks() {
+    local total=0 pid stat
+    local -a f
+    for pid in $(proc_tree "$1"); do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+        stat=${stat##*) }               # drop "pid (comm) " — comm may contain spaces
+        read -r -a f <<<"$stat"
+        total=$((total + f[11] + f[12])) # fields 14 and 15 of the full line
+    done
+    echo "$total"
+}
+
+# VmRSS in kB summed over a process tree.
+rss_kb() {
+    local total=0 pid kb
+    for pid in $(proc_tree "$1"); do
+        kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+
+# Poll until the URL answers 200 with the backend's body, or fail after
+# READY_TIMEOUT seconds (showing the server log). Also proves the route works.
+wait_route() {
+    local name=$1 pid=$2 url=$3 deadline body
+    deadline=$((SECONDS + READY_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        [[ -d /proc/$pid ]] || { tail -n 20 "$WORK/$name.log" >&2; die "$name exited during start-up"; }
+        if body=$(curl -sf --max-time 1 -H "Host: $HOST_HEADER" "$url" 2>/dev/null) && [[ $body == ok ]]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    tail -n 20 "$WORK/$name.log" >&2
+    die "$name did not serve 200 \"ok\" on $url within ${READY_TIMEOUT}s"
+}
+
+wait_ok() { # pid url — plain health endpoint, any 2xx
+    local pid=$1 url=$2 deadline=$((SECONDS + READY_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        [[ -d /proc/$pid ]] || return 1
+        curl -sf --max-time 1 -o /dev/null "$url" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------- configs
+# nginx writes temp files and a pid file under compiled-in system paths by
+# default; point everything into the temp dir so no root-owned state is touched.
+nginx_common() { # name
+    local d=$WORK/$1
+    mkdir -p "$d"
+    cat <<EOF
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+
+nginx_temp_paths() { # name — only for modules this nginx was built with
+    local d=$WORK/$1 m
+    echo "client_body_temp_path $d/client_body; proxy_temp_path $d/proxy;"
+    for m in fastcgi uwsgi scgi; do
+        nginx -V 2>&1 | grep -q -- "--without-http_${m}_module" || echo "${m}_temp_path $d/$m;"
+    done
+}
+
+# keepalive_requests is raised from nginx's default 1000 because at that
+# count nginx closes the connection, and the reconnects would be charged to
+# whichever proxy talks to nginx (the backend) or is nginx (the proxy).
+write_backend_conf() {
+    {
+        nginx_common backend
+        cat <<EOF
+http {
+    access_log off;
+    $(nginx_temp_paths backend)
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    server {
+        listen 127.0.0.1:$BACKEND_PORT;
+        default_type text/plain;
+        location / { return 200 "ok\n"; }
+    }
+}
+EOF
+    } >"$WORK/backend.conf"
+}
+
+write_nginx_conf() {
+    {
+        nginx_common nginx
+        cat <<EOF
+http {
+    access_log off;
+    $(nginx_temp_paths nginx)
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream backend {
+        server 127.0.0.1:$BACKEND_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # pass the client's Host through, as HAProxy and Istio/Envoy do
+            proxy_set_header Host \$host;
+        }
+    }
+}
+EOF
+    } >"$WORK/nginx.conf"
+}
+
+# No "log" lines anywhere: HAProxy then logs nothing.
+write_haproxy_conf() {
+    cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 75s
+
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend be
+
+backend be
+    server backend 127.0.0.1:$BACKEND_PORT
+EOF
+}
+
+write_isthmus_conf() {
+    mkdir -p "$WORK/isthmus"
+    cat >"$WORK/isthmus/bench.yaml" <<EOF
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bench-gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend.bench.local]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: $BACKEND_PORT}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [bench-gw]
+  http:
+  - route:
+    - destination: {host: backend.bench.local, port: {number: 80}}
+EOF
+}
+
+write_configs() {
+    write_backend_conf
+    has_proxy nginx && write_nginx_conf
+    has_proxy haproxy && write_haproxy_conf
+    has_proxy isthmus && write_isthmus_conf
+    # Validate up front so a typo fails before any load is generated.
+    nginx -t -q -e "$WORK/backend/error.log" -c "$WORK/backend.conf" >/dev/null 2>&1 ||
+        { nginx -t -e /dev/stderr -c "$WORK/backend.conf"; die "backend nginx config invalid"; }
+    if has_proxy nginx; then
+        nginx -t -q -e "$WORK/nginx/error.log" -c "$WORK/nginx.conf" >/dev/null 2>&1 ||
+            { nginx -t -e /dev/stderr -c "$WORK/nginx.conf"; die "nginx config invalid"; }
+    fi
+    if has_proxy haproxy; then
+        haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy config invalid"
+    fi
+    return 0
+}
+
+# ---------------------------------------------------------------- servers
+start_backend() {
+    start_bg backend taskset -c "$LOAD_CPU" nginx -e "$WORK/backend/error.log" -c "$WORK/backend.conf"
+    BACKEND_PID=$LAST_PID
+    wait_route backend "$BACKEND_PID" "http://127.0.0.1:$BACKEND_PORT/"
+}
+
+# Start one proxy pinned to PROXY_CPU and wait until the route answers.
+# Sets PROXY_PID (the process tree whose CPU/RSS is measured) and PROXY_URL.
+# "direct" starts nothing: the measured process is the backend itself.
+start_proxy() {
+    case $1 in
+    direct)
+        PROXY_PID=$BACKEND_PID
+        PROXY_URL="http://127.0.0.1:$BACKEND_PORT/"
+        return 0
+        ;;
+    nginx)
+        start_bg nginx taskset -c "$PROXY_CPU" nginx -e "$WORK/nginx/error.log" -c "$WORK/nginx.conf"
+        PROXY_URL="http://127.0.0.1:$NGINX_PORT/"
+        ;;
+    haproxy)
+        # -db: stay in the foreground as a single process (no master/worker).
+        start_bg haproxy taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg"
+        PROXY_URL="http://127.0.0.1:$HAPROXY_PORT/"
+        ;;
+    isthmus)
+        start_bg isthmus env ISTHMUS_WORKERS=1 RUST_LOG=warn \
+            taskset -c "$PROXY_CPU" "$ISTHMUS_BIN" run --config "$WORK/isthmus" \
+            --bind "80=127.0.0.1:$ISTHMUS_PORT" --admin "127.0.0.1:$ISTHMUS_ADMIN_PORT"
+        PROXY_URL="http://127.0.0.1:$ISTHMUS_PORT/"
+        if ! wait_ok "$LAST_PID" "http://127.0.0.1:$ISTHMUS_ADMIN_PORT/healthz/ready"; then
+            tail -n 20 "$WORK/isthmus.log" >&2
+            die "isthmus not ready on :$ISTHMUS_ADMIN_PORT/healthz/ready within ${READY_TIMEOUT}s"
+        fi
+        ;;
+    *) die "unknown proxy '$1' (expected direct, nginx, haproxy, isthmus)" ;;
+    esac
+    PROXY_PID=$LAST_PID
+    wait_route "$1" "$PROXY_PID" "$PROXY_URL"
+}
+
+stop_proxy() {
+    [[ $1 == direct ]] && return 0
+    stop_tree "$PROXY_PID"
+}
+
+# ---------------------------------------------------------------- load
+run_wrk() { # seconds url outfile
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$1"s --latency \
+        -H "Host: $HOST_HEADER" "$2" >"$3" 2>&1 || { cat "$3" >&2; die "wrk failed"; }
+}
+
+# wrk prints latencies as 412.00us / 1.23ms / 2.00s / 1.00m.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+        f = (u == "us") ? 1 : (u == "ms") ? 1e3 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : (u == "h") ? 3.6e9 : -1
+        if (f < 0) { print "nan"; exit }
+        printf "%.1f\n", n * f }'
+}
+
+# Prints: rps p50 p99 requests errors  (errors = socket errors + wrk's
+# "Non-2xx or 3xx" count, which in wrk means status >= 400).
+parse_wrk() {
+    awk '
+        /Latency Distribution/           { dist = 1 }
+        dist && $1 == "50%"              { p50 = $2 }
+        dist && $1 == "99%"              { p99 = $2 }
+        / requests in /                  { reqs = $1 }
+        /Socket errors:/                 { sock = $4 + $6 + $8 + $10 }
+        /Non-2xx or 3xx responses:/      { bad = $NF }
+        /^Requests\/sec:/                { rps = $2 }
+        END {
+            if (rps == "" || reqs == "" || p50 == "" || p99 == "") exit 1
+            print rps, p50, p99, reqs, sock + bad
+        }' "$1"
+}
+
+# One measured run of one proxy: fresh start, idle RSS, warm-up, measured
+# load bracketed by CPU readings, RSS after load, stop. Appends a TSV row.
+bench_once() { # proxy run
+    local name=$1 run=$2 out rss_idle ticks0 ticks1 t0 t1 rss_load
+    local rps p50 p99 reqs errs cpu_us_req cpu_pct
+    log "run $run/$RUNS: $name"
+    start_proxy "$name"
+    rss_idle=$(rss_kb "$PROXY_PID")
+
+    run_wrk "$WARMUP" "$PROXY_URL" "$WORK/$name.warmup.$run.txt"
+
+    out=$WORK/$name.run$run.txt
+    ticks0=$(cpu_ticks "$PROXY_PID"); t0=$(date +%s%N)
+    run_wrk "$DURATION" "$PROXY_URL" "$out"
+    ticks1=$(cpu_ticks "$PROXY_PID"); t1=$(date +%s%N)
+    rss_load=$(rss_kb "$PROXY_PID")
+    [[ -d /proc/$PROXY_PID ]] || die "$name died during the load"
+    stop_proxy "$name"
+
+    read -r rps p50 p99 reqs errs < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+    ((reqs > 0)) || die "$name: wrk completed 0 requests"
+    cpu_us_req=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+    cpu_pct=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }')
+    if ((errs > 0)); then log "WARNING: $name run $run had $errs errors (wrk output below)"; cat "$out" >&2; fi
+
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$rps" \
+        "$(to_us "$p50")" "$(to_us "$p99")" "$reqs" "$errs" "$cpu_us_req" "$cpu_pct" \
+        "$rss_idle" "$rss_load" >>"$RESULTS"
+    log "  $rps req/s, p50 $p50, p99 $p99, $cpu_us_req CPU µs/req (${cpu_pct}% of a core), RSS ${rss_idle}→${rss_load} kB, errors $errs"
+    sleep 1 # let the proxy's sockets close before the next load
+}
+
+# ---------------------------------------------------------------- report
+# TSV columns: 1 proxy 2 run 3 rps 4 p50_us 5 p99_us 6 requests 7 errors
+#              8 cpu_us_per_req 9 cpu_pct 10 rss_idle_kb 11 rss_load_kb
+median_of() { # proxy column
+    awk -F'\t' -v p="$1" -v c="$2" '$1 == p { print $c }' "$RESULTS" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+sum_of() { awk -F'\t' -v p="$1" -v c="$2" '$1 == p { s += $c } END { print s + 0 }' "$RESULTS"; }
+
+declare -A MED # MED[proxy,column] = median across runs
+
+summarise() {
+    local p c
+    for p in $PROXIES; do
+        for c in 3 4 5 8 9 10 11; do MED[$p,$c]=$(median_of "$p" "$c"); done
+        MED[$p,7]=$(sum_of "$p" 7) # errors: total over all runs, not a median
+    done
+}
+
+print_header() {
+    local isthmus_info="not run"
+    if has_proxy isthmus; then
+        isthmus_info="$ISTHMUS_BIN (built $(date -r "$ISTHMUS_BIN" '+%F %T'), git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none))"
+    fi
+    echo
+    echo "Isthmus proxy benchmark — $(date '+%F %T %Z')"
+    echo "  cpu:      $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "  versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), haproxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }')"
+    echo "  isthmus:  $isthmus_info"
+    echo "  load:     wrk -t1 -c$CONNECTIONS -d${DURATION}s (after ${WARMUP}s warm-up), Host: $HOST_HEADER, 1 route -> 1 upstream"
+    echo "  pinning:  proxy on core $PROXY_CPU; wrk + backend nginx on core $LOAD_CPU; 1 worker per proxy"
+    echo "  runs:     $RUNS per proxy, interleaved; medians shown (each column's median taken separately)"
+    echo "  NOTE: latency is CLOSED-LOOP (wrk waits for each response before sending the next"
+    echo "        on that connection), so p50/p99 include queueing and are not open-loop latencies."
+    echo
+}
+
+print_table() {
+    local p label
+    printf '%-10s %10s %9s %9s %10s %7s %9s %9s %7s\n' \
+        proxy req/s p50_us p99_us CPU_us/req core% RSSidleMB RSSloadMB errors
+    for p in $PROXIES; do
+        label=$p; [[ $p == direct ]] && label="direct*"
+        printf '%-10s %10.0f %9.0f %9.0f %10.2f %7.0f %9.1f %9.1f %7d\n' "$label" \
+            "${MED[$p,3]}" "${MED[$p,4]}" "${MED[$p,5]}" "${MED[$p,8]}" "${MED[$p,9]}" \
+            "$(awk -v k="${MED[$p,10]}" 'BEGIN { print k / 1024 }')" \
+            "$(awk -v k="${MED[$p,11]}" 'BEGIN { print k / 1024 }')" "${MED[$p,7]}"
+    done
+    echo
+    echo "core%: CPU time of the measured process(es) / wall time of the load (100 = one full core)."
+    echo "errors: socket errors + responses >= 400, summed over all runs (should be 0)."
+    if has_proxy direct; then
+        echo "* direct = wrk straight to the backend, no proxy; its CPU/core%/RSS columns are the"
+        echo "  backend nginx's own (shares core $LOAD_CPU with wrk), a floor for serving one request."
+    fi
+    echo
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2fx\n", a / b }'; }
+
+print_ratios() { # reference proxy
+    local ref=$1 p
+    has_proxy "$ref" || return 0
+    echo "Ratios vs $ref (proxy / $ref; req/s: higher is better, everything else: lower is better)"
+    printf '%-10s %8s %8s %8s %11s %10s %10s\n' proxy req/s p50 p99 CPU/req RSS_idle RSS_load
+    for p in $PROXIES; do
+        [[ $p == direct ]] && continue
+        printf '%-10s %8s %8s %8s %11s %10s %10s\n' "$p" \
+            "$(ratio "${MED[$p,3]}" "${MED[$ref,3]}")" "$(ratio "${MED[$p,4]}" "${MED[$ref,4]}")" \
+            "$(ratio "${MED[$p,5]}" "${MED[$ref,5]}")" "$(ratio "${MED[$p,8]}" "${MED[$ref,8]}")" \
+            "$(ratio "${MED[$p,10]}" "${MED[$ref,10]}")" "$(ratio "${MED[$p,11]}" "${MED[$ref,11]}")"
+    done
+    echo
+}
+
+# ---------------------------------------------------------------- main
+validate_knobs() {
+    local p
+    [[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 ]] || die "DURATION must be a positive integer"
+    [[ $WARMUP =~ ^[0-9]+$ && $WARMUP -gt 0 ]] || die "WARMUP must be a positive integer"
+    [[ $RUNS =~ ^[0-9]+$ && $RUNS -gt 0 ]] || die "RUNS must be a positive integer"
+    [[ $CONNECTIONS =~ ^[0-9]+$ && $CONNECTIONS -gt 0 ]] || die "CONNECTIONS must be a positive integer"
+    for p in $PROXIES; do
+        case $p in direct | nginx | haproxy | isthmus) ;; *) die "unknown proxy '$p' in PROXIES" ;; esac
+    done
+    (($(nproc) >= 2)) || log "WARNING: fewer than 2 cores: proxy and load generator will compete"
+}
+
+main() {
+    validate_knobs
+    ensure_tools
+    ensure_isthmus
+    check_ports
+
+    WORK=$(mktemp -d -t isthmus-bench.XXXXXX)
+    # nginx workers drop to an unprivileged user when started as root and must
+    # still be able to reach their temp dirs under $WORK.
+    chmod 755 "$WORK"
+    RESULTS=$WORK/results.tsv
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+
+    write_configs
+    start_backend
+
+    local run p
+    for ((run = 1; run <= RUNS; run++)); do
+        for p in $PROXIES; do bench_once "$p" "$run"; done
+    done
+
+    if [[ -n $OUT ]]; then
+        { printf 'proxy\trun\trps\tp50_us\tp99_us\trequests\terrors\tcpu_us_per_req\tcpu_pct\trss_idle_kb\trss_load_kb\n'
+          cat "$RESULTS"; } >"$OUT"
+        log "raw per-run results written to $OUT"
+    fi
+
+    summarise
+    print_header
+    print_table
+    print_ratios nginx
+    print_ratios haproxy
+}
+
+main "$@"

@@ -1,0 +1,417 @@
+//! YAML loading: text -> typed resources plus diagnostics, the way `kubectl apply -f` reads
+//! a file (multi-document streams, `kind: List`).
+//!
+//! Three passes, each with one job: serde-saphyr turns the text into JSON-like values (and
+//! reports syntax errors with a position), [`crate::position`] records the line of every
+//! field, and serde turns each object's body into typed structs while `serde_ignored` names
+//! the fields the schema does not know and `serde_path_to_error` names the field a type
+//! error is in.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::position::{LineIndex, index_documents};
+use crate::resource::{Kind, Object, ObjectMeta, Origin, Resource, ResourceKey};
+
+/// What one file yielded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedFile {
+    pub resources: Vec<Resource>,
+    /// Objects that were recognised but are invalid (a type error in a field). The caller may
+    /// keep serving an earlier good version of them.
+    pub rejected: Vec<ResourceKey>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The file could not be parsed at all (a YAML syntax error, or it could not be read).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct FileError(pub Diagnostic);
+
+/// The default namespace of objects without `metadata.namespace`, as `kubectl` uses.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Documents bigger than this are refused: configuration is not bulk data, and the limit keeps
+/// a runaway file from exhausting memory.
+pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Parses one file's text.
+pub fn load_str(file: &str, text: &str) -> Result<LoadedFile, FileError> {
+    let file: Arc<str> = file.into();
+    let values: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| {
+        let line = e.location().map_or(1, |l| l.line() as usize);
+        FileError(Diagnostic {
+            severity: Severity::Error,
+            file: file.to_string(),
+            line,
+            resource: "-".into(),
+            field: "-".into(),
+            message: format!("YAML syntax error: {}", first_line(&e.without_snippet().to_string())),
+        })
+    })?;
+    let indexes = index_documents(text);
+    let mut out = LoadedFile::default();
+    let mut ordinal = 0;
+    for (i, value) in values.iter().enumerate() {
+        let lines = Arc::new(indexes.get(i).cloned().unwrap_or_default());
+        let doc = Doc {
+            file: file.clone(),
+            lines,
+        };
+        doc.load_object(value, "", &mut ordinal, &mut out);
+    }
+    Ok(out)
+}
+
+/// Reads and parses one file.
+pub fn load_file(path: &Path) -> Result<LoadedFile, FileError> {
+    let name = path.display().to_string();
+    let fail = |message: String| {
+        FileError(Diagnostic {
+            severity: Severity::Error,
+            file: name.clone(),
+            line: 1,
+            resource: "-".into(),
+            field: "-".into(),
+            message,
+        })
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(fail(format!(
+            "file is {} bytes, more than the limit of {MAX_FILE_BYTES}",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
+    load_str(&name, &text)
+}
+
+/// The files `kubectl apply -f PATH` would read: PATH itself, or the `.yaml`, `.yml` and
+/// `.json` files directly inside a folder (not recursive), sorted by name.
+pub fn config_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_config_file(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+pub fn is_config_file(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'));
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    !hidden && matches!(ext, "yaml" | "yml" | "json")
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s).trim()
+}
+
+/// One YAML document of a file.
+struct Doc {
+    file: Arc<str>,
+    lines: Arc<LineIndex>,
+}
+
+impl Doc {
+    fn diag(
+        &self,
+        severity: Severity,
+        line: usize,
+        resource: &str,
+        field: &str,
+        message: String,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: self.file.to_string(),
+            line,
+            resource: resource.to_string(),
+            field: if field.is_empty() { "-".into() } else { field.into() },
+            message,
+        }
+    }
+
+    /// Loads the object at `prefix` (empty for a document root, `items[N].` inside a List).
+    fn load_object(&self, value: &Value, prefix: &str, ordinal: &mut usize, out: &mut LoadedFile) {
+        let at = |field: &str| self.lines.line_of(&format!("{prefix}{field}"));
+        let Some(obj) = value.as_object() else {
+            out.diagnostics.push(self.diag(
+                Severity::Error,
+                at(""),
+                "-",
+                prefix.trim_end_matches('.'),
+                "expected a Kubernetes object (a mapping with apiVersion and kind)".into(),
+            ));
+            return;
+        };
+        let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind.is_empty() || api_version.is_empty() {
+            let field = if kind.is_empty() { "kind" } else { "apiVersion" };
+            out.diagnostics.push(self.diag(
+                Severity::Error,
+                at(""),
+                "-",
+                &format!("{prefix}{field}"),
+                format!("object has no {field}; skipped"),
+            ));
+            return;
+        }
+        if kind == "List" || kind.ends_with("List") && obj.contains_key("items") {
+            let items = obj.get("items").and_then(Value::as_array);
+            for (i, item) in items.into_iter().flatten().enumerate() {
+                self.load_object(item, &format!("{prefix}items[{i}]."), ordinal, out);
+            }
+            return;
+        }
+        *ordinal += 1;
+        let Some(kind) = self.recognise(api_version, kind, at(""), prefix, out) else {
+            return;
+        };
+        let meta: ObjectMeta = obj
+            .get("metadata")
+            .and_then(|m| serde_json::from_value(m.clone()).ok())
+            .unwrap_or_default();
+        let namespace = meta
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
+            out.diagnostics.push(self.diag(
+                Severity::Error,
+                at("metadata"),
+                &format!("{kind} {namespace}/-"),
+                &format!("{prefix}metadata.name"),
+                "metadata.name is required; object skipped".into(),
+            ));
+            return;
+        };
+        let key = ResourceKey {
+            kind,
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        let header = ObjectHeader {
+            api_version: api_version.to_string(),
+            name,
+            namespace,
+            meta,
+            origin: Origin::new(
+                self.file.clone(),
+                *ordinal,
+                self.lines.clone(),
+                prefix.to_string(),
+            ),
+        };
+        let resource = match kind {
+            Kind::Gateway => self.typed(obj, header, &key, out).map(Resource::Gateway),
+            Kind::VirtualService => self.typed(obj, header, &key, out).map(Resource::VirtualService),
+            Kind::DestinationRule => {
+                self.typed(obj, header, &key, out).map(Resource::DestinationRule)
+            }
+            Kind::ServiceEntry => self.typed(obj, header, &key, out).map(Resource::ServiceEntry),
+            Kind::Secret => self.typed(obj, header, &key, out).map(Resource::Secret),
+        };
+        match resource {
+            Some(r) => out.resources.push(r),
+            None => out.rejected.push(key),
+        }
+    }
+
+    /// Maps `apiVersion` + `kind` to a kind we read; anything else is reported and skipped.
+    fn recognise(
+        &self,
+        api_version: &str,
+        kind: &str,
+        line: usize,
+        prefix: &str,
+        out: &mut LoadedFile,
+    ) -> Option<Kind> {
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let istio_kind = match kind {
+            "Gateway" => Some(Kind::Gateway),
+            "VirtualService" => Some(Kind::VirtualService),
+            "DestinationRule" => Some(Kind::DestinationRule),
+            "ServiceEntry" => Some(Kind::ServiceEntry),
+            _ => None,
+        };
+        let resource = format!("{kind} -");
+        match (group, istio_kind) {
+            ("networking.istio.io", Some(k)) => {
+                if matches!(version, "v1" | "v1beta1" | "v1alpha3") {
+                    return Some(k);
+                }
+                out.diagnostics.push(self.diag(
+                    Severity::Error,
+                    line,
+                    &resource,
+                    &format!("{prefix}apiVersion"),
+                    format!(
+                        "unsupported version {version} of networking.istio.io (expected v1, v1beta1 or v1alpha3); object skipped"
+                    ),
+                ));
+                None
+            }
+            ("", _) if kind == "Secret" && version == "v1" => Some(Kind::Secret),
+            _ => {
+                out.diagnostics.push(self.diag(
+                    Severity::Note,
+                    line,
+                    &resource,
+                    &format!("{prefix}kind"),
+                    format!("{api_version} {kind} is not a kind Isthmus reads; skipped"),
+                ));
+                None
+            }
+        }
+    }
+
+    /// Deserialises the body of an object into `S`, warning about unknown fields.
+    /// Returns `None` (with an error diagnostic) if a field has the wrong type.
+    fn typed<S: DeserializeOwned>(
+        &self,
+        obj: &Map<String, Value>,
+        header: ObjectHeader,
+        key: &ResourceKey,
+        out: &mut LoadedFile,
+    ) -> Option<Object<S>> {
+        let resource = key.to_string();
+        // Istio kinds keep their body under `spec`; a Secret's body is its top level.
+        let (body, base) = if key.kind == Kind::Secret {
+            let mut body = obj.clone();
+            for k in ["apiVersion", "kind", "metadata"] {
+                body.remove(k);
+            }
+            (Value::Object(body), "")
+        } else {
+            for k in obj.keys() {
+                if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+                    out.diagnostics.push(self.diag(
+                        Severity::Warning,
+                        header.origin.line_of(k),
+                        &resource,
+                        k,
+                        format!("unknown field `{k}` (ignored)"),
+                    ));
+                }
+            }
+            (obj.get("spec").cloned().unwrap_or(Value::Null), "spec")
+        };
+        let body = if body.is_null() { Value::Object(Map::new()) } else { body };
+        let mut unknown = Vec::new();
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(base, &path));
+        let de = serde_ignored::Deserializer::new(&body, &mut record);
+        let result: Result<S, _> = serde_path_to_error::deserialize(de);
+        for path in unknown {
+            let name = path.rsplit(['.', '[']).next().unwrap_or(&path).to_string();
+            out.diagnostics.push(self.diag(
+                Severity::Warning,
+                header.origin.line_of(&path),
+                &resource,
+                &path,
+                format!("unknown field `{name}` (ignored; check the spelling)"),
+            ));
+        }
+        match result {
+            Ok(spec) => Some(Object {
+                api_version: header.api_version,
+                name: header.name,
+                namespace: header.namespace,
+                meta: header.meta,
+                spec,
+                origin: header.origin,
+            }),
+            Err(e) => {
+                let path = join_path(base, &error_path(e.path()));
+                out.diagnostics.push(self.diag(
+                    Severity::Error,
+                    header.origin.line_of(&path),
+                    &resource,
+                    &path,
+                    format!("{}; object rejected", e.inner()),
+                ));
+                None
+            }
+        }
+    }
+}
+
+struct ObjectHeader {
+    api_version: String,
+    name: String,
+    namespace: String,
+    meta: ObjectMeta,
+    origin: Origin,
+}
+
+fn join_path(base: &str, path: &str) -> String {
+    match (base.is_empty(), path.is_empty()) {
+        (true, _) => path.to_string(),
+        (false, true) => base.to_string(),
+        (false, false) if path.starts_with('[') => format!("{base}{path}"),
+        (false, false) => format!("{base}.{path}"),
+    }
+}
+
+/// Formats a `serde_ignored` path as `a.b[0].c`.
+fn ignored_path(base: &str, path: &serde_ignored::Path<'_>) -> String {
+    fn walk(p: &serde_ignored::Path<'_>, out: &mut String) {
+        use serde_ignored::Path;
+        match p {
+            Path::Root => {}
+            Path::Seq { parent, index } => {
+                walk(parent, out);
+                out.push_str(&format!("[{index}]"));
+            }
+            Path::Map { parent, key } => {
+                walk(parent, out);
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Path::Some { parent }
+            | Path::NewtypeStruct { parent }
+            | Path::NewtypeVariant { parent } => walk(parent, out),
+        }
+    }
+    let mut s = String::new();
+    walk(path, &mut s);
+    join_path(base, &s)
+}
+
+/// Formats a `serde_path_to_error` path as `a.b[0].c`.
+fn error_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

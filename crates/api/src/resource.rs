@@ -1,0 +1,180 @@
+//! A loaded resource: its identity, metadata, typed body and origin.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::istio::destination_rule::DestinationRuleSpec;
+use crate::istio::gateway::GatewaySpec;
+use crate::istio::service_entry::ServiceEntrySpec;
+use crate::istio::virtual_service::VirtualServiceSpec;
+use crate::k8s::SecretBody;
+use crate::position::LineIndex;
+
+/// The kinds Isthmus reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    Gateway,
+    VirtualService,
+    DestinationRule,
+    ServiceEntry,
+    Secret,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Gateway => "Gateway",
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::Secret => "Secret",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `kind namespace/name`: what `kubectl apply` would treat as one object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ResourceKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The parts of Kubernetes `ObjectMeta` that change behaviour. Other metadata fields
+/// (uid, resourceVersion, managedFields...) are accepted and ignored.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ObjectMeta {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub creation_timestamp: Option<String>,
+}
+
+/// Where a resource came from: the file, the line of its document, and the lines of its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    /// Position of the object in its file, counting documents and `List` items; breaks ties
+    /// of creation time the way `kubectl apply` order would.
+    pub ordinal: usize,
+    lines: Arc<LineIndex>,
+    /// `items[3].` for an item of a `List`, empty otherwise.
+    prefix: String,
+}
+
+impl Origin {
+    pub fn new(file: Arc<str>, ordinal: usize, lines: Arc<LineIndex>, prefix: String) -> Self {
+        Origin {
+            file,
+            ordinal,
+            lines,
+            prefix,
+        }
+    }
+
+    /// An origin for resources built in code (tests, defaults): every field is on line 0.
+    pub fn synthetic(file: &str) -> Self {
+        Origin::new(file.into(), 0, Arc::default(), String::new())
+    }
+
+    /// The line of the object itself.
+    pub fn line(&self) -> usize {
+        if self.prefix.is_empty() {
+            self.lines.start
+        } else {
+            self.lines.line_of(self.prefix.trim_end_matches('.'))
+        }
+    }
+
+    /// The line of `field` (a path such as `spec.http[0].route`), or of its nearest parent.
+    pub fn line_of(&self, field: &str) -> usize {
+        if self.prefix.is_empty() {
+            self.lines.line_of(field)
+        } else {
+            self.lines.line_of(&format!("{}{field}", self.prefix))
+        }
+    }
+
+    /// Every field path present in the object (relative to the object).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.lines
+            .paths()
+            .filter_map(|p| p.strip_prefix(self.prefix.as_str()))
+    }
+}
+
+/// A typed resource with its metadata and origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object<S> {
+    pub api_version: String,
+    pub name: String,
+    pub namespace: String,
+    pub meta: ObjectMeta,
+    pub spec: S,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resource {
+    Gateway(Object<GatewaySpec>),
+    VirtualService(Object<VirtualServiceSpec>),
+    DestinationRule(Object<DestinationRuleSpec>),
+    ServiceEntry(Object<ServiceEntrySpec>),
+    Secret(Object<SecretBody>),
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Gateway(_) => Kind::Gateway,
+            Resource::VirtualService(_) => Kind::VirtualService,
+            Resource::DestinationRule(_) => Kind::DestinationRule,
+            Resource::ServiceEntry(_) => Kind::ServiceEntry,
+            Resource::Secret(_) => Kind::Secret,
+        }
+    }
+
+    fn parts(&self) -> (&str, &str, &ObjectMeta, &Origin) {
+        match self {
+            Resource::Gateway(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
+            Resource::VirtualService(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
+            Resource::DestinationRule(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
+            Resource::ServiceEntry(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
+            Resource::Secret(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
+        }
+    }
+
+    pub fn key(&self) -> ResourceKey {
+        let (namespace, name, ..) = self.parts();
+        ResourceKey {
+            kind: self.kind(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn meta(&self) -> &ObjectMeta {
+        self.parts().2
+    }
+
+    pub fn origin(&self) -> &Origin {
+        self.parts().3
+    }
+}
