@@ -55,6 +55,8 @@ WORK=""           # mktemp -d, set in main
 RESULTS=""        # per-run TSV inside $WORK
 STARTED_PIDS=()   # every server this script started, for the exit trap
 BACKEND_PID=""
+WRK_PID=""        # the running load, if any
+IDLE_NOTE=""
 
 # ---------------------------------------------------------------- helpers
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -138,6 +140,7 @@ stop_tree() {
 cleanup() {
     local pid
     set +e # best effort: one failing kill must not stop the rest of the cleanup
+    [[ -n $WRK_PID ]] && kill -TERM "$WRK_PID" 2>/dev/null
     for pid in "${STARTED_PIDS[@]}"; do stop_tree "$pid"; done
     if [[ -n $WORK && -d $WORK ]]; then
         if [[ $KEEP_TMP == 1 ]]; then log "kept temp dir $WORK"; else rm -rf "$WORK"; fi
@@ -156,6 +159,22 @@ cpu_ticks() {
         total=$((total + f[11] + f[12])) # fields 14 and 15 of the full line
     done
     echo "$total"
+}
+
+# "busy total" jiffies of one core from /proc/stat (busy = all but idle+iowait).
+# Used to show which core was the bottleneck: with wrk and the backend sharing
+# a core, that core often saturates before the proxy's does.
+core_jiffies() { # core
+    awk -v c="cpu$1" '$1 == c {
+        t = 0; for (i = 2; i <= 9; i++) t += $i
+        print t - $5 - $6, t }' /proc/stat
+}
+
+core_busy_pct() { # "busy0 total0" "busy1 total1"
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        dt = y[2] - x[2]; if (dt <= 0) { print 0; exit }
+        printf "%.0f\n", 100 * (y[1] - x[1]) / dt }'
 }
 
 # VmRSS in kB summed over a process tree.
@@ -211,9 +230,9 @@ EOF
 
 nginx_temp_paths() { # name — only for modules this nginx was built with
     local d=$WORK/$1 m
-    echo "client_body_temp_path $d/client_body; proxy_temp_path $d/proxy;"
+    printf '    client_body_temp_path %s;\n    proxy_temp_path %s;\n' "$d/client_body" "$d/proxy"
     for m in fastcgi uwsgi scgi; do
-        nginx -V 2>&1 | grep -q -- "--without-http_${m}_module" || echo "${m}_temp_path $d/$m;"
+        nginx -V 2>&1 | grep -q -- "--without-http_${m}_module" || printf '    %s_temp_path %s;\n' "$m" "$d/$m"
     done
 }
 
@@ -226,7 +245,7 @@ write_backend_conf() {
         cat <<EOF
 http {
     access_log off;
-    $(nginx_temp_paths backend)
+$(nginx_temp_paths backend)
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     server {
@@ -245,7 +264,7 @@ write_nginx_conf() {
         cat <<EOF
 http {
     access_log off;
-    $(nginx_temp_paths nginx)
+$(nginx_temp_paths nginx)
     keepalive_requests 1000000;
     keepalive_timeout 75s;
     upstream backend {
@@ -389,12 +408,22 @@ start_proxy() {
 stop_proxy() {
     [[ $1 == direct ]] && return 0
     stop_tree "$PROXY_PID"
+    # Forget the pid so the exit trap can never signal an unrelated process
+    # that reuses it later in a long run.
+    local pid kept=()
+    for pid in "${STARTED_PIDS[@]}"; do [[ $pid == "$PROXY_PID" ]] || kept+=("$pid"); done
+    STARTED_PIDS=("${kept[@]}")
 }
 
 # ---------------------------------------------------------------- load
+# wrk runs in the background and we `wait` for it, so an INT/TERM sent to
+# this script runs the cleanup trap at once instead of after the load ends.
 run_wrk() { # seconds url outfile
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$1"s --latency \
-        -H "Host: $HOST_HEADER" "$2" >"$3" 2>&1 || { cat "$3" >&2; die "wrk failed"; }
+        -H "Host: $HOST_HEADER" "$2" >"$3" 2>&1 &
+    WRK_PID=$!
+    if ! wait "$WRK_PID"; then WRK_PID=""; cat "$3" >&2; die "wrk failed"; fi
+    WRK_PID=""
 }
 
 # wrk prints latencies as 412.00us / 1.23ms / 2.00s / 1.00m.
@@ -427,17 +456,20 @@ parse_wrk() {
 # load bracketed by CPU readings, RSS after load, stop. Appends a TSV row.
 bench_once() { # proxy run
     local name=$1 run=$2 out rss_idle ticks0 ticks1 t0 t1 rss_load
-    local rps p50 p99 reqs errs cpu_us_req cpu_pct
+    local rps p50 p99 reqs errs cpu_us_req cpu_pct pcore0 lcore0 pcore_pct lcore_pct
     log "run $run/$RUNS: $name"
     start_proxy "$name"
     rss_idle=$(rss_kb "$PROXY_PID")
 
-    run_wrk "$WARMUP" "$PROXY_URL" "$WORK/$name.warmup.$run.txt"
+    run_wrk "$WARMUP" "$PROXY_URL" "$WORK/$name.run$run.warmup.txt"
 
     out=$WORK/$name.run$run.txt
     ticks0=$(cpu_ticks "$PROXY_PID"); t0=$(date +%s%N)
+    pcore0=$(core_jiffies "$PROXY_CPU"); lcore0=$(core_jiffies "$LOAD_CPU")
     run_wrk "$DURATION" "$PROXY_URL" "$out"
     ticks1=$(cpu_ticks "$PROXY_PID"); t1=$(date +%s%N)
+    pcore_pct=$(core_busy_pct "$pcore0" "$(core_jiffies "$PROXY_CPU")")
+    lcore_pct=$(core_busy_pct "$lcore0" "$(core_jiffies "$LOAD_CPU")")
     rss_load=$(rss_kb "$PROXY_PID")
     [[ -d /proc/$PROXY_PID ]] || die "$name died during the load"
     stop_proxy "$name"
@@ -448,16 +480,17 @@ bench_once() { # proxy run
     cpu_pct=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }')
     if ((errs > 0)); then log "WARNING: $name run $run had $errs errors (wrk output below)"; cat "$out" >&2; fi
 
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$rps" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$rps" \
         "$(to_us "$p50")" "$(to_us "$p99")" "$reqs" "$errs" "$cpu_us_req" "$cpu_pct" \
-        "$rss_idle" "$rss_load" >>"$RESULTS"
-    log "  $rps req/s, p50 $p50, p99 $p99, $cpu_us_req CPU µs/req (${cpu_pct}% of a core), RSS ${rss_idle}→${rss_load} kB, errors $errs"
+        "$rss_idle" "$rss_load" "$pcore_pct" "$lcore_pct" >>"$RESULTS"
+    log "  $rps req/s, p50 $p50, p99 $p99, $cpu_us_req CPU µs/req (${cpu_pct}% of a core), RSS ${rss_idle}→${rss_load} kB, errors $errs; core busy: proxy ${pcore_pct}%, load ${lcore_pct}%"
     sleep 1 # let the proxy's sockets close before the next load
 }
 
 # ---------------------------------------------------------------- report
 # TSV columns: 1 proxy 2 run 3 rps 4 p50_us 5 p99_us 6 requests 7 errors
 #              8 cpu_us_per_req 9 cpu_pct 10 rss_idle_kb 11 rss_load_kb
+#              12 proxy_core_busy_pct 13 load_core_busy_pct
 median_of() { # proxy column
     awk -F'\t' -v p="$1" -v c="$2" '$1 == p { print $c }' "$RESULTS" | sort -g |
         awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -470,7 +503,7 @@ declare -A MED # MED[proxy,column] = median across runs
 summarise() {
     local p c
     for p in $PROXIES; do
-        for c in 3 4 5 8 9 10 11; do MED[$p,$c]=$(median_of "$p" "$c"); done
+        for c in 3 4 5 8 9 10 11 12 13; do MED[$p,$c]=$(median_of "$p" "$c"); done
         MED[$p,7]=$(sum_of "$p" 7) # errors: total over all runs, not a median
     done
 }
@@ -487,6 +520,7 @@ print_header() {
     echo "  isthmus:  $isthmus_info"
     echo "  load:     wrk -t1 -c$CONNECTIONS -d${DURATION}s (after ${WARMUP}s warm-up), Host: $HOST_HEADER, 1 route -> 1 upstream"
     echo "  pinning:  proxy on core $PROXY_CPU; wrk + backend nginx on core $LOAD_CPU; 1 worker per proxy"
+    echo "  machine:  $IDLE_NOTE"
     echo "  runs:     $RUNS per proxy, interleaved; medians shown (each column's median taken separately)"
     echo "  NOTE: latency is CLOSED-LOOP (wrk waits for each response before sending the next"
     echo "        on that connection), so p50/p99 include queueing and are not open-loop latencies."
@@ -495,20 +529,23 @@ print_header() {
 
 print_table() {
     local p label
-    printf '%-10s %10s %9s %9s %10s %7s %9s %9s %7s\n' \
-        proxy req/s p50_us p99_us CPU_us/req core% RSSidleMB RSSloadMB errors
+    printf '%-10s %9s %8s %8s %10s %6s %9s %9s %6s %6s %6s\n' \
+        proxy req/s p50_us p99_us CPU_us/req proc% RSSidleMB RSSloadMB core$PROXY_CPU% core$LOAD_CPU% errors
     for p in $PROXIES; do
         label=$p; [[ $p == direct ]] && label="direct*"
-        printf '%-10s %10.0f %9.0f %9.0f %10.2f %7.0f %9.1f %9.1f %7d\n' "$label" \
+        printf '%-10s %9.0f %8.0f %8.0f %10.2f %6.0f %9.1f %9.1f %6.0f %6.0f %6d\n' "$label" \
             "${MED[$p,3]}" "${MED[$p,4]}" "${MED[$p,5]}" "${MED[$p,8]}" "${MED[$p,9]}" \
             "$(awk -v k="${MED[$p,10]}" 'BEGIN { print k / 1024 }')" \
-            "$(awk -v k="${MED[$p,11]}" 'BEGIN { print k / 1024 }')" "${MED[$p,7]}"
+            "$(awk -v k="${MED[$p,11]}" 'BEGIN { print k / 1024 }')" \
+            "${MED[$p,12]}" "${MED[$p,13]}" "${MED[$p,7]}"
     done
     echo
-    echo "core%: CPU time of the measured process(es) / wall time of the load (100 = one full core)."
+    echo "proc%: CPU time of the measured process(es) / wall time of the load (100 = one full core)."
+    echo "core$PROXY_CPU% / core$LOAD_CPU%: whole-core busy time (proxy core / wrk+backend core) during the load;"
+    echo "  a core near 100% is the bottleneck, so req/s and latency say more about it than about the proxy."
     echo "errors: socket errors + responses >= 400, summed over all runs (should be 0)."
     if has_proxy direct; then
-        echo "* direct = wrk straight to the backend, no proxy; its CPU/core%/RSS columns are the"
+        echo "* direct = wrk straight to the backend, no proxy; its CPU/proc%/RSS columns are the"
         echo "  backend nginx's own (shares core $LOAD_CPU with wrk), a floor for serving one request."
     fi
     echo
@@ -544,11 +581,29 @@ validate_knobs() {
     (($(nproc) >= 2)) || log "WARNING: fewer than 2 cores: proxy and load generator will compete"
 }
 
+# Other busy processes (a cargo build, a test suite) would steal time from
+# whichever side they land on and skew the comparison: sample both cores for
+# a second and warn if they are not idle. Warn only; the run still proceeds.
+check_idle() {
+    local p0 l0 p1 l1
+    p0=$(core_jiffies "$PROXY_CPU"); l0=$(core_jiffies "$LOAD_CPU")
+    sleep 1
+    p1=$(core_busy_pct "$p0" "$(core_jiffies "$PROXY_CPU")")
+    l1=$(core_busy_pct "$l0" "$(core_jiffies "$LOAD_CPU")")
+    if ((p1 > 10 || l1 > 10)); then
+        log "WARNING: machine not idle before the benchmark (core $PROXY_CPU ${p1}% busy, core $LOAD_CPU ${l1}% busy); results will be noisy"
+        IDLE_NOTE="NOT idle at start (core $PROXY_CPU ${p1}%, core $LOAD_CPU ${l1}% busy) — numbers are suspect"
+    else
+        IDLE_NOTE="idle at start (core $PROXY_CPU ${p1}%, core $LOAD_CPU ${l1}% busy)"
+    fi
+}
+
 main() {
     validate_knobs
     ensure_tools
     ensure_isthmus
     check_ports
+    check_idle
 
     WORK=$(mktemp -d -t isthmus-bench.XXXXXX)
     # nginx workers drop to an unprivileged user when started as root and must
@@ -567,7 +622,7 @@ main() {
     done
 
     if [[ -n $OUT ]]; then
-        { printf 'proxy\trun\trps\tp50_us\tp99_us\trequests\terrors\tcpu_us_per_req\tcpu_pct\trss_idle_kb\trss_load_kb\n'
+        { printf 'proxy\trun\trps\tp50_us\tp99_us\trequests\terrors\tcpu_us_per_req\tcpu_pct\trss_idle_kb\trss_load_kb\tproxy_core_busy_pct\tload_core_busy_pct\n'
           cat "$RESULTS"; } >"$OUT"
         log "raw per-run results written to $OUT"
     fi
@@ -579,4 +634,5 @@ main() {
     print_ratios haproxy
 }
 
-main "$@"
+# Run only when executed, so the functions can be sourced for a quick check.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

@@ -1,1 +1,22 @@
-//! placeholder
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)
+)]
+//! The control plane of Isthmus, pure and synchronous: it validates the loaded resources and
+//! compiles them into the immutable [`Snapshot`] that the data plane serves.
+//!
+//! Nothing here does I/O or knows about sockets; everything is tested with tables.
+
+pub mod build;
+pub mod compile;
+pub mod diag;
+pub mod hosts;
+pub mod instance;
+pub mod matching;
+pub mod snapshot;
+pub mod support;
+pub mod validate;
+
+pub use build::{Build, LastGood, build};
+pub use instance::Instance;
+pub use snapshot::Snapshot;

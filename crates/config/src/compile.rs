@@ -1,0 +1,33 @@
+//! Compilation: valid resources in, [`Snapshot`] out. Pure and deterministic.
+//!
+//! The steps follow Istio's translation for a gateway proxy: select the Gateways whose
+//! selector matches this instance, group their servers by port, bind the VirtualServices that
+//! name those Gateways, intersect hosts into virtual hosts, merge routes in creation order with
+//! catch-alls last, and resolve every destination to a cluster of the service registry
+//! (ServiceEntries, with DestinationRule subsets).
+
+mod listeners;
+mod routes;
+mod services;
+
+use isthmus_api::{Diagnostic, Resource};
+
+use crate::instance::Instance;
+use crate::snapshot::Snapshot;
+
+/// Compiles resources that passed validation, in creation order (oldest first).
+pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let mut registry = services::Registry::new(resources, instance, &mut diags);
+    let ports = listeners::collect(resources, instance, &mut diags);
+    let listeners = routes::bind(resources, instance, &ports, &mut registry, &mut diags);
+    let snapshot = Snapshot {
+        listeners,
+        clusters: registry.into_clusters(),
+    };
+    (snapshot, diags)
+}
+
+#[cfg(test)]
+#[path = "compile_tests.rs"]
+mod tests;

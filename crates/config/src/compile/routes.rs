@@ -1,0 +1,296 @@
+//! Binding VirtualServices to the Gateway servers of each port, and compiling their HTTP
+//! routes into the ordered route table of each virtual host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use isthmus_api::istio::virtual_service::{HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec};
+use isthmus_api::{Diagnostic, Object, Resource};
+
+use super::listeners::{PortServers, ServerRef};
+use super::services::{Registry, Unresolved, check_service_entries};
+use crate::diag::{Subject, subject};
+use crate::hosts::{complete, intersect};
+use crate::instance::Instance;
+use crate::matching::{RequestMatch, StrMatcher, full_match_regex};
+use crate::snapshot::{Forward, Listener, Route, RouteAction, VirtualHost, VirtualHosts, WeightedDestination};
+
+/// A gateway reference from `gateways:` resolved to `(namespace, name)`.
+fn gateway_ref(text: &str, vs_ns: &str) -> (String, String) {
+    match text.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (vs_ns.to_string(), text.to_string()),
+    }
+}
+
+pub fn bind(
+    resources: &[&Resource],
+    instance: &Instance,
+    ports: &BTreeMap<u16, PortServers<'_>>,
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<u16, Listener> {
+    check_gateway_refs(resources, diags);
+    check_service_entries(resources, diags);
+    registry.check_rules(resources, diags);
+    let mut listeners = BTreeMap::new();
+    for (port, servers) in ports {
+        // domain -> routes, in VirtualService creation order.
+        let mut domains: BTreeMap<String, Vec<Route>> = BTreeMap::new();
+        for r in resources {
+            let Resource::VirtualService(vs) = r else { continue };
+            if !instance.sees(&vs.namespace, &vs.spec.export_to) {
+                continue;
+            }
+            bind_one(r, vs, *port, &servers.servers, instance, registry, &mut domains, diags);
+        }
+        let hosts = domains
+            .into_iter()
+            .map(|(domain, routes)| VirtualHost { domain, routes: catch_alls_last(routes) })
+            .collect();
+        listeners.insert(
+            *port,
+            Listener {
+                port: *port,
+                protocol: servers.protocol,
+                servers: servers.servers.iter().map(|s| s.label.clone()).collect(),
+                virtual_hosts: VirtualHosts::new(hosts),
+            },
+        );
+    }
+    report_unbound(resources, ports, instance, diags);
+    listeners
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bind_one(
+    r: &Resource,
+    vs: &Object<VirtualServiceSpec>,
+    port: u16,
+    servers: &[ServerRef<'_>],
+    instance: &Instance,
+    registry: &mut Registry<'_>,
+    domains: &mut BTreeMap<String, Vec<Route>>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let vs_hosts: Vec<String> = vs.spec.hosts.iter().map(|h| complete(h, &vs.namespace, &instance.domain_suffix)).collect();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    for g in &vs.spec.gateways {
+        let (ns, name) = gateway_ref(g, &vs.namespace);
+        let mut bound: BTreeSet<String> = BTreeSet::new();
+        for server in servers.iter().filter(|s| s.gateway_ns == ns && s.gateway_name == name) {
+            for sh in &server.hosts {
+                if sh.namespace.as_deref().is_some_and(|n| n != vs.namespace) {
+                    continue;
+                }
+                for h in &vs_hosts {
+                    if let Some(d) = intersect(&sh.host, h) {
+                        bound.insert(d);
+                    }
+                }
+            }
+        }
+        let fresh: Vec<String> = bound.into_iter().filter(|d| done.insert(d.clone())).collect();
+        if fresh.is_empty() {
+            continue;
+        }
+        let routes = compile_routes(r, vs, &ns, &name, port, registry, diags);
+        for d in fresh {
+            domains.entry(d).or_default().extend(routes.iter().cloned());
+        }
+    }
+}
+
+/// Istio moves every catch-all route behind the others once VirtualServices are merged.
+fn catch_alls_last(routes: Vec<Route>) -> Vec<Route> {
+    let (all, specific): (Vec<Route>, Vec<Route>) = routes.into_iter().partition(|r| r.matcher.is_catch_all());
+    specific.into_iter().chain(all).collect()
+}
+
+fn compile_routes(
+    r: &Resource,
+    vs: &Object<VirtualServiceSpec>,
+    gw_ns: &str,
+    gw_name: &str,
+    port: u16,
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Route> {
+    let s = subject(r);
+    let mut out = Vec::new();
+    for (i, route) in vs.spec.http.iter().enumerate() {
+        let field = format!("spec.http[{i}]");
+        if route.route.is_empty() {
+            // redirect, directResponse and delegate are reported as not acted on.
+            continue;
+        }
+        let action = Arc::new(RouteAction::Forward(forward(&s, &field, route, &vs.namespace, registry, diags)));
+        let blocks: Vec<Option<&HttpMatchRequest>> =
+            if route.matches.is_empty() { vec![None] } else { route.matches.iter().map(Some).collect() };
+        for m in blocks {
+            if let Some(m) = m {
+                let for_gateway = m.gateways.is_empty()
+                    || m.gateways.iter().any(|g| gateway_ref(g, &vs.namespace) == (gw_ns.to_string(), gw_name.to_string()));
+                if !for_gateway || m.port.is_some_and(|p| p != u32::from(port)) {
+                    continue;
+                }
+            }
+            let name = route_name(route.name.as_deref(), m.and_then(|m| m.name.as_deref()));
+            out.push(Route {
+                name,
+                virtual_service: format!("{}/{}", vs.namespace, vs.name),
+                matcher: m.map(request_match).unwrap_or_default(),
+                action: action.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn route_name(route: Option<&str>, matcher: Option<&str>) -> String {
+    match (route, matcher) {
+        (Some(r), Some(m)) => format!("{r}.{m}"),
+        (Some(r), None) => r.to_string(),
+        (None, Some(m)) => m.to_string(),
+        (None, None) => String::new(),
+    }
+}
+
+fn forward(
+    s: &Subject<'_>,
+    field: &str,
+    route: &HttpRoute,
+    vs_ns: &str,
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Forward {
+    let single = route.route.len() == 1;
+    let dests = route
+        .route
+        .iter()
+        .enumerate()
+        .map(|(j, d)| {
+            let df = format!("{field}.route[{j}].destination");
+            let dest = d.destination.clone().unwrap_or_default();
+            let host = complete(dest.host.as_deref().unwrap_or(""), vs_ns, registry.domain_suffix());
+            let port = dest.port.and_then(|p| p.number).and_then(|n| u16::try_from(n).ok());
+            let weight = if single { 1 } else { u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0) };
+            let (cluster_name, cluster) = match registry.cluster(&host, port, dest.subset.as_deref()) {
+                Ok((name, i)) => (name, Some(i)),
+                Err(why) => {
+                    let (f, msg) = match why {
+                        Unresolved::UnknownHost => (
+                            format!("{df}.host"),
+                            format!("no ServiceEntry defines host {host}; requests to it answer 503"),
+                        ),
+                        Unresolved::Port(msg) => (format!("{df}.port"), msg),
+                        Unresolved::Subset(msg) => (format!("{df}.subset"), msg),
+                    };
+                    let subset_missing = f.ends_with(".subset");
+                    diags.push(if subset_missing { s.error(&f, msg) } else { s.warning(&f, msg) });
+                    let p = port.map(|p| p.to_string()).unwrap_or_default();
+                    (format!("outbound|{p}|{}|{host}", dest.subset.as_deref().unwrap_or("")), None)
+                }
+            };
+            WeightedDestination { cluster_name, cluster, weight }
+        })
+        .collect();
+    Forward::new(dests)
+}
+
+fn string_matcher(m: &StringMatch, lower: bool) -> Option<StrMatcher> {
+    let fold = |s: &String| if lower { s.to_ascii_lowercase() } else { s.clone() };
+    if let Some(e) = &m.exact {
+        Some(StrMatcher::Exact(fold(e)))
+    } else if let Some(p) = &m.prefix {
+        Some(StrMatcher::Prefix(fold(p)))
+    } else if let Some(r) = &m.regex {
+        full_match_regex(r).ok().map(StrMatcher::Regex)
+    } else {
+        Some(StrMatcher::Present)
+    }
+}
+
+/// Istio ignores these keys in `headers`: they have their own fields.
+const PSEUDO_KEYS: &[&str] = &["uri", "scheme", "method", "authority"];
+
+fn request_match(m: &HttpMatchRequest) -> RequestMatch {
+    let ignore_case = m.ignore_uri_case.unwrap_or(false);
+    let map = |entries: &BTreeMap<String, StringMatch>| -> Vec<(String, StrMatcher)> {
+        entries
+            .iter()
+            .filter(|(k, _)| !PSEUDO_KEYS.contains(&k.as_str()))
+            .filter_map(|(k, v)| Some((k.clone(), string_matcher(v, false)?)))
+            .collect()
+    };
+    RequestMatch {
+        uri: m.uri.as_ref().and_then(|u| string_matcher(u, ignore_case)),
+        ignore_uri_case: ignore_case,
+        scheme: m.scheme.as_ref().and_then(|u| string_matcher(u, false)),
+        method: m.method.as_ref().and_then(|u| string_matcher(u, false)),
+        authority: m.authority.as_ref().and_then(|u| string_matcher(u, false)),
+        headers: map(&m.headers),
+        without_headers: map(&m.without_headers),
+        query_params: m
+            .query_params
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), string_matcher(v, false)?)))
+            .collect(),
+    }
+}
+
+/// VirtualServices that name a Gateway no loaded resource defines.
+fn check_gateway_refs(resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
+    let gateways: BTreeSet<(String, String)> = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Gateway(g) => Some((g.namespace.clone(), g.name.clone())),
+            _ => None,
+        })
+        .collect();
+    for r in resources {
+        let Resource::VirtualService(vs) = r else { continue };
+        for (i, g) in vs.spec.gateways.iter().enumerate() {
+            if g == "mesh" {
+                continue;
+            }
+            let key = gateway_ref(g, &vs.namespace);
+            if !gateways.contains(&key) {
+                diags.push(subject(r).warning(
+                    &format!("spec.gateways[{i}]"),
+                    format!("Gateway {}/{} is not defined by any loaded resource", key.0, key.1),
+                ));
+            }
+        }
+    }
+}
+
+/// VirtualServices bound to a Gateway of this instance whose hosts match none of its servers.
+fn report_unbound(resources: &[&Resource], ports: &BTreeMap<u16, PortServers<'_>>, instance: &Instance, diags: &mut Vec<Diagnostic>) {
+    for r in resources {
+        let Resource::VirtualService(vs) = r else { continue };
+        let hosts: Vec<String> = vs.spec.hosts.iter().map(|h| complete(h, &vs.namespace, &instance.domain_suffix)).collect();
+        for (i, g) in vs.spec.gateways.iter().enumerate() {
+            let (ns, name) = gateway_ref(g, &vs.namespace);
+            let servers: Vec<&ServerRef<'_>> = ports
+                .values()
+                .flat_map(|p| p.servers.iter())
+                .filter(|s| s.gateway_ns == ns && s.gateway_name == name)
+                .collect();
+            if servers.is_empty() {
+                continue;
+            }
+            let any = servers.iter().any(|s| {
+                s.hosts.iter().any(|sh| {
+                    sh.namespace.as_deref().is_none_or(|n| n == vs.namespace) && hosts.iter().any(|h| intersect(&sh.host, h).is_some())
+                })
+            });
+            if !any {
+                diags.push(subject(r).warning(
+                    &format!("spec.gateways[{i}]"),
+                    format!("no host of this VirtualService matches a host of Gateway {ns}/{name} (or the Gateway does not admit namespace {}); it is not served there", vs.namespace),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The service registry of file mode: ServiceEntries give services, ports and endpoints;
+//! DestinationRules give subsets. Clusters are made on demand for the destinations routes use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use isthmus_api::istio::destination_rule::Subset;
+use isthmus_api::istio::service_entry::{ServiceEntrySpec, ServicePort};
+use isthmus_api::{Diagnostic, Object, Resource};
+
+use crate::diag::{Subject, subject};
+use crate::hosts::{complete, covers};
+use crate::instance::{Instance, ROOT_NAMESPACE};
+use crate::snapshot::{Cluster, DnsTarget, Endpoint, EndpointSource};
+
+struct Service<'a> {
+    namespace: &'a str,
+    entry: &'a Object<ServiceEntrySpec>,
+}
+
+struct Rule<'a> {
+    namespace: &'a str,
+    host: String,
+    subsets: &'a [Subset],
+}
+
+pub struct Registry<'a> {
+    instance: &'a Instance,
+    services: HashMap<String, Service<'a>>,
+    rules: Vec<Rule<'a>>,
+    clusters: Vec<Cluster>,
+    by_name: HashMap<String, usize>,
+}
+
+/// Why a destination has no cluster; the route answers 503 for it.
+pub enum Unresolved {
+    UnknownHost,
+    Port(String),
+    Subset(String),
+}
+
+impl<'a> Registry<'a> {
+    pub fn new(resources: &[&'a Resource], instance: &'a Instance, diags: &mut Vec<Diagnostic>) -> Self {
+        let mut services: HashMap<String, Service<'a>> = HashMap::new();
+        let mut rules = Vec::new();
+        for r in resources {
+            match r {
+                Resource::ServiceEntry(se) if instance.sees(&se.namespace, &se.spec.export_to) => {
+                    for (i, h) in se.spec.hosts.iter().enumerate() {
+                        let host = complete(h, &se.namespace, &instance.domain_suffix);
+                        if let Some(first) = services.get(&host) {
+                            diags.push(subject(r).warning(
+                                &format!("spec.hosts[{i}]"),
+                                format!(
+                                    "host {host} is already defined by ServiceEntry {}/{}; this definition is ignored",
+                                    first.namespace, first.entry.name
+                                ),
+                            ));
+                            continue;
+                        }
+                        services.insert(host, Service { namespace: &se.namespace, entry: se });
+                    }
+                }
+                Resource::DestinationRule(dr) if instance.sees(&dr.namespace, &dr.spec.export_to) => {
+                    let host = complete(dr.spec.host.as_deref().unwrap_or(""), &dr.namespace, &instance.domain_suffix);
+                    rules.push(Rule { namespace: &dr.namespace, host, subsets: &dr.spec.subsets });
+                }
+                _ => {}
+            }
+        }
+        Registry { instance, services, rules, clusters: Vec::new(), by_name: HashMap::new() }
+    }
+
+    pub fn into_clusters(self) -> Vec<Cluster> {
+        self.clusters
+    }
+
+    pub fn domain_suffix(&self) -> &str {
+        &self.instance.domain_suffix
+    }
+
+    /// The cluster for a destination, made on first use. `port` is the destination's port if
+    /// it names one.
+    pub fn cluster(&mut self, host: &str, port: Option<u16>, subset: Option<&str>) -> Result<(String, usize), Unresolved> {
+        let svc = self.services.get(host).ok_or(Unresolved::UnknownHost)?;
+        let sp = pick_port(&svc.entry.spec.ports, port).map_err(Unresolved::Port)?;
+        let number = sp.number.and_then(|n| u16::try_from(n).ok()).unwrap_or(0);
+        let name = format!("outbound|{number}|{}|{host}", subset.unwrap_or(""));
+        if let Some(i) = self.by_name.get(&name) {
+            return Ok((name, *i));
+        }
+        let labels = match subset {
+            None => BTreeMap::new(),
+            Some(s) => self.subset_labels(host, svc.namespace, s).ok_or_else(|| {
+                Unresolved::Subset(format!(
+                    "subset {s:?} is not defined by any DestinationRule for host {host}; requests to it answer 503"
+                ))
+            })?,
+        };
+        let cluster = Cluster {
+            name: name.clone(),
+            service: host.to_string(),
+            service_namespace: svc.namespace.to_string(),
+            port: number,
+            subset: subset.map(str::to_string),
+            endpoints: endpoints(svc.entry, sp, &labels),
+        };
+        let i = self.clusters.len();
+        self.clusters.push(cluster);
+        self.by_name.insert(name.clone(), i);
+        Ok((name, i))
+    }
+
+    /// Subset labels from the DestinationRules that apply to `host`, searched as Istio does for a
+    /// gateway: the gateway's namespace, then the service's, then the root namespace.
+    fn subset_labels(&self, host: &str, service_ns: &str, subset: &str) -> Option<BTreeMap<String, String>> {
+        let order = [self.instance.namespace.as_str(), service_ns, ROOT_NAMESPACE];
+        order.iter().find_map(|ns| {
+            self.rules
+                .iter()
+                .filter(|r| r.namespace == *ns && covers(&r.host, host))
+                .flat_map(|r| r.subsets.iter())
+                .find(|s| s.name.as_deref() == Some(subset))
+                .map(|s| s.labels.clone())
+        })
+    }
+
+    /// Reports DestinationRules whose host matches no known service (Istio ignores them).
+    pub fn check_rules(&self, resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
+        for r in resources {
+            let Resource::DestinationRule(dr) = r else { continue };
+            let host = complete(dr.spec.host.as_deref().unwrap_or(""), &dr.namespace, &self.instance.domain_suffix);
+            if !self.services.keys().any(|h| covers(&host, h)) {
+                diags.push(subject(r).note(
+                    "spec.host",
+                    format!("no ServiceEntry defines host {host}; the DestinationRule has no effect"),
+                ));
+            }
+        }
+    }
+}
+
+fn pick_port(ports: &[ServicePort], wanted: Option<u16>) -> Result<&ServicePort, String> {
+    match wanted {
+        Some(n) => ports
+            .iter()
+            .find(|p| p.number == Some(u32::from(n)))
+            .ok_or_else(|| format!("the service has no port {n}; requests to it answer 503")),
+        None => match ports {
+            [only] => Ok(only),
+            [] => Err("the service declares no port; requests to it answer 503".into()),
+            _ => Err(format!(
+                "the service has {} ports, so the destination must name one (port.number); requests to it answer 503",
+                ports.len()
+            )),
+        },
+    }
+}
+
+fn endpoints(se: &Object<ServiceEntrySpec>, port: &ServicePort, subset: &BTreeMap<String, String>) -> EndpointSource {
+    let number = port.number.unwrap_or(0);
+    let default_port = port.target_port.unwrap_or(number);
+    let port_of = |e: &isthmus_api::istio::service_entry::WorkloadEntry| -> u16 {
+        let p = port.name.as_ref().and_then(|n| e.ports.get(n)).copied().unwrap_or(default_port);
+        u16::try_from(p).unwrap_or(0)
+    };
+    let selected = se
+        .spec
+        .endpoints
+        .iter()
+        .filter(|e| subset.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
+    match se.spec.resolution.as_deref().unwrap_or("NONE") {
+        "DNS" | "DNS_ROUND_ROBIN" => {
+            let mut targets: Vec<DnsTarget> = selected
+                .filter_map(|e| {
+                    Some(DnsTarget {
+                        hostname: e.address.clone()?,
+                        port: port_of(e),
+                        labels: e.labels.clone(),
+                        locality: e.locality.clone(),
+                        weight: e.weight.unwrap_or(1),
+                    })
+                })
+                .collect();
+            if se.spec.endpoints.is_empty() {
+                targets = se
+                    .spec
+                    .hosts
+                    .iter()
+                    .filter(|h| !h.contains('*'))
+                    .map(|h| DnsTarget {
+                        hostname: h.clone(),
+                        port: u16::try_from(default_port).unwrap_or(0),
+                        labels: BTreeMap::new(),
+                        locality: None,
+                        weight: 1,
+                    })
+                    .collect();
+            }
+            EndpointSource::Dns(targets)
+        }
+        _ => EndpointSource::Static(
+            selected
+                .filter_map(|e| {
+                    let ip: IpAddr = e.address.as_deref()?.parse().ok()?;
+                    Some(Endpoint {
+                        address: SocketAddr::new(ip, port_of(e)),
+                        labels: e.labels.clone(),
+                        locality: e.locality.clone(),
+                        weight: e.weight.unwrap_or(1),
+                    })
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Reports ServiceEntries whose resolution this version does not serve.
+pub fn check_service_entries(resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
+    for r in resources {
+        let Resource::ServiceEntry(se) = r else { continue };
+        let s: Subject<'_> = subject(r);
+        match se.spec.resolution.as_deref().unwrap_or("NONE") {
+            "NONE" | "DYNAMIC_DNS" => diags.push(s.warning(
+                "spec.resolution",
+                "resolution NONE and DYNAMIC_DNS (forwarding to the original destination) are not served by this version of Isthmus; the service has no endpoints",
+            )),
+            _ => {}
+        }
+        for (i, e) in se.spec.endpoints.iter().enumerate() {
+            if e.address.as_deref().is_some_and(|a| a.starts_with("unix://")) {
+                diags.push(s.warning(
+                    &format!("spec.endpoints[{i}].address"),
+                    "unix socket endpoints are not served by this version of Isthmus; endpoint ignored",
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Table tests of compilation: YAML in, route tables and diagnostics out.
+
+use isthmus_api::load::load_str;
+
+use crate::build::{LastGood, build};
+use crate::instance::Instance;
+use crate::snapshot::{EndpointSource, RouteAction, Snapshot};
+
+const GATEWAY: &str = "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [a.svc, b.svc]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: 9001}, labels: {version: v1}}
+  - {address: 127.0.0.2, ports: {http: 9002}, labels: {version: v2}}
+";
+
+fn compile_yaml(extra: &str) -> (Snapshot, Vec<String>) {
+    let text = format!("{GATEWAY}---\n{extra}");
+    let loaded = load_str("t.yaml", &text).unwrap();
+    let b = build(&loaded.resources, &loaded.rejected, &LastGood::new(), &Instance::default());
+    let mut diags: Vec<String> = loaded.diagnostics.iter().chain(&b.diagnostics).map(ToString::to_string).collect();
+    diags.sort();
+    (b.snapshot, diags)
+}
+
+/// `domain: route-name -> cluster names` for every route of port 80.
+fn table(s: &Snapshot) -> Vec<String> {
+    let Some(l) = s.listeners.get(&80) else { return vec![] };
+    l.virtual_hosts
+        .hosts
+        .iter()
+        .flat_map(|vh| {
+            vh.routes.iter().map(move |r| {
+                let RouteAction::Forward(f) = r.action.as_ref();
+                let dests: Vec<String> = f.destinations.iter().map(|d| format!("{}@{}", d.cluster_name, d.weight)).collect();
+                format!("{}: {} -> {}", vh.domain, r.name, dests.join(" "))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn host_intersection_and_merge_in_creation_order_with_catch_alls_last() {
+    let (s, diags) = compile_yaml(
+        "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: first}
+spec:
+  hosts: [a.example.com]
+  gateways: [gw]
+  http:
+  - name: all-a
+    route: [{destination: {host: a.svc}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: second}
+spec:
+  hosts: [a.example.com, '*.example.com']
+  gateways: [default/gw]
+  http:
+  - name: api
+    match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: b.svc}}]
+",
+    );
+    assert_eq!(diags, Vec::<String>::new());
+    assert_eq!(
+        table(&s),
+        [
+            "*.example.com: api -> outbound|80||b.svc@1",
+            "a.example.com: api -> outbound|80||b.svc@1",
+            "a.example.com: all-a -> outbound|80||a.svc@1",
+        ]
+    );
+}
+
+#[test]
+fn subsets_select_endpoints_and_weights_are_kept() {
+    let (s, diags) = compile_yaml(
+        "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a}
+spec:
+  host: a.svc
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - route:
+    - {destination: {host: a.svc, subset: v1}, weight: 80}
+    - {destination: {host: a.svc, subset: v2}, weight: 20}
+",
+    );
+    assert_eq!(diags, Vec::<String>::new());
+    assert_eq!(table(&s), ["*:  -> outbound|80|v1|a.svc@80 outbound|80|v2|a.svc@20"]);
+    let addrs: Vec<String> = s
+        .clusters
+        .iter()
+        .map(|c| match &c.endpoints {
+            EndpointSource::Static(e) => format!("{} {}", c.name, e.iter().map(|e| e.address.to_string()).collect::<Vec<_>>().join(",")),
+            EndpointSource::Dns(_) => c.name.clone(),
+        })
+        .collect();
+    assert_eq!(addrs, ["outbound|80|v1|a.svc 127.0.0.1:9001", "outbound|80|v2|a.svc 127.0.0.2:9002"]);
+}
+
+#[test]
+fn unresolvable_destinations_are_diagnosed_and_answer_503() {
+    let (s, diags) = compile_yaml(
+        "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: ['*']
+  gateways: [gw, missing]
+  http:
+  - match: [{uri: {prefix: /x}}]
+    route: [{destination: {host: a.svc, subset: v9}}]
+  - route: [{destination: {host: nowhere}}]
+",
+    );
+    assert_eq!(
+        diags,
+        [
+            "t.yaml:28: warning: VirtualService default/vs: spec.gateways[1]: Gateway default/missing is not defined by any loaded resource",
+            "t.yaml:31: error: VirtualService default/vs: spec.http[0].route[0].destination.subset: subset \"v9\" is not defined by any DestinationRule for host a.svc; requests to it answer 503",
+            "t.yaml:32: warning: VirtualService default/vs: spec.http[1].route[0].destination.host: no ServiceEntry defines host nowhere.default.svc.cluster.local; requests to it answer 503",
+        ]
+    );
+    let RouteAction::Forward(f) = s.listeners[&80].virtual_hosts.hosts[0].routes[0].action.as_ref();
+    assert!(f.destinations[0].cluster.is_none());
+}
+
+#[test]
+fn gateways_for_other_instances_and_unsupported_fields() {
+    let (s, diags) = compile_yaml(
+        "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: egress}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 81, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - route: [{destination: {host: a.svc}}]
+    retries: {attempts: 3}
+",
+    );
+    assert_eq!(s.listeners.keys().copied().collect::<Vec<_>>(), [80]);
+    assert_eq!(
+        diags,
+        ["t.yaml:40: warning: VirtualService default/vs: spec.http[0].retries: field is not acted on by this version of Isthmus (ignored)"]
+    );
+}
+
+#[test]
+fn invalid_resources_keep_their_last_good_version() {
+    let good = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - match: [{uri: {regex: '/ok/.*'}}]
+    route: [{destination: {host: a.svc}}]
+";
+    let text = format!("{GATEWAY}---\n{good}");
+    let first = load_str("t.yaml", &text).unwrap();
+    let b1 = build(&first.resources, &first.rejected, &LastGood::new(), &Instance::default());
+    let bad = text.replace("'/ok/.*'", "'/ok/(['");
+    let second = load_str("t.yaml", &bad).unwrap();
+    let b2 = build(&second.resources, &second.rejected, &b1.accepted, &Instance::default());
+    let msgs: Vec<String> = b2.diagnostics.iter().map(|d| format!("{}: {}", d.severity, d.message)).collect();
+    assert!(msgs.iter().any(|m| m.starts_with("error: invalid regex")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("last good version keeps serving")), "{msgs:?}");
+    assert_eq!(table(&b2.snapshot), table(&b1.snapshot));
+    assert_eq!(table(&b2.snapshot).len(), 1);
+}
+
+#[test]
+fn validation_errors() {
+    let cases = [
+        (
+            "kind: Gateway\nmetadata: {name: g2}\nspec: {servers: [{port: {number: 70000, protocol: HTTP}, hosts: ['a..b']}]}",
+            vec!["spec.servers[0].port.number: port number 70000 is not in 1..65535", "spec.servers[0].hosts[0]: invalid host"],
+        ),
+        (
+            "kind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [a], http: [{match: [{uri: {exact: /a, prefix: /b}}], route: [{destination: {host: a}}]}]}",
+            vec!["spec.http[0].match[0].uri: exact, prefix and regex are mutually exclusive"],
+        ),
+        (
+            "kind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [a], http: [{match: [{headers: {End-User: {exact: x}}}], route: [{destination: {host: a}}]}]}",
+            vec!["spec.http[0].match[0].headers.End-User: header name \"End-User\" must be lower-case"],
+        ),
+        (
+            "kind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}, weight: 0}, {destination: {host: b}}]}]}",
+            vec!["spec.http[0].route: with several destinations, at least one needs a weight above 0"],
+        ),
+        (
+            "kind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [a], http: [{name: nothing}]}",
+            vec!["spec.http[0]: an HTTP route needs one of route, redirect, directResponse or delegate"],
+        ),
+        (
+            "kind: ServiceEntry\nmetadata: {name: s}\nspec: {hosts: [x.com], resolution: STATIC, ports: [{number: 80, name: http}], endpoints: [{address: x.com}]}",
+            vec!["spec.endpoints[0].address: \"x.com\" is not an IP address"],
+        ),
+        (
+            "kind: DestinationRule\nmetadata: {name: d}\nspec: {host: a, subsets: [{name: v1}, {name: v1}]}",
+            vec!["spec.subsets[1].name: duplicate subset name \"v1\""],
+        ),
+    ];
+    for (doc, wants) in cases {
+        let text = format!("apiVersion: networking.istio.io/v1\n{doc}\n");
+        let loaded = load_str("t.yaml", &text).unwrap();
+        let b = build(&loaded.resources, &loaded.rejected, &LastGood::new(), &Instance::default());
+        let errors: Vec<String> = b.diagnostics.iter().filter(|d| d.is_error()).map(|d| format!("{}: {}", d.field, d.message)).collect();
+        assert_eq!(errors.len(), wants.len(), "{doc}: {errors:?}");
+        for (got, want) in errors.iter().zip(&wants) {
+            assert!(got.starts_with(want), "{doc}: got {got:?}, want {want:?}");
+        }
+        assert!(b.accepted.is_empty(), "{doc}: an invalid resource was accepted");
+    }
+}

@@ -1,0 +1,257 @@
+//! The compiled configuration: everything the data plane needs, precomputed, immutable.
+//!
+//! A snapshot is swapped in whole. Requests in flight keep the snapshot they started with.
+//! Indexes (`cluster`) point into the snapshot's own vectors, so the hot path never hashes a
+//! cluster name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::matching::RequestMatch;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// Listeners by the Gateway port number users see.
+    pub listeners: BTreeMap<u16, Listener>,
+    pub clusters: Vec<Cluster>,
+}
+
+/// The application protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ListenerProtocol {
+    /// Plaintext HTTP/1.1 and HTTP/2 with prior knowledge on one port (HTTP, HTTP2, GRPC).
+    Http,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listener {
+    pub port: u16,
+    pub protocol: ListenerProtocol,
+    /// The Gateway servers that make up this listener, as `namespace/gateway` (server name).
+    pub servers: Vec<String>,
+    pub virtual_hosts: VirtualHosts,
+}
+
+/// The route table of one listener, with Envoy's lookup order: exact domain, then the longest
+/// `*.suffix` wildcard, then `*`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VirtualHosts {
+    pub hosts: Vec<VirtualHost>,
+    #[serde(skip)]
+    exact: HashMap<String, usize>,
+    /// `(".example.com", index)`, longest suffix first.
+    #[serde(skip)]
+    suffixes: Vec<(String, usize)>,
+    #[serde(skip)]
+    any: Option<usize>,
+}
+
+impl VirtualHosts {
+    pub fn new(hosts: Vec<VirtualHost>) -> Self {
+        let mut exact = HashMap::new();
+        let mut suffixes = Vec::new();
+        let mut any = None;
+        for (i, vh) in hosts.iter().enumerate() {
+            if vh.domain == "*" {
+                any = Some(i);
+            } else if let Some(suffix) = vh.domain.strip_prefix('*') {
+                suffixes.push((suffix.to_string(), i));
+            } else {
+                exact.insert(vh.domain.clone(), i);
+            }
+        }
+        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        VirtualHosts {
+            hosts,
+            exact,
+            suffixes,
+            any,
+        }
+    }
+
+    /// Finds the virtual host for a request host, which must already be lower-case and
+    /// without its port.
+    pub fn find(&self, host: &str) -> Option<&VirtualHost> {
+        let idx = self.exact.get(host).copied().or_else(|| {
+            self.suffixes
+                .iter()
+                .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+                .map(|(_, i)| *i)
+                .or(self.any)
+        })?;
+        self.hosts.get(idx)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VirtualHost {
+    pub domain: String,
+    /// Evaluated in order; the first match wins.
+    pub routes: Vec<Route>,
+}
+
+impl VirtualHost {
+    pub fn find(&self, req: &crate::matching::RequestView<'_>) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matcher.matches(req))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    /// The route's name for logs and metrics (`route.match` when both are named), or empty.
+    pub name: String,
+    /// `namespace/name` of the VirtualService the route comes from.
+    pub virtual_service: String,
+    pub matcher: RequestMatch,
+    pub action: Arc<RouteAction>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    Forward(Forward),
+}
+
+/// Forward to one of several weighted destinations.
+#[derive(Debug, Clone, Serialize)]
+pub struct Forward {
+    pub destinations: Vec<WeightedDestination>,
+    /// Running sum of weights, for a binary search with one random number.
+    #[serde(skip)]
+    cumulative: Vec<u32>,
+}
+
+impl Forward {
+    pub fn new(destinations: Vec<WeightedDestination>) -> Self {
+        let mut total = 0u32;
+        let cumulative = destinations
+            .iter()
+            .map(|d| {
+                total = total.saturating_add(d.weight);
+                total
+            })
+            .collect();
+        Forward {
+            destinations,
+            cumulative,
+        }
+    }
+
+    pub fn total_weight(&self) -> u32 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    /// Picks the destination that owns `point` in `[0, total_weight)`.
+    pub fn pick(&self, point: u32) -> Option<&WeightedDestination> {
+        if self.destinations.len() == 1 {
+            return self.destinations.first();
+        }
+        let i = self.cumulative.partition_point(|&c| c <= point);
+        self.destinations.get(i)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WeightedDestination {
+    /// Istio's cluster name, `outbound|port|subset|host`.
+    pub cluster_name: String,
+    /// Index into [`Snapshot::clusters`]; `None` when the destination names no known service
+    /// or subset (Envoy answers 503 `NC`).
+    pub cluster: Option<usize>,
+    pub weight: u32,
+}
+
+/// An upstream service port (optionally one subset of it) and how to find its endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    /// The service's host name, e.g. `httpbin.example.com`.
+    pub service: String,
+    pub service_namespace: String,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    pub endpoints: EndpointSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointSource {
+    /// Addresses known at compile time (ServiceEntry `resolution: STATIC`).
+    Static(Vec<Endpoint>),
+    /// Names resolved and refreshed at run time (`resolution: DNS`).
+    Dns(Vec<DnsTarget>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsTarget {
+    pub hostname: String,
+    pub port: u16,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    pub weight: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vh(domain: &str) -> VirtualHost {
+        VirtualHost {
+            domain: domain.into(),
+            routes: vec![],
+        }
+    }
+
+    #[test]
+    fn virtual_host_precedence() {
+        let t = VirtualHosts::new(vec![
+            vh("*"),
+            vh("*.example.com"),
+            vh("*.a.example.com"),
+            vh("a.example.com"),
+        ]);
+        let cases = [
+            ("a.example.com", "a.example.com"),
+            ("x.a.example.com", "*.a.example.com"),
+            ("b.example.com", "*.example.com"),
+            ("example.com", "*"),
+            ("other.org", "*"),
+        ];
+        for (host, want) in cases {
+            assert_eq!(t.find(host).map(|v| v.domain.as_str()), Some(want), "{host}");
+        }
+        assert!(VirtualHosts::new(vec![vh("a.com")]).find("b.com").is_none());
+    }
+
+    #[test]
+    fn weighted_pick() {
+        let d = |w| WeightedDestination {
+            cluster_name: format!("c{w}"),
+            cluster: None,
+            weight: w,
+        };
+        let f = Forward::new(vec![d(80), d(0), d(20)]);
+        assert_eq!(f.total_weight(), 100);
+        let cases = [(0, "c80"), (79, "c80"), (80, "c20"), (99, "c20")];
+        for (point, want) in cases {
+            assert_eq!(f.pick(point).unwrap().cluster_name, want, "{point}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Which fields Isthmus acts on. A field that is set in a resource but not acted on yet
+//! gets a warning naming it: nothing is ignored silently.
+//!
+//! Patterns are field paths with `[]` for any list index and `*` for any map key (one or more
+//! path segments, since label keys contain dots). A path is acted on when it matches a pattern
+//! or is an ancestor of one.
+
+use isthmus_api::{Diagnostic, Kind, Resource};
+
+use crate::diag::subject;
+
+const STRING_MATCH: &[&str] = &["exact", "prefix", "regex"];
+
+fn patterns(kind: Kind) -> Vec<String> {
+    let mut p: Vec<String> = Vec::new();
+    let mut add = |s: &str| p.push(s.to_string());
+    match kind {
+        Kind::Gateway => {
+            for s in [
+                "spec.selector.*",
+                "spec.servers[].port.number",
+                "spec.servers[].port.protocol",
+                "spec.servers[].port.name",
+                "spec.servers[].hosts[]",
+                "spec.servers[].name",
+            ] {
+                add(s);
+            }
+        }
+        Kind::VirtualService => {
+            for s in [
+                "spec.hosts[]",
+                "spec.gateways[]",
+                "spec.exportTo[]",
+                "spec.http[].name",
+                "spec.http[].route[].destination.host",
+                "spec.http[].route[].destination.subset",
+                "spec.http[].route[].destination.port.number",
+                "spec.http[].route[].weight",
+                "spec.http[].match[].name",
+                "spec.http[].match[].port",
+                "spec.http[].match[].gateways[]",
+                "spec.http[].match[].ignoreUriCase",
+            ] {
+                add(s);
+            }
+            for field in ["uri", "scheme", "method", "authority"] {
+                for m in STRING_MATCH {
+                    add(&format!("spec.http[].match[].{field}.{m}"));
+                }
+            }
+            for field in ["headers", "withoutHeaders", "queryParams"] {
+                add(&format!("spec.http[].match[].{field}.*"));
+            }
+        }
+        Kind::DestinationRule => {
+            for s in ["spec.host", "spec.exportTo[]", "spec.subsets[].name", "spec.subsets[].labels.*"] {
+                add(s);
+            }
+        }
+        Kind::ServiceEntry => {
+            for s in [
+                "spec.hosts[]",
+                "spec.exportTo[]",
+                "spec.location",
+                "spec.resolution",
+                "spec.ports[].number",
+                "spec.ports[].name",
+                "spec.ports[].protocol",
+                "spec.ports[].targetPort",
+                "spec.endpoints[].address",
+                "spec.endpoints[].ports.*",
+                "spec.endpoints[].labels.*",
+            ] {
+                add(s);
+            }
+        }
+        // Secrets are read by TLS; all their fields are data.
+        Kind::Secret => add("*"),
+    }
+    p
+}
+
+/// Splits `spec.http[3].match[0].uri` into `["spec", "http[]", "match[]", "uri"]`.
+fn normalise(path: &str) -> Vec<String> {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            _ => out.push(c),
+        }
+    }
+    out.split('.').map(str::to_string).collect()
+}
+
+/// Whether `path` matches a leading part of `pattern` (so ancestors of acted-on fields count).
+fn matches_prefix(pattern: &[&str], path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return true;
+    };
+    let Some((p, prest)) = pattern.split_first() else {
+        return false;
+    };
+    if *p == "*" {
+        // A map key: one or more segments.
+        return (1..=path.len()).any(|n| matches_prefix(prest, path.get(n..).unwrap_or(&[])));
+    }
+    // A list node itself (`spec.hosts`) is the ancestor of its items (`spec.hosts[]`).
+    let list_node = rest.is_empty() && p.strip_suffix("[]") == Some(first.as_str());
+    (*p == first.as_str() || list_node) && matches_prefix(prest, rest)
+}
+
+/// Warnings for the fields of `r` that are set but not acted on yet.
+pub fn unsupported_fields(r: &Resource) -> Vec<Diagnostic> {
+    let patterns = patterns(r.kind());
+    let split: Vec<Vec<&str>> = patterns.iter().map(|p| p.split('.').collect()).collect();
+    let s = subject(r);
+    let mut out = Vec::new();
+    let mut reported: Option<String> = None;
+    for path in r.origin().paths() {
+        if !(path == "spec" || path.starts_with("spec.") || r.kind() == Kind::Secret) {
+            continue;
+        }
+        if let Some(prev) = &reported
+            && (path.starts_with(&format!("{prev}.")) || path.starts_with(&format!("{prev}[")))
+        {
+            continue;
+        }
+        let segments = normalise(path);
+        if !split.iter().any(|p| matches_prefix(p, &segments)) {
+            out.push(s.warning(path, "field is not acted on by this version of Isthmus (ignored)"));
+            reported = Some(path.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supported(kind: Kind, path: &str) -> bool {
+        let pats = patterns(kind);
+        let split: Vec<Vec<&str>> = pats.iter().map(|p| p.split('.').collect()).collect();
+        let seg = normalise(path);
+        split.iter().any(|p| matches_prefix(p, &seg))
+    }
+
+    #[test]
+    fn acted_on_fields() {
+        let vs = Kind::VirtualService;
+        let cases = [
+            (vs, "spec", true),
+            (vs, "spec.http[2]", true),
+            (vs, "spec.http[2].match[0].uri.prefix", true),
+            (vs, "spec.http[2].match[0].headers.end-user.exact", true),
+            (vs, "spec.http[2].match[0].queryParams.a.b.regex", true),
+            (vs, "spec.http[0].retries", false),
+            (vs, "spec.http[0].retries.attempts", false),
+            (vs, "spec.tcp[0]", false),
+            (Kind::Gateway, "spec.selector.app.kubernetes.io/name", true),
+            (Kind::Gateway, "spec.servers[0].tls.mode", false),
+            (Kind::DestinationRule, "spec.trafficPolicy", false),
+            (Kind::DestinationRule, "spec.subsets[1].labels.version", true),
+            (Kind::ServiceEntry, "spec.endpoints[0].weight", false),
+            (Kind::Secret, "data.tls.crt", true),
+        ];
+        for (kind, path, want) in cases {
+            assert_eq!(supported(kind, path), want, "{kind} {path}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Checks of one resource alone, as Istio's validating webhook makes them. An error rejects
+//! the resource; the rest of the configuration still applies.
+
+use isthmus_api::istio::destination_rule::DestinationRuleSpec;
+use isthmus_api::istio::gateway::GatewaySpec;
+use isthmus_api::istio::service_entry::ServiceEntrySpec;
+use isthmus_api::istio::virtual_service::{HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec};
+use isthmus_api::{Diagnostic, Resource};
+
+use crate::diag::{Subject, subject};
+use crate::hosts::check_dns_name;
+use crate::matching::full_match_regex;
+
+/// Gateway protocols Istio accepts (case-insensitive).
+pub const PROTOCOLS: &[&str] = &["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS"];
+
+/// ServiceEntry resolutions.
+pub const RESOLUTIONS: &[&str] = &["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"];
+
+/// Every diagnostic of one resource; the resource is invalid if any is an error.
+pub fn validate(r: &Resource) -> Vec<Diagnostic> {
+    let s = subject(r);
+    let mut out = Vec::new();
+    match r {
+        Resource::Gateway(o) => gateway(&s, &o.spec, &mut out),
+        Resource::VirtualService(o) => virtual_service(&s, &o.spec, &mut out),
+        Resource::DestinationRule(o) => destination_rule(&s, &o.spec, &mut out),
+        Resource::ServiceEntry(o) => service_entry(&s, &o.spec, &mut out),
+        Resource::Secret(_) => {}
+    }
+    out
+}
+
+fn port_number(s: &Subject<'_>, field: &str, n: Option<u32>, out: &mut Vec<Diagnostic>) {
+    match n {
+        None => out.push(s.error(field, "port number is required")),
+        Some(n) if !(1..=65535).contains(&n) => {
+            out.push(s.error(field, format!("port number {n} is not in 1..65535")))
+        }
+        Some(_) => {}
+    }
+}
+
+fn gateway(s: &Subject<'_>, spec: &GatewaySpec, out: &mut Vec<Diagnostic>) {
+    if spec.servers.is_empty() {
+        out.push(s.error("spec.servers", "a Gateway needs at least one server"));
+    }
+    for (i, server) in spec.servers.iter().enumerate() {
+        let f = format!("spec.servers[{i}]");
+        match &server.port {
+            None => out.push(s.error(&format!("{f}.port"), "server port is required")),
+            Some(port) => {
+                port_number(s, &format!("{f}.port.number"), port.number, out);
+                match port.protocol.as_deref() {
+                    None => out.push(s.error(&format!("{f}.port.protocol"), "protocol is required")),
+                    Some(p) if !PROTOCOLS.contains(&p.to_ascii_uppercase().as_str()) => out.push(s.error(
+                        &format!("{f}.port.protocol"),
+                        format!("unknown protocol {p:?}; expected one of {}", PROTOCOLS.join(", ")),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        if server.hosts.is_empty() {
+            out.push(s.error(&format!("{f}.hosts"), "a server needs at least one host"));
+        }
+        for (j, h) in server.hosts.iter().enumerate() {
+            let host = h.split_once('/').map_or(h.as_str(), |(_, h)| h);
+            if let Err(e) = check_dns_name(host) {
+                out.push(s.error(&format!("{f}.hosts[{j}]"), e));
+            }
+        }
+    }
+}
+
+fn virtual_service(s: &Subject<'_>, spec: &VirtualServiceSpec, out: &mut Vec<Diagnostic>) {
+    let delegate = spec.hosts.is_empty();
+    if delegate && !spec.gateways.is_empty() {
+        out.push(s.error("spec.hosts", "a VirtualService bound to gateways needs at least one host"));
+    }
+    for (i, h) in spec.hosts.iter().enumerate() {
+        if let Err(e) = check_dns_name(h).or_else(|e| h.parse::<std::net::IpAddr>().map(|_| ()).map_err(|_| e)) {
+            out.push(s.error(&format!("spec.hosts[{i}]"), e));
+        }
+    }
+    for (i, route) in spec.http.iter().enumerate() {
+        http_route(s, &format!("spec.http[{i}]"), route, out);
+    }
+}
+
+fn http_route(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diagnostic>) {
+    let actions = [
+        !route.route.is_empty(),
+        route.redirect.is_some(),
+        route.direct_response.is_some(),
+        route.delegate.is_some(),
+    ];
+    match actions.iter().filter(|a| **a).count() {
+        0 => out.push(s.error(
+            f,
+            "an HTTP route needs one of route, redirect, directResponse or delegate",
+        )),
+        1 => {}
+        _ => out.push(s.error(
+            f,
+            "route, redirect, directResponse and delegate are mutually exclusive",
+        )),
+    }
+    for (j, m) in route.matches.iter().enumerate() {
+        http_match(s, &format!("{f}.match[{j}]"), m, out);
+    }
+    let mut total: i64 = 0;
+    for (j, d) in route.route.iter().enumerate() {
+        let df = format!("{f}.route[{j}]");
+        match d.destination.as_ref().and_then(|d| d.host.as_deref()) {
+            None | Some("") => out.push(s.error(&format!("{df}.destination.host"), "destination host is required")),
+            Some(h) => {
+                if let Err(e) = check_dns_name(h) {
+                    out.push(s.error(&format!("{df}.destination.host"), e));
+                } else if h.contains('*') {
+                    out.push(s.error(&format!("{df}.destination.host"), "a destination host cannot be a wildcard"));
+                }
+            }
+        }
+        if let Some(p) = d.destination.as_ref().and_then(|d| d.port.as_ref()) {
+            port_number(s, &format!("{df}.destination.port.number"), p.number, out);
+        }
+        let w = d.weight.unwrap_or(0);
+        if w < 0 {
+            out.push(s.error(&format!("{df}.weight"), format!("weight {w} is negative")));
+        }
+        total += i64::from(w.max(0));
+    }
+    if route.route.len() > 1 && total == 0 {
+        out.push(s.error(
+            &format!("{f}.route"),
+            "with several destinations, at least one needs a weight above 0",
+        ));
+    }
+    if total > i64::from(u32::MAX) {
+        out.push(s.error(&format!("{f}.route"), "the sum of weights is too large"));
+    }
+}
+
+fn http_match(s: &Subject<'_>, f: &str, m: &HttpMatchRequest, out: &mut Vec<Diagnostic>) {
+    let singles = [("uri", &m.uri), ("scheme", &m.scheme), ("method", &m.method), ("authority", &m.authority)];
+    for (name, sm) in singles {
+        if let Some(sm) = sm {
+            string_match(s, &format!("{f}.{name}"), sm, false, out);
+        }
+    }
+    let maps = [("headers", &m.headers), ("withoutHeaders", &m.without_headers), ("queryParams", &m.query_params)];
+    for (name, map) in maps {
+        for (key, sm) in map {
+            let kf = format!("{f}.{name}.{key}");
+            if name != "queryParams" {
+                if key.bytes().any(|b| b.is_ascii_uppercase()) {
+                    out.push(s.error(&kf, format!("header name {key:?} must be lower-case")));
+                } else if http::HeaderName::from_bytes(key.as_bytes()).is_err() && !key.starts_with('@') {
+                    out.push(s.error(&kf, format!("{key:?} is not a valid header name")));
+                }
+            }
+            string_match(s, &kf, sm, name != "queryParams", out);
+        }
+    }
+    if let Some(p) = m.port
+        && !(1..=65535).contains(&p)
+    {
+        out.push(s.error(&format!("{f}.port"), format!("port {p} is not in 1..65535")));
+    }
+}
+
+fn string_match(s: &Subject<'_>, f: &str, m: &StringMatch, empty_ok: bool, out: &mut Vec<Diagnostic>) {
+    let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()];
+    match set.iter().filter(|b| **b).count() {
+        0 if !empty_ok => out.push(s.error(f, "one of exact, prefix or regex is required")),
+        0 | 1 => {}
+        _ => out.push(s.error(f, "exact, prefix and regex are mutually exclusive")),
+    }
+    if let Some(re) = &m.regex
+        && let Err(e) = full_match_regex(re)
+    {
+        let msg = e.to_string();
+        let msg = msg.lines().last().unwrap_or(&msg).trim();
+        out.push(s.error(&format!("{f}.regex"), format!("invalid regex {re:?}: {msg}")));
+    }
+}
+
+fn destination_rule(s: &Subject<'_>, spec: &DestinationRuleSpec, out: &mut Vec<Diagnostic>) {
+    match spec.host.as_deref() {
+        None | Some("") => out.push(s.error("spec.host", "host is required")),
+        Some(h) => {
+            if let Err(e) = check_dns_name(h) {
+                out.push(s.error("spec.host", e));
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        let f = format!("spec.subsets[{i}].name");
+        match subset.name.as_deref() {
+            None | Some("") => out.push(s.error(&f, "subset name is required")),
+            Some(n) if !seen.insert(n) => out.push(s.error(&f, format!("duplicate subset name {n:?}"))),
+            Some(_) => {}
+        }
+    }
+}
+
+fn service_entry(s: &Subject<'_>, spec: &ServiceEntrySpec, out: &mut Vec<Diagnostic>) {
+    if spec.hosts.is_empty() {
+        out.push(s.error("spec.hosts", "a ServiceEntry needs at least one host"));
+    }
+    for (i, h) in spec.hosts.iter().enumerate() {
+        let f = format!("spec.hosts[{i}]");
+        if h == "*" {
+            out.push(s.error(&f, "a ServiceEntry host cannot be `*`"));
+        } else if let Err(e) = check_dns_name(h) {
+            out.push(s.error(&f, e));
+        }
+    }
+    let mut numbers = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        let f = format!("spec.ports[{i}]");
+        port_number(s, &format!("{f}.number"), p.number, out);
+        if let Some(n) = p.number
+            && !numbers.insert(n)
+        {
+            out.push(s.error(&format!("{f}.number"), format!("duplicate port number {n}")));
+        }
+        match p.name.as_deref() {
+            None | Some("") => out.push(s.error(&format!("{f}.name"), "port name is required")),
+            Some(n) if !names.insert(n) => out.push(s.error(&format!("{f}.name"), format!("duplicate port name {n:?}"))),
+            Some(_) => {}
+        }
+        if let Some(t) = p.target_port
+            && !(1..=65535).contains(&t)
+        {
+            out.push(s.error(&format!("{f}.targetPort"), format!("port {t} is not in 1..65535")));
+        }
+    }
+    let resolution = spec.resolution.as_deref().unwrap_or("NONE");
+    if !RESOLUTIONS.contains(&resolution) {
+        out.push(s.error(
+            "spec.resolution",
+            format!("unknown resolution {resolution:?}; expected one of {}", RESOLUTIONS.join(", ")),
+        ));
+    }
+    for (i, e) in spec.endpoints.iter().enumerate() {
+        let f = format!("spec.endpoints[{i}].address");
+        let Some(addr) = e.address.as_deref().filter(|a| !a.is_empty()) else {
+            if e.network.is_none() {
+                out.push(s.error(&f, "endpoint address is required"));
+            }
+            continue;
+        };
+        let is_ip = addr.parse::<std::net::IpAddr>().is_ok();
+        if resolution == "STATIC" && !is_ip && !addr.starts_with("unix://") {
+            out.push(s.error(
+                &f,
+                format!("{addr:?} is not an IP address; with resolution STATIC endpoints must be IPs (use resolution DNS for names)"),
+            ));
+        } else if !is_ip && !addr.starts_with("unix://") && let Err(e) = check_dns_name(addr) {
+            out.push(s.error(&f, e));
+        }
+        for (name, port) in &e.ports {
+            if !(1..=65535).contains(port) {
+                out.push(s.error(&format!("spec.endpoints[{i}].ports.{name}"), format!("port {port} is not in 1..65535")));
+            }
+        }
+    }
+}
