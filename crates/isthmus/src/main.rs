@@ -1,1 +1,38 @@
-fn main() {}
+//! `isthmus`: an Istio-compatible ingress and egress gateway.
+
+use clap::Parser;
+use isthmus::cli::{Cli, Command};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Validate(args) => isthmus::validate::run(&args),
+        Command::Run(args) => exit(runtime(args.workers).and_then(|rt| rt.block_on(isthmus::run::run(args)))),
+        Command::Demo(args) => exit(runtime(None).and_then(|rt| rt.block_on(isthmus::demo::run(args)))),
+    }
+}
+
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers.filter(|n| *n > 0) {
+        b.worker_threads(n);
+    }
+    Ok(b.enable_all().build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("isthmus: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

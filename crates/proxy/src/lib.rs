@@ -1,1 +1,65 @@
-//! placeholder
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)
+)]
+//! The data plane of Isthmus: listeners, HTTP serving, routing against the active snapshot,
+//! upstream connection pools and load balancing.
+//!
+//! Configuration reaches the data plane only as an [`Active`] snapshot swapped in with one
+//! atomic store; no request takes a lock to read it.
+
+pub mod clusters;
+pub mod dns;
+pub mod drain;
+pub mod forward;
+pub mod handler;
+pub mod listeners;
+pub mod local_reply;
+pub mod metrics;
+pub mod path;
+pub mod serve;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use isthmus_config::Snapshot;
+
+pub use clusters::{ClusterRegistry, ClusterState};
+pub use metrics::Metrics;
+
+/// A compiled snapshot with the run-time state of its clusters, index for index.
+pub struct Active {
+    pub generation: u64,
+    pub snapshot: Arc<Snapshot>,
+    pub clusters: Vec<Arc<ClusterState>>,
+}
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    pub active: ArcSwap<Active>,
+    pub metrics: Metrics,
+    pub upstream: forward::Upstream,
+    pub identity: Identity,
+}
+
+/// How this instance names itself in metrics.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub workload: String,
+    pub namespace: String,
+}
+
+impl Gateway {
+    pub fn new(identity: Identity) -> Arc<Self> {
+        Arc::new(Gateway {
+            active: ArcSwap::from_pointee(Active {
+                generation: 0,
+                snapshot: Arc::new(Snapshot::default()),
+                clusters: Vec::new(),
+            }),
+            metrics: Metrics::new(),
+            upstream: forward::Upstream::new(),
+            identity,
+        })
+    }
+}

@@ -1,0 +1,116 @@
+//! The command line. Every `run` flag has an environment variable of the same name in upper
+//! case with an `ISTHMUS_` prefix (README lists them).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "isthmus", version, about = "An Istio-compatible ingress and egress gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Istio resources found in files and folders, reloading them when they change.
+    Run(RunArgs),
+    /// Check configuration files and print every diagnostic; exit 1 if any is an error.
+    Validate(ValidateArgs),
+    /// Run the bundled example with demo backends (the quickstart).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// A YAML file or a folder of YAML files, read like `kubectl apply -f`. Repeatable.
+    #[arg(long = "config", env = "ISTHMUS_CONFIG", value_delimiter = ',', required = true)]
+    pub config: Vec<PathBuf>,
+    /// This instance's labels; Gateways whose selector matches them apply here.
+    #[arg(long, env = "ISTHMUS_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
+    pub labels: BTreeMap<String, String>,
+    /// This instance's namespace (exportTo and DestinationRule lookup use it).
+    #[arg(long, env = "ISTHMUS_NAMESPACE", default_value = "istio-system")]
+    pub namespace: String,
+    /// Bind Gateway port PORT on HOST:PORT instead of 0.0.0.0:PORT. Repeatable.
+    #[arg(long = "bind", env = "ISTHMUS_BIND", value_delimiter = ',', value_parser = parse_bind)]
+    pub bind: Vec<(u16, SocketAddr)>,
+    /// Address of the admin server.
+    #[arg(long, env = "ISTHMUS_ADMIN", default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "ISTHMUS_DRAIN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Worker threads for traffic (default: one per core).
+    #[arg(long, env = "ISTHMUS_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl RunArgs {
+    pub fn binds(&self) -> HashMap<u16, SocketAddr> {
+        self.bind.iter().copied().collect()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// Files or folders to check.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[arg(long, default_value = "istio=ingressgateway", value_parser = parse_labels)]
+    pub labels: BTreeMap<String, String>,
+    #[arg(long, default_value = "istio-system")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where the demo gateway listens for HTTP (Gateway port 80).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+    /// The folder of the bundled example.
+    #[arg(long, default_value = "examples/quickstart")]
+    pub config: PathBuf,
+}
+
+pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| format!("label {kv:?} is not key=value"))
+        })
+        .collect()
+}
+
+pub fn parse_bind(s: &str) -> Result<(u16, SocketAddr), String> {
+    let (port, addr) = s.split_once('=').ok_or_else(|| format!("{s:?} is not PORT=HOST:PORT"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{port:?} is not a port number"))?;
+    let addr: SocketAddr = addr.parse().map_err(|_| format!("{addr:?} is not HOST:PORT"))?;
+    Ok((port, addr))
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    isthmus_api::duration::ProtoDuration::parse(s).map(|d| d.0).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags() {
+        assert_eq!(parse_labels("istio=egressgateway, app=x").unwrap().len(), 2);
+        assert!(parse_labels("nope").is_err());
+        assert_eq!(parse_bind("80=127.0.0.1:8080").unwrap(), (80, "127.0.0.1:8080".parse().unwrap()));
+        assert!(parse_bind("80:8080").is_err());
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    }
+}

@@ -1,0 +1,66 @@
+//! `isthmus run`: wiring and the signal loop.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use isthmus_admin::{Admin, Status};
+use isthmus_config::Instance;
+use isthmus_proxy::listeners::Listeners;
+use isthmus_proxy::{Gateway, Identity};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::cli::RunArgs;
+use crate::reload::Controller;
+use crate::source::FileSource;
+use crate::watch;
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let instance = Instance { labels: args.labels.clone(), namespace: args.namespace.clone(), ..Instance::default() };
+    let gateway = Gateway::new(Identity { workload: workload_name(&instance), namespace: instance.namespace.clone() });
+    let status = Arc::new(ArcSwap::from_pointee(Status::default()));
+
+    let admin_listener = isthmus_admin::bind(args.admin).await.with_context(|| format!("cannot bind the admin server on {}", args.admin))?;
+    let admin_addr = admin_listener.local_addr()?;
+    tokio::spawn(isthmus_admin::serve(admin_listener, Arc::new(Admin { gateway: gateway.clone(), status: status.clone() })));
+    tracing::info!("admin listening on {admin_addr}");
+
+    let (_watcher, mut changes) = watch::watch(&args.config).context("cannot watch the configuration paths")?;
+    let listeners = Listeners::new(gateway.clone(), args.binds());
+    let mut controller = Controller::new(FileSource::new(args.config.clone()), instance, gateway, listeners, status);
+    controller.reload();
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            Some(()) = changes.recv() => controller.reload(),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                controller.reload();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!(timeout = ?args.drain_timeout, "draining");
+    if controller.listeners.drain(args.drain_timeout).await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!("drain timeout reached; exiting with requests still in flight");
+    }
+    Ok(())
+}
+
+/// The name metrics give this instance as `source_workload`: Istio's gateways are
+/// `istio-ingressgateway` / `istio-egressgateway`, from their `istio=` label.
+fn workload_name(instance: &Instance) -> String {
+    if let Some(app) = instance.labels.get("app") {
+        return app.clone();
+    }
+    match instance.labels.get("istio") {
+        Some(role) => format!("istio-{role}"),
+        None => "isthmus".into(),
+    }
+}

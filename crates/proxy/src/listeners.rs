@@ -1,0 +1,139 @@
+//! The listener manager: one accept loop per Gateway port, started and stopped as the ports
+//! of the snapshot change, leaving the other listeners and their connections untouched.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+
+use crate::Gateway;
+use crate::drain::{DrainTrigger, DrainWatch};
+use crate::handler::ConnInfo;
+use crate::serve;
+
+struct Running {
+    local: SocketAddr,
+    stop: oneshot::Sender<()>,
+}
+
+pub struct Listeners {
+    gateway: Arc<Gateway>,
+    /// `--bind` overrides: Gateway port -> address.
+    binds: HashMap<u16, SocketAddr>,
+    running: BTreeMap<u16, Running>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    drain: DrainTrigger,
+}
+
+/// The outcome of reconciling listeners with a snapshot.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub started: Vec<(u16, SocketAddr)>,
+    pub stopped: Vec<u16>,
+    pub failed: Vec<(u16, SocketAddr, io::Error)>,
+}
+
+impl Listeners {
+    pub fn new(gateway: Arc<Gateway>, binds: HashMap<u16, SocketAddr>) -> Self {
+        Listeners {
+            gateway,
+            binds,
+            running: BTreeMap::new(),
+            builder: Arc::new(serve::builder()),
+            drain: DrainTrigger::new(),
+        }
+    }
+
+    /// The address a Gateway port is bound on when it has no `--bind` override.
+    pub fn address_for(&self, port: u16) -> SocketAddr {
+        self.binds.get(&port).copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)))
+    }
+
+    /// Binds the ports in `wanted` that are not bound yet and stops those no longer wanted.
+    pub fn apply(&mut self, wanted: &BTreeSet<u16>) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        let gone: Vec<u16> = self.running.keys().filter(|p| !wanted.contains(p)).copied().collect();
+        for port in gone {
+            if let Some(r) = self.running.remove(&port) {
+                let _ = r.stop.send(());
+                report.stopped.push(port);
+            }
+        }
+        for &port in wanted {
+            if self.running.contains_key(&port) {
+                continue;
+            }
+            let addr = self.address_for(port);
+            match bind(addr) {
+                Ok(listener) => {
+                    let local = listener.local_addr().unwrap_or(addr);
+                    let (stop, stopped) = oneshot::channel();
+                    tokio::spawn(accept_loop(
+                        self.gateway.clone(),
+                        self.builder.clone(),
+                        listener,
+                        port,
+                        stopped,
+                        self.drain.watcher(),
+                    ));
+                    self.running.insert(port, Running { local, stop });
+                    report.started.push((port, local));
+                }
+                Err(e) => report.failed.push((port, addr, e)),
+            }
+        }
+        report
+    }
+
+    /// Gateway port -> the address actually bound.
+    pub fn bound(&self) -> BTreeMap<u16, SocketAddr> {
+        self.running.iter().map(|(p, r)| (*p, r.local)).collect()
+    }
+
+    /// Stops accepting everywhere and waits for connections to finish, up to `deadline`.
+    pub async fn drain(mut self, deadline: std::time::Duration) -> bool {
+        for (_, r) in std::mem::take(&mut self.running) {
+            let _ = r.stop.send(());
+        }
+        self.drain.drain(deadline).await
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    listener: TcpListener,
+    port: u16,
+    mut stopped: oneshot::Receiver<()>,
+    drain: DrainWatch,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let info = ConnInfo { port, peer };
+                    tokio::spawn(serve::connection(gw.clone(), builder.clone(), stream, info, drain.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(port, "accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}

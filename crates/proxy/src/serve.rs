@@ -1,0 +1,58 @@
+//! Serving one downstream connection: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the
+//! same port, told apart by the HTTP/2 preface.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+
+use crate::Gateway;
+use crate::drain::DrainWatch;
+use crate::handler::{ConnInfo, handle};
+
+/// Envoy's limits: 60 KiB of request headers, 100 headers (431 beyond, on HTTP/1).
+const MAX_HEADER_BYTES: usize = 60 * 1024;
+const MAX_HEADERS: usize = 100;
+/// A client that sends nothing for this long after connecting is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(Some(2147483647))
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    b
+}
+
+pub async fn connection(gw: Arc<Gateway>, builder: Arc<auto::Builder<TokioExecutor>>, stream: TcpStream, info: ConnInfo, mut drain: DrainWatch) {
+    let _ = stream.set_nodelay(true);
+    let counted = gw.clone();
+    counted.metrics.active_connections.inc();
+    let service = service_fn(move |req| {
+        let gw = gw.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(gw, info, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = drain.started() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    counted.metrics.active_connections.dec();
+    if let Err(e) = result {
+        tracing::debug!(peer = %info.peer, "connection ended: {e}");
+    }
+}
