@@ -1,4 +1,7 @@
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 //! The admin server (default `127.0.0.1:15000`): readiness, Prometheus metrics and the
 //! compiled configuration. It only reads.
 
@@ -42,7 +45,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let admin = admin.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
@@ -80,14 +85,20 @@ fn route(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    respond(status, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -100,7 +111,9 @@ fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
 
 fn metrics(admin: &Admin) -> Response<Full<Bytes>> {
     let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, admin.gateway.metrics.registry()).is_err() {
+    if prometheus_client::encoding::text::encode(&mut out, admin.gateway.metrics.registry())
+        .is_err()
+    {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n");
     }
     respond(

@@ -10,7 +10,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct ProtoDuration(pub Duration);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {0:?}: expected a number with a unit (h, m, s, ms, us, ns), such as 1.5s")]
+#[error(
+    "invalid duration {0:?}: expected a number with a unit (h, m, s, ms, us, ns), such as 1.5s"
+)]
 pub struct DurationError(pub String);
 
 impl ProtoDuration {
@@ -90,7 +92,9 @@ mod tests {
             ("1e400s", None),
         ];
         for (text, want) in cases {
-            let got = ProtoDuration::parse(text).ok().map(|d| d.0.as_millis() as u64);
+            let got = ProtoDuration::parse(text)
+                .ok()
+                .map(|d| d.0.as_millis() as u64);
             assert_eq!(got, want, "{text:?}");
         }
     }

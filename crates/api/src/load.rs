@@ -50,7 +50,10 @@ pub fn load_str(file: &str, text: &str) -> Result<LoadedFile, FileError> {
             line,
             resource: "-".into(),
             field: "-".into(),
-            message: format!("YAML syntax error: {}", first_line(&e.without_snippet().to_string())),
+            message: format!(
+                "YAML syntax error: {}",
+                first_line(&e.without_snippet().to_string())
+            ),
         })
     })?;
     let indexes = index_documents(text);
@@ -138,7 +141,11 @@ impl Doc {
             file: self.file.to_string(),
             line,
             resource: resource.to_string(),
-            field: if field.is_empty() { "-".into() } else { field.into() },
+            field: if field.is_empty() {
+                "-".into()
+            } else {
+                field.into()
+            },
             message,
         }
     }
@@ -159,7 +166,11 @@ impl Doc {
         let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
         if kind.is_empty() || api_version.is_empty() {
-            let field = if kind.is_empty() { "kind" } else { "apiVersion" };
+            let field = if kind.is_empty() {
+                "kind"
+            } else {
+                "apiVersion"
+            };
             out.diagnostics.push(self.diag(
                 Severity::Error,
                 at(""),
@@ -218,11 +229,15 @@ impl Doc {
         };
         let resource = match kind {
             Kind::Gateway => self.typed(obj, header, &key, out).map(Resource::Gateway),
-            Kind::VirtualService => self.typed(obj, header, &key, out).map(Resource::VirtualService),
-            Kind::DestinationRule => {
-                self.typed(obj, header, &key, out).map(Resource::DestinationRule)
-            }
-            Kind::ServiceEntry => self.typed(obj, header, &key, out).map(Resource::ServiceEntry),
+            Kind::VirtualService => self
+                .typed(obj, header, &key, out)
+                .map(Resource::VirtualService),
+            Kind::DestinationRule => self
+                .typed(obj, header, &key, out)
+                .map(Resource::DestinationRule),
+            Kind::ServiceEntry => self
+                .typed(obj, header, &key, out)
+                .map(Resource::ServiceEntry),
             Kind::Secret => self.typed(obj, header, &key, out).map(Resource::Secret),
         };
         match resource {
@@ -298,7 +313,10 @@ impl Doc {
             (Value::Object(body), "")
         } else {
             for k in obj.keys() {
-                if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+                if !matches!(
+                    k.as_str(),
+                    "apiVersion" | "kind" | "metadata" | "spec" | "status"
+                ) {
                     out.diagnostics.push(self.diag(
                         Severity::Warning,
                         header.origin.line_of(k),
@@ -310,7 +328,11 @@ impl Doc {
             }
             (obj.get("spec").cloned().unwrap_or(Value::Null), "spec")
         };
-        let body = if body.is_null() { Value::Object(Map::new()) } else { body };
+        let body = if body.is_null() {
+            Value::Object(Map::new())
+        } else {
+            body
+        };
         let mut unknown = Vec::new();
         let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(base, &path));
         let de = serde_ignored::Deserializer::new(&body, &mut record);

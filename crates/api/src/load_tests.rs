@@ -179,7 +179,9 @@ items:
     assert_eq!(l.resources[1].origin().line(), 7);
     assert_eq!(
         rendered(&l),
-        ["f.yaml:12: warning: Gateway default/b: spec.servers[0].prot: unknown field `prot` (ignored; check the spelling)"]
+        [
+            "f.yaml:12: warning: Gateway default/b: spec.servers[0].prot: unknown field `prot` (ignored; check the spelling)"
+        ]
     );
 }
 
@@ -190,7 +192,11 @@ fn syntax_errors_fail_the_whole_file_with_a_line() {
         Err(e) => e.0,
     };
     assert_eq!(err.line, 4);
-    assert!(err.message.starts_with("YAML syntax error"), "{}", err.message);
+    assert!(
+        err.message.starts_with("YAML syntax error"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -207,7 +213,11 @@ fn acceptance_manifests_load_without_errors() {
             Ok(l) => l,
             Err(e) => panic!("{e}"),
         };
-        let errors: Vec<_> = l.diagnostics.iter().filter(|d| d.severity != Severity::Note).collect();
+        let errors: Vec<_> = l
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity != Severity::Note)
+            .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", path.display());
         loaded += l.resources.len();
     }

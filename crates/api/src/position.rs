@@ -81,7 +81,9 @@ pub fn index_documents(text: &str) -> Vec<LineIndex> {
                 }
             }
             Event::Scalar(value, style, ..) => {
-                let Some(doc) = current.as_mut() else { continue };
+                let Some(doc) = current.as_mut() else {
+                    continue;
+                };
                 if stack.is_empty() {
                     // A document whose root is a null scalar is skipped by serde-saphyr.
                     empty_root = style == ScalarStyle::Plain
@@ -100,7 +102,9 @@ pub fn index_documents(text: &str) -> Vec<LineIndex> {
                 record_value(doc, &mut stack, line);
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let Some(doc) = current.as_mut() else { continue };
+                let Some(doc) = current.as_mut() else {
+                    continue;
+                };
                 let path = if stack.is_empty() {
                     doc.start = line;
                     String::new()

@@ -28,7 +28,12 @@ pub struct Build {
 /// validation, they are served at their last good version if there is one, and dropped
 /// otherwise. `loaded` is in file order; later definitions of the same object win, as with
 /// `kubectl apply`.
-pub fn build(loaded: &[Resource], rejected: &[ResourceKey], last_good: &LastGood, instance: &Instance) -> Build {
+pub fn build(
+    loaded: &[Resource],
+    rejected: &[ResourceKey],
+    last_good: &LastGood,
+    instance: &Instance,
+) -> Build {
     let mut diagnostics = Vec::new();
     let mut accepted: LastGood = HashMap::new();
     let mut order: Vec<ResourceKey> = Vec::new();
@@ -37,7 +42,11 @@ pub fn build(loaded: &[Resource], rejected: &[ResourceKey], last_good: &LastGood
         let found = validate(r);
         let invalid = found.iter().any(Diagnostic::is_error);
         diagnostics.extend(found);
-        let chosen = if invalid { keep_last_good(&key, r, last_good, &mut diagnostics) } else { Some(r) };
+        let chosen = if invalid {
+            keep_last_good(&key, r, last_good, &mut diagnostics)
+        } else {
+            Some(r)
+        };
         let Some(chosen) = chosen else { continue };
         if let Some(prev) = accepted.insert(key.clone(), chosen.clone()) {
             diagnostics.push(Diagnostic {
@@ -74,10 +83,19 @@ pub fn build(loaded: &[Resource], rejected: &[ResourceKey], last_good: &LastGood
     diagnostics.extend(compiled);
     diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     diagnostics.dedup();
-    Build { snapshot, diagnostics, accepted }
+    Build {
+        snapshot,
+        diagnostics,
+        accepted,
+    }
 }
 
-fn keep_last_good<'a>(key: &ResourceKey, r: &Resource, last_good: &'a LastGood, diags: &mut Vec<Diagnostic>) -> Option<&'a Resource> {
+fn keep_last_good<'a>(
+    key: &ResourceKey,
+    r: &Resource,
+    last_good: &'a LastGood,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<&'a Resource> {
     let prev = last_good.get(key)?;
     if prev == r {
         return None;
@@ -102,8 +120,16 @@ fn kept_note(key: &ResourceKey, prev: &Resource) -> Diagnostic {
 /// `creationTimestamp` come in timestamp order; RFC 3339 strings sort chronologically).
 fn sort_by_creation(resources: &mut [&Resource]) {
     resources.sort_by(|a, b| {
-        let ka = (a.meta().creation_timestamp.as_deref().unwrap_or(""), &a.origin().file, a.origin().ordinal);
-        let kb = (b.meta().creation_timestamp.as_deref().unwrap_or(""), &b.origin().file, b.origin().ordinal);
+        let ka = (
+            a.meta().creation_timestamp.as_deref().unwrap_or(""),
+            &a.origin().file,
+            a.origin().ordinal,
+        );
+        let kb = (
+            b.meta().creation_timestamp.as_deref().unwrap_or(""),
+            &b.origin().file,
+            b.origin().ordinal,
+        );
         ka.cmp(&kb)
     });
 }

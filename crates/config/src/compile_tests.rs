@@ -31,22 +31,38 @@ spec:
 fn compile_yaml(extra: &str) -> (Snapshot, Vec<String>) {
     let text = format!("{GATEWAY}---\n{extra}");
     let loaded = load_str("t.yaml", &text).unwrap();
-    let b = build(&loaded.resources, &loaded.rejected, &LastGood::new(), &Instance::default());
-    let mut diags: Vec<String> = loaded.diagnostics.iter().chain(&b.diagnostics).map(ToString::to_string).collect();
+    let b = build(
+        &loaded.resources,
+        &loaded.rejected,
+        &LastGood::new(),
+        &Instance::default(),
+    );
+    let mut diags: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .chain(&b.diagnostics)
+        .map(ToString::to_string)
+        .collect();
     diags.sort();
     (b.snapshot, diags)
 }
 
 /// `domain: route-name -> cluster names` for every route of port 80.
 fn table(s: &Snapshot) -> Vec<String> {
-    let Some(l) = s.listeners.get(&80) else { return vec![] };
+    let Some(l) = s.listeners.get(&80) else {
+        return vec![];
+    };
     l.virtual_hosts
         .hosts
         .iter()
         .flat_map(|vh| {
             vh.routes.iter().map(move |r| {
                 let RouteAction::Forward(f) = r.action.as_ref();
-                let dests: Vec<String> = f.destinations.iter().map(|d| format!("{}@{}", d.cluster_name, d.weight)).collect();
+                let dests: Vec<String> = f
+                    .destinations
+                    .iter()
+                    .map(|d| format!("{}@{}", d.cluster_name, d.weight))
+                    .collect();
                 format!("{}: {} -> {}", vh.domain, r.name, dests.join(" "))
             })
         })
@@ -114,16 +130,32 @@ spec:
 ",
     );
     assert_eq!(diags, Vec::<String>::new());
-    assert_eq!(table(&s), ["*:  -> outbound|80|v1|a.svc@80 outbound|80|v2|a.svc@20"]);
+    assert_eq!(
+        table(&s),
+        ["*:  -> outbound|80|v1|a.svc@80 outbound|80|v2|a.svc@20"]
+    );
     let addrs: Vec<String> = s
         .clusters
         .iter()
         .map(|c| match &c.endpoints {
-            EndpointSource::Static(e) => format!("{} {}", c.name, e.iter().map(|e| e.address.to_string()).collect::<Vec<_>>().join(",")),
+            EndpointSource::Static(e) => format!(
+                "{} {}",
+                c.name,
+                e.iter()
+                    .map(|e| e.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             EndpointSource::Dns(_) => c.name.clone(),
         })
         .collect();
-    assert_eq!(addrs, ["outbound|80|v1|a.svc 127.0.0.1:9001", "outbound|80|v2|a.svc 127.0.0.2:9002"]);
+    assert_eq!(
+        addrs,
+        [
+            "outbound|80|v1|a.svc 127.0.0.1:9001",
+            "outbound|80|v2|a.svc 127.0.0.2:9002"
+        ]
+    );
 }
 
 #[test]
@@ -150,7 +182,9 @@ spec:
             "t.yaml:32: warning: VirtualService default/vs: spec.http[1].route[0].destination.host: no ServiceEntry defines host nowhere.default.svc.cluster.local; requests to it answer 503",
         ]
     );
-    let RouteAction::Forward(f) = s.listeners[&80].virtual_hosts.hosts[0].routes[0].action.as_ref();
+    let RouteAction::Forward(f) = s.listeners[&80].virtual_hosts.hosts[0].routes[0]
+        .action
+        .as_ref();
     assert!(f.destinations[0].cluster.is_none());
 }
 
@@ -181,7 +215,9 @@ spec:
     assert_eq!(s.listeners.keys().copied().collect::<Vec<_>>(), [80]);
     assert_eq!(
         diags,
-        ["t.yaml:40: warning: VirtualService default/vs: spec.http[0].retries: field is not acted on by this version of Isthmus (ignored)"]
+        [
+            "t.yaml:40: warning: VirtualService default/vs: spec.http[0].retries: field is not acted on by this version of Isthmus (ignored)"
+        ]
     );
 }
 
@@ -200,13 +236,34 @@ spec:
 ";
     let text = format!("{GATEWAY}---\n{good}");
     let first = load_str("t.yaml", &text).unwrap();
-    let b1 = build(&first.resources, &first.rejected, &LastGood::new(), &Instance::default());
+    let b1 = build(
+        &first.resources,
+        &first.rejected,
+        &LastGood::new(),
+        &Instance::default(),
+    );
     let bad = text.replace("'/ok/.*'", "'/ok/(['");
     let second = load_str("t.yaml", &bad).unwrap();
-    let b2 = build(&second.resources, &second.rejected, &b1.accepted, &Instance::default());
-    let msgs: Vec<String> = b2.diagnostics.iter().map(|d| format!("{}: {}", d.severity, d.message)).collect();
-    assert!(msgs.iter().any(|m| m.starts_with("error: invalid regex")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.contains("last good version keeps serving")), "{msgs:?}");
+    let b2 = build(
+        &second.resources,
+        &second.rejected,
+        &b1.accepted,
+        &Instance::default(),
+    );
+    let msgs: Vec<String> = b2
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}: {}", d.severity, d.message))
+        .collect();
+    assert!(
+        msgs.iter().any(|m| m.starts_with("error: invalid regex")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("last good version keeps serving")),
+        "{msgs:?}"
+    );
     assert_eq!(table(&b2.snapshot), table(&b1.snapshot));
     assert_eq!(table(&b2.snapshot).len(), 1);
 }
@@ -216,7 +273,10 @@ fn validation_errors() {
     let cases = [
         (
             "kind: Gateway\nmetadata: {name: g2}\nspec: {servers: [{port: {number: 70000, protocol: HTTP}, hosts: ['a..b']}]}",
-            vec!["spec.servers[0].port.number: port number 70000 is not in 1..65535", "spec.servers[0].hosts[0]: invalid host"],
+            vec![
+                "spec.servers[0].port.number: port number 70000 is not in 1..65535",
+                "spec.servers[0].hosts[0]: invalid host",
+            ],
         ),
         (
             "kind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [a], http: [{match: [{uri: {exact: /a, prefix: /b}}], route: [{destination: {host: a}}]}]}",
@@ -224,15 +284,21 @@ fn validation_errors() {
         ),
         (
             "kind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [a], http: [{match: [{headers: {End-User: {exact: x}}}], route: [{destination: {host: a}}]}]}",
-            vec!["spec.http[0].match[0].headers.End-User: header name \"End-User\" must be lower-case"],
+            vec![
+                "spec.http[0].match[0].headers.End-User: header name \"End-User\" must be lower-case",
+            ],
         ),
         (
             "kind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [a], http: [{route: [{destination: {host: a}, weight: 0}, {destination: {host: b}}]}]}",
-            vec!["spec.http[0].route: with several destinations, at least one needs a weight above 0"],
+            vec![
+                "spec.http[0].route: with several destinations, at least one needs a weight above 0",
+            ],
         ),
         (
             "kind: VirtualService\nmetadata: {name: v}\nspec: {hosts: [a], http: [{name: nothing}]}",
-            vec!["spec.http[0]: an HTTP route needs one of route, redirect, directResponse or delegate"],
+            vec![
+                "spec.http[0]: an HTTP route needs one of route, redirect, directResponse or delegate",
+            ],
         ),
         (
             "kind: ServiceEntry\nmetadata: {name: s}\nspec: {hosts: [x.com], resolution: STATIC, ports: [{number: 80, name: http}], endpoints: [{address: x.com}]}",
@@ -246,12 +312,25 @@ fn validation_errors() {
     for (doc, wants) in cases {
         let text = format!("apiVersion: networking.istio.io/v1\n{doc}\n");
         let loaded = load_str("t.yaml", &text).unwrap();
-        let b = build(&loaded.resources, &loaded.rejected, &LastGood::new(), &Instance::default());
-        let errors: Vec<String> = b.diagnostics.iter().filter(|d| d.is_error()).map(|d| format!("{}: {}", d.field, d.message)).collect();
+        let b = build(
+            &loaded.resources,
+            &loaded.rejected,
+            &LastGood::new(),
+            &Instance::default(),
+        );
+        let errors: Vec<String> = b
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| format!("{}: {}", d.field, d.message))
+            .collect();
         assert_eq!(errors.len(), wants.len(), "{doc}: {errors:?}");
         for (got, want) in errors.iter().zip(&wants) {
             assert!(got.starts_with(want), "{doc}: got {got:?}, want {want:?}");
         }
-        assert!(b.accepted.is_empty(), "{doc}: an invalid resource was accepted");
+        assert!(
+            b.accepted.is_empty(),
+            "{doc}: an invalid resource was accepted"
+        );
     }
 }

@@ -15,7 +15,11 @@ impl Subject<'_> {
             file: self.origin.file.to_string(),
             line: self.origin.line_of(field),
             resource: self.resource.clone(),
-            field: if field.is_empty() { "-".into() } else { field.into() },
+            field: if field.is_empty() {
+                "-".into()
+            } else {
+                field.into()
+            },
             message: message.into(),
         }
     }

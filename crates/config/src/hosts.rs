@@ -69,12 +69,16 @@ pub fn check_dns_name(host: &str) -> Result<(), String> {
     }
     let name = host.strip_prefix("*.").unwrap_or(host);
     if name.is_empty() || name.len() > 253 {
-        return Err(format!("invalid host {host:?}: empty or longer than 253 characters"));
+        return Err(format!(
+            "invalid host {host:?}: empty or longer than 253 characters"
+        ));
     }
     for label in name.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
@@ -127,7 +131,10 @@ mod tests {
         let h = parse_server_host("prod/*.Example.com", "gw");
         assert_eq!(h.namespace.as_deref(), Some("prod"));
         assert_eq!(h.host, "*.example.com");
-        assert_eq!(parse_server_host("./a.com", "gw").namespace.as_deref(), Some("gw"));
+        assert_eq!(
+            parse_server_host("./a.com", "gw").namespace.as_deref(),
+            Some("gw")
+        );
         assert_eq!(parse_server_host("*/a.com", "gw").namespace, None);
         assert_eq!(parse_server_host("a.com", "gw").namespace, None);
     }
@@ -137,7 +144,9 @@ mod tests {
         for ok in ["*", "a.com", "*.a.com", "a-b.c0m", "localhost"] {
             assert!(check_dns_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a..com", "*a.com", "a.*.com", "-a.com", "a_b.com", "a.com*"] {
+        for bad in [
+            "", "a..com", "*a.com", "a.*.com", "-a.com", "a_b.com", "a.com*",
+        ] {
             assert!(check_dns_name(bad).is_err(), "{bad}");
         }
     }

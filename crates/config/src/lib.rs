@@ -1,6 +1,11 @@
 #![cfg_attr(
     test,
-    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
 )]
 //! The control plane of Isthmus, pure and synchronous: it validates the loaded resources and
 //! compiles them into the immutable [`Snapshot`] that the data plane serves.

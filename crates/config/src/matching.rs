@@ -237,7 +237,12 @@ mod tests {
         };
         let cases: Vec<(RequestMatch, &str, Option<&str>, bool)> = vec![
             (RequestMatch::default(), "/", None, true),
-            (uri(StrMatcher::Prefix("/API".into())), "/api/x", None, false),
+            (
+                uri(StrMatcher::Prefix("/API".into())),
+                "/api/x",
+                None,
+                false,
+            ),
             (
                 RequestMatch {
                     ignore_uri_case: true,
@@ -247,10 +252,25 @@ mod tests {
                 None,
                 true,
             ),
-            (header("end-user", StrMatcher::Exact("jason".into())), "/", None, true),
-            (header("end-user", StrMatcher::Exact("Jason".into())), "/", None, false),
+            (
+                header("end-user", StrMatcher::Exact("jason".into())),
+                "/",
+                None,
+                true,
+            ),
+            (
+                header("end-user", StrMatcher::Exact("Jason".into())),
+                "/",
+                None,
+                false,
+            ),
             (header("missing", StrMatcher::Present), "/", None, false),
-            (header("x-multi", StrMatcher::Exact("a,b".into())), "/", None, true),
+            (
+                header("x-multi", StrMatcher::Exact("a,b".into())),
+                "/",
+                None,
+                true,
+            ),
             (
                 RequestMatch {
                     without_headers: vec![("end-user".into(), StrMatcher::Present)],
@@ -309,7 +329,11 @@ mod tests {
             ),
         ];
         for (i, (m, path, query, want)) in cases.into_iter().enumerate() {
-            assert_eq!(m.matches(&view(path, query, &headers)), want, "case {i}: {m:?}");
+            assert_eq!(
+                m.matches(&view(path, query, &headers)),
+                want,
+                "case {i}: {m:?}"
+            );
         }
     }
 

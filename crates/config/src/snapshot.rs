@@ -235,7 +235,11 @@ mod tests {
             ("other.org", "*"),
         ];
         for (host, want) in cases {
-            assert_eq!(t.find(host).map(|v| v.domain.as_str()), Some(want), "{host}");
+            assert_eq!(
+                t.find(host).map(|v| v.domain.as_str()),
+                Some(want),
+                "{host}"
+            );
         }
         assert!(VirtualHosts::new(vec![vh("a.com")]).find("b.com").is_none());
     }

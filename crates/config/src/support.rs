@@ -54,7 +54,12 @@ fn patterns(kind: Kind) -> Vec<String> {
             }
         }
         Kind::DestinationRule => {
-            for s in ["spec.host", "spec.exportTo[]", "spec.subsets[].name", "spec.subsets[].labels.*"] {
+            for s in [
+                "spec.host",
+                "spec.exportTo[]",
+                "spec.subsets[].name",
+                "spec.subsets[].labels.*",
+            ] {
                 add(s);
             }
         }
@@ -137,7 +142,10 @@ pub fn unsupported_fields(r: &Resource) -> Vec<Diagnostic> {
         }
         let segments = normalise(path);
         if !split.iter().any(|p| matches_prefix(p, &segments)) {
-            out.push(s.warning(path, "field is not acted on by this version of Isthmus (ignored)"));
+            out.push(s.warning(
+                path,
+                "field is not acted on by this version of Isthmus (ignored)",
+            ));
             reported = Some(path.to_string());
         }
     }
@@ -170,7 +178,11 @@ mod tests {
             (Kind::Gateway, "spec.selector.app.kubernetes.io/name", true),
             (Kind::Gateway, "spec.servers[0].tls.mode", false),
             (Kind::DestinationRule, "spec.trafficPolicy", false),
-            (Kind::DestinationRule, "spec.subsets[1].labels.version", true),
+            (
+                Kind::DestinationRule,
+                "spec.subsets[1].labels.version",
+                true,
+            ),
             (Kind::ServiceEntry, "spec.endpoints[0].weight", false),
             (Kind::Secret, "data.tls.crt", true),
         ];

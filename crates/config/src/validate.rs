@@ -4,7 +4,9 @@
 use isthmus_api::istio::destination_rule::DestinationRuleSpec;
 use isthmus_api::istio::gateway::GatewaySpec;
 use isthmus_api::istio::service_entry::ServiceEntrySpec;
-use isthmus_api::istio::virtual_service::{HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec};
+use isthmus_api::istio::virtual_service::{
+    HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
+};
 use isthmus_api::{Diagnostic, Resource};
 
 use crate::diag::{Subject, subject};
@@ -12,7 +14,9 @@ use crate::hosts::check_dns_name;
 use crate::matching::full_match_regex;
 
 /// Gateway protocols Istio accepts (case-insensitive).
-pub const PROTOCOLS: &[&str] = &["HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS"];
+pub const PROTOCOLS: &[&str] = &[
+    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS",
+];
 
 /// ServiceEntry resolutions.
 pub const RESOLUTIONS: &[&str] = &["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN", "DYNAMIC_DNS"];
@@ -52,11 +56,18 @@ fn gateway(s: &Subject<'_>, spec: &GatewaySpec, out: &mut Vec<Diagnostic>) {
             Some(port) => {
                 port_number(s, &format!("{f}.port.number"), port.number, out);
                 match port.protocol.as_deref() {
-                    None => out.push(s.error(&format!("{f}.port.protocol"), "protocol is required")),
-                    Some(p) if !PROTOCOLS.contains(&p.to_ascii_uppercase().as_str()) => out.push(s.error(
-                        &format!("{f}.port.protocol"),
-                        format!("unknown protocol {p:?}; expected one of {}", PROTOCOLS.join(", ")),
-                    )),
+                    None => {
+                        out.push(s.error(&format!("{f}.port.protocol"), "protocol is required"))
+                    }
+                    Some(p) if !PROTOCOLS.contains(&p.to_ascii_uppercase().as_str()) => {
+                        out.push(s.error(
+                            &format!("{f}.port.protocol"),
+                            format!(
+                                "unknown protocol {p:?}; expected one of {}",
+                                PROTOCOLS.join(", ")
+                            ),
+                        ))
+                    }
                     Some(_) => {}
                 }
             }
@@ -76,10 +87,15 @@ fn gateway(s: &Subject<'_>, spec: &GatewaySpec, out: &mut Vec<Diagnostic>) {
 fn virtual_service(s: &Subject<'_>, spec: &VirtualServiceSpec, out: &mut Vec<Diagnostic>) {
     let delegate = spec.hosts.is_empty();
     if delegate && !spec.gateways.is_empty() {
-        out.push(s.error("spec.hosts", "a VirtualService bound to gateways needs at least one host"));
+        out.push(s.error(
+            "spec.hosts",
+            "a VirtualService bound to gateways needs at least one host",
+        ));
     }
     for (i, h) in spec.hosts.iter().enumerate() {
-        if let Err(e) = check_dns_name(h).or_else(|e| h.parse::<std::net::IpAddr>().map(|_| ()).map_err(|_| e)) {
+        if let Err(e) =
+            check_dns_name(h).or_else(|e| h.parse::<std::net::IpAddr>().map(|_| ()).map_err(|_| e))
+        {
             out.push(s.error(&format!("spec.hosts[{i}]"), e));
         }
     }
@@ -113,12 +129,18 @@ fn http_route(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diagnos
     for (j, d) in route.route.iter().enumerate() {
         let df = format!("{f}.route[{j}]");
         match d.destination.as_ref().and_then(|d| d.host.as_deref()) {
-            None | Some("") => out.push(s.error(&format!("{df}.destination.host"), "destination host is required")),
+            None | Some("") => out.push(s.error(
+                &format!("{df}.destination.host"),
+                "destination host is required",
+            )),
             Some(h) => {
                 if let Err(e) = check_dns_name(h) {
                     out.push(s.error(&format!("{df}.destination.host"), e));
                 } else if h.contains('*') {
-                    out.push(s.error(&format!("{df}.destination.host"), "a destination host cannot be a wildcard"));
+                    out.push(s.error(
+                        &format!("{df}.destination.host"),
+                        "a destination host cannot be a wildcard",
+                    ));
                 }
             }
         }
@@ -143,20 +165,31 @@ fn http_route(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diagnos
 }
 
 fn http_match(s: &Subject<'_>, f: &str, m: &HttpMatchRequest, out: &mut Vec<Diagnostic>) {
-    let singles = [("uri", &m.uri), ("scheme", &m.scheme), ("method", &m.method), ("authority", &m.authority)];
+    let singles = [
+        ("uri", &m.uri),
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ];
     for (name, sm) in singles {
         if let Some(sm) = sm {
             string_match(s, &format!("{f}.{name}"), sm, false, out);
         }
     }
-    let maps = [("headers", &m.headers), ("withoutHeaders", &m.without_headers), ("queryParams", &m.query_params)];
+    let maps = [
+        ("headers", &m.headers),
+        ("withoutHeaders", &m.without_headers),
+        ("queryParams", &m.query_params),
+    ];
     for (name, map) in maps {
         for (key, sm) in map {
             let kf = format!("{f}.{name}.{key}");
             if name != "queryParams" {
                 if key.bytes().any(|b| b.is_ascii_uppercase()) {
                     out.push(s.error(&kf, format!("header name {key:?} must be lower-case")));
-                } else if http::HeaderName::from_bytes(key.as_bytes()).is_err() && !key.starts_with('@') {
+                } else if http::HeaderName::from_bytes(key.as_bytes()).is_err()
+                    && !key.starts_with('@')
+                {
                     out.push(s.error(&kf, format!("{key:?} is not a valid header name")));
                 }
             }
@@ -170,7 +203,13 @@ fn http_match(s: &Subject<'_>, f: &str, m: &HttpMatchRequest, out: &mut Vec<Diag
     }
 }
 
-fn string_match(s: &Subject<'_>, f: &str, m: &StringMatch, empty_ok: bool, out: &mut Vec<Diagnostic>) {
+fn string_match(
+    s: &Subject<'_>,
+    f: &str,
+    m: &StringMatch,
+    empty_ok: bool,
+    out: &mut Vec<Diagnostic>,
+) {
     let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()];
     match set.iter().filter(|b| **b).count() {
         0 if !empty_ok => out.push(s.error(f, "one of exact, prefix or regex is required")),
@@ -182,7 +221,10 @@ fn string_match(s: &Subject<'_>, f: &str, m: &StringMatch, empty_ok: bool, out: 
     {
         let msg = e.to_string();
         let msg = msg.lines().last().unwrap_or(&msg).trim();
-        out.push(s.error(&format!("{f}.regex"), format!("invalid regex {re:?}: {msg}")));
+        out.push(s.error(
+            &format!("{f}.regex"),
+            format!("invalid regex {re:?}: {msg}"),
+        ));
     }
 }
 
@@ -200,7 +242,9 @@ fn destination_rule(s: &Subject<'_>, spec: &DestinationRuleSpec, out: &mut Vec<D
         let f = format!("spec.subsets[{i}].name");
         match subset.name.as_deref() {
             None | Some("") => out.push(s.error(&f, "subset name is required")),
-            Some(n) if !seen.insert(n) => out.push(s.error(&f, format!("duplicate subset name {n:?}"))),
+            Some(n) if !seen.insert(n) => {
+                out.push(s.error(&f, format!("duplicate subset name {n:?}")))
+            }
             Some(_) => {}
         }
     }
@@ -230,20 +274,28 @@ fn service_entry(s: &Subject<'_>, spec: &ServiceEntrySpec, out: &mut Vec<Diagnos
         }
         match p.name.as_deref() {
             None | Some("") => out.push(s.error(&format!("{f}.name"), "port name is required")),
-            Some(n) if !names.insert(n) => out.push(s.error(&format!("{f}.name"), format!("duplicate port name {n:?}"))),
+            Some(n) if !names.insert(n) => {
+                out.push(s.error(&format!("{f}.name"), format!("duplicate port name {n:?}")))
+            }
             Some(_) => {}
         }
         if let Some(t) = p.target_port
             && !(1..=65535).contains(&t)
         {
-            out.push(s.error(&format!("{f}.targetPort"), format!("port {t} is not in 1..65535")));
+            out.push(s.error(
+                &format!("{f}.targetPort"),
+                format!("port {t} is not in 1..65535"),
+            ));
         }
     }
     let resolution = spec.resolution.as_deref().unwrap_or("NONE");
     if !RESOLUTIONS.contains(&resolution) {
         out.push(s.error(
             "spec.resolution",
-            format!("unknown resolution {resolution:?}; expected one of {}", RESOLUTIONS.join(", ")),
+            format!(
+                "unknown resolution {resolution:?}; expected one of {}",
+                RESOLUTIONS.join(", ")
+            ),
         ));
     }
     for (i, e) in spec.endpoints.iter().enumerate() {
@@ -260,12 +312,18 @@ fn service_entry(s: &Subject<'_>, spec: &ServiceEntrySpec, out: &mut Vec<Diagnos
                 &f,
                 format!("{addr:?} is not an IP address; with resolution STATIC endpoints must be IPs (use resolution DNS for names)"),
             ));
-        } else if !is_ip && !addr.starts_with("unix://") && let Err(e) = check_dns_name(addr) {
+        } else if !is_ip
+            && !addr.starts_with("unix://")
+            && let Err(e) = check_dns_name(addr)
+        {
             out.push(s.error(&f, e));
         }
         for (name, port) in &e.ports {
             if !(1..=65535).contains(port) {
-                out.push(s.error(&format!("spec.endpoints[{i}].ports.{name}"), format!("port {port} is not in 1..65535")));
+                out.push(s.error(
+                    &format!("spec.endpoints[{i}].ports.{name}"),
+                    format!("port {port} is not in 1..65535"),
+                ));
             }
         }
     }

@@ -9,7 +9,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "isthmus", version, about = "An Istio-compatible ingress and egress gateway")]
+#[command(
+    name = "isthmus",
+    version,
+    about = "An Istio-compatible ingress and egress gateway"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -28,7 +32,12 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// A YAML file or a folder of YAML files, read like `kubectl apply -f`. Repeatable.
-    #[arg(long = "config", env = "ISTHMUS_CONFIG", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "config",
+        env = "ISTHMUS_CONFIG",
+        value_delimiter = ',',
+        required = true
+    )]
     pub config: Vec<PathBuf>,
     /// This instance's labels; Gateways whose selector matches them apply here.
     #[arg(long, env = "ISTHMUS_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
@@ -91,14 +100,22 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 pub fn parse_bind(s: &str) -> Result<(u16, SocketAddr), String> {
-    let (port, addr) = s.split_once('=').ok_or_else(|| format!("{s:?} is not PORT=HOST:PORT"))?;
-    let port: u16 = port.parse().map_err(|_| format!("{port:?} is not a port number"))?;
-    let addr: SocketAddr = addr.parse().map_err(|_| format!("{addr:?} is not HOST:PORT"))?;
+    let (port, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not PORT=HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port number"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not HOST:PORT"))?;
     Ok((port, addr))
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    isthmus_api::duration::ProtoDuration::parse(s).map(|d| d.0).map_err(|e| e.to_string())
+    isthmus_api::duration::ProtoDuration::parse(s)
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -109,7 +126,10 @@ mod tests {
     fn flags() {
         assert_eq!(parse_labels("istio=egressgateway, app=x").unwrap().len(), 2);
         assert!(parse_labels("nope").is_err());
-        assert_eq!(parse_bind("80=127.0.0.1:8080").unwrap(), (80, "127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            parse_bind("80=127.0.0.1:8080").unwrap(),
+            (80, "127.0.0.1:8080".parse().unwrap())
+        );
         assert!(parse_bind("80:8080").is_err());
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
     }

@@ -18,7 +18,10 @@ use tokio::net::TcpListener;
 use crate::cli::{DemoArgs, RunArgs};
 
 /// The demo backends of the quickstart, as its ServiceEntry lists them.
-pub const DEMO_BACKENDS: &[(&str, &str)] = &[("httpbin-v1", "127.0.0.1:9081"), ("httpbin-v2", "127.0.0.1:9082")];
+pub const DEMO_BACKENDS: &[(&str, &str)] = &[
+    ("httpbin-v1", "127.0.0.1:9081"),
+    ("httpbin-v2", "127.0.0.1:9082"),
+];
 
 /// Starts an httpbin-like backend named `name` on `listener`.
 ///
@@ -31,10 +34,16 @@ pub fn spawn_backend(name: &str, listener: TcpListener) -> tokio::task::JoinHand
     let name: &'static str = Box::leak(name.to_string().into_boxed_str());
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let svc = service_fn(move |req| async move { Ok::<_, Infallible>(backend_response(name, req).await) });
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+                let svc = service_fn(move |req| async move {
+                    Ok::<_, Infallible>(backend_response(name, req).await)
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     })
@@ -44,19 +53,36 @@ async fn backend_response(name: &str, req: Request<Incoming>) -> Response<Full<B
     let path = req.uri().path().to_string();
     let mut status = StatusCode::OK;
     if let Some(code) = path.strip_prefix("/status/") {
-        status = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+        status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
     }
-    if let Some(secs) = path.strip_prefix("/delay/").and_then(|s| s.parse::<f64>().ok()) {
+    if let Some(secs) = path
+        .strip_prefix("/delay/")
+        .and_then(|s| s.parse::<f64>().ok())
+    {
         tokio::time::sleep(Duration::from_secs_f64(secs.clamp(0.0, 10.0))).await;
     }
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let method = req.method().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let body_len = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let body_len = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     let body = serde_json::json!({
         "backend": name,
         "method": method,
@@ -67,7 +93,10 @@ async fn backend_response(name: &str, req: Request<Incoming>) -> Response<Full<B
     });
     let mut resp = Response::new(Full::new(Bytes::from(format!("{body:#}\n"))));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     if let Ok(v) = http::HeaderValue::from_str(name) {
         resp.headers_mut().insert("x-backend", v);
     }
@@ -77,7 +106,9 @@ async fn backend_response(name: &str, req: Request<Incoming>) -> Response<Full<B
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (name, addr) in DEMO_BACKENDS {
         let addr: SocketAddr = addr.parse()?;
-        let listener = TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot start demo backend {name} on {addr}: {e}"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start demo backend {name} on {addr}: {e}"))?;
         spawn_backend(name, listener);
     }
     let url = format!("http://{}", args.listen);

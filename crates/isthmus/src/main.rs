@@ -8,8 +8,12 @@ fn main() -> std::process::ExitCode {
     init_logging();
     match cli.command {
         Command::Validate(args) => isthmus::validate::run(&args),
-        Command::Run(args) => exit(runtime(args.workers).and_then(|rt| rt.block_on(isthmus::run::run(args)))),
-        Command::Demo(args) => exit(runtime(None).and_then(|rt| rt.block_on(isthmus::demo::run(args)))),
+        Command::Run(args) => {
+            exit(runtime(args.workers).and_then(|rt| rt.block_on(isthmus::run::run(args))))
+        }
+        Command::Demo(args) => {
+            exit(runtime(None).and_then(|rt| rt.block_on(isthmus::demo::run(args))))
+        }
     }
 }
 
@@ -24,7 +28,10 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {

@@ -25,7 +25,13 @@ pub struct Controller {
 }
 
 impl Controller {
-    pub fn new(source: FileSource, instance: Instance, gateway: Arc<Gateway>, listeners: Listeners, status: Arc<ArcSwap<Status>>) -> Self {
+    pub fn new(
+        source: FileSource,
+        instance: Instance,
+        gateway: Arc<Gateway>,
+        listeners: Listeners,
+        status: Arc<ArcSwap<Status>>,
+    ) -> Self {
         Controller {
             source,
             instance,
@@ -42,7 +48,12 @@ impl Controller {
     /// serving until the new one is swapped in.
     pub fn reload(&mut self) {
         let loaded = self.source.load();
-        let b = build(&loaded.resources, &loaded.rejected, &self.last_good, &self.instance);
+        let b = build(
+            &loaded.resources,
+            &loaded.rejected,
+            &self.last_good,
+            &self.instance,
+        );
         let mut diagnostics = loaded.diagnostics;
         diagnostics.extend(b.diagnostics);
         diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -87,14 +98,24 @@ impl Controller {
                 Severity::Note => tracing::debug!("{d}"),
             }
         }
-        for (label, sev) in [("error", Severity::Error), ("warning", Severity::Warning), ("note", Severity::Note)] {
+        for (label, sev) in [
+            ("error", Severity::Error),
+            ("warning", Severity::Warning),
+            ("note", Severity::Note),
+        ] {
             let n = diagnostics.iter().filter(|d| d.severity == sev).count();
-            m.diagnostics.get_or_create(&SeverityLabels { severity: label }).set(n as i64);
+            m.diagnostics
+                .get_or_create(&SeverityLabels { severity: label })
+                .set(n as i64);
         }
         let result = if errors == 0 { "success" } else { "partial" };
         m.reloads.get_or_create(&ReloadLabels { result }).inc();
         m.generation.set(self.generation as i64);
-        tracing::info!(generation = self.generation, errors, "configuration applied");
+        tracing::info!(
+            generation = self.generation,
+            errors,
+            "configuration applied"
+        );
         self.status.store(Arc::new(Status {
             generation: self.generation,
             ready: all_bound,

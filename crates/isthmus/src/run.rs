@@ -16,18 +16,40 @@ use crate::source::FileSource;
 use crate::watch;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let instance = Instance { labels: args.labels.clone(), namespace: args.namespace.clone(), ..Instance::default() };
-    let gateway = Gateway::new(Identity { workload: workload_name(&instance), namespace: instance.namespace.clone() });
+    let instance = Instance {
+        labels: args.labels.clone(),
+        namespace: args.namespace.clone(),
+        ..Instance::default()
+    };
+    let gateway = Gateway::new(Identity {
+        workload: workload_name(&instance),
+        namespace: instance.namespace.clone(),
+    });
     let status = Arc::new(ArcSwap::from_pointee(Status::default()));
 
-    let admin_listener = isthmus_admin::bind(args.admin).await.with_context(|| format!("cannot bind the admin server on {}", args.admin))?;
+    let admin_listener = isthmus_admin::bind(args.admin)
+        .await
+        .with_context(|| format!("cannot bind the admin server on {}", args.admin))?;
     let admin_addr = admin_listener.local_addr()?;
-    tokio::spawn(isthmus_admin::serve(admin_listener, Arc::new(Admin { gateway: gateway.clone(), status: status.clone() })));
+    tokio::spawn(isthmus_admin::serve(
+        admin_listener,
+        Arc::new(Admin {
+            gateway: gateway.clone(),
+            status: status.clone(),
+        }),
+    ));
     tracing::info!("admin listening on {admin_addr}");
 
-    let (_watcher, mut changes) = watch::watch(&args.config).context("cannot watch the configuration paths")?;
+    let (_watcher, mut changes) =
+        watch::watch(&args.config).context("cannot watch the configuration paths")?;
     let listeners = Listeners::new(gateway.clone(), args.binds());
-    let mut controller = Controller::new(FileSource::new(args.config.clone()), instance, gateway, listeners, status);
+    let mut controller = Controller::new(
+        FileSource::new(args.config.clone()),
+        instance,
+        gateway,
+        listeners,
+        status,
+    );
     controller.reload();
 
     let mut hup = signal(SignalKind::hangup())?;

@@ -22,7 +22,10 @@ pub struct FileSource {
 
 impl FileSource {
     pub fn new(roots: Vec<PathBuf>) -> Self {
-        FileSource { roots, files: BTreeMap::new() }
+        FileSource {
+            roots,
+            files: BTreeMap::new(),
+        }
     }
 
     pub fn roots(&self) -> &[PathBuf] {
@@ -37,7 +40,8 @@ impl FileSource {
             let files = match config_files(root) {
                 Ok(f) => f,
                 Err(e) => {
-                    out.diagnostics.push(file_diag(root, format!("cannot read: {e}")));
+                    out.diagnostics
+                        .push(file_diag(root, format!("cannot read: {e}")));
                     continue;
                 }
             };
@@ -56,7 +60,10 @@ impl FileSource {
                                     ),
                                     ..file_diag(&file, String::new())
                                 });
-                                LoadedFile { diagnostics: Vec::new(), ..prev.clone() }
+                                LoadedFile {
+                                    diagnostics: Vec::new(),
+                                    ..prev.clone()
+                                }
                             }
                             None => continue,
                         }

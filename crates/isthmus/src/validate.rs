@@ -8,10 +8,19 @@ use crate::cli::ValidateArgs;
 use crate::source::FileSource;
 
 pub fn run(args: &ValidateArgs) -> ExitCode {
-    let instance = Instance { labels: args.labels.clone(), namespace: args.namespace.clone(), ..Instance::default() };
+    let instance = Instance {
+        labels: args.labels.clone(),
+        namespace: args.namespace.clone(),
+        ..Instance::default()
+    };
     let mut source = FileSource::new(args.paths.clone());
     let loaded = source.load();
-    let b = build(&loaded.resources, &loaded.rejected, &LastGood::new(), &instance);
+    let b = build(
+        &loaded.resources,
+        &loaded.rejected,
+        &LastGood::new(),
+        &instance,
+    );
     let mut diags = loaded.diagnostics;
     diags.extend(b.diagnostics);
     diags.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -25,5 +34,9 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
         "{} resource(s) checked: {errors} error(s), {warnings} warning(s) or note(s)",
         loaded.resources.len()
     );
-    if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -120,6 +120,10 @@ impl ClusterRegistry {
             }
             EndpointSource::Dns(targets) => Some(dns::spawn(state.clone(), targets.clone())),
         };
-        Entry { state, source: c.endpoints.clone(), resolver }
+        Entry {
+            state,
+            source: c.endpoints.clone(),
+            resolver,
+        }
     }
 }

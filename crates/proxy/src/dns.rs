@@ -27,10 +27,16 @@ fn resolver() -> Option<&'static TokioResolver> {
         .get_or_init(|| {
             let mut builder = TokioResolver::builder_tokio().unwrap_or_else(|e| {
                 tracing::warn!("cannot read the system DNS configuration ({e}); using defaults");
-                TokioResolver::builder_with_config(ResolverConfig::default(), TokioRuntimeProvider::default())
+                TokioResolver::builder_with_config(
+                    ResolverConfig::default(),
+                    TokioRuntimeProvider::default(),
+                )
             });
             builder.options_mut().use_hosts_file = ResolveHosts::Always;
-            builder.build().map_err(|e| tracing::error!("cannot build a DNS resolver: {e}")).ok()
+            builder
+                .build()
+                .map_err(|e| tracing::error!("cannot build a DNS resolver: {e}"))
+                .ok()
         })
         .as_ref()
 }
@@ -57,12 +63,18 @@ async fn resolve_all(targets: &[DnsTarget]) -> (Option<Vec<Target>>, Instant) {
             out.extend(Target::new(SocketAddr::new(ip, t.port)));
             continue;
         }
-        let Some(resolver) = resolver() else { return (None, now + RETRY) };
+        let Some(resolver) = resolver() else {
+            return (None, now + RETRY);
+        };
         match resolver.lookup_ip(t.hostname.as_str()).await {
             Ok(answer) => {
                 let valid = Instant::from_std(answer.valid_until());
                 refresh = refresh.min(valid.max(now + MIN_REFRESH));
-                out.extend(answer.iter().filter_map(|ip| Target::new(SocketAddr::new(ip, t.port))));
+                out.extend(
+                    answer
+                        .iter()
+                        .filter_map(|ip| Target::new(SocketAddr::new(ip, t.port))),
+                );
             }
             Err(e) => {
                 tracing::warn!(host = %t.hostname, "DNS lookup failed: {e}");

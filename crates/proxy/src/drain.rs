@@ -29,11 +29,18 @@ impl DrainTrigger {
     pub fn new() -> Self {
         let (signal, _) = watch::channel(false);
         let (done_tx, done_rx) = mpsc::channel(1);
-        DrainTrigger { signal, done_tx: Some(done_tx), done_rx }
+        DrainTrigger {
+            signal,
+            done_tx: Some(done_tx),
+            done_rx,
+        }
     }
 
     pub fn watcher(&self) -> DrainWatch {
-        DrainWatch { signal: self.signal.subscribe(), _alive: self.done_tx.clone() }
+        DrainWatch {
+            signal: self.signal.subscribe(),
+            _alive: self.done_tx.clone(),
+        }
     }
 
     /// Starts the drain and waits until every watcher is dropped or `deadline` passes.
@@ -41,7 +48,9 @@ impl DrainTrigger {
     pub async fn drain(mut self, deadline: Duration) -> bool {
         self.signal.send_replace(true);
         self.done_tx = None;
-        tokio::time::timeout(deadline, self.done_rx.recv()).await.is_ok()
+        tokio::time::timeout(deadline, self.done_rx.recv())
+            .await
+            .is_ok()
     }
 }
 

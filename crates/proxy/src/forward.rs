@@ -65,7 +65,9 @@ impl Upstream {
         let replayable = body.is_end_stream();
         let mut body = Some(body);
         loop {
-            let target = cluster.pick(&endpoints, &tried).ok_or(LocalReply::NoHealthyUpstream)?;
+            let target = cluster
+                .pick(&endpoints, &tried)
+                .ok_or(LocalReply::NoHealthyUpstream)?;
             let req_body = match body.take() {
                 Some(b) if !replayable => Either::Left(b),
                 _ => Either::Right(Empty::new()),
@@ -104,7 +106,11 @@ fn classify(e: &hyper_util::client::legacy::Error) -> LocalReply {
     LocalReply::UpstreamReset
 }
 
-fn build_request(parts: &http::request::Parts, target: &Target, body: UpstreamBody) -> Result<Request<UpstreamBody>, LocalReply> {
+fn build_request(
+    parts: &http::request::Parts,
+    target: &Target,
+    body: UpstreamBody,
+) -> Result<Request<UpstreamBody>, LocalReply> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let uri = Uri::builder()
         .scheme("http")
@@ -118,7 +124,8 @@ fn build_request(parts: &http::request::Parts, target: &Target, body: UpstreamBo
     *req.version_mut() = http::Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
     if !req.headers().contains_key(header::HOST) {
-        req.headers_mut().insert(header::HOST, http::HeaderValue::from_static("localhost"));
+        req.headers_mut()
+            .insert(header::HOST, http::HeaderValue::from_static("localhost"));
     }
     Ok(req)
 }

@@ -38,7 +38,11 @@ struct Outcome<'a> {
     flag: &'static str,
 }
 
-pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let active = gw.active.load_full();
     let grpc = req
         .headers()
@@ -56,7 +60,15 @@ async fn route_and_forward<'a>(
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
-    let local = |r: LocalReply, cluster| (r.response(), Outcome { cluster, flag: r.flag() });
+    let local = |r: LocalReply, cluster| {
+        (
+            r.response(),
+            Outcome {
+                cluster,
+                flag: r.flag(),
+            },
+        )
+    };
     if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
         return local(LocalReply::Http10, None);
     }
@@ -76,12 +88,20 @@ async fn route_and_forward<'a>(
         query: parts.uri.query(),
         headers: &parts.headers,
     };
-    let Some(route) = listener.virtual_hosts.find(&host).and_then(|vh| vh.find(&view)) else {
+    let Some(route) = listener
+        .virtual_hosts
+        .find(&host)
+        .and_then(|vh| vh.find(&view))
+    else {
         return local(LocalReply::NoRoute, None);
     };
     let RouteAction::Forward(forward) = route.action.as_ref();
     let point = fastrand::u32(0..forward.total_weight().max(1));
-    let Some(cluster) = forward.pick(point).and_then(|d| d.cluster).and_then(|i| active.clusters.get(i)) else {
+    let Some(cluster) = forward
+        .pick(point)
+        .and_then(|d| d.cluster)
+        .and_then(|i| active.clusters.get(i))
+    else {
         return local(LocalReply::NoCluster, None);
     };
     if let std::borrow::Cow::Owned(normalized) = norm {
@@ -94,7 +114,13 @@ async fn route_and_forward<'a>(
             let elapsed = started.elapsed().as_millis();
             let mut resp = resp.map(Either::Left);
             prepare_response_headers(resp.headers_mut(), elapsed);
-            (resp, Outcome { cluster: Some(cluster), flag: "-" })
+            (
+                resp,
+                Outcome {
+                    cluster: Some(cluster),
+                    flag: "-",
+                },
+            )
         }
         Err(reply) => local(reply, Some(cluster)),
     }
@@ -188,10 +214,18 @@ fn prepare_request_headers(headers: &mut HeaderMap, authority: &str, conn: ConnI
 fn prepare_response_headers(headers: &mut HeaderMap, upstream_ms: u128) {
     strip_hop_by_hop(headers);
     headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
-    headers.insert(X_UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms as u64));
+    headers.insert(
+        X_UPSTREAM_TIME.clone(),
+        HeaderValue::from(upstream_ms as u64),
+    );
 }
 
-fn record(gw: &Gateway, resp: &Response<ResponseBody>, outcome: &Outcome<'_>, protocol: &'static str) {
+fn record(
+    gw: &Gateway,
+    resp: &Response<ResponseBody>,
+    outcome: &Outcome<'_>,
+    protocol: &'static str,
+) {
     let unknown = || "unknown".to_string();
     let (service, name, namespace) = match outcome.cluster {
         Some(c) => (
@@ -236,7 +270,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));

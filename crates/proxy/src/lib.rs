@@ -1,6 +1,11 @@
 #![cfg_attr(
     test,
-    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
 )]
 //! The data plane of Isthmus: listeners, HTTP serving, routing against the active snapshot,
 //! upstream connection pools and load balancing.

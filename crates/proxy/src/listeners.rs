@@ -51,13 +51,21 @@ impl Listeners {
 
     /// The address a Gateway port is bound on when it has no `--bind` override.
     pub fn address_for(&self, port: u16) -> SocketAddr {
-        self.binds.get(&port).copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)))
+        self.binds
+            .get(&port)
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)))
     }
 
     /// Binds the ports in `wanted` that are not bound yet and stops those no longer wanted.
     pub fn apply(&mut self, wanted: &BTreeSet<u16>) -> ApplyReport {
         let mut report = ApplyReport::default();
-        let gone: Vec<u16> = self.running.keys().filter(|p| !wanted.contains(p)).copied().collect();
+        let gone: Vec<u16> = self
+            .running
+            .keys()
+            .filter(|p| !wanted.contains(p))
+            .copied()
+            .collect();
         for port in gone {
             if let Some(r) = self.running.remove(&port) {
                 let _ = r.stop.send(());
@@ -105,7 +113,11 @@ impl Listeners {
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;

@@ -68,13 +68,18 @@ impl LocalReply {
 
     pub fn response(self) -> Response<ResponseBody> {
         let body = self.body();
-        let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
+            body.as_bytes(),
+        ))));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
         if !body.is_empty() {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         }
-        headers.insert(header::SERVER, HeaderValue::from_static(crate::handler::SERVER_NAME));
+        headers.insert(
+            header::SERVER,
+            HeaderValue::from_static(crate::handler::SERVER_NAME),
+        );
         resp
     }
 }

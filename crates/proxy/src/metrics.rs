@@ -50,16 +50,43 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("istio_requests", "Requests handled by the gateway", requests.clone());
+        registry.register(
+            "istio_requests",
+            "Requests handled by the gateway",
+            requests.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register("isthmus_config_reloads", "Configuration reloads by result", reloads.clone());
+        registry.register(
+            "isthmus_config_reloads",
+            "Configuration reloads by result",
+            reloads.clone(),
+        );
         let generation = Gauge::default();
-        registry.register("isthmus_config_generation", "Generation of the configuration being served", generation.clone());
+        registry.register(
+            "isthmus_config_generation",
+            "Generation of the configuration being served",
+            generation.clone(),
+        );
         let diagnostics = Family::<SeverityLabels, Gauge>::default();
-        registry.register("isthmus_config_diagnostics", "Diagnostics of the current configuration by severity", diagnostics.clone());
+        registry.register(
+            "isthmus_config_diagnostics",
+            "Diagnostics of the current configuration by severity",
+            diagnostics.clone(),
+        );
         let active_connections = Gauge::default();
-        registry.register("isthmus_downstream_connections_active", "Open downstream connections", active_connections.clone());
-        Metrics { requests, reloads, generation, diagnostics, active_connections, registry }
+        registry.register(
+            "isthmus_downstream_connections_active",
+            "Open downstream connections",
+            active_connections.clone(),
+        );
+        Metrics {
+            requests,
+            reloads,
+            generation,
+            diagnostics,
+            active_connections,
+            registry,
+        }
     }
 
     pub fn registry(&self) -> &Registry {

@@ -34,7 +34,13 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
-pub async fn connection(gw: Arc<Gateway>, builder: Arc<auto::Builder<TokioExecutor>>, stream: TcpStream, info: ConnInfo, mut drain: DrainWatch) {
+pub async fn connection(
+    gw: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    info: ConnInfo,
+    mut drain: DrainWatch,
+) {
     let _ = stream.set_nodelay(true);
     let counted = gw.clone();
     counted.metrics.active_connections.inc();

@@ -55,7 +55,11 @@ pub fn collect<'a>(
                 "{}/{} ({})",
                 gw.namespace,
                 gw.name,
-                server.port.as_ref().and_then(|p| p.name.clone()).unwrap_or_else(|| number.to_string())
+                server
+                    .port
+                    .as_ref()
+                    .and_then(|p| p.name.clone())
+                    .unwrap_or_else(|| number.to_string())
             );
             let entry = ports.entry(number).or_insert_with(|| PortServers {
                 protocol: ListenerProtocol::Http,
@@ -76,7 +80,11 @@ pub fn collect<'a>(
                 gateway_ns: &gw.namespace,
                 gateway_name: &gw.name,
                 label,
-                hosts: server.hosts.iter().map(|h| parse_server_host(h, &gw.namespace)).collect(),
+                hosts: server
+                    .hosts
+                    .iter()
+                    .map(|h| parse_server_host(h, &gw.namespace))
+                    .collect(),
             });
         }
     }

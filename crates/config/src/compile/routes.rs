@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use isthmus_api::istio::virtual_service::{HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec};
+use isthmus_api::istio::virtual_service::{
+    HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
+};
 use isthmus_api::{Diagnostic, Object, Resource};
 
 use super::listeners::{PortServers, ServerRef};
@@ -13,7 +15,9 @@ use crate::diag::{Subject, subject};
 use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
 use crate::matching::{RequestMatch, StrMatcher, full_match_regex};
-use crate::snapshot::{Forward, Listener, Route, RouteAction, VirtualHost, VirtualHosts, WeightedDestination};
+use crate::snapshot::{
+    Forward, Listener, Route, RouteAction, VirtualHost, VirtualHosts, WeightedDestination,
+};
 
 /// A gateway reference from `gateways:` resolved to `(namespace, name)`.
 fn gateway_ref(text: &str, vs_ns: &str) -> (String, String) {
@@ -38,15 +42,29 @@ pub fn bind(
         // domain -> routes, in VirtualService creation order.
         let mut domains: BTreeMap<String, Vec<Route>> = BTreeMap::new();
         for r in resources {
-            let Resource::VirtualService(vs) = r else { continue };
+            let Resource::VirtualService(vs) = r else {
+                continue;
+            };
             if !instance.sees(&vs.namespace, &vs.spec.export_to) {
                 continue;
             }
-            bind_one(r, vs, *port, &servers.servers, instance, registry, &mut domains, diags);
+            bind_one(
+                r,
+                vs,
+                *port,
+                &servers.servers,
+                instance,
+                registry,
+                &mut domains,
+                diags,
+            );
         }
         let hosts = domains
             .into_iter()
-            .map(|(domain, routes)| VirtualHost { domain, routes: catch_alls_last(routes) })
+            .map(|(domain, routes)| VirtualHost {
+                domain,
+                routes: catch_alls_last(routes),
+            })
             .collect();
         listeners.insert(
             *port,
@@ -73,12 +91,20 @@ fn bind_one(
     domains: &mut BTreeMap<String, Vec<Route>>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let vs_hosts: Vec<String> = vs.spec.hosts.iter().map(|h| complete(h, &vs.namespace, &instance.domain_suffix)).collect();
+    let vs_hosts: Vec<String> = vs
+        .spec
+        .hosts
+        .iter()
+        .map(|h| complete(h, &vs.namespace, &instance.domain_suffix))
+        .collect();
     let mut done: BTreeSet<String> = BTreeSet::new();
     for g in &vs.spec.gateways {
         let (ns, name) = gateway_ref(g, &vs.namespace);
         let mut bound: BTreeSet<String> = BTreeSet::new();
-        for server in servers.iter().filter(|s| s.gateway_ns == ns && s.gateway_name == name) {
+        for server in servers
+            .iter()
+            .filter(|s| s.gateway_ns == ns && s.gateway_name == name)
+        {
             for sh in &server.hosts {
                 if sh.namespace.as_deref().is_some_and(|n| n != vs.namespace) {
                     continue;
@@ -90,7 +116,10 @@ fn bind_one(
                 }
             }
         }
-        let fresh: Vec<String> = bound.into_iter().filter(|d| done.insert(d.clone())).collect();
+        let fresh: Vec<String> = bound
+            .into_iter()
+            .filter(|d| done.insert(d.clone()))
+            .collect();
         if fresh.is_empty() {
             continue;
         }
@@ -103,7 +132,8 @@ fn bind_one(
 
 /// Istio moves every catch-all route behind the others once VirtualServices are merged.
 fn catch_alls_last(routes: Vec<Route>) -> Vec<Route> {
-    let (all, specific): (Vec<Route>, Vec<Route>) = routes.into_iter().partition(|r| r.matcher.is_catch_all());
+    let (all, specific): (Vec<Route>, Vec<Route>) =
+        routes.into_iter().partition(|r| r.matcher.is_catch_all());
     specific.into_iter().chain(all).collect()
 }
 
@@ -124,13 +154,25 @@ fn compile_routes(
             // redirect, directResponse and delegate are reported as not acted on.
             continue;
         }
-        let action = Arc::new(RouteAction::Forward(forward(&s, &field, route, &vs.namespace, registry, diags)));
-        let blocks: Vec<Option<&HttpMatchRequest>> =
-            if route.matches.is_empty() { vec![None] } else { route.matches.iter().map(Some).collect() };
+        let action = Arc::new(RouteAction::Forward(forward(
+            &s,
+            &field,
+            route,
+            &vs.namespace,
+            registry,
+            diags,
+        )));
+        let blocks: Vec<Option<&HttpMatchRequest>> = if route.matches.is_empty() {
+            vec![None]
+        } else {
+            route.matches.iter().map(Some).collect()
+        };
         for m in blocks {
             if let Some(m) = m {
                 let for_gateway = m.gateways.is_empty()
-                    || m.gateways.iter().any(|g| gateway_ref(g, &vs.namespace) == (gw_ns.to_string(), gw_name.to_string()));
+                    || m.gateways.iter().any(|g| {
+                        gateway_ref(g, &vs.namespace) == (gw_ns.to_string(), gw_name.to_string())
+                    });
                 if !for_gateway || m.port.is_some_and(|p| p != u32::from(port)) {
                     continue;
                 }
@@ -172,34 +214,68 @@ fn forward(
         .map(|(j, d)| {
             let df = format!("{field}.route[{j}].destination");
             let dest = d.destination.clone().unwrap_or_default();
-            let host = complete(dest.host.as_deref().unwrap_or(""), vs_ns, registry.domain_suffix());
-            let port = dest.port.and_then(|p| p.number).and_then(|n| u16::try_from(n).ok());
-            let weight = if single { 1 } else { u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0) };
-            let (cluster_name, cluster) = match registry.cluster(&host, port, dest.subset.as_deref()) {
-                Ok((name, i)) => (name, Some(i)),
-                Err(why) => {
-                    let (f, msg) = match why {
-                        Unresolved::UnknownHost => (
-                            format!("{df}.host"),
-                            format!("no ServiceEntry defines host {host}; requests to it answer 503"),
-                        ),
-                        Unresolved::Port(msg) => (format!("{df}.port"), msg),
-                        Unresolved::Subset(msg) => (format!("{df}.subset"), msg),
-                    };
-                    let subset_missing = f.ends_with(".subset");
-                    diags.push(if subset_missing { s.error(&f, msg) } else { s.warning(&f, msg) });
-                    let p = port.map(|p| p.to_string()).unwrap_or_default();
-                    (format!("outbound|{p}|{}|{host}", dest.subset.as_deref().unwrap_or("")), None)
-                }
+            let host = complete(
+                dest.host.as_deref().unwrap_or(""),
+                vs_ns,
+                registry.domain_suffix(),
+            );
+            let port = dest
+                .port
+                .and_then(|p| p.number)
+                .and_then(|n| u16::try_from(n).ok());
+            let weight = if single {
+                1
+            } else {
+                u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0)
             };
-            WeightedDestination { cluster_name, cluster, weight }
+            let (cluster_name, cluster) =
+                match registry.cluster(&host, port, dest.subset.as_deref()) {
+                    Ok((name, i)) => (name, Some(i)),
+                    Err(why) => {
+                        let (f, msg) = match why {
+                            Unresolved::UnknownHost => (
+                                format!("{df}.host"),
+                                format!(
+                                    "no ServiceEntry defines host {host}; requests to it answer 503"
+                                ),
+                            ),
+                            Unresolved::Port(msg) => (format!("{df}.port"), msg),
+                            Unresolved::Subset(msg) => (format!("{df}.subset"), msg),
+                        };
+                        let subset_missing = f.ends_with(".subset");
+                        diags.push(if subset_missing {
+                            s.error(&f, msg)
+                        } else {
+                            s.warning(&f, msg)
+                        });
+                        let p = port.map(|p| p.to_string()).unwrap_or_default();
+                        (
+                            format!(
+                                "outbound|{p}|{}|{host}",
+                                dest.subset.as_deref().unwrap_or("")
+                            ),
+                            None,
+                        )
+                    }
+                };
+            WeightedDestination {
+                cluster_name,
+                cluster,
+                weight,
+            }
         })
         .collect();
     Forward::new(dests)
 }
 
 fn string_matcher(m: &StringMatch, lower: bool) -> Option<StrMatcher> {
-    let fold = |s: &String| if lower { s.to_ascii_lowercase() } else { s.clone() };
+    let fold = |s: &String| {
+        if lower {
+            s.to_ascii_lowercase()
+        } else {
+            s.clone()
+        }
+    };
     if let Some(e) = &m.exact {
         Some(StrMatcher::Exact(fold(e)))
     } else if let Some(p) = &m.prefix {
@@ -249,7 +325,9 @@ fn check_gateway_refs(resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
         })
         .collect();
     for r in resources {
-        let Resource::VirtualService(vs) = r else { continue };
+        let Resource::VirtualService(vs) = r else {
+            continue;
+        };
         for (i, g) in vs.spec.gateways.iter().enumerate() {
             if g == "mesh" {
                 continue;
@@ -258,7 +336,10 @@ fn check_gateway_refs(resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
             if !gateways.contains(&key) {
                 diags.push(subject(r).warning(
                     &format!("spec.gateways[{i}]"),
-                    format!("Gateway {}/{} is not defined by any loaded resource", key.0, key.1),
+                    format!(
+                        "Gateway {}/{} is not defined by any loaded resource",
+                        key.0, key.1
+                    ),
                 ));
             }
         }
@@ -266,10 +347,22 @@ fn check_gateway_refs(resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
 }
 
 /// VirtualServices bound to a Gateway of this instance whose hosts match none of its servers.
-fn report_unbound(resources: &[&Resource], ports: &BTreeMap<u16, PortServers<'_>>, instance: &Instance, diags: &mut Vec<Diagnostic>) {
+fn report_unbound(
+    resources: &[&Resource],
+    ports: &BTreeMap<u16, PortServers<'_>>,
+    instance: &Instance,
+    diags: &mut Vec<Diagnostic>,
+) {
     for r in resources {
-        let Resource::VirtualService(vs) = r else { continue };
-        let hosts: Vec<String> = vs.spec.hosts.iter().map(|h| complete(h, &vs.namespace, &instance.domain_suffix)).collect();
+        let Resource::VirtualService(vs) = r else {
+            continue;
+        };
+        let hosts: Vec<String> = vs
+            .spec
+            .hosts
+            .iter()
+            .map(|h| complete(h, &vs.namespace, &instance.domain_suffix))
+            .collect();
         for (i, g) in vs.spec.gateways.iter().enumerate() {
             let (ns, name) = gateway_ref(g, &vs.namespace);
             let servers: Vec<&ServerRef<'_>> = ports
@@ -282,7 +375,8 @@ fn report_unbound(resources: &[&Resource], ports: &BTreeMap<u16, PortServers<'_>
             }
             let any = servers.iter().any(|s| {
                 s.hosts.iter().any(|sh| {
-                    sh.namespace.as_deref().is_none_or(|n| n == vs.namespace) && hosts.iter().any(|h| intersect(&sh.host, h).is_some())
+                    sh.namespace.as_deref().is_none_or(|n| n == vs.namespace)
+                        && hosts.iter().any(|h| intersect(&sh.host, h).is_some())
                 })
             });
             if !any {

@@ -40,7 +40,11 @@ pub enum Unresolved {
 }
 
 impl<'a> Registry<'a> {
-    pub fn new(resources: &[&'a Resource], instance: &'a Instance, diags: &mut Vec<Diagnostic>) -> Self {
+    pub fn new(
+        resources: &[&'a Resource],
+        instance: &'a Instance,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Self {
         let mut services: HashMap<String, Service<'a>> = HashMap::new();
         let mut rules = Vec::new();
         for r in resources {
@@ -58,17 +62,39 @@ impl<'a> Registry<'a> {
                             ));
                             continue;
                         }
-                        services.insert(host, Service { namespace: &se.namespace, entry: se });
+                        services.insert(
+                            host,
+                            Service {
+                                namespace: &se.namespace,
+                                entry: se,
+                            },
+                        );
                     }
                 }
-                Resource::DestinationRule(dr) if instance.sees(&dr.namespace, &dr.spec.export_to) => {
-                    let host = complete(dr.spec.host.as_deref().unwrap_or(""), &dr.namespace, &instance.domain_suffix);
-                    rules.push(Rule { namespace: &dr.namespace, host, subsets: &dr.spec.subsets });
+                Resource::DestinationRule(dr)
+                    if instance.sees(&dr.namespace, &dr.spec.export_to) =>
+                {
+                    let host = complete(
+                        dr.spec.host.as_deref().unwrap_or(""),
+                        &dr.namespace,
+                        &instance.domain_suffix,
+                    );
+                    rules.push(Rule {
+                        namespace: &dr.namespace,
+                        host,
+                        subsets: &dr.spec.subsets,
+                    });
                 }
                 _ => {}
             }
         }
-        Registry { instance, services, rules, clusters: Vec::new(), by_name: HashMap::new() }
+        Registry {
+            instance,
+            services,
+            rules,
+            clusters: Vec::new(),
+            by_name: HashMap::new(),
+        }
     }
 
     pub fn into_clusters(self) -> Vec<Cluster> {
@@ -81,7 +107,12 @@ impl<'a> Registry<'a> {
 
     /// The cluster for a destination, made on first use. `port` is the destination's port if
     /// it names one.
-    pub fn cluster(&mut self, host: &str, port: Option<u16>, subset: Option<&str>) -> Result<(String, usize), Unresolved> {
+    pub fn cluster(
+        &mut self,
+        host: &str,
+        port: Option<u16>,
+        subset: Option<&str>,
+    ) -> Result<(String, usize), Unresolved> {
         let svc = self.services.get(host).ok_or(Unresolved::UnknownHost)?;
         let sp = pick_port(&svc.entry.spec.ports, port).map_err(Unresolved::Port)?;
         let number = sp.number.and_then(|n| u16::try_from(n).ok()).unwrap_or(0);
@@ -113,7 +144,12 @@ impl<'a> Registry<'a> {
 
     /// Subset labels from the DestinationRules that apply to `host`, searched as Istio does for a
     /// gateway: the gateway's namespace, then the service's, then the root namespace.
-    fn subset_labels(&self, host: &str, service_ns: &str, subset: &str) -> Option<BTreeMap<String, String>> {
+    fn subset_labels(
+        &self,
+        host: &str,
+        service_ns: &str,
+        subset: &str,
+    ) -> Option<BTreeMap<String, String>> {
         let order = [self.instance.namespace.as_str(), service_ns, ROOT_NAMESPACE];
         order.iter().find_map(|ns| {
             self.rules
@@ -128,12 +164,20 @@ impl<'a> Registry<'a> {
     /// Reports DestinationRules whose host matches no known service (Istio ignores them).
     pub fn check_rules(&self, resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
         for r in resources {
-            let Resource::DestinationRule(dr) = r else { continue };
-            let host = complete(dr.spec.host.as_deref().unwrap_or(""), &dr.namespace, &self.instance.domain_suffix);
+            let Resource::DestinationRule(dr) = r else {
+                continue;
+            };
+            let host = complete(
+                dr.spec.host.as_deref().unwrap_or(""),
+                &dr.namespace,
+                &self.instance.domain_suffix,
+            );
             if !self.services.keys().any(|h| covers(&host, h)) {
                 diags.push(subject(r).note(
                     "spec.host",
-                    format!("no ServiceEntry defines host {host}; the DestinationRule has no effect"),
+                    format!(
+                        "no ServiceEntry defines host {host}; the DestinationRule has no effect"
+                    ),
                 ));
             }
         }
@@ -157,11 +201,20 @@ fn pick_port(ports: &[ServicePort], wanted: Option<u16>) -> Result<&ServicePort,
     }
 }
 
-fn endpoints(se: &Object<ServiceEntrySpec>, port: &ServicePort, subset: &BTreeMap<String, String>) -> EndpointSource {
+fn endpoints(
+    se: &Object<ServiceEntrySpec>,
+    port: &ServicePort,
+    subset: &BTreeMap<String, String>,
+) -> EndpointSource {
     let number = port.number.unwrap_or(0);
     let default_port = port.target_port.unwrap_or(number);
     let port_of = |e: &isthmus_api::istio::service_entry::WorkloadEntry| -> u16 {
-        let p = port.name.as_ref().and_then(|n| e.ports.get(n)).copied().unwrap_or(default_port);
+        let p = port
+            .name
+            .as_ref()
+            .and_then(|n| e.ports.get(n))
+            .copied()
+            .unwrap_or(default_port);
         u16::try_from(p).unwrap_or(0)
     };
     let selected = se
@@ -218,7 +271,9 @@ fn endpoints(se: &Object<ServiceEntrySpec>, port: &ServicePort, subset: &BTreeMa
 /// Reports ServiceEntries whose resolution this version does not serve.
 pub fn check_service_entries(resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
     for r in resources {
-        let Resource::ServiceEntry(se) = r else { continue };
+        let Resource::ServiceEntry(se) = r else {
+            continue;
+        };
         let s: Subject<'_> = subject(r);
         match se.spec.resolution.as_deref().unwrap_or("NONE") {
             "NONE" | "DYNAMIC_DNS" => diags.push(s.warning(
@@ -228,7 +283,10 @@ pub fn check_service_entries(resources: &[&Resource], diags: &mut Vec<Diagnostic
             _ => {}
         }
         for (i, e) in se.spec.endpoints.iter().enumerate() {
-            if e.address.as_deref().is_some_and(|a| a.starts_with("unix://")) {
+            if e.address
+                .as_deref()
+                .is_some_and(|a| a.starts_with("unix://"))
+            {
                 diags.push(s.warning(
                     &format!("spec.endpoints[{i}].address"),
                     "unix socket endpoints are not served by this version of Isthmus; endpoint ignored",
