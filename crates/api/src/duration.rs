@@ -49,7 +49,7 @@ impl fmt::Display for ProtoDuration {
         let d = self.0;
         if d.subsec_nanos() == 0 {
             write!(f, "{}s", d.as_secs())
-        } else if d.as_nanos() % 1_000_000 == 0 {
+        } else if d.as_nanos().is_multiple_of(1_000_000) {
             write!(f, "{}ms", d.as_millis())
         } else {
             write!(f, "{}us", d.as_micros())
@@ -77,7 +77,7 @@ mod tests {
     #[test]
     fn parses_istio_durations() {
         let cases = [
-            ("1h", Some(3600_000)),
+            ("1h", Some(3_600_000)),
             ("1m", Some(60_000)),
             ("1s", Some(1000)),
             ("0.5s", Some(500)),

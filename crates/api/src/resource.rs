@@ -131,6 +131,9 @@ pub struct Object<S> {
     pub origin: Origin,
 }
 
+// Resources live in the control plane only (loaded, validated, compiled once per reload), so
+// the size difference between kinds costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resource {
     Gateway(Object<GatewaySpec>),

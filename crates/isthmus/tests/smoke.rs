@@ -1,5 +1,6 @@
 //! The quickstart path end to end: a Gateway, a VirtualService and a ServiceEntry served to a
 //! real client, over HTTP/1.1 and h2c.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod support;
 
