@@ -22,8 +22,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Instance::default()
     };
     let gateway = Gateway::new(Identity {
-        workload: workload_name(&instance),
-        namespace: instance.namespace.clone(),
+        workload: Arc::new(workload_name(&instance)),
+        namespace: Arc::new(instance.namespace.clone()),
     });
     let status = Arc::new(ArcSwap::from_pointee(Status::default()));
 

@@ -13,6 +13,7 @@ use isthmus_config::snapshot::{Cluster, EndpointSource};
 use tokio::task::JoinHandle;
 
 use crate::dns;
+use crate::metrics::DestinationLabels;
 
 /// An endpoint ready for the hot path: its address and the URI authority to send to.
 #[derive(Debug, Clone)]
@@ -30,8 +31,7 @@ impl Target {
 
 pub struct ClusterState {
     pub name: String,
-    pub service: String,
-    pub service_namespace: String,
+    pub labels: DestinationLabels,
     endpoints: ArcSwap<Vec<Target>>,
     next: AtomicUsize,
 }
@@ -40,8 +40,7 @@ impl ClusterState {
     fn new(c: &Cluster) -> Self {
         ClusterState {
             name: c.name.clone(),
-            service: c.service.clone(),
-            service_namespace: c.service_namespace.clone(),
+            labels: DestinationLabels::new(&c.service, &c.service_namespace),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             next: AtomicUsize::new(0),
         }

@@ -226,22 +226,16 @@ fn record(
     outcome: &Outcome<'_>,
     protocol: &'static str,
 ) {
-    let unknown = || "unknown".to_string();
-    let (service, name, namespace) = match outcome.cluster {
-        Some(c) => (
-            c.service.clone(),
-            c.service.split('.').next().unwrap_or("").to_string(),
-            c.service_namespace.clone(),
-        ),
-        None => (unknown(), unknown(), unknown()),
-    };
+    let dest = outcome
+        .cluster
+        .map_or(&gw.unknown_destination, |c| &c.labels);
     let labels = RequestLabels {
         reporter: "source",
         source_workload: gw.identity.workload.clone(),
         source_workload_namespace: gw.identity.namespace.clone(),
-        destination_service: service,
-        destination_service_name: name,
-        destination_service_namespace: namespace,
+        destination_service: dest.service.clone(),
+        destination_service_name: dest.name.clone(),
+        destination_service_namespace: dest.namespace.clone(),
         request_protocol: protocol,
         response_code: resp.status().as_u16(),
         response_flags: outcome.flag,

@@ -42,6 +42,8 @@ pub struct Active {
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
     pub active: ArcSwap<Active>,
+    /// Metric labels of requests that reach no cluster.
+    pub unknown_destination: metrics::DestinationLabels,
     pub metrics: Metrics,
     pub upstream: forward::Upstream,
     pub identity: Identity,
@@ -50,8 +52,8 @@ pub struct Gateway {
 /// How this instance names itself in metrics.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub workload: String,
-    pub namespace: String,
+    pub workload: Arc<String>,
+    pub namespace: Arc<String>,
 }
 
 impl Gateway {
@@ -62,6 +64,7 @@ impl Gateway {
                 snapshot: Arc::new(Snapshot::default()),
                 clusters: Vec::new(),
             }),
+            unknown_destination: metrics::DestinationLabels::unknown(),
             metrics: Metrics::new(),
             upstream: forward::Upstream::new(),
             identity,

@@ -1,6 +1,8 @@
 //! Istio's standard request metrics and the gateway's own health series, in one registry that
 //! the admin server encodes.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -9,13 +11,15 @@ use prometheus_client::registry::Registry;
 
 /// The labels of `istio_requests_total` as an Istio gateway reports them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+/// Label values are shared `Arc`s prepared when the configuration is applied, so recording a
+/// request copies pointers, not strings.
 pub struct RequestLabels {
     pub reporter: &'static str,
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub destination_service: String,
-    pub destination_service_name: String,
-    pub destination_service_namespace: String,
+    pub source_workload: Arc<String>,
+    pub source_workload_namespace: Arc<String>,
+    pub destination_service: Arc<String>,
+    pub destination_service_name: Arc<String>,
+    pub destination_service_namespace: Arc<String>,
     pub request_protocol: &'static str,
     pub response_code: u16,
     pub response_flags: &'static str,
@@ -91,5 +95,32 @@ impl Metrics {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+}
+
+/// The destination labels of one cluster, or of no cluster (`unknown`, as Istio reports).
+#[derive(Debug, Clone)]
+pub struct DestinationLabels {
+    pub service: Arc<String>,
+    pub name: Arc<String>,
+    pub namespace: Arc<String>,
+}
+
+impl DestinationLabels {
+    pub fn new(service: &str, namespace: &str) -> Self {
+        DestinationLabels {
+            service: Arc::new(service.to_string()),
+            name: Arc::new(service.split('.').next().unwrap_or("").to_string()),
+            namespace: Arc::new(namespace.to_string()),
+        }
+    }
+
+    pub fn unknown() -> Self {
+        let u = Arc::new("unknown".to_string());
+        DestinationLabels {
+            service: u.clone(),
+            name: u.clone(),
+            namespace: u,
+        }
     }
 }
