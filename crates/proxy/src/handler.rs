@@ -1,6 +1,7 @@
 //! One request: find the route in the active snapshot, pick a destination and an endpoint,
 //! forward, and shape the response as an Istio gateway does.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -76,23 +77,30 @@ async fn route_and_forward<'a>(
     let Some(listener) = active.snapshot.listeners.get(&conn.port) else {
         return local(LocalReply::NoRoute, None);
     };
-    let authority = request_authority(&parts);
-    let host = host_without_port(&authority);
-    let raw_path = parts.uri.path();
-    let norm = path::normalize(raw_path);
-    let view = RequestView {
-        method: parts.method.as_str(),
-        scheme: "http",
-        authority: &authority,
-        path: &norm,
-        query: parts.uri.query(),
-        headers: &parts.headers,
+    // Route with borrowed views of the request; nothing is copied unless it must change.
+    let (route, normalized) = {
+        let authority = request_authority(&parts);
+        let host = host_without_port(authority);
+        let norm = path::normalize(parts.uri.path());
+        let view = RequestView {
+            method: parts.method.as_str(),
+            scheme: "http",
+            authority,
+            path: &norm,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+        };
+        let route = listener
+            .virtual_hosts
+            .find(&host)
+            .and_then(|vh| vh.find(&view));
+        let normalized = match norm {
+            Cow::Owned(p) => Some(p),
+            Cow::Borrowed(_) => None,
+        };
+        (route, normalized)
     };
-    let Some(route) = listener
-        .virtual_hosts
-        .find(&host)
-        .and_then(|vh| vh.find(&view))
-    else {
+    let Some(route) = route else {
         return local(LocalReply::NoRoute, None);
     };
     let RouteAction::Forward(forward) = route.action.as_ref();
@@ -104,10 +112,17 @@ async fn route_and_forward<'a>(
     else {
         return local(LocalReply::NoCluster, None);
     };
-    if let std::borrow::Cow::Owned(normalized) = norm {
-        set_path(&mut parts, &normalized);
+    if let Some(p) = normalized {
+        set_path(&mut parts, &p);
     }
-    prepare_request_headers(&mut parts.headers, &authority, conn);
+    // HTTP/2 and absolute-form requests carry the host in the URI: HTTP/1.1 upstreams need it
+    // in Host.
+    if let Some(a) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    prepare_request_headers(&mut parts.headers, conn);
     let started = Instant::now();
     match gw.upstream.send(cluster, parts, body).await {
         Ok((resp, _endpoint)) => {
@@ -127,26 +142,30 @@ async fn route_and_forward<'a>(
 }
 
 /// `:authority` for HTTP/2 and absolute-form requests, else the Host header.
-fn request_authority(parts: &http::request::Parts) -> String {
-    if let Some(a) = parts.uri.authority() {
-        return a.as_str().to_string();
+fn request_authority(parts: &http::request::Parts) -> &str {
+    match parts.uri.authority() {
+        Some(a) => a.as_str(),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
     }
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string()
 }
 
 /// Gateways ignore the port when matching hosts; names compare in lower case.
-fn host_without_port(authority: &str) -> String {
+fn host_without_port(authority: &str) -> Cow<'_, str> {
     let host = if authority.starts_with('[') {
         authority.split_inclusive(']').next().unwrap_or(authority)
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 fn set_path(parts: &mut http::request::Parts, path: &str) {
@@ -187,11 +206,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn prepare_request_headers(headers: &mut HeaderMap, authority: &str, conn: ConnInfo) {
+fn prepare_request_headers(headers: &mut HeaderMap, conn: ConnInfo) {
     strip_hop_by_hop(headers);
-    if let Ok(v) = HeaderValue::from_str(authority) {
-        headers.insert(header::HOST, v);
-    }
     // Gateways use the peer address as the client (use_remote_address): append it.
     let peer = conn.peer.ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
