@@ -6,9 +6,13 @@
 //! catch-alls last, and resolve every destination to a cluster of the service registry
 //! (ServiceEntries, with DestinationRule subsets).
 
+mod actions;
+mod delegation;
 mod listeners;
 mod routes;
 mod services;
+
+pub use actions::{grpc_code, parse_retry_on};
 
 use isthmus_api::{Diagnostic, Resource};
 

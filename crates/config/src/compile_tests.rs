@@ -4,7 +4,7 @@ use isthmus_api::load::load_str;
 
 use crate::build::{LastGood, build};
 use crate::instance::Instance;
-use crate::snapshot::{EndpointSource, RouteAction, Snapshot};
+use crate::snapshot::{ActionKind, EndpointSource, Snapshot};
 
 const GATEWAY: &str = "
 apiVersion: networking.istio.io/v1
@@ -57,12 +57,14 @@ fn table(s: &Snapshot) -> Vec<String> {
         .iter()
         .flat_map(|vh| {
             vh.routes.iter().map(move |r| {
-                let RouteAction::Forward(f) = r.action.as_ref();
-                let dests: Vec<String> = f
-                    .destinations
-                    .iter()
-                    .map(|d| format!("{}@{}", d.cluster_name, d.weight))
-                    .collect();
+                let dests: Vec<String> = match &r.action.kind {
+                    ActionKind::Forward(f) => f
+                        .destinations
+                        .iter()
+                        .map(|d| format!("{}@{}", d.cluster_name, d.weight))
+                        .collect(),
+                    other => vec![format!("{other:?}")],
+                };
                 format!("{}: {} -> {}", vh.domain, r.name, dests.join(" "))
             })
         })
@@ -182,9 +184,9 @@ spec:
             "t.yaml:32: warning: VirtualService default/vs: spec.http[1].route[0].destination.host: no ServiceEntry defines host nowhere.default.svc.cluster.local; requests to it answer 503",
         ]
     );
-    let RouteAction::Forward(f) = s.listeners[&80].virtual_hosts.hosts[0].routes[0]
-        .action
-        .as_ref();
+    let ActionKind::Forward(f) = &s.listeners[&80].virtual_hosts.hosts[0].routes[0].action.kind else {
+        panic!("not a forward")
+    };
     assert!(f.destinations[0].cluster.is_none());
 }
 
@@ -209,14 +211,14 @@ spec:
   gateways: [gw]
   http:
   - route: [{destination: {host: a.svc}}]
-    retries: {attempts: 3}
+    retries: {attempts: 3, retryRemoteLocalities: true}
 ",
     );
     assert_eq!(s.listeners.keys().copied().collect::<Vec<_>>(), [80]);
     assert_eq!(
         diags,
         [
-            "t.yaml:40: warning: VirtualService default/vs: spec.http[0].retries: field is not acted on by this version of Isthmus (ignored)"
+            "t.yaml:40: warning: VirtualService default/vs: spec.http[0].retries.retryRemoteLocalities: field is not acted on by this version of Isthmus (ignored)"
         ]
     );
 }

@@ -12,6 +12,7 @@
 //!
 //! Nothing here does I/O or knows about sockets; everything is tested with tables.
 
+pub mod actions;
 pub mod build;
 pub mod compile;
 pub mod diag;

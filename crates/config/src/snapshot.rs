@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::actions::{Cors, DirectResponse, Fault, HeaderEdits, Mirror, PathRewrite, Redirect, RetryPolicy};
 use crate::matching::RequestMatch;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -110,10 +111,26 @@ pub struct Route {
     pub action: Arc<RouteAction>,
 }
 
+/// What a route does. Built per match block, since a prefix rewrite depends on which prefix
+/// matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteAction {
+    pub kind: ActionKind,
+    /// Route-level header edits (applied after the destination's, so they win).
+    #[serde(skip_serializing_if = "HeaderEdits::is_empty")]
+    pub headers: HeaderEdits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RouteAction {
+pub enum ActionKind {
     Forward(Forward),
+    Redirect(Redirect),
+    DirectResponse(DirectResponse),
 }
 
 /// Forward to one of several weighted destinations.
@@ -123,10 +140,36 @@ pub struct Forward {
     /// Running sum of weights, for a binary search with one random number.
     #[serde(skip)]
     cumulative: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+    /// Whole-request timeout, retries included. `None`: no timeout (Istio's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    pub retry: RetryPolicy,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rewrite {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
 }
 
 impl Forward {
     pub fn new(destinations: Vec<WeightedDestination>) -> Self {
+        Self::with(destinations, None, None, RetryPolicy::default(), Vec::new())
+    }
+
+    pub fn with(
+        destinations: Vec<WeightedDestination>,
+        rewrite: Option<Rewrite>,
+        timeout_ms: Option<u64>,
+        retry: RetryPolicy,
+        mirrors: Vec<Mirror>,
+    ) -> Self {
         let mut total = 0u32;
         let cumulative = destinations
             .iter()
@@ -138,6 +181,10 @@ impl Forward {
         Forward {
             destinations,
             cumulative,
+            rewrite,
+            timeout_ms,
+            retry,
+            mirrors,
         }
     }
 
@@ -163,6 +210,12 @@ pub struct WeightedDestination {
     /// or subset (Envoy answers 503 `NC`).
     pub cluster: Option<usize>,
     pub weight: u32,
+    /// Header edits applied when this destination is picked.
+    #[serde(skip_serializing_if = "HeaderEdits::is_empty")]
+    pub headers: HeaderEdits,
+    /// A `request.set` of `:authority`/`host` at destination level rewrites the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
 }
 
 /// An upstream service port (optionally one subset of it) and how to find its endpoints.
@@ -250,6 +303,8 @@ mod tests {
             cluster_name: format!("c{w}"),
             cluster: None,
             weight: w,
+            headers: HeaderEdits::default(),
+            authority: None,
         };
         let f = Forward::new(vec![d(80), d(0), d(20)]);
         assert_eq!(f.total_weight(), 100);

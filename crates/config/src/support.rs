@@ -52,6 +52,64 @@ fn patterns(kind: Kind) -> Vec<String> {
             for field in ["headers", "withoutHeaders", "queryParams"] {
                 add(&format!("spec.http[].match[].{field}.*"));
             }
+            for s in [
+                "redirect.uri",
+                "redirect.authority",
+                "redirect.port",
+                "redirect.derivePort",
+                "redirect.scheme",
+                "redirect.redirectCode",
+                "redirect.prefixRewrite",
+                "directResponse.status",
+                "directResponse.body.string",
+                "directResponse.body.bytes",
+                "delegate.name",
+                "delegate.namespace",
+                "rewrite.uri",
+                "rewrite.authority",
+                "rewrite.uriRegexRewrite.match",
+                "rewrite.uriRegexRewrite.rewrite",
+                "timeout",
+                "retries.attempts",
+                "retries.perTryTimeout",
+                "retries.retryOn",
+                "retries.retryIgnorePreviousHosts",
+                "retries.backoff",
+                "fault.delay.fixedDelay",
+                "fault.delay.percentage.value",
+                "fault.delay.percent",
+                "fault.abort.httpStatus",
+                "fault.abort.grpcStatus",
+                "fault.abort.percentage.value",
+                "mirror.host",
+                "mirror.subset",
+                "mirror.port.number",
+                "mirrorPercentage.value",
+                "mirrorPercent",
+                "mirrors[].destination.host",
+                "mirrors[].destination.subset",
+                "mirrors[].destination.port.number",
+                "mirrors[].percentage.value",
+                "corsPolicy.allowOrigin[]",
+                "corsPolicy.allowOrigins[].exact",
+                "corsPolicy.allowOrigins[].prefix",
+                "corsPolicy.allowOrigins[].regex",
+                "corsPolicy.allowMethods[]",
+                "corsPolicy.allowHeaders[]",
+                "corsPolicy.exposeHeaders[]",
+                "corsPolicy.maxAge",
+                "corsPolicy.allowCredentials",
+                "corsPolicy.unmatchedPreflights",
+            ] {
+                add(&format!("spec.http[].{s}"));
+            }
+            for level in ["spec.http[]", "spec.http[].route[]"] {
+                for dir in ["request", "response"] {
+                    add(&format!("{level}.headers.{dir}.set.*"));
+                    add(&format!("{level}.headers.{dir}.add.*"));
+                    add(&format!("{level}.headers.{dir}.remove[]"));
+                }
+            }
         }
         Kind::DestinationRule => {
             for s in [
@@ -172,8 +230,10 @@ mod tests {
             (vs, "spec.http[2].match[0].uri.prefix", true),
             (vs, "spec.http[2].match[0].headers.end-user.exact", true),
             (vs, "spec.http[2].match[0].queryParams.a.b.regex", true),
-            (vs, "spec.http[0].retries", false),
-            (vs, "spec.http[0].retries.attempts", false),
+            (vs, "spec.http[0].retries.attempts", true),
+            (vs, "spec.http[0].retries.retryRemoteLocalities", false),
+            (vs, "spec.http[1].route[0].headers.request.set.x-a", true),
+            (vs, "spec.http[1].corsPolicy.allowOrigins[2].regex", true),
             (vs, "spec.tcp[0]", false),
             (Kind::Gateway, "spec.selector.app.kubernetes.io/name", true),
             (Kind::Gateway, "spec.servers[0].tls.mode", false),

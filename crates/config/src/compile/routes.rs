@@ -5,17 +5,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use isthmus_api::istio::virtual_service::{
-    HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
+    Destination, HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
 };
 use isthmus_api::{Diagnostic, Object, Resource};
 
 use super::listeners::{PortServers, ServerRef};
+use super::actions;
+use super::delegation;
 use super::services::{Registry, Unresolved, check_service_entries};
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
 use crate::matching::{RequestMatch, StrMatcher, full_match_regex};
+use crate::actions::Mirror;
 use crate::snapshot::{
+    ActionKind,
     Forward, Listener, Route, RouteAction, VirtualHost, VirtualHosts, WeightedDestination,
 };
 
@@ -51,6 +55,7 @@ pub fn bind(
             bind_one(
                 r,
                 vs,
+                resources,
                 *port,
                 &servers.servers,
                 instance,
@@ -84,6 +89,7 @@ pub fn bind(
 fn bind_one(
     r: &Resource,
     vs: &Object<VirtualServiceSpec>,
+    all: &[&Resource],
     port: u16,
     servers: &[ServerRef<'_>],
     instance: &Instance,
@@ -123,7 +129,7 @@ fn bind_one(
         if fresh.is_empty() {
             continue;
         }
-        let routes = compile_routes(r, vs, &ns, &name, port, registry, diags);
+        let routes = compile_routes(r, vs, all, &ns, &name, port, registry, diags);
         for d in fresh {
             domains.entry(d).or_default().extend(routes.iter().cloned());
         }
@@ -137,36 +143,27 @@ fn catch_alls_last(routes: Vec<Route>) -> Vec<Route> {
     specific.into_iter().chain(all).collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_routes(
     r: &Resource,
     vs: &Object<VirtualServiceSpec>,
+    all: &[&Resource],
     gw_ns: &str,
     gw_name: &str,
     port: u16,
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Route> {
-    let s = subject(r);
     let mut out = Vec::new();
-    for (i, route) in vs.spec.http.iter().enumerate() {
-        let field = format!("spec.http[{i}]");
-        if route.route.is_empty() {
-            // redirect, directResponse and delegate are reported as not acted on.
-            continue;
-        }
-        let action = Arc::new(RouteAction::Forward(forward(
-            &s,
-            &field,
-            route,
-            &vs.namespace,
-            registry,
-            diags,
-        )));
+    for item in delegation::expand(r, vs, all, diags) {
+        let s = subject(item.origin);
+        let route = &item.route;
         let blocks: Vec<Option<&HttpMatchRequest>> = if route.matches.is_empty() {
             vec![None]
         } else {
             route.matches.iter().map(Some).collect()
         };
+        let mut forward_cache: Option<Forward> = None;
         for m in blocks {
             if let Some(m) = m {
                 let for_gateway = m.gateways.is_empty()
@@ -177,12 +174,35 @@ fn compile_routes(
                     continue;
                 }
             }
-            let name = route_name(route.name.as_deref(), m.and_then(|m| m.name.as_deref()));
+            let kind = if let Some(redirect) = &route.redirect {
+                ActionKind::Redirect(actions::redirect(redirect, actions::uri_of(m)))
+            } else if let Some(direct) = &route.direct_response {
+                match actions::direct_response(direct) {
+                    Some(d) => ActionKind::DirectResponse(d),
+                    None => continue,
+                }
+            } else if !route.route.is_empty() {
+                let base = forward_cache.get_or_insert_with(|| {
+                    forward(&s, &item.field, route, &item.namespace, registry, diags)
+                });
+                let mut f = base.clone();
+                f.rewrite = actions::rewrite(route.rewrite.as_ref(), actions::uri_of(m));
+                ActionKind::Forward(f)
+            } else {
+                continue;
+            };
+            let (headers, _) = actions::header_edits(route.headers.as_ref());
+            let action = RouteAction {
+                kind,
+                headers,
+                fault: actions::fault(route.fault.as_ref()),
+                cors: actions::cors(route.cors_policy.as_ref()),
+            };
             out.push(Route {
-                name,
+                name: route_name(route.name.as_deref(), m.and_then(|m| m.name.as_deref())),
                 virtual_service: format!("{}/{}", vs.namespace, vs.name),
                 matcher: m.map(request_match).unwrap_or_default(),
-                action: action.clone(),
+                action: Arc::new(action),
             });
         }
     }
@@ -198,11 +218,40 @@ fn route_name(route: Option<&str>, matcher: Option<&str>) -> String {
     }
 }
 
+/// The cluster of a destination; unresolvable ones are diagnosed and answer 503 (`NC`).
+fn resolve(
+    s: &Subject<'_>,
+    field: &str,
+    dest: &Destination,
+    ns: &str,
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> (String, Option<usize>) {
+    let host = complete(dest.host.as_deref().unwrap_or(""), ns, registry.domain_suffix());
+    let port = dest.port.as_ref().and_then(|p| p.number).and_then(|n| u16::try_from(n).ok());
+    match registry.cluster(&host, port, dest.subset.as_deref()) {
+        Ok((name, i)) => (name, Some(i)),
+        Err(why) => {
+            let (f, msg) = match why {
+                Unresolved::UnknownHost => (
+                    format!("{field}.host"),
+                    format!("no ServiceEntry defines host {host}; requests to it answer 503"),
+                ),
+                Unresolved::Port(msg) => (format!("{field}.port"), msg),
+                Unresolved::Subset(msg) => (format!("{field}.subset"), msg),
+            };
+            diags.push(if f.ends_with(".subset") { s.error(&f, msg) } else { s.warning(&f, msg) });
+            let p = port.map(|p| p.to_string()).unwrap_or_default();
+            (format!("outbound|{p}|{}|{host}", dest.subset.as_deref().unwrap_or("")), None)
+        }
+    }
+}
+
 fn forward(
     s: &Subject<'_>,
     field: &str,
     route: &HttpRoute,
-    vs_ns: &str,
+    ns: &str,
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Forward {
@@ -212,60 +261,37 @@ fn forward(
         .iter()
         .enumerate()
         .map(|(j, d)| {
-            let df = format!("{field}.route[{j}].destination");
             let dest = d.destination.clone().unwrap_or_default();
-            let host = complete(
-                dest.host.as_deref().unwrap_or(""),
-                vs_ns,
-                registry.domain_suffix(),
-            );
-            let port = dest
-                .port
-                .and_then(|p| p.number)
-                .and_then(|n| u16::try_from(n).ok());
-            let weight = if single {
-                1
-            } else {
-                u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0)
-            };
             let (cluster_name, cluster) =
-                match registry.cluster(&host, port, dest.subset.as_deref()) {
-                    Ok((name, i)) => (name, Some(i)),
-                    Err(why) => {
-                        let (f, msg) = match why {
-                            Unresolved::UnknownHost => (
-                                format!("{df}.host"),
-                                format!(
-                                    "no ServiceEntry defines host {host}; requests to it answer 503"
-                                ),
-                            ),
-                            Unresolved::Port(msg) => (format!("{df}.port"), msg),
-                            Unresolved::Subset(msg) => (format!("{df}.subset"), msg),
-                        };
-                        let subset_missing = f.ends_with(".subset");
-                        diags.push(if subset_missing {
-                            s.error(&f, msg)
-                        } else {
-                            s.warning(&f, msg)
-                        });
-                        let p = port.map(|p| p.to_string()).unwrap_or_default();
-                        (
-                            format!(
-                                "outbound|{p}|{}|{host}",
-                                dest.subset.as_deref().unwrap_or("")
-                            ),
-                            None,
-                        )
-                    }
-                };
-            WeightedDestination {
-                cluster_name,
-                cluster,
-                weight,
-            }
+                resolve(s, &format!("{field}.route[{j}].destination"), &dest, ns, registry, diags);
+            let weight = if single { 1 } else { u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0) };
+            let (headers, authority) = actions::header_edits(d.headers.as_ref());
+            WeightedDestination { cluster_name, cluster, weight, headers, authority }
         })
         .collect();
-    Forward::new(dests)
+    let mut mirrors = Vec::new();
+    if let Some(m) = &route.mirror {
+        let (cluster_name, cluster) = resolve(s, &format!("{field}.mirror"), m, ns, registry, diags);
+        let percent = route
+            .mirror_percentage
+            .as_ref()
+            .map(|p| p.value)
+            .or(route.mirror_percent.map(f64::from))
+            .unwrap_or(100.0);
+        mirrors.push(Mirror { cluster_name, cluster, percent: percent.clamp(0.0, 100.0) });
+    }
+    for (j, m) in route.mirrors.iter().enumerate() {
+        let Some(dest) = &m.destination else { continue };
+        let (cluster_name, cluster) =
+            resolve(s, &format!("{field}.mirrors[{j}].destination"), dest, ns, registry, diags);
+        let percent = m.percentage.as_ref().map_or(100.0, |p| p.value).clamp(0.0, 100.0);
+        mirrors.push(Mirror { cluster_name, cluster, percent });
+    }
+    let timeout_ms = route
+        .timeout
+        .map(|t| u64::try_from(t.0.as_millis()).unwrap_or(u64::MAX))
+        .filter(|ms| *ms > 0);
+    Forward::with(dests, None, timeout_ms, actions::retry(route.retries.as_ref()), mirrors)
 }
 
 fn string_matcher(m: &StringMatch, lower: bool) -> Option<StrMatcher> {
