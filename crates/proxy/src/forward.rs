@@ -1,30 +1,26 @@
-//! Sending a request upstream on pooled keep-alive connections, with Istio's default retry of
-//! connection failures on another endpoint.
+//! Sending a request upstream on pooled keep-alive connections, with the route's retry policy:
+//! conditions, per-try timeout, jittered exponential back-off and a preference for endpoints
+//! not tried yet.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response, Uri, header};
-use http_body_util::{Either, Empty};
-use hyper::body::{Body, Incoming};
+use http::{HeaderValue, Request, Response, Uri, header};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use isthmus_config::actions::{RetryPolicy, retry_on};
 
+use crate::body::{RequestBody, UpstreamBody};
 use crate::clusters::{ClusterState, Target};
+use crate::headers::X_ATTEMPT_COUNT;
 use crate::local_reply::LocalReply;
-
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 /// Istio's default upstream connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Istio's default upstream idle timeout.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Istio's default policy retries connection failures twice.
-const CONNECT_RETRIES: usize = 2;
-/// Istio's default retry back-off base; the wait is jittered up to this.
-const BACKOFF_BASE: Duration = Duration::from_millis(25);
 
 /// The shared HTTP/1.1 connection pool to every upstream.
 pub struct Upstream {
@@ -35,6 +31,28 @@ impl Default for Upstream {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A response and how it was obtained.
+pub struct Forwarded {
+    pub response: Response<Incoming>,
+    pub endpoint: SocketAddr,
+    pub attempts: u32,
+}
+
+/// Why no response came back, and after how many attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed {
+    pub reply: LocalReply,
+    pub attempts: u32,
+    /// Retries were allowed but ran out (Envoy's `URX`).
+    pub exhausted: bool,
+}
+
+enum AttemptError {
+    Connect,
+    PerTryTimeout,
+    Reset(LocalReply),
 }
 
 impl Upstream {
@@ -51,46 +69,91 @@ impl Upstream {
         Upstream { client }
     }
 
-    /// Sends `parts` + `body` to an endpoint of `cluster`. A request without a body is retried
-    /// on another endpoint when the connection cannot be made, as Istio's default retry policy
-    /// does; a request with a body is sent once, since its body cannot be replayed.
+    /// Sends once to one endpoint, without retries (mirrors).
+    pub async fn send_once(&self, target: &Target, parts: &http::request::Parts, body: UpstreamBody) -> Option<Response<Incoming>> {
+        let req = build_request(parts, target, body, None)?;
+        self.client.request(req).await.ok()
+    }
+
+    /// Sends `parts` + `body` to endpoints of `cluster` under `policy`.
     pub async fn send(
         &self,
         cluster: &ClusterState,
-        parts: http::request::Parts,
-        body: Incoming,
-    ) -> Result<(Response<Incoming>, SocketAddr), LocalReply> {
+        parts: &http::request::Parts,
+        mut body: RequestBody,
+        policy: &RetryPolicy,
+    ) -> Result<Forwarded, Failed> {
         let endpoints = cluster.endpoints();
         let mut tried: Vec<SocketAddr> = Vec::new();
-        let replayable = body.is_end_stream();
-        let mut body = Some(body);
+        let max = 1 + policy.attempts;
+        let mut attempt = 0;
         loop {
-            let target = cluster
-                .pick(&endpoints, &tried)
-                .ok_or(LocalReply::NoHealthyUpstream)?;
-            let req_body = match body.take() {
-                Some(b) if !replayable => Either::Left(b),
-                _ => Either::Right(Empty::new()),
+            attempt += 1;
+            let fail = |reply, exhausted| Err(Failed { reply, attempts: attempt, exhausted });
+            let avoid: &[SocketAddr] = if policy.ignore_previous_hosts { &tried } else { &[] };
+            let Some(target) = cluster.pick(&endpoints, avoid) else {
+                return fail(LocalReply::NoHealthyUpstream, false);
             };
-            let req = build_request(&parts, &target, req_body)?;
-            match self.client.request(req).await {
-                Ok(resp) => return Ok((resp, target.address)),
-                Err(e) if e.is_connect() => {
-                    tracing::debug!(upstream = %target.address, "connect failed: {e}");
-                    tried.push(target.address);
-                    if !replayable || tried.len() > CONNECT_RETRIES {
-                        return Err(LocalReply::ConnectFailure);
-                    }
-                    let jitter = fastrand::u64(0..=BACKOFF_BASE.as_millis() as u64);
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+            let Some(b) = body.take_for_attempt() else {
+                return fail(LocalReply::UpstreamReset, false);
+            };
+            let Some(req) = build_request(parts, &target, b, Some(attempt)) else {
+                return fail(LocalReply::UpstreamProtocolError, false);
+            };
+            let can_retry = attempt < max && body.is_replayable();
+            let outcome = self.attempt(req, policy.per_try_timeout).await;
+            tried.push(target.address);
+            let retry = match &outcome {
+                Ok(resp) => can_retry && policy.retries_status(resp.status().as_u16(), grpc_status(resp)),
+                Err(AttemptError::Connect) => can_retry && policy.retries_on(retry_on::CONNECT_FAILURE),
+                Err(AttemptError::PerTryTimeout) => {
+                    can_retry && policy.retries_on(retry_on::FIVE_XX | retry_on::GATEWAY_ERROR | retry_on::RESET)
                 }
-                Err(e) => {
-                    tracing::debug!(upstream = %target.address, "upstream error: {e:?}");
-                    return Err(classify(&e));
-                }
+                Err(AttemptError::Reset(_)) => can_retry && policy.retries_on(retry_on::RESET),
+            };
+            if retry {
+                drop(outcome);
+                tokio::time::sleep(backoff(policy.backoff, attempt)).await;
+                continue;
             }
+            let exhausted = attempt > 1 && attempt == max;
+            return match outcome {
+                Ok(response) => Ok(Forwarded { response, endpoint: target.address, attempts: attempt }),
+                Err(AttemptError::Connect) => fail(LocalReply::ConnectFailure, exhausted),
+                Err(AttemptError::PerTryTimeout) => fail(LocalReply::UpstreamTimeout, exhausted),
+                Err(AttemptError::Reset(r)) => fail(r, exhausted),
+            };
         }
     }
+
+    async fn attempt(&self, req: Request<UpstreamBody>, per_try: Option<Duration>) -> Result<Response<Incoming>, AttemptError> {
+        let fut = self.client.request(req);
+        let result = match per_try {
+            Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| AttemptError::PerTryTimeout)?,
+            None => fut.await,
+        };
+        result.map_err(|e| {
+            if e.is_connect() {
+                AttemptError::Connect
+            } else {
+                tracing::debug!("upstream error: {e:?}");
+                AttemptError::Reset(classify(&e))
+            }
+        })
+    }
+}
+
+/// Full-jitter exponential back-off: up to base·2^(n-1), capped at 10× the base (Envoy).
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let cap = base.saturating_mul(10);
+    let ceiling = base.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(cap);
+    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(fastrand::u64(0..=ms))
+}
+
+/// `grpc-status` of a trailers-only gRPC response.
+fn grpc_status(resp: &Response<Incoming>) -> Option<u32> {
+    resp.headers().get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> LocalReply {
@@ -106,26 +169,34 @@ fn classify(e: &hyper_util::client::legacy::Error) -> LocalReply {
     LocalReply::UpstreamReset
 }
 
-fn build_request(
-    parts: &http::request::Parts,
-    target: &Target,
-    body: UpstreamBody,
-) -> Result<Request<UpstreamBody>, LocalReply> {
+fn build_request(parts: &http::request::Parts, target: &Target, body: UpstreamBody, attempt: Option<u32>) -> Option<Request<UpstreamBody>> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(target.authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| LocalReply::UpstreamProtocolError)?;
+    let uri = Uri::builder().scheme("http").authority(target.authority.clone()).path_and_query(path).build().ok()?;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
     if !req.headers().contains_key(header::HOST) {
-        req.headers_mut()
-            .insert(header::HOST, http::HeaderValue::from_static("localhost"));
+        req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
     }
-    Ok(req)
+    if let Some(n) = attempt {
+        req.headers_mut().insert(X_ATTEMPT_COUNT.clone(), HeaderValue::from(n));
+    }
+    Some(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded() {
+        let base = Duration::from_millis(25);
+        for attempt in 1..30 {
+            let d = backoff(base, attempt);
+            assert!(d <= base * 10, "{attempt}: {d:?}");
+            assert!(d <= base * (1 << (attempt - 1).min(16)), "{attempt}: {d:?}");
+        }
+    }
 }

@@ -1,29 +1,31 @@
-//! One request: find the route in the active snapshot, pick a destination and an endpoint,
-//! forward, and shape the response as an Istio gateway does.
+//! One request: find the route in the active snapshot, apply its action (redirect, direct
+//! response, or forward with rewrite, header edits, fault, CORS, mirror, retries and timeout),
+//! and shape the response as an Istio gateway does.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Version};
-use http_body_util::Either;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use isthmus_config::actions::{AbortWith, DirectResponse, Fault, Redirect, RedirectInput};
 use isthmus_config::matching::RequestView;
-use isthmus_config::snapshot::RouteAction;
+use isthmus_config::snapshot::{ActionKind, Forward, Route, WeightedDestination};
 use tokio::time::Instant;
 
+use crate::body::RequestBody;
+use crate::cors::{self, Decision};
+use crate::headers::{self, TemplateContext, X_EXPECTED_TIMEOUT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID, X_UPSTREAM_TIME};
 use crate::local_reply::{LocalReply, ResponseBody};
 use crate::metrics::RequestLabels;
-use crate::{Active, ClusterState, Gateway, path};
+use crate::{Active, ClusterState, Gateway, mirror, path};
 
 /// The `server` header of every response, as Istio's gateways send it.
 pub const SERVER_NAME: &str = "istio-envoy";
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 
 /// What the connection knows about itself.
 #[derive(Debug, Clone, Copy)]
@@ -31,48 +33,47 @@ pub struct ConnInfo {
     /// The Gateway port the connection arrived on (not the bound port).
     pub port: u16,
     pub peer: SocketAddr,
+    pub local: SocketAddr,
 }
 
 /// What is recorded once the request is answered.
 struct Outcome<'a> {
     cluster: Option<&'a ClusterState>,
-    flag: &'static str,
+    flags: &'static str,
 }
 
-pub async fn handle(
-    gw: Arc<Gateway>,
-    conn: ConnInfo,
-    req: Request<Incoming>,
-) -> Response<ResponseBody> {
+impl Outcome<'_> {
+    fn none(flags: &'static str) -> Self {
+        Outcome { cluster: None, flags }
+    }
+}
+
+pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
     let active = gw.active.load_full();
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let protocol = if grpc { "grpc" } else { "http" };
-    let (resp, outcome) = route_and_forward(&gw, &active, conn, req).await;
+    let (resp, outcome) = route_request(&gw, &active, conn, req).await;
     record(&gw, &resp, &outcome, protocol);
     resp
 }
 
-async fn route_and_forward<'a>(
-    gw: &Gateway,
-    active: &'a Active,
+fn local<'a>(r: LocalReply, cluster: Option<&'a ClusterState>) -> (Response<ResponseBody>, Outcome<'a>) {
+    (r.response(), Outcome { cluster, flags: r.flag() })
+}
+
+async fn route_request<'a>(
+    gw: &Arc<Gateway>,
+    active: &'a Arc<Active>,
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
-    let local = |r: LocalReply, cluster| {
-        (
-            r.response(),
-            Outcome {
-                cluster,
-                flag: r.flag(),
-            },
-        )
-    };
     if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
         return local(LocalReply::Http10, None);
     }
+    let start = SystemTime::now();
     let (mut parts, body) = req.into_parts();
     let Some(listener) = active.snapshot.listeners.get(&conn.port) else {
         return local(LocalReply::NoRoute, None);
@@ -90,10 +91,7 @@ async fn route_and_forward<'a>(
             query: parts.uri.query(),
             headers: &parts.headers,
         };
-        let route = listener
-            .virtual_hosts
-            .find(&host)
-            .and_then(|vh| vh.find(&view));
+        let route = listener.virtual_hosts.find(&host).and_then(|vh| vh.find(&view));
         let normalized = match norm {
             Cow::Owned(p) => Some(p),
             Cow::Borrowed(_) => None,
@@ -103,18 +101,122 @@ async fn route_and_forward<'a>(
     let Some(route) = route else {
         return local(LocalReply::NoRoute, None);
     };
-    let RouteAction::Forward(forward) = route.action.as_ref();
-    let point = fastrand::u32(0..forward.total_weight().max(1));
-    let Some(cluster) = forward
-        .pick(point)
-        .and_then(|d| d.cluster)
-        .and_then(|i| active.clusters.get(i))
-    else {
-        return local(LocalReply::NoCluster, None);
-    };
     if let Some(p) = normalized {
-        set_path(&mut parts, &p);
+        set_path(&mut parts, &p, None);
     }
+    let action = &route.action;
+    let mut cors_headers = None;
+    if let Some(policy) = &action.cors {
+        match cors::decide(policy, &parts.method, &parts.headers) {
+            Decision::Pass => {}
+            Decision::Respond(resp) => return (resp, Outcome::none("-")),
+            Decision::Decorate(h) => cors_headers = Some(h),
+        }
+    }
+    let ctx_protocol = if parts.version == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" };
+    let (mut resp, outcome, dest) = match &action.kind {
+        ActionKind::Redirect(r) => (redirect(r, &parts, conn), Outcome::none("-"), None),
+        ActionKind::DirectResponse(d) => (direct(d), Outcome::none("-"), None),
+        ActionKind::Forward(f) => {
+            if let Some(fault) = &action.fault
+                && let Some(resp) = inject_fault(fault, &parts.headers).await
+            {
+                (resp.0, Outcome::none(resp.1), None)
+            } else {
+                forward(gw, active, route, f, &mut parts, body, conn, start, ctx_protocol).await
+            }
+        }
+    };
+    // Response edits: the destination's first, then the route's, so the route's win.
+    let ctx = TemplateContext { peer: conn.peer, local: conn.local, protocol: ctx_protocol, start, request: &parts.headers, upstream: None };
+    if let Some(d) = dest {
+        headers::apply(&d.headers.response, resp.headers_mut(), &ctx);
+    }
+    headers::apply(&action.headers.response, resp.headers_mut(), &ctx);
+    if let Some(h) = cors_headers {
+        resp.headers_mut().extend(h);
+    }
+    (resp, outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward<'a>(
+    gw: &Arc<Gateway>,
+    active: &'a Arc<Active>,
+    route: &'a Route,
+    f: &'a Forward,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    conn: ConnInfo,
+    start: SystemTime,
+    protocol: &'static str,
+) -> (Response<ResponseBody>, Outcome<'a>, Option<&'a WeightedDestination>) {
+    let point = fastrand::u32(0..f.total_weight().max(1));
+    let Some(dest) = f.pick(point) else {
+        let (r, o) = local(LocalReply::NoCluster, None);
+        return (r, o, None);
+    };
+    let Some(cluster) = dest.cluster.and_then(|i| active.clusters.get(i)) else {
+        let (r, o) = local(LocalReply::NoCluster, None);
+        return (r, o, Some(dest));
+    };
+    prepare_request(parts, route, f, dest, conn, start, protocol);
+    let body = match RequestBody::read(body).await {
+        Ok(b) => b,
+        Err(_) => {
+            // The client went away or sent a broken body.
+            let mut r = LocalReply::UpstreamReset.response();
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return (r, Outcome { cluster: Some(cluster), flags: "DPE" }, Some(dest));
+        }
+    };
+    if !f.mirrors.is_empty() {
+        mirror::send(gw, active, &f.mirrors, parts, &body);
+    }
+    let timeout = effective_timeout(f.timeout_ms, &parts.headers);
+    if let Some(t) = timeout {
+        parts.headers.insert(X_EXPECTED_TIMEOUT.clone(), HeaderValue::from(t.as_millis() as u64));
+    }
+    let started = Instant::now();
+    let send = gw.upstream.send(cluster, parts, body, &f.retry);
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(crate::forward::Failed {
+            reply: LocalReply::UpstreamTimeout,
+            attempts: 0,
+            exhausted: false,
+        })),
+        None => send.await,
+    };
+    match result {
+        Ok(done) => {
+            let elapsed = started.elapsed().as_millis();
+            let mut resp = done.response.map(Either::Left);
+            prepare_response_headers(resp.headers_mut(), elapsed);
+            (resp, Outcome { cluster: Some(cluster), flags: "-" }, Some(dest))
+        }
+        Err(failed) => {
+            let flags = match (failed.reply.flag(), failed.exhausted) {
+                ("UF", true) => "UF,URX",
+                ("UT", true) => "UT,URX",
+                ("UC", true) => "UC,URX",
+                (f, _) => f,
+            };
+            (failed.reply.response(), Outcome { cluster: Some(cluster), flags }, Some(dest))
+        }
+    }
+}
+
+/// Rewrites and header edits on the request, in Envoy's order: the gateway's own headers,
+/// then the destination's edits, then the route's (so the route's win).
+fn prepare_request(
+    parts: &mut http::request::Parts,
+    route: &Route,
+    f: &Forward,
+    dest: &WeightedDestination,
+    conn: ConnInfo,
+    start: SystemTime,
+    protocol: &'static str,
+) {
     // HTTP/2 and absolute-form requests carry the host in the URI: HTTP/1.1 upstreams need it
     // in Host.
     if let Some(a) = parts.uri.authority()
@@ -122,34 +224,125 @@ async fn route_and_forward<'a>(
     {
         parts.headers.insert(header::HOST, v);
     }
-    prepare_request_headers(&mut parts.headers, conn);
-    let started = Instant::now();
-    match gw.upstream.send(cluster, parts, body).await {
-        Ok((resp, _endpoint)) => {
-            let elapsed = started.elapsed().as_millis();
-            let mut resp = resp.map(Either::Left);
-            prepare_response_headers(resp.headers_mut(), elapsed);
-            (
-                resp,
-                Outcome {
-                    cluster: Some(cluster),
-                    flag: "-",
-                },
-            )
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_envoy_headers(&mut parts.headers);
+    add_gateway_headers(&mut parts.headers, conn);
+    if let Some(rw) = &f.rewrite {
+        if let Some(p) = &rw.path {
+            let old = parts.uri.path().to_string();
+            let new = p.apply(&old);
+            if new != old {
+                set_path(parts, &new, Some(&old));
+            }
         }
-        Err(reply) => local(reply, Some(cluster)),
+        if let Some(a) = rw.authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+            parts.headers.insert(header::HOST, a);
+        }
     }
+    if let Some(a) = dest.authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+        parts.headers.insert(header::HOST, a);
+    }
+    let snapshot_of_request = parts.headers.clone();
+    let ctx = TemplateContext { peer: conn.peer, local: conn.local, protocol, start, request: &snapshot_of_request, upstream: None };
+    headers::apply(&dest.headers.request, &mut parts.headers, &ctx);
+    headers::apply(&route.action.headers.request, &mut parts.headers, &ctx);
+}
+
+/// The route timeout, shortened by a `grpc-timeout` header (Istio honours it without a cap).
+fn effective_timeout(route_ms: Option<u64>, headers: &HeaderMap) -> Option<Duration> {
+    let route = route_ms.map(Duration::from_millis);
+    let grpc = headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+    match (route, grpc) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    if num.is_empty() || num.len() > 8 {
+        return None;
+    }
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Fault injection: the delay first, then the abort, each drawn by its percentage.
+async fn inject_fault(fault: &Fault, headers: &HeaderMap) -> Option<(Response<ResponseBody>, &'static str)> {
+    let draw = |percent: f64| percent >= 100.0 || fastrand::f64() * 100.0 < percent;
+    let mut delayed = false;
+    if let Some((d, p)) = fault.delay()
+        && draw(p)
+    {
+        tokio::time::sleep(d).await;
+        delayed = true;
+    }
+    if let Some((with, p)) = fault.abort
+        && draw(p)
+    {
+        let resp = match with {
+            AbortWith::Http(code) => LocalReply::FaultAbort(code).response(),
+            AbortWith::Grpc(code) => grpc_abort(code, headers),
+        };
+        return Some((resp, if delayed { "DI,FI" } else { "FI" }));
+    }
+    let _ = delayed;
+    None
+}
+
+/// A gRPC abort: HTTP 200, trailers-only, with `grpc-status`.
+fn grpc_abort(code: u32, _req: &HeaderMap) -> Response<ResponseBody> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(code));
+    h.insert("grpc-message", HeaderValue::from_static("fault filter abort"));
+    h.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    r
+}
+
+fn redirect(r: &Redirect, parts: &http::request::Parts, conn: ConnInfo) -> Response<ResponseBody> {
+    let input = RedirectInput {
+        scheme: "http",
+        authority: request_authority(parts),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        listener_port: conn.port,
+    };
+    let location = r.location(&input);
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
+    *resp.status_mut() = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    resp
+}
+
+fn direct(d: &DirectResponse) -> Response<ResponseBody> {
+    let mut resp = Response::new(Either::Right(Full::new(d.body.clone())));
+    *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+    if !d.body.is_empty() {
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(d.content_type));
+    }
+    resp.headers_mut().insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    resp
 }
 
 /// `:authority` for HTTP/2 and absolute-form requests, else the Host header.
 fn request_authority(parts: &http::request::Parts) -> &str {
     match parts.uri.authority() {
         Some(a) => a.as_str(),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
+        None => parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
     }
 }
 
@@ -168,46 +361,21 @@ fn host_without_port(authority: &str) -> Cow<'_, str> {
     }
 }
 
-fn set_path(parts: &mut http::request::Parts, path: &str) {
+/// Replaces the path (keeping the query); records the original in `x-envoy-original-path`.
+fn set_path(parts: &mut http::request::Parts, path: &str, original: Option<&str>) {
     let pq = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
     if let Ok(uri) = http::Uri::builder().path_and_query(pq).build() {
         parts.uri = uri;
+        if let Some(o) = original.and_then(|o| HeaderValue::from_str(o).ok()) {
+            parts.headers.insert(X_ORIGINAL_PATH.clone(), o);
+        }
     }
 }
 
-/// Hop-by-hop headers are for one connection only (RFC 9110 section 7.6.1).
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
-    }
-    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
-        headers.remove(header::TE);
-    }
-}
-
-fn prepare_request_headers(headers: &mut HeaderMap, conn: ConnInfo) {
-    strip_hop_by_hop(headers);
+fn add_gateway_headers(headers: &mut HeaderMap, conn: ConnInfo) {
     // Gateways use the peer address as the client (use_remote_address): append it.
     let peer = conn.peer.ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -228,23 +396,13 @@ fn prepare_request_headers(headers: &mut HeaderMap, conn: ConnInfo) {
 }
 
 fn prepare_response_headers(headers: &mut HeaderMap, upstream_ms: u128) {
-    strip_hop_by_hop(headers);
+    headers::strip_hop_by_hop(headers);
     headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
-    headers.insert(
-        X_UPSTREAM_TIME.clone(),
-        HeaderValue::from(upstream_ms as u64),
-    );
+    headers.insert(X_UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms as u64));
 }
 
-fn record(
-    gw: &Gateway,
-    resp: &Response<ResponseBody>,
-    outcome: &Outcome<'_>,
-    protocol: &'static str,
-) {
-    let dest = outcome
-        .cluster
-        .map_or(&gw.unknown_destination, |c| &c.labels);
+fn record(gw: &Gateway, resp: &Response<ResponseBody>, outcome: &Outcome<'_>, protocol: &'static str) {
+    let dest = outcome.cluster.map_or(&gw.unknown_destination, |c| &c.labels);
     let labels = RequestLabels {
         reporter: "source",
         source_workload: gw.identity.workload.clone(),
@@ -254,7 +412,7 @@ fn record(
         destination_service_namespace: dest.namespace.clone(),
         request_protocol: protocol,
         response_code: resp.status().as_u16(),
-        response_flags: outcome.flag,
+        response_flags: outcome.flags,
     };
     gw.metrics.requests.get_or_create(&labels).inc();
 }
@@ -278,19 +436,19 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        names.sort();
-        assert_eq!(names, ["te", "x-kept"]);
+    fn grpc_timeouts() {
+        let cases = [
+            ("1S", Some(Duration::from_secs(1))),
+            ("500m", Some(Duration::from_millis(500))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("10u", Some(Duration::from_micros(10))),
+            ("123456789S", None),
+            ("S", None),
+            ("", None),
+            ("1x", None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(parse_grpc_timeout(v), want, "{v}");
+        }
     }
 }

@@ -13,14 +13,18 @@
 //! Configuration reaches the data plane only as an [`Active`] snapshot swapped in with one
 //! atomic store; no request takes a lock to read it.
 
+pub mod body;
 pub mod clusters;
+pub mod cors;
 pub mod dns;
 pub mod drain;
 pub mod forward;
 pub mod handler;
+pub mod headers;
 pub mod listeners;
 pub mod local_reply;
 pub mod metrics;
+pub mod mirror;
 pub mod path;
 pub mod serve;
 
@@ -46,6 +50,7 @@ pub struct Gateway {
     pub unknown_destination: metrics::DestinationLabels,
     pub metrics: Metrics,
     pub upstream: forward::Upstream,
+    pub mirrors: mirror::Mirrors,
     pub identity: Identity,
 }
 
@@ -67,6 +72,7 @@ impl Gateway {
             unknown_destination: metrics::DestinationLabels::unknown(),
             metrics: Metrics::new(),
             upstream: forward::Upstream::new(),
+            mirrors: mirror::Mirrors::default(),
             identity,
         })
     }

@@ -137,7 +137,8 @@ async fn accept_loop(
             _ = &mut stopped => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let info = ConnInfo { port, peer };
+                    let local = stream.local_addr().unwrap_or(peer);
+                    let info = ConnInfo { port, peer, local };
                     tokio::spawn(serve::connection(gw.clone(), builder.clone(), stream, info, drain.clone()));
                 }
                 Err(e) => {

@@ -25,6 +25,10 @@ pub enum LocalReply {
     UpstreamProtocolError,
     /// HTTP/1.0 is refused, as by Istio's gateways unless configured otherwise.
     Http10,
+    /// The route timeout (or the last per-try timeout) expired.
+    UpstreamTimeout,
+    /// A fault injection abort with this status.
+    FaultAbort(u16),
 }
 
 impl LocalReply {
@@ -33,6 +37,8 @@ impl LocalReply {
             LocalReply::NoRoute => StatusCode::NOT_FOUND,
             LocalReply::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
             LocalReply::Http10 => StatusCode::UPGRADE_REQUIRED,
+            LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::FaultAbort(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -46,6 +52,8 @@ impl LocalReply {
             LocalReply::UpstreamReset => "UC",
             LocalReply::UpstreamProtocolError => "UPE",
             LocalReply::Http10 => "-",
+            LocalReply::UpstreamTimeout => "UT",
+            LocalReply::FaultAbort(_) => "FI",
         }
     }
 
@@ -54,6 +62,8 @@ impl LocalReply {
         match self {
             LocalReply::NoRoute | LocalReply::NoCluster | LocalReply::Http10 => "",
             LocalReply::NoHealthyUpstream => "no healthy upstream",
+            LocalReply::UpstreamTimeout => "upstream request timeout",
+            LocalReply::FaultAbort(_) => "fault filter abort",
             LocalReply::ConnectFailure => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
             }

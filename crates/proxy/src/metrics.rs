@@ -41,6 +41,7 @@ pub struct Metrics {
     pub generation: Gauge,
     pub diagnostics: Family<SeverityLabels, Gauge>,
     pub active_connections: Gauge,
+    pub mirrors_dropped: Counter,
     registry: Registry,
 }
 
@@ -83,7 +84,14 @@ impl Metrics {
             "Open downstream connections",
             active_connections.clone(),
         );
+        let mirrors_dropped = Counter::default();
+        registry.register(
+            "isthmus_mirror_dropped",
+            "Mirror copies not sent (too many in flight, or a body too large to copy)",
+            mirrors_dropped.clone(),
+        );
         Metrics {
+            mirrors_dropped,
             requests,
             reloads,
             generation,

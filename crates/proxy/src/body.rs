@@ -1,0 +1,138 @@
+//! Request bodies on their way upstream. A body small enough is buffered so that a retry or a
+//! mirror can send it again; a larger one streams once, its already-read head first.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+/// Bodies up to this size are kept for retries and mirrors (Envoy's EDGE profile buffers 32 KiB
+/// per connection; a request-sized 64 KiB covers typical API payloads).
+pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
+
+/// A request body read as far as needed to decide whether it can be replayed.
+pub enum RequestBody {
+    /// The whole body (possibly empty) and its trailers: can be sent any number of times.
+    Replayable { data: Vec<Bytes>, trailers: Option<HeaderMap> },
+    /// Too large to keep: the part read so far and the rest of the stream. Sent once.
+    Streaming { head: Vec<Bytes>, rest: Incoming },
+    /// A streaming body already sent.
+    Consumed,
+}
+
+impl RequestBody {
+    /// Reads `body` until its end or until more than [`MAX_REPLAY_BYTES`] were read.
+    pub async fn read(mut body: Incoming) -> Result<RequestBody, hyper::Error> {
+        let mut data = Vec::new();
+        let mut size = 0usize;
+        loop {
+            if body.is_end_stream() {
+                return Ok(RequestBody::Replayable { data, trailers: None });
+            }
+            match body.frame().await {
+                None => return Ok(RequestBody::Replayable { data, trailers: None }),
+                Some(frame) => match frame?.into_data() {
+                    Ok(chunk) => {
+                        size += chunk.len();
+                        data.push(chunk);
+                        if size > MAX_REPLAY_BYTES {
+                            return Ok(RequestBody::Streaming { head: data, rest: body });
+                        }
+                    }
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().ok();
+                        return Ok(RequestBody::Replayable { data, trailers });
+                    }
+                },
+            }
+        }
+    }
+
+    pub fn is_replayable(&self) -> bool {
+        matches!(self, RequestBody::Replayable { .. })
+    }
+
+    /// A body for one attempt: a copy if replayable, else the stream itself (once).
+    pub fn take_for_attempt(&mut self) -> Option<UpstreamBody> {
+        match self {
+            RequestBody::Replayable { data, trailers } => Some(UpstreamBody::buffered(data.clone(), trailers.clone())),
+            RequestBody::Streaming { .. } => match std::mem::replace(self, RequestBody::Consumed) {
+                RequestBody::Streaming { head, rest } => Some(UpstreamBody {
+                    chunks: head.into(),
+                    trailers: None,
+                    rest: Some(rest),
+                }),
+                _ => None,
+            },
+            RequestBody::Consumed => None,
+        }
+    }
+
+    /// A copy for a mirror, if the body is replayable.
+    pub fn copy(&self) -> Option<UpstreamBody> {
+        match self {
+            RequestBody::Replayable { data, trailers } => Some(UpstreamBody::buffered(data.clone(), trailers.clone())),
+            RequestBody::Streaming { .. } | RequestBody::Consumed => None,
+        }
+    }
+}
+
+/// The body sent upstream: buffered chunks, then trailers or the rest of a stream.
+pub struct UpstreamBody {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    rest: Option<Incoming>,
+}
+
+impl UpstreamBody {
+    fn buffered(data: Vec<Bytes>, trailers: Option<HeaderMap>) -> Self {
+        UpstreamBody { chunks: data.into(), trailers, rest: None }
+    }
+
+    pub fn empty() -> Self {
+        UpstreamBody { chunks: VecDeque::new(), trailers: None, rest: None }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if let Some(t) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty() && self.trailers.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self.chunks.iter().map(|c| c.len() as u64).sum();
+        match &self.rest {
+            None => SizeHint::with_exact(buffered),
+            Some(rest) => {
+                let h = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(h.lower() + buffered);
+                if let Some(u) = h.upper() {
+                    hint.set_upper(u + buffered);
+                }
+                hint
+            }
+        }
+    }
+}

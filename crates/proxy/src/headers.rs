@@ -1,0 +1,220 @@
+//! Header handling on the way through: hop-by-hop removal (RFC 9110 §7.6.1), the headers an
+//! Istio gateway adds, and VirtualService header edits with Envoy's command operators.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use isthmus_config::actions::{HeaderOps, Template, TemplatePart};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+pub static X_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+pub static X_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+pub static X_EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+pub static X_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+
+/// Hop-by-hop headers are for one connection only.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .filter(|n| n != header::HOST)
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+        headers.remove(header::TE);
+    }
+}
+
+/// `x-envoy-*` headers steer Envoy (retries, timeouts); a client at the edge must not set them.
+pub fn strip_envoy_headers(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// What header templates can refer to.
+pub struct TemplateContext<'a> {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub protocol: &'static str,
+    pub start: SystemTime,
+    pub request: &'a HeaderMap,
+    pub upstream: Option<SocketAddr>,
+}
+
+fn hostname() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+pub fn render(t: &Template, ctx: &TemplateContext<'_>) -> Option<HeaderValue> {
+    if let Some(lit) = t.as_literal() {
+        return HeaderValue::from_str(lit).ok();
+    }
+    let mut out = String::new();
+    for part in &t.parts {
+        match part {
+            TemplatePart::Literal(s) => out.push_str(s),
+            TemplatePart::DownstreamRemoteAddress => out.push_str(&ctx.peer.to_string()),
+            TemplatePart::DownstreamRemoteAddressWithoutPort => out.push_str(&ctx.peer.ip().to_string()),
+            TemplatePart::DownstreamLocalAddress => out.push_str(&ctx.local.to_string()),
+            TemplatePart::DownstreamLocalAddressWithoutPort => out.push_str(&ctx.local.ip().to_string()),
+            TemplatePart::DownstreamLocalPort => out.push_str(&ctx.local.port().to_string()),
+            TemplatePart::RequestHeader(name) => {
+                if let Some(v) = ctx.request.get(name).and_then(|v| v.to_str().ok()) {
+                    out.push_str(v);
+                }
+            }
+            TemplatePart::Hostname => out.push_str(hostname()),
+            TemplatePart::Protocol => out.push_str(ctx.protocol),
+            TemplatePart::StartTime => out.push_str(&rfc3339(ctx.start)),
+            TemplatePart::UpstreamRemoteAddress => {
+                if let Some(a) = ctx.upstream {
+                    out.push_str(&a.to_string());
+                }
+            }
+        }
+    }
+    HeaderValue::from_str(&out).ok()
+}
+
+/// Applies one level of edits: remove, then set (replacing), then add (appending), as Envoy.
+/// A value that renders empty is not added, as Envoy skips empty values.
+pub fn apply(ops: &HeaderOps, headers: &mut HeaderMap, ctx: &TemplateContext<'_>) {
+    for name in &ops.remove {
+        headers.remove(name);
+    }
+    for (name, t) in &ops.set {
+        if let Some(v) = render(t, ctx).filter(|v| !v.is_empty()) {
+            headers.insert(name.clone(), v);
+        }
+    }
+    for (name, t) in &ops.add {
+        if let Some(v) = render(t, ctx).filter(|v| !v.is_empty()) {
+            headers.append(name.clone(), v);
+        }
+    }
+}
+
+/// `2026-11-22T03:14:10.123Z`, the format of Envoy's `%START_TIME%`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Envoy's shadow host: `-shadow` appended to the host, before any port.
+pub fn shadow_host(authority: &str) -> String {
+    if let Some((h, p)) = authority.rsplit_once(':')
+        && !h.is_empty()
+        && !h.contains(':')
+        && !p.is_empty()
+        && p.bytes().all(|b| b.is_ascii_digit())
+    {
+        return format!("{h}-shadow:{p}");
+    }
+    format!("{authority}-shadow")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort();
+        assert_eq!(names, ["te", "x-kept"]);
+    }
+
+    #[test]
+    fn templates_render_from_the_request() {
+        let mut req = HeaderMap::new();
+        req.insert("x-user", HeaderValue::from_static("jason"));
+        let ctx = TemplateContext {
+            peer: "10.1.2.3:5555".parse().unwrap(),
+            local: "127.0.0.1:8080".parse().unwrap(),
+            protocol: "HTTP/1.1",
+            start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_763_781_250_123),
+            request: &req,
+            upstream: None,
+        };
+        let cases = [
+            ("%DOWNSTREAM_REMOTE_ADDRESS%", "10.1.2.3:5555"),
+            ("ip=%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "ip=10.1.2.3"),
+            ("%DOWNSTREAM_LOCAL_PORT%", "8080"),
+            ("%REQ(X-User)%-%PROTOCOL%", "jason-HTTP/1.1"),
+            ("%START_TIME%", "2025-11-22T03:14:10.123Z"),
+            ("100%%", "100%"),
+        ];
+        for (text, want) in cases {
+            let t = Template::parse(text).unwrap();
+            assert_eq!(render(&t, &ctx).unwrap(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn shadow_hosts() {
+        assert_eq!(shadow_host("httpbin"), "httpbin-shadow");
+        assert_eq!(shadow_host("httpbin:8000"), "httpbin-shadow:8000");
+        assert_eq!(shadow_host("a.example.com"), "a.example.com-shadow");
+    }
+}
