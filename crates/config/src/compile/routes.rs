@@ -150,18 +150,17 @@ fn compile_routes(
     let mut out = Vec::new();
     for (i, route) in vs.spec.http.iter().enumerate() {
         let field = format!("spec.http[{i}]");
-        if route.route.is_empty() {
-            // redirect, directResponse and delegate are reported as not acted on.
-            continue;
-        }
-        let action = Arc::new(RouteAction::Forward(forward(
-            &s,
-            &field,
-            route,
-            &vs.namespace,
-            registry,
-            diags,
-        )));
+        // redirect, directResponse and delegate are reported as not acted on: no route.
+        let action = (!route.route.is_empty()).then(|| {
+            Arc::new(RouteAction::Forward(forward(
+                &s,
+                &field,
+                route,
+                &vs.namespace,
+                registry,
+                diags,
+            )))
+        });
         let blocks: Vec<Option<&HttpMatchRequest>> = if route.matches.is_empty() {
             vec![None]
         } else {
@@ -178,12 +177,23 @@ fn compile_routes(
                 }
             }
             let name = route_name(route.name.as_deref(), m.and_then(|m| m.name.as_deref()));
-            out.push(Route {
-                name,
-                virtual_service: format!("{}/{}", vs.namespace, vs.name),
-                matcher: m.map(request_match).unwrap_or_default(),
-                action: action.clone(),
-            });
+            let matcher = m.map(request_match).unwrap_or_default();
+            // A delegate's own routes replace its rule, so the rule itself is no catch-all.
+            let catch_all = matcher.is_catch_all() && route.delegate.is_none();
+            if let Some(action) = &action {
+                out.push(Route {
+                    name,
+                    virtual_service: format!("{}/{}", vs.namespace, vs.name),
+                    matcher,
+                    action: action.clone(),
+                });
+            }
+            if catch_all {
+                // As Istio: nothing after a catch-all can match, so the rest of the
+                // VirtualService is dropped (merging moves catch-alls to the end, which would
+                // otherwise make those later routes reachable).
+                return out;
+            }
         }
     }
     out
