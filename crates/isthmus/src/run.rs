@@ -16,6 +16,11 @@ use crate::source::FileSource;
 use crate::watch;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Before anything is announced (admin address, readiness): a signal sent as soon as the
+    // gateway reports ready must reach these handlers, not the default action (terminate).
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let instance = Instance {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
@@ -52,9 +57,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     controller.reload();
 
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             Some(()) = changes.recv() => controller.reload(),
@@ -67,6 +69,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!(timeout = ?args.drain_timeout, "draining");
+    // The listeners stop accepting now: report not ready, with no port bound, while draining.
+    let mut draining = (**controller.status.load()).clone();
+    draining.ready = false;
+    draining.listeners.clear();
+    controller.status.store(Arc::new(draining));
     if controller.listeners.drain(args.drain_timeout).await {
         tracing::info!("drained; exiting");
     } else {

@@ -198,12 +198,20 @@ fn compile_routes(
                 fault: actions::fault(route.fault.as_ref()),
                 cors: actions::cors(route.cors_policy.as_ref()),
             };
+            let matcher = m.map(request_match).unwrap_or_default();
+            let catch_all = matcher.is_catch_all();
             out.push(Route {
                 name: route_name(route.name.as_deref(), m.and_then(|m| m.name.as_deref())),
                 virtual_service: format!("{}/{}", vs.namespace, vs.name),
-                matcher: m.map(request_match).unwrap_or_default(),
+                matcher,
                 action: Arc::new(action),
             });
+            if catch_all {
+                // As Istio: nothing after a catch-all can match, so the rest of the
+                // VirtualService is dropped (merging moves catch-alls to the end, which would
+                // otherwise make those later routes reachable).
+                return out;
+            }
         }
     }
     out

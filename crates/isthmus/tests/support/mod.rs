@@ -340,3 +340,247 @@ pub fn service(name: &str, host: &str, endpoints: &[(SocketAddr, &str)]) -> Stri
     }
     s
 }
+
+// === Added for routing.rs: more builders, raw HTTP/1 and h2c helpers ===
+
+/// A Gateway `namespace/name` selecting the default instance, with one HTTP server per
+/// `(port, hosts)`; hosts may carry a `namespace/` prefix.
+pub fn gateway_named(namespace: &str, name: &str, servers: &[(u16, &[&str])]) -> String {
+    gateway(servers).replacen(
+        "metadata: {name: gw, namespace: default}",
+        &format!("metadata: {{name: {name}, namespace: {namespace}}}"),
+        1,
+    )
+}
+
+/// A VirtualService; `gateways` is omitted when empty, and `http` is the YAML list of HTTP
+/// routes, each item starting with `  - ` (see [`http_routes`]).
+pub fn virtual_service(
+    name: &str,
+    namespace: &str,
+    hosts: &[&str],
+    gateways: &[&str],
+    http: &str,
+) -> String {
+    let quote = |v: &[&str]| {
+        v.iter()
+            .map(|h| format!("'{h}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut s = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  hosts: [{}]\n",
+        quote(hosts)
+    );
+    if !gateways.is_empty() {
+        s.push_str(&format!("  gateways: [{}]\n", quote(gateways)));
+    }
+    s.push_str("  http:\n");
+    s.push_str(http);
+    s
+}
+
+/// HTTP routes from `(match, destination host)` pairs: `match` is a YAML flow list such as
+/// `[{uri: {prefix: /a}}]`, or empty for a route without match.
+pub fn http_routes(rules: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    for (m, host) in rules {
+        if m.is_empty() {
+            s.push_str("  - route:\n");
+        } else {
+            s.push_str(&format!("  - match: {m}\n    route:\n"));
+        }
+        s.push_str(&format!("    - destination: {{host: {host}}}\n"));
+    }
+    s
+}
+
+/// A DestinationRule for `host` with one subset per version: subset `v1` selects the
+/// endpoints labelled `version: v1`.
+pub fn destination_rule(name: &str, host: &str, versions: &[&str]) -> String {
+    let mut s = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  host: {host}\n  subsets:\n"
+    );
+    for v in versions {
+        s.push_str(&format!("  - {{name: {v}, labels: {{version: {v}}}}}\n"));
+    }
+    s
+}
+
+/// Starts a gateway from owned `(file name, text)` pairs.
+pub async fn start_files(files: &[(String, String)]) -> Gateway {
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    Gateway::start(&refs).await
+}
+
+/// A port of 127.0.0.1 that refuses connections for as long as this value lives: the port is
+/// bound but never listened on, so no other socket can take it meanwhile.
+pub struct RefusingPort {
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn refusing_port() -> RefusingPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    RefusingPort {
+        addr: socket.local_addr().unwrap(),
+        _socket: socket,
+    }
+}
+
+/// An h2c client that sends requests for `host` to `addr`, so that `:authority` is
+/// `host:PORT` (use URLs `http://HOST:PORT/...` with `addr`'s port).
+pub fn h2c_client_for(host: &str, addr: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .resolve(host, addr)
+        .timeout(WAIT)
+        .build()
+        .unwrap()
+}
+
+/// A response read off a raw connection.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    /// Names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Sends `request` as bytes, exactly as written (no client normalises the path), and reads
+/// one response until the server closes the connection: the request must end the connection
+/// (`Connection: close`, or HTTP/1.0).
+pub async fn raw_http(addr: SocketAddr, request: &str) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bytes = tokio::time::timeout(WAIT, async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        buf
+    })
+    .await
+    .expect("raw HTTP exchange timed out");
+    parse_raw_response(&bytes)
+}
+
+fn parse_raw_response(bytes: &[u8]) -> RawReply {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {text:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    RawReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size in {rest:?}"));
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+    }
+    out
+}
+
+// === Process, metrics and socket helpers (appended for lifecycle.rs) ===
+
+impl Gateway {
+    /// Waits up to `limit` for the process to exit without blocking the async runtime;
+    /// its exit code (`None` if it is still running or was killed by a signal).
+    pub async fn exit_code_within(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The admin server's Prometheus text.
+    pub async fn prometheus(&self) -> String {
+        let (status, body) = self.admin_get("/stats/prometheus").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+/// Sum of the samples of `metric` (as printed, e.g. `istio_requests_total`) whose labels
+/// include every `name="value"` of `labels`.
+pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(metric)?;
+            let (set, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels
+                .iter()
+                .all(|(k, v)| set.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+                .then(|| value.trim().parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// Whether a new TCP connection to `addr` is refused.
+pub async fn refused(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::net::TcpStream::connect(addr).await,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
