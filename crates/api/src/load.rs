@@ -337,6 +337,8 @@ impl Doc {
         let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(base, &path));
         let de = serde_ignored::Deserializer::new(&body, &mut record);
         let result: Result<S, _> = serde_path_to_error::deserialize(de);
+        let mut header = header;
+        header.origin.set_unknown(unknown.clone());
         for path in unknown {
             let name = path.rsplit(['.', '[']).next().unwrap_or(&path).to_string();
             out.diagnostics.push(self.diag(

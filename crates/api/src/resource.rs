@@ -77,6 +77,8 @@ pub struct Origin {
     lines: Arc<LineIndex>,
     /// `items[3].` for an item of a `List`, empty otherwise.
     prefix: String,
+    /// Fields the schema does not know (already reported as unknown).
+    unknown: Arc<[String]>,
 }
 
 impl Origin {
@@ -86,7 +88,23 @@ impl Origin {
             ordinal,
             lines,
             prefix,
+            unknown: Arc::from(Vec::new()),
         }
+    }
+
+    /// Records the fields the schema does not know.
+    pub fn set_unknown(&mut self, paths: Vec<String>) {
+        self.unknown = Arc::from(paths);
+    }
+
+    /// Whether `field` is, or lies under, a field the schema does not know.
+    pub fn is_unknown(&self, field: &str) -> bool {
+        self.unknown.iter().any(|u| {
+            field == u
+                || field
+                    .strip_prefix(u.as_str())
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        })
     }
 
     /// An origin for resources built in code (tests, defaults): every field is on line 0.

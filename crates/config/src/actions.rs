@@ -84,12 +84,18 @@ impl Template {
                 rest = tail;
                 continue;
             }
-            let end = after.find('%').ok_or_else(|| format!("unterminated operator in {text:?}"))?;
+            let end = after
+                .find('%')
+                .ok_or_else(|| format!("unterminated operator in {text:?}"))?;
             let op = after.get(..end).unwrap_or("");
             let part = operator(op).ok_or_else(|| {
                 format!(
                     "unknown operator %{op}% in {text:?}; supported: {}",
-                    TEMPLATE_OPERATORS.iter().map(|o| format!("%{o}%")).collect::<Vec<_>>().join(", ")
+                    TEMPLATE_OPERATORS
+                        .iter()
+                        .map(|o| format!("%{o}%"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })?;
             if !literal.is_empty() {
@@ -102,7 +108,10 @@ impl Template {
         if !literal.is_empty() {
             parts.push(TemplatePart::Literal(literal));
         }
-        Ok(Template { parts, text: text.to_string() })
+        Ok(Template {
+            parts,
+            text: text.to_string(),
+        })
     }
 
     /// The value when it has no operator.
@@ -118,7 +127,9 @@ impl Template {
 fn operator(op: &str) -> Option<TemplatePart> {
     Some(match op {
         "DOWNSTREAM_REMOTE_ADDRESS" => TemplatePart::DownstreamRemoteAddress,
-        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => TemplatePart::DownstreamRemoteAddressWithoutPort,
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
+            TemplatePart::DownstreamRemoteAddressWithoutPort
+        }
         "DOWNSTREAM_LOCAL_ADDRESS" => TemplatePart::DownstreamLocalAddress,
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => TemplatePart::DownstreamLocalAddressWithoutPort,
         "DOWNSTREAM_LOCAL_PORT" => TemplatePart::DownstreamLocalPort,
@@ -128,7 +139,9 @@ fn operator(op: &str) -> Option<TemplatePart> {
         "UPSTREAM_REMOTE_ADDRESS" => TemplatePart::UpstreamRemoteAddress,
         _ => {
             let name = op.strip_prefix("REQ(")?.strip_suffix(')')?;
-            TemplatePart::RequestHeader(HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()?)
+            TemplatePart::RequestHeader(
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()?,
+            )
         }
     })
 }
@@ -171,7 +184,10 @@ impl HeaderEdits {
 #[serde(rename_all = "snake_case")]
 pub enum PathRewrite {
     /// Replace the matched prefix (`rewrite.uri` after a prefix match, `redirect.prefixRewrite`).
-    Prefix { matched: String, replacement: String },
+    Prefix {
+        matched: String,
+        replacement: String,
+    },
     /// Replace the whole path (`rewrite.uri` after an exact or regex match, `redirect.uri`).
     Full(String),
     /// `uriRegexRewrite`: RE2 substitution over the whole path, `\1` for groups.
@@ -186,12 +202,18 @@ impl PathRewrite {
     /// The new path for `path` (without the query).
     pub fn apply(&self, path: &str) -> String {
         match self {
-            PathRewrite::Prefix { matched, replacement } => {
+            PathRewrite::Prefix {
+                matched,
+                replacement,
+            } => {
                 let rest = path.get(matched.len()..).unwrap_or("");
                 format!("{replacement}{rest}")
             }
             PathRewrite::Full(p) => p.clone(),
-            PathRewrite::Regex { pattern, replacement } => pattern.replace_all(path, replacement.as_str()).into_owned(),
+            PathRewrite::Regex {
+                pattern,
+                replacement,
+            } => pattern.replace_all(path, replacement.as_str()).into_owned(),
         }
     }
 }
@@ -261,14 +283,25 @@ impl Redirect {
     pub fn location(&self, req: &RedirectInput<'_>) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
         let (orig_host, orig_port) = split_port(req.authority);
-        let host = self.authority.as_deref().map_or(orig_host, |a| split_port(a).0);
+        let host = self
+            .authority
+            .as_deref()
+            .map_or(orig_host, |a| split_port(a).0);
         let explicit_in_authority = self.authority.as_deref().and_then(|a| split_port(a).1);
         let port = match self.port {
             RedirectPort::Explicit(p) => Some(p),
             RedirectPort::ProtocolDefault => None,
             RedirectPort::RequestPort => Some(req.listener_port),
-            RedirectPort::Keep if self.scheme.is_some() && self.scheme.as_deref() != Some(req.scheme) => None,
-            RedirectPort::Keep => explicit_in_authority.or(if self.authority.is_some() { None } else { orig_port }),
+            RedirectPort::Keep
+                if self.scheme.is_some() && self.scheme.as_deref() != Some(req.scheme) =>
+            {
+                None
+            }
+            RedirectPort::Keep => explicit_in_authority.or(if self.authority.is_some() {
+                None
+            } else {
+                orig_port
+            }),
         };
         let port = port.filter(|p| !matches!((scheme, *p), ("http", 80) | ("https", 443)));
         let new_path = self.path.as_ref().map(|p| p.apply(req.path));
@@ -371,6 +404,7 @@ pub struct RetryPolicy {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_ms")]
     pub per_try_timeout: Option<Duration>,
     /// `retry_on` bits.
+    #[serde(serialize_with = "ser_retry_on")]
     pub on: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub status_codes: Vec<u16>,
@@ -418,6 +452,15 @@ impl RetryPolicy {
     }
 }
 
+fn ser_retry_on<S: Serializer>(bits: &u32, s: S) -> Result<S::Ok, S::Error> {
+    let names: Vec<&str> = retry_on::NAMES
+        .iter()
+        .filter(|(_, b)| bits & b != 0)
+        .map(|(n, _)| *n)
+        .collect();
+    s.serialize_str(&names.join(","))
+}
+
 mod ms {
     use serde::Serializer;
     use std::time::Duration;
@@ -449,17 +492,25 @@ pub enum AbortWith {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Fault {
-    /// Delay and the percentage of requests delayed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delay: Option<(u64, f64)>,
+    pub delay: Option<FaultDelay>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub abort: Option<(AbortWith, f64)>,
+    pub abort: Option<FaultAbort>,
 }
 
-impl Fault {
-    pub fn delay(&self) -> Option<(Duration, f64)> {
-        self.delay.map(|(ms, p)| (Duration::from_millis(ms), p))
-    }
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FaultDelay {
+    #[serde(with = "ms")]
+    pub delay: Duration,
+    /// Share of requests delayed, 0 to 100.
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FaultAbort {
+    pub with: AbortWith,
+    /// Share of requests aborted, 0 to 100.
+    pub percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -509,8 +560,15 @@ mod tests {
                 TemplatePart::RequestHeader(HeaderName::from_static("x-user")),
             ]
         );
-        assert_eq!(Template::parse("plain").unwrap().as_literal(), Some("plain"));
-        assert!(Template::parse("%NOPE%").unwrap_err().contains("unknown operator %NOPE%"));
+        assert_eq!(
+            Template::parse("plain").unwrap().as_literal(),
+            Some("plain")
+        );
+        assert!(
+            Template::parse("%NOPE%")
+                .unwrap_err()
+                .contains("unknown operator %NOPE%")
+        );
         assert!(Template::parse("%DOWNSTREAM").is_err());
     }
 
@@ -521,10 +579,28 @@ mod tests {
             replacement: regex_replacement(r),
         };
         let cases = [
-            (PathRewrite::Prefix { matched: "/v1".into(), replacement: "/api/v2".into() }, "/v1/users", "/api/v2/users"),
-            (PathRewrite::Prefix { matched: "/foo".into(), replacement: "/".into() }, "/foo/baz", "//baz"),
+            (
+                PathRewrite::Prefix {
+                    matched: "/v1".into(),
+                    replacement: "/api/v2".into(),
+                },
+                "/v1/users",
+                "/api/v2/users",
+            ),
+            (
+                PathRewrite::Prefix {
+                    matched: "/foo".into(),
+                    replacement: "/".into(),
+                },
+                "/foo/baz",
+                "//baz",
+            ),
             (PathRewrite::Full("/new".into()), "/old/x", "/new"),
-            (re("^/service/([^/]+)(/.*)$", "/customprefix/\\2/\\1"), "/service/foo/v1/api", "/customprefix//v1/api/foo"),
+            (
+                re("^/service/([^/]+)(/.*)$", "/customprefix/\\2/\\1"),
+                "/service/foo/v1/api",
+                "/customprefix//v1/api/foo",
+            ),
             (re("/a/(.*)", "/b/\\1$"), "/a/x", "/b/x$"),
             (re("o", "0"), "/foo/boo", "/f00/b00"),
         ];
@@ -542,25 +618,81 @@ mod tests {
             query,
             listener_port: 8080,
         };
-        let r = |scheme: Option<&str>, authority: Option<&str>, port, path: Option<PathRewrite>| Redirect {
-            code: 301,
-            scheme: scheme.map(str::to_string),
-            authority: authority.map(str::to_string),
-            port,
-            path,
+        let r = |scheme: Option<&str>, authority: Option<&str>, port, path: Option<PathRewrite>| {
+            Redirect {
+                code: 301,
+                scheme: scheme.map(str::to_string),
+                authority: authority.map(str::to_string),
+                port,
+                path,
+            }
         };
         let cases = [
-            (r(None, None, RedirectPort::Keep, Some(PathRewrite::Full("/new".into()))), input("a.com", Some("q=1")), "http://a.com/new?q=1"),
-            (r(None, None, RedirectPort::Keep, Some(PathRewrite::Full("/new?x=2".into()))), input("a.com", Some("q=1")), "http://a.com/new?x=2"),
-            (r(Some("https"), None, RedirectPort::Keep, None), input("a.com:8080", None), "https://a.com/old/x"),
-            (r(None, Some("b.com"), RedirectPort::Keep, None), input("a.com:8080", None), "http://b.com/old/x"),
-            (r(None, None, RedirectPort::Explicit(9000), None), input("a.com", None), "http://a.com:9000/old/x"),
-            (r(None, None, RedirectPort::RequestPort, None), input("a.com", None), "http://a.com:8080/old/x"),
-            (r(None, None, RedirectPort::ProtocolDefault, None), input("a.com:8080", None), "http://a.com/old/x"),
-            (r(Some("https"), None, RedirectPort::Explicit(443), None), input("a.com", None), "https://a.com/old/x"),
-            (r(None, None, RedirectPort::Keep, None), input("a.com:8080", None), "http://a.com:8080/old/x"),
             (
-                r(None, None, RedirectPort::Keep, Some(PathRewrite::Prefix { matched: "/old".into(), replacement: "/new".into() })),
+                r(
+                    None,
+                    None,
+                    RedirectPort::Keep,
+                    Some(PathRewrite::Full("/new".into())),
+                ),
+                input("a.com", Some("q=1")),
+                "http://a.com/new?q=1",
+            ),
+            (
+                r(
+                    None,
+                    None,
+                    RedirectPort::Keep,
+                    Some(PathRewrite::Full("/new?x=2".into())),
+                ),
+                input("a.com", Some("q=1")),
+                "http://a.com/new?x=2",
+            ),
+            (
+                r(Some("https"), None, RedirectPort::Keep, None),
+                input("a.com:8080", None),
+                "https://a.com/old/x",
+            ),
+            (
+                r(None, Some("b.com"), RedirectPort::Keep, None),
+                input("a.com:8080", None),
+                "http://b.com/old/x",
+            ),
+            (
+                r(None, None, RedirectPort::Explicit(9000), None),
+                input("a.com", None),
+                "http://a.com:9000/old/x",
+            ),
+            (
+                r(None, None, RedirectPort::RequestPort, None),
+                input("a.com", None),
+                "http://a.com:8080/old/x",
+            ),
+            (
+                r(None, None, RedirectPort::ProtocolDefault, None),
+                input("a.com:8080", None),
+                "http://a.com/old/x",
+            ),
+            (
+                r(Some("https"), None, RedirectPort::Explicit(443), None),
+                input("a.com", None),
+                "https://a.com/old/x",
+            ),
+            (
+                r(None, None, RedirectPort::Keep, None),
+                input("a.com:8080", None),
+                "http://a.com:8080/old/x",
+            ),
+            (
+                r(
+                    None,
+                    None,
+                    RedirectPort::Keep,
+                    Some(PathRewrite::Prefix {
+                        matched: "/old".into(),
+                        replacement: "/new".into(),
+                    }),
+                ),
                 input("a.com", None),
                 "http://a.com/new/x",
             ),
@@ -572,7 +704,11 @@ mod tests {
 
     #[test]
     fn retry_conditions() {
-        let p = RetryPolicy { on: retry_on::GATEWAY_ERROR | retry_on::RETRIABLE_STATUS_CODES, status_codes: vec![418], ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            on: retry_on::GATEWAY_ERROR | retry_on::RETRIABLE_STATUS_CODES,
+            status_codes: vec![418],
+            ..RetryPolicy::default()
+        };
         assert!(p.retries_status(503, None));
         assert!(!p.retries_status(500, None));
         assert!(p.retries_status(418, None));

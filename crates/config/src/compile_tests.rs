@@ -184,7 +184,10 @@ spec:
             "t.yaml:32: warning: VirtualService default/vs: spec.http[1].route[0].destination.host: no ServiceEntry defines host nowhere.default.svc.cluster.local; requests to it answer 503",
         ]
     );
-    let ActionKind::Forward(f) = &s.listeners[&80].virtual_hosts.hosts[0].routes[0].action.kind else {
+    let ActionKind::Forward(f) = &s.listeners[&80].virtual_hosts.hosts[0].routes[0]
+        .action
+        .kind
+    else {
         panic!("not a forward")
     };
     assert!(f.destinations[0].cluster.is_none());

@@ -22,7 +22,9 @@ pub fn full_match_regex(pattern: &str) -> Result<Regex, regex::Error> {
 /// Compiles a regex used for substitution (`uriRegexRewrite`): it replaces every match, as
 /// Envoy's `regex_rewrite` does, so it is not anchored.
 pub fn substitution_regex(pattern: &str) -> Result<Regex, regex::Error> {
-    regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build()
+    regex::RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
 }
 
 #[derive(Debug, Clone)]

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::actions::{Cors, DirectResponse, Fault, HeaderEdits, Mirror, PathRewrite, Redirect, RetryPolicy};
+use crate::actions::{
+    Cors, DirectResponse, Fault, HeaderEdits, Mirror, PathRewrite, Redirect, RetryPolicy,
+};
 use crate::matching::RequestMatch;
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -198,6 +198,9 @@ pub fn unsupported_fields(r: &Resource) -> Vec<Diagnostic> {
         {
             continue;
         }
+        if r.origin().is_unknown(path) {
+            continue;
+        }
         let segments = normalise(path);
         if !split.iter().any(|p| matches_prefix(p, &segments)) {
             out.push(s.warning(

@@ -330,23 +330,45 @@ fn service_entry(s: &Subject<'_>, spec: &ServiceEntrySpec, out: &mut Vec<Diagnos
     }
 }
 
-fn percent_field(s: &Subject<'_>, f: &str, p: Option<&isthmus_api::istio::Percent>, out: &mut Vec<Diagnostic>) {
+fn percent_field(
+    s: &Subject<'_>,
+    f: &str,
+    p: Option<&isthmus_api::istio::Percent>,
+    out: &mut Vec<Diagnostic>,
+) {
     if let Some(p) = p
         && !(0.0..=100.0).contains(&p.value)
     {
-        out.push(s.error(&format!("{f}.value"), format!("percentage {} is not in 0..100", p.value)));
+        out.push(s.error(
+            &format!("{f}.value"),
+            format!("percentage {} is not in 0..100", p.value),
+        ));
     }
 }
 
-fn header_ops_check(s: &Subject<'_>, f: &str, h: Option<&isthmus_api::istio::virtual_service::Headers>, out: &mut Vec<Diagnostic>) {
+fn header_ops_check(
+    s: &Subject<'_>,
+    f: &str,
+    h: Option<&isthmus_api::istio::virtual_service::Headers>,
+    out: &mut Vec<Diagnostic>,
+) {
     let Some(h) = h else { return };
     for (dir, ops) in [("request", &h.request), ("response", &h.response)] {
         let Some(ops) = ops else { continue };
-        let names = ops.set.keys().chain(ops.add.keys()).chain(ops.remove.iter());
+        let names = ops
+            .set
+            .keys()
+            .chain(ops.add.keys())
+            .chain(ops.remove.iter());
         for name in names {
             let pseudo = dir == "request" && matches!(name.as_str(), ":authority");
-            if !pseudo && http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).is_err() {
-                out.push(s.error(&format!("{f}.{dir}"), format!("{name:?} is not a valid header name")));
+            if !pseudo
+                && http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).is_err()
+            {
+                out.push(s.error(
+                    &format!("{f}.{dir}"),
+                    format!("{name:?} is not a valid header name"),
+                ));
             }
         }
         for (kind, map) in [("set", &ops.set), ("add", &ops.add)] {
@@ -354,14 +376,23 @@ fn header_ops_check(s: &Subject<'_>, f: &str, h: Option<&isthmus_api::istio::vir
                 if let Err(e) = crate::actions::Template::parse(value) {
                     out.push(s.error(&format!("{f}.{dir}.{kind}.{name}"), e));
                 } else if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                    out.push(s.error(&format!("{f}.{dir}.{kind}.{name}"), "header values cannot contain CR, LF or NUL"));
+                    out.push(s.error(
+                        &format!("{f}.{dir}.{kind}.{name}"),
+                        "header values cannot contain CR, LF or NUL",
+                    ));
                 }
             }
         }
     }
 }
 
-fn min_duration(s: &Subject<'_>, f: &str, d: Option<isthmus_api::duration::ProtoDuration>, allow_zero: bool, out: &mut Vec<Diagnostic>) {
+fn min_duration(
+    s: &Subject<'_>,
+    f: &str,
+    d: Option<isthmus_api::duration::ProtoDuration>,
+    allow_zero: bool,
+    out: &mut Vec<Diagnostic>,
+) {
     if let Some(d) = d
         && d.0 < std::time::Duration::from_millis(1)
         && !(allow_zero && d.0.is_zero())
@@ -374,25 +405,40 @@ fn min_duration(s: &Subject<'_>, f: &str, d: Option<isthmus_api::duration::Proto
 /// and delegate of one HTTP route.
 fn route_actions(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diagnostic>) {
     if route.rewrite.is_some() && route.redirect.is_some() {
-        out.push(s.error(&format!("{f}.rewrite"), "rewrite and redirect cannot be used together"));
+        out.push(s.error(
+            &format!("{f}.rewrite"),
+            "rewrite and redirect cannot be used together",
+        ));
     }
     if let Some(rw) = &route.rewrite {
         if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
-            out.push(s.error(&format!("{f}.rewrite"), "uri and uriRegexRewrite are mutually exclusive"));
+            out.push(s.error(
+                &format!("{f}.rewrite"),
+                "uri and uriRegexRewrite are mutually exclusive",
+            ));
         }
         if let Some(re) = &rw.uri_regex_rewrite {
             match re.pattern.as_deref() {
-                None => out.push(s.error(&format!("{f}.rewrite.uriRegexRewrite.match"), "match is required")),
+                None => out.push(s.error(
+                    &format!("{f}.rewrite.uriRegexRewrite.match"),
+                    "match is required",
+                )),
                 Some(p) => {
                     if let Err(e) = crate::matching::substitution_regex(p) {
                         let msg = e.to_string();
                         let msg = msg.lines().last().unwrap_or(&msg).trim().to_string();
-                        out.push(s.error(&format!("{f}.rewrite.uriRegexRewrite.match"), format!("invalid regex {p:?}: {msg}")));
+                        out.push(s.error(
+                            &format!("{f}.rewrite.uriRegexRewrite.match"),
+                            format!("invalid regex {p:?}: {msg}"),
+                        ));
                     }
                 }
             }
             if re.rewrite.is_none() {
-                out.push(s.error(&format!("{f}.rewrite.uriRegexRewrite.rewrite"), "rewrite is required"));
+                out.push(s.error(
+                    &format!("{f}.rewrite.uriRegexRewrite.rewrite"),
+                    "rewrite is required",
+                ));
             }
         }
     }
@@ -401,42 +447,66 @@ fn route_actions(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diag
         if let Some(code) = r.redirect_code
             && ![301, 302, 303, 307, 308].contains(&code)
         {
-            out.push(s.error(&format!("{rf}.redirectCode"), format!("redirect code {code} is not one of 301, 302, 303, 307, 308")));
+            out.push(s.error(
+                &format!("{rf}.redirectCode"),
+                format!("redirect code {code} is not one of 301, 302, 303, 307, 308"),
+            ));
         }
         if let Some(d) = r.derive_port.as_deref()
             && !matches!(d, "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT")
         {
-            out.push(s.error(&format!("{rf}.derivePort"), format!("unknown derivePort {d:?}; expected FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT")));
+            out.push(s.error(
+                &format!("{rf}.derivePort"),
+                format!(
+                    "unknown derivePort {d:?}; expected FROM_PROTOCOL_DEFAULT or FROM_REQUEST_PORT"
+                ),
+            ));
         }
         if r.port.is_some() && r.derive_port.is_some() {
-            out.push(s.error(&format!("{rf}.port"), "port and derivePort are mutually exclusive"));
+            out.push(s.error(
+                &format!("{rf}.port"),
+                "port and derivePort are mutually exclusive",
+            ));
         }
         if let Some(p) = r.port
             && !(1..=65535).contains(&p)
         {
-            out.push(s.error(&format!("{rf}.port"), format!("port {p} is not in 1..65535")));
+            out.push(s.error(
+                &format!("{rf}.port"),
+                format!("port {p} is not in 1..65535"),
+            ));
         }
         if let Some(sch) = r.scheme.as_deref()
             && !matches!(sch, "http" | "https")
         {
-            out.push(s.error(&format!("{rf}.scheme"), format!("scheme {sch:?} is not http or https")));
+            out.push(s.error(
+                &format!("{rf}.scheme"),
+                format!("scheme {sch:?} is not http or https"),
+            ));
         }
         if r.uri.is_some() && r.prefix_rewrite.is_some() {
-            out.push(s.error(&format!("{rf}.uri"), "uri and prefixRewrite are mutually exclusive"));
+            out.push(s.error(
+                &format!("{rf}.uri"),
+                "uri and prefixRewrite are mutually exclusive",
+            ));
         }
     }
     if let Some(d) = &route.direct_response {
         let df = format!("{f}.directResponse");
         match d.status {
             None => out.push(s.error(&format!("{df}.status"), "status is required")),
-            Some(st) if !(200..=599).contains(&st) => {
-                out.push(s.error(&format!("{df}.status"), format!("status {st} is not in 200..599")))
-            }
+            Some(st) if !(200..=599).contains(&st) => out.push(s.error(
+                &format!("{df}.status"),
+                format!("status {st} is not in 200..599"),
+            )),
             Some(_) => {}
         }
         if let Some(b) = &d.body {
             if b.string.is_some() && b.bytes.is_some() {
-                out.push(s.error(&format!("{df}.body"), "string and bytes are mutually exclusive"));
+                out.push(s.error(
+                    &format!("{df}.body"),
+                    "string and bytes are mutually exclusive",
+                ));
             }
             let len = match (&b.string, &b.bytes) {
                 (Some(t), _) => Some(t.len()),
@@ -445,7 +515,10 @@ fn route_actions(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diag
                     match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
                         Ok(v) => Some(v.len()),
                         Err(e) => {
-                            out.push(s.error(&format!("{df}.body.bytes"), format!("not valid base64: {e}")));
+                            out.push(s.error(
+                                &format!("{df}.body.bytes"),
+                                format!("not valid base64: {e}"),
+                            ));
                             None
                         }
                     }
@@ -455,13 +528,21 @@ fn route_actions(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diag
             if let Some(len) = len
                 && len > crate::actions::MAX_DIRECT_BODY
             {
-                out.push(s.error(&format!("{df}.body"), format!("body is {len} bytes, more than the limit of 1 MiB")));
+                out.push(s.error(
+                    &format!("{df}.body"),
+                    format!("body is {len} bytes, more than the limit of 1 MiB"),
+                ));
             }
         }
     }
     header_ops_check(s, &format!("{f}.headers"), route.headers.as_ref(), out);
     for (j, d) in route.route.iter().enumerate() {
-        header_ops_check(s, &format!("{f}.route[{j}].headers"), d.headers.as_ref(), out);
+        header_ops_check(
+            s,
+            &format!("{f}.route[{j}].headers"),
+            d.headers.as_ref(),
+            out,
+        );
     }
     min_duration(s, &format!("{f}.timeout"), route.timeout, true, out);
     if let Some(r) = &route.retries {
@@ -469,7 +550,13 @@ fn route_actions(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diag
         if r.attempts.is_some_and(|a| a < 0) {
             out.push(s.error(&format!("{rf}.attempts"), "attempts cannot be negative"));
         }
-        min_duration(s, &format!("{rf}.perTryTimeout"), r.per_try_timeout, false, out);
+        min_duration(
+            s,
+            &format!("{rf}.perTryTimeout"),
+            r.per_try_timeout,
+            false,
+            out,
+        );
         min_duration(s, &format!("{rf}.backoff"), r.backoff, false, out);
         if let Some(on) = r.retry_on.as_deref()
             && let Err(e) = crate::compile::parse_retry_on(on)
@@ -484,41 +571,90 @@ fn route_actions(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diag
         }
         if let Some(d) = &fault.delay {
             if d.fixed_delay.is_none() {
-                out.push(s.error(&format!("{ff}.delay.fixedDelay"), "fixedDelay is required (exponentialDelay is not supported)"));
+                out.push(s.error(
+                    &format!("{ff}.delay.fixedDelay"),
+                    "fixedDelay is required (exponentialDelay is not supported)",
+                ));
             }
-            min_duration(s, &format!("{ff}.delay.fixedDelay"), d.fixed_delay, false, out);
-            percent_field(s, &format!("{ff}.delay.percentage"), d.percentage.as_ref(), out);
+            min_duration(
+                s,
+                &format!("{ff}.delay.fixedDelay"),
+                d.fixed_delay,
+                false,
+                out,
+            );
+            percent_field(
+                s,
+                &format!("{ff}.delay.percentage"),
+                d.percentage.as_ref(),
+                out,
+            );
         }
         if let Some(a) = &fault.abort {
             match (a.http_status, a.grpc_status.as_deref()) {
-                (Some(code), _) if !(200..=599).contains(&code) => {
-                    out.push(s.error(&format!("{ff}.abort.httpStatus"), format!("status {code} is not in 200..599")))
-                }
+                (Some(code), _) if !(200..=599).contains(&code) => out.push(s.error(
+                    &format!("{ff}.abort.httpStatus"),
+                    format!("status {code} is not in 200..599"),
+                )),
                 (None, Some(g)) if crate::compile::grpc_code(g).is_none() => out.push(s.error(
                     &format!("{ff}.abort.grpcStatus"),
                     format!("unknown gRPC status {g:?}; expected a name such as UNAVAILABLE"),
                 )),
-                (None, None) => out.push(s.error(&format!("{ff}.abort"), "httpStatus or grpcStatus is required")),
+                (None, None) => out.push(s.error(
+                    &format!("{ff}.abort"),
+                    "httpStatus or grpcStatus is required",
+                )),
                 _ => {}
             }
-            percent_field(s, &format!("{ff}.abort.percentage"), a.percentage.as_ref(), out);
+            percent_field(
+                s,
+                &format!("{ff}.abort.percentage"),
+                a.percentage.as_ref(),
+                out,
+            );
         }
     }
-    percent_field(s, &format!("{f}.mirrorPercentage"), route.mirror_percentage.as_ref(), out);
+    percent_field(
+        s,
+        &format!("{f}.mirrorPercentage"),
+        route.mirror_percentage.as_ref(),
+        out,
+    );
     for (j, m) in route.mirrors.iter().enumerate() {
-        if m.destination.as_ref().and_then(|d| d.host.as_deref()).is_none() {
-            out.push(s.error(&format!("{f}.mirrors[{j}].destination.host"), "destination host is required"));
+        if m.destination
+            .as_ref()
+            .and_then(|d| d.host.as_deref())
+            .is_none()
+        {
+            out.push(s.error(
+                &format!("{f}.mirrors[{j}].destination.host"),
+                "destination host is required",
+            ));
         }
-        percent_field(s, &format!("{f}.mirrors[{j}].percentage"), m.percentage.as_ref(), out);
+        percent_field(
+            s,
+            &format!("{f}.mirrors[{j}].percentage"),
+            m.percentage.as_ref(),
+            out,
+        );
     }
     if let Some(c) = &route.cors_policy {
         for (j, o) in c.allow_origins.iter().enumerate() {
-            string_match(s, &format!("{f}.corsPolicy.allowOrigins[{j}]"), o, false, out);
+            string_match(
+                s,
+                &format!("{f}.corsPolicy.allowOrigins[{j}]"),
+                o,
+                false,
+                out,
+            );
         }
         if let Some(u) = c.unmatched_preflights.as_deref()
             && !matches!(u, "UNSPECIFIED" | "FORWARD" | "IGNORE")
         {
-            out.push(s.error(&format!("{f}.corsPolicy.unmatchedPreflights"), format!("unknown value {u:?}; expected FORWARD or IGNORE")));
+            out.push(s.error(
+                &format!("{f}.corsPolicy.unmatchedPreflights"),
+                format!("unknown value {u:?}; expected FORWARD or IGNORE"),
+            ));
         }
     }
     if let Some(d) = &route.delegate

@@ -18,7 +18,10 @@ pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
 /// A request body read as far as needed to decide whether it can be replayed.
 pub enum RequestBody {
     /// The whole body (possibly empty) and its trailers: can be sent any number of times.
-    Replayable { data: Vec<Bytes>, trailers: Option<HeaderMap> },
+    Replayable {
+        data: Vec<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
     /// Too large to keep: the part read so far and the rest of the stream. Sent once.
     Streaming { head: Vec<Bytes>, rest: Incoming },
     /// A streaming body already sent.
@@ -32,16 +35,27 @@ impl RequestBody {
         let mut size = 0usize;
         loop {
             if body.is_end_stream() {
-                return Ok(RequestBody::Replayable { data, trailers: None });
+                return Ok(RequestBody::Replayable {
+                    data,
+                    trailers: None,
+                });
             }
             match body.frame().await {
-                None => return Ok(RequestBody::Replayable { data, trailers: None }),
+                None => {
+                    return Ok(RequestBody::Replayable {
+                        data,
+                        trailers: None,
+                    });
+                }
                 Some(frame) => match frame?.into_data() {
                     Ok(chunk) => {
                         size += chunk.len();
                         data.push(chunk);
                         if size > MAX_REPLAY_BYTES {
-                            return Ok(RequestBody::Streaming { head: data, rest: body });
+                            return Ok(RequestBody::Streaming {
+                                head: data,
+                                rest: body,
+                            });
                         }
                     }
                     Err(frame) => {
@@ -60,7 +74,9 @@ impl RequestBody {
     /// A body for one attempt: a copy if replayable, else the stream itself (once).
     pub fn take_for_attempt(&mut self) -> Option<UpstreamBody> {
         match self {
-            RequestBody::Replayable { data, trailers } => Some(UpstreamBody::buffered(data.clone(), trailers.clone())),
+            RequestBody::Replayable { data, trailers } => {
+                Some(UpstreamBody::buffered(data.clone(), trailers.clone()))
+            }
             RequestBody::Streaming { .. } => match std::mem::replace(self, RequestBody::Consumed) {
                 RequestBody::Streaming { head, rest } => Some(UpstreamBody {
                     chunks: head.into(),
@@ -76,7 +92,9 @@ impl RequestBody {
     /// A copy for a mirror, if the body is replayable.
     pub fn copy(&self) -> Option<UpstreamBody> {
         match self {
-            RequestBody::Replayable { data, trailers } => Some(UpstreamBody::buffered(data.clone(), trailers.clone())),
+            RequestBody::Replayable { data, trailers } => {
+                Some(UpstreamBody::buffered(data.clone(), trailers.clone()))
+            }
             RequestBody::Streaming { .. } | RequestBody::Consumed => None,
         }
     }
@@ -91,11 +109,19 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     fn buffered(data: Vec<Bytes>, trailers: Option<HeaderMap>) -> Self {
-        UpstreamBody { chunks: data.into(), trailers, rest: None }
+        UpstreamBody {
+            chunks: data.into(),
+            trailers,
+            rest: None,
+        }
     }
 
     pub fn empty() -> Self {
-        UpstreamBody { chunks: VecDeque::new(), trailers: None, rest: None }
+        UpstreamBody {
+            chunks: VecDeque::new(),
+            trailers: None,
+            rest: None,
+        }
     }
 }
 
@@ -103,7 +129,10 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(chunk) = self.chunks.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
@@ -117,7 +146,9 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty() && self.trailers.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+        self.chunks.is_empty()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {

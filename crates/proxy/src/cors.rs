@@ -22,7 +22,9 @@ fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
 }
 
 pub fn decide(cors: &Cors, method: &Method, headers: &HeaderMap) -> Decision {
-    let Some(origin) = headers.get(header::ORIGIN) else { return Decision::Pass };
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Decision::Pass;
+    };
     let allowed = origin.to_str().is_ok_and(|o| cors.allows(o));
     let preflight = is_preflight(method, headers);
     match (preflight, allowed) {
@@ -45,9 +47,16 @@ fn simple_headers(cors: &Cors, origin: &HeaderValue) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     if cors.allow_credentials == Some(true) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
-    put(&mut h, header::ACCESS_CONTROL_EXPOSE_HEADERS, &cors.expose_headers);
+    put(
+        &mut h,
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        &cors.expose_headers,
+    );
     h
 }
 
@@ -56,7 +65,10 @@ fn preflight_response(cors: &Cors, origin: &HeaderValue) -> Response<ResponseBod
     let h = resp.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     if cors.allow_credentials == Some(true) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
     put(h, header::ACCESS_CONTROL_ALLOW_METHODS, &cors.allow_methods);
     put(h, header::ACCESS_CONTROL_ALLOW_HEADERS, &cors.allow_headers);
@@ -65,8 +77,13 @@ fn preflight_response(cors: &Cors, origin: &HeaderValue) -> Response<ResponseBod
 }
 
 fn empty(status: StatusCode) -> Response<ResponseBody> {
-    let mut r = Response::new(http_body_util::Either::Right(http_body_util::Full::new(bytes::Bytes::new())));
+    let mut r = Response::new(http_body_util::Either::Right(http_body_util::Full::new(
+        bytes::Bytes::new(),
+    )));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::SERVER, HeaderValue::from_static(crate::handler::SERVER_NAME));
+    r.headers_mut().insert(
+        header::SERVER,
+        HeaderValue::from_static(crate::handler::SERVER_NAME),
+    );
     r
 }

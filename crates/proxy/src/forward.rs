@@ -70,7 +70,12 @@ impl Upstream {
     }
 
     /// Sends once to one endpoint, without retries (mirrors).
-    pub async fn send_once(&self, target: &Target, parts: &http::request::Parts, body: UpstreamBody) -> Option<Response<Incoming>> {
+    pub async fn send_once(
+        &self,
+        target: &Target,
+        parts: &http::request::Parts,
+        body: UpstreamBody,
+    ) -> Option<Response<Incoming>> {
         let req = build_request(parts, target, body, None)?;
         self.client.request(req).await.ok()
     }
@@ -89,8 +94,18 @@ impl Upstream {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let fail = |reply, exhausted| Err(Failed { reply, attempts: attempt, exhausted });
-            let avoid: &[SocketAddr] = if policy.ignore_previous_hosts { &tried } else { &[] };
+            let fail = |reply, exhausted| {
+                Err(Failed {
+                    reply,
+                    attempts: attempt,
+                    exhausted,
+                })
+            };
+            let avoid: &[SocketAddr] = if policy.ignore_previous_hosts {
+                &tried
+            } else {
+                &[]
+            };
             let Some(target) = cluster.pick(&endpoints, avoid) else {
                 return fail(LocalReply::NoHealthyUpstream, false);
             };
@@ -104,10 +119,17 @@ impl Upstream {
             let outcome = self.attempt(req, policy.per_try_timeout).await;
             tried.push(target.address);
             let retry = match &outcome {
-                Ok(resp) => can_retry && policy.retries_status(resp.status().as_u16(), grpc_status(resp)),
-                Err(AttemptError::Connect) => can_retry && policy.retries_on(retry_on::CONNECT_FAILURE),
+                Ok(resp) => {
+                    can_retry && policy.retries_status(resp.status().as_u16(), grpc_status(resp))
+                }
+                Err(AttemptError::Connect) => {
+                    can_retry && policy.retries_on(retry_on::CONNECT_FAILURE)
+                }
                 Err(AttemptError::PerTryTimeout) => {
-                    can_retry && policy.retries_on(retry_on::FIVE_XX | retry_on::GATEWAY_ERROR | retry_on::RESET)
+                    can_retry
+                        && policy.retries_on(
+                            retry_on::FIVE_XX | retry_on::GATEWAY_ERROR | retry_on::RESET,
+                        )
                 }
                 Err(AttemptError::Reset(_)) => can_retry && policy.retries_on(retry_on::RESET),
             };
@@ -118,7 +140,11 @@ impl Upstream {
             }
             let exhausted = attempt > 1 && attempt == max;
             return match outcome {
-                Ok(response) => Ok(Forwarded { response, endpoint: target.address, attempts: attempt }),
+                Ok(response) => Ok(Forwarded {
+                    response,
+                    endpoint: target.address,
+                    attempts: attempt,
+                }),
                 Err(AttemptError::Connect) => fail(LocalReply::ConnectFailure, exhausted),
                 Err(AttemptError::PerTryTimeout) => fail(LocalReply::UpstreamTimeout, exhausted),
                 Err(AttemptError::Reset(r)) => fail(r, exhausted),
@@ -126,10 +152,16 @@ impl Upstream {
         }
     }
 
-    async fn attempt(&self, req: Request<UpstreamBody>, per_try: Option<Duration>) -> Result<Response<Incoming>, AttemptError> {
+    async fn attempt(
+        &self,
+        req: Request<UpstreamBody>,
+        per_try: Option<Duration>,
+    ) -> Result<Response<Incoming>, AttemptError> {
         let fut = self.client.request(req);
         let result = match per_try {
-            Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| AttemptError::PerTryTimeout)?,
+            Some(t) => tokio::time::timeout(t, fut)
+                .await
+                .map_err(|_| AttemptError::PerTryTimeout)?,
             None => fut.await,
         };
         result.map_err(|e| {
@@ -146,14 +178,21 @@ impl Upstream {
 /// Full-jitter exponential back-off: up to base·2^(n-1), capped at 10× the base (Envoy).
 fn backoff(base: Duration, attempt: u32) -> Duration {
     let cap = base.saturating_mul(10);
-    let ceiling = base.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(cap);
+    let ceiling = base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(cap);
     let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
     Duration::from_millis(fastrand::u64(0..=ms))
 }
 
 /// `grpc-status` of a trailers-only gRPC response.
 fn grpc_status(resp: &Response<Incoming>) -> Option<u32> {
-    resp.headers().get("grpc-status")?.to_str().ok()?.parse().ok()
+    resp.headers()
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> LocalReply {
@@ -169,19 +208,31 @@ fn classify(e: &hyper_util::client::legacy::Error) -> LocalReply {
     LocalReply::UpstreamReset
 }
 
-fn build_request(parts: &http::request::Parts, target: &Target, body: UpstreamBody, attempt: Option<u32>) -> Option<Request<UpstreamBody>> {
+fn build_request(
+    parts: &http::request::Parts,
+    target: &Target,
+    body: UpstreamBody,
+    attempt: Option<u32>,
+) -> Option<Request<UpstreamBody>> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder().scheme("http").authority(target.authority.clone()).path_and_query(path).build().ok()?;
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(target.authority.clone())
+        .path_and_query(path)
+        .build()
+        .ok()?;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
     if !req.headers().contains_key(header::HOST) {
-        req.headers_mut().insert(header::HOST, HeaderValue::from_static("localhost"));
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("localhost"));
     }
     if let Some(n) = attempt {
-        req.headers_mut().insert(X_ATTEMPT_COUNT.clone(), HeaderValue::from(n));
+        req.headers_mut()
+            .insert(X_ATTEMPT_COUNT.clone(), HeaderValue::from(n));
     }
     Some(req)
 }

@@ -19,7 +19,10 @@ use tokio::time::Instant;
 
 use crate::body::RequestBody;
 use crate::cors::{self, Decision};
-use crate::headers::{self, TemplateContext, X_EXPECTED_TIMEOUT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID, X_UPSTREAM_TIME};
+use crate::headers::{
+    self, TemplateContext, X_EXPECTED_TIMEOUT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH,
+    X_REQUEST_ID, X_UPSTREAM_TIME,
+};
 use crate::local_reply::{LocalReply, ResponseBody};
 use crate::metrics::RequestLabels;
 use crate::{Active, ClusterState, Gateway, mirror, path};
@@ -44,11 +47,18 @@ struct Outcome<'a> {
 
 impl Outcome<'_> {
     fn none(flags: &'static str) -> Self {
-        Outcome { cluster: None, flags }
+        Outcome {
+            cluster: None,
+            flags,
+        }
     }
 }
 
-pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let active = gw.active.load_full();
     let grpc = req
         .headers()
@@ -60,8 +70,17 @@ pub async fn handle(gw: Arc<Gateway>, conn: ConnInfo, req: Request<Incoming>) ->
     resp
 }
 
-fn local<'a>(r: LocalReply, cluster: Option<&'a ClusterState>) -> (Response<ResponseBody>, Outcome<'a>) {
-    (r.response(), Outcome { cluster, flags: r.flag() })
+fn local<'a>(
+    r: LocalReply,
+    cluster: Option<&'a ClusterState>,
+) -> (Response<ResponseBody>, Outcome<'a>) {
+    (
+        r.response(),
+        Outcome {
+            cluster,
+            flags: r.flag(),
+        },
+    )
 }
 
 async fn route_request<'a>(
@@ -91,7 +110,10 @@ async fn route_request<'a>(
             query: parts.uri.query(),
             headers: &parts.headers,
         };
-        let route = listener.virtual_hosts.find(&host).and_then(|vh| vh.find(&view));
+        let route = listener
+            .virtual_hosts
+            .find(&host)
+            .and_then(|vh| vh.find(&view));
         let normalized = match norm {
             Cow::Owned(p) => Some(p),
             Cow::Borrowed(_) => None,
@@ -113,22 +135,51 @@ async fn route_request<'a>(
             Decision::Decorate(h) => cors_headers = Some(h),
         }
     }
-    let ctx_protocol = if parts.version == Version::HTTP_2 { "HTTP/2" } else { "HTTP/1.1" };
+    let ctx_protocol = if parts.version == Version::HTTP_2 {
+        "HTTP/2"
+    } else {
+        "HTTP/1.1"
+    };
     let (mut resp, outcome, dest) = match &action.kind {
         ActionKind::Redirect(r) => (redirect(r, &parts, conn), Outcome::none("-"), None),
         ActionKind::DirectResponse(d) => (direct(d), Outcome::none("-"), None),
         ActionKind::Forward(f) => {
-            if let Some(fault) = &action.fault
-                && let Some(resp) = inject_fault(fault, &parts.headers).await
-            {
-                (resp.0, Outcome::none(resp.1), None)
-            } else {
-                forward(gw, active, route, f, &mut parts, body, conn, start, ctx_protocol).await
+            let (abort, delayed) = match &action.fault {
+                Some(fault) => inject_fault(fault, &parts.headers).await,
+                None => (None, false),
+            };
+            match abort {
+                Some((resp, flags)) => (resp, Outcome::none(flags), None),
+                None => {
+                    let (resp, mut outcome, dest) = forward(
+                        gw,
+                        active,
+                        route,
+                        f,
+                        &mut parts,
+                        body,
+                        conn,
+                        start,
+                        ctx_protocol,
+                    )
+                    .await;
+                    if delayed && outcome.flags == "-" {
+                        outcome.flags = "DI";
+                    }
+                    (resp, outcome, dest)
+                }
             }
         }
     };
     // Response edits: the destination's first, then the route's, so the route's win.
-    let ctx = TemplateContext { peer: conn.peer, local: conn.local, protocol: ctx_protocol, start, request: &parts.headers, upstream: None };
+    let ctx = TemplateContext {
+        peer: conn.peer,
+        local: conn.local,
+        protocol: ctx_protocol,
+        start,
+        request: &parts.headers,
+        upstream: None,
+    };
     if let Some(d) = dest {
         headers::apply(&d.headers.response, resp.headers_mut(), &ctx);
     }
@@ -150,7 +201,11 @@ async fn forward<'a>(
     conn: ConnInfo,
     start: SystemTime,
     protocol: &'static str,
-) -> (Response<ResponseBody>, Outcome<'a>, Option<&'a WeightedDestination>) {
+) -> (
+    Response<ResponseBody>,
+    Outcome<'a>,
+    Option<&'a WeightedDestination>,
+) {
     let point = fastrand::u32(0..f.total_weight().max(1));
     let Some(dest) = f.pick(point) else {
         let (r, o) = local(LocalReply::NoCluster, None);
@@ -167,7 +222,14 @@ async fn forward<'a>(
             // The client went away or sent a broken body.
             let mut r = LocalReply::UpstreamReset.response();
             *r.status_mut() = StatusCode::BAD_REQUEST;
-            return (r, Outcome { cluster: Some(cluster), flags: "DPE" }, Some(dest));
+            return (
+                r,
+                Outcome {
+                    cluster: Some(cluster),
+                    flags: "DPE",
+                },
+                Some(dest),
+            );
         }
     };
     if !f.mirrors.is_empty() {
@@ -175,16 +237,21 @@ async fn forward<'a>(
     }
     let timeout = effective_timeout(f.timeout_ms, &parts.headers);
     if let Some(t) = timeout {
-        parts.headers.insert(X_EXPECTED_TIMEOUT.clone(), HeaderValue::from(t.as_millis() as u64));
+        parts.headers.insert(
+            X_EXPECTED_TIMEOUT.clone(),
+            HeaderValue::from(t.as_millis() as u64),
+        );
     }
     let started = Instant::now();
     let send = gw.upstream.send(cluster, parts, body, &f.retry);
     let result = match timeout {
-        Some(t) => tokio::time::timeout(t, send).await.unwrap_or(Err(crate::forward::Failed {
-            reply: LocalReply::UpstreamTimeout,
-            attempts: 0,
-            exhausted: false,
-        })),
+        Some(t) => tokio::time::timeout(t, send)
+            .await
+            .unwrap_or(Err(crate::forward::Failed {
+                reply: LocalReply::UpstreamTimeout,
+                attempts: 0,
+                exhausted: false,
+            })),
         None => send.await,
     };
     match result {
@@ -192,7 +259,14 @@ async fn forward<'a>(
             let elapsed = started.elapsed().as_millis();
             let mut resp = done.response.map(Either::Left);
             prepare_response_headers(resp.headers_mut(), elapsed);
-            (resp, Outcome { cluster: Some(cluster), flags: "-" }, Some(dest))
+            (
+                resp,
+                Outcome {
+                    cluster: Some(cluster),
+                    flags: "-",
+                },
+                Some(dest),
+            )
         }
         Err(failed) => {
             let flags = match (failed.reply.flag(), failed.exhausted) {
@@ -201,7 +275,14 @@ async fn forward<'a>(
                 ("UC", true) => "UC,URX",
                 (f, _) => f,
             };
-            (failed.reply.response(), Outcome { cluster: Some(cluster), flags }, Some(dest))
+            (
+                failed.reply.response(),
+                Outcome {
+                    cluster: Some(cluster),
+                    flags,
+                },
+                Some(dest),
+            )
         }
     }
 }
@@ -235,15 +316,30 @@ fn prepare_request(
                 set_path(parts, &new, Some(&old));
             }
         }
-        if let Some(a) = rw.authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+        if let Some(a) = rw
+            .authority
+            .as_deref()
+            .and_then(|a| HeaderValue::from_str(a).ok())
+        {
             parts.headers.insert(header::HOST, a);
         }
     }
-    if let Some(a) = dest.authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok()) {
+    if let Some(a) = dest
+        .authority
+        .as_deref()
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
         parts.headers.insert(header::HOST, a);
     }
     let snapshot_of_request = parts.headers.clone();
-    let ctx = TemplateContext { peer: conn.peer, local: conn.local, protocol, start, request: &snapshot_of_request, upstream: None };
+    let ctx = TemplateContext {
+        peer: conn.peer,
+        local: conn.local,
+        protocol,
+        start,
+        request: &snapshot_of_request,
+        upstream: None,
+    };
     headers::apply(&dest.headers.request, &mut parts.headers, &ctx);
     headers::apply(&route.action.headers.request, &mut parts.headers, &ctx);
 }
@@ -251,7 +347,10 @@ fn prepare_request(
 /// The route timeout, shortened by a `grpc-timeout` header (Istio honours it without a cap).
 fn effective_timeout(route_ms: Option<u64>, headers: &HeaderMap) -> Option<Duration> {
     let route = route_ms.map(Duration::from_millis);
-    let grpc = headers.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+    let grpc = headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
     match (route, grpc) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -276,36 +375,45 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-/// Fault injection: the delay first, then the abort, each drawn by its percentage.
-async fn inject_fault(fault: &Fault, headers: &HeaderMap) -> Option<(Response<ResponseBody>, &'static str)> {
+/// Fault injection: the delay first, then the abort, each drawn by its percentage. Returns the
+/// abort response, if any, and whether the request was delayed.
+async fn inject_fault(
+    fault: &Fault,
+    headers: &HeaderMap,
+) -> (Option<(Response<ResponseBody>, &'static str)>, bool) {
     let draw = |percent: f64| percent >= 100.0 || fastrand::f64() * 100.0 < percent;
     let mut delayed = false;
-    if let Some((d, p)) = fault.delay()
-        && draw(p)
+    if let Some(d) = fault.delay
+        && draw(d.percent)
     {
-        tokio::time::sleep(d).await;
+        tokio::time::sleep(d.delay).await;
         delayed = true;
     }
-    if let Some((with, p)) = fault.abort
-        && draw(p)
+    if let Some(a) = fault.abort
+        && draw(a.percent)
     {
-        let resp = match with {
+        let resp = match a.with {
             AbortWith::Http(code) => LocalReply::FaultAbort(code).response(),
             AbortWith::Grpc(code) => grpc_abort(code, headers),
         };
-        return Some((resp, if delayed { "DI,FI" } else { "FI" }));
+        return (Some((resp, if delayed { "DI,FI" } else { "FI" })), delayed);
     }
-    let _ = delayed;
-    None
+    (None, delayed)
 }
 
 /// A gRPC abort: HTTP 200, trailers-only, with `grpc-status`.
 fn grpc_abort(code: u32, _req: &HeaderMap) -> Response<ResponseBody> {
     let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     h.insert("grpc-status", HeaderValue::from(code));
-    h.insert("grpc-message", HeaderValue::from_static("fault filter abort"));
+    h.insert(
+        "grpc-message",
+        HeaderValue::from_static("fault filter abort"),
+    );
     h.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
     r
 }
@@ -324,7 +432,8 @@ fn redirect(r: &Redirect, parts: &http::request::Parts, conn: ConnInfo) -> Respo
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.headers_mut().insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
     resp
 }
 
@@ -332,9 +441,13 @@ fn direct(d: &DirectResponse) -> Response<ResponseBody> {
     let mut resp = Response::new(Either::Right(Full::new(d.body.clone())));
     *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
     if !d.body.is_empty() {
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(d.content_type));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(d.content_type),
+        );
     }
-    resp.headers_mut().insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
     resp
 }
 
@@ -342,7 +455,11 @@ fn direct(d: &DirectResponse) -> Response<ResponseBody> {
 fn request_authority(parts: &http::request::Parts) -> &str {
     match parts.uri.authority() {
         Some(a) => a.as_str(),
-        None => parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(""),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
     }
 }
 
@@ -398,11 +515,21 @@ fn add_gateway_headers(headers: &mut HeaderMap, conn: ConnInfo) {
 fn prepare_response_headers(headers: &mut HeaderMap, upstream_ms: u128) {
     headers::strip_hop_by_hop(headers);
     headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
-    headers.insert(X_UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms as u64));
+    headers.insert(
+        X_UPSTREAM_TIME.clone(),
+        HeaderValue::from(upstream_ms as u64),
+    );
 }
 
-fn record(gw: &Gateway, resp: &Response<ResponseBody>, outcome: &Outcome<'_>, protocol: &'static str) {
-    let dest = outcome.cluster.map_or(&gw.unknown_destination, |c| &c.labels);
+fn record(
+    gw: &Gateway,
+    resp: &Response<ResponseBody>,
+    outcome: &Outcome<'_>,
+    protocol: &'static str,
+) {
+    let dest = outcome
+        .cluster
+        .map_or(&gw.unknown_destination, |c| &c.labels);
     let labels = RequestLabels {
         reporter: "source",
         source_workload: gw.identity.workload.clone(),

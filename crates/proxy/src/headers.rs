@@ -14,7 +14,8 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 pub static X_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 pub static X_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
-pub static X_EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+pub static X_EXPECTED_TIMEOUT: HeaderName =
+    HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 pub static X_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 
 /// Hop-by-hop headers are for one connection only.
@@ -48,7 +49,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// `x-envoy-*` headers steer Envoy (retries, timeouts); a client at the edge must not set them.
 pub fn strip_envoy_headers(headers: &mut HeaderMap) {
-    let names: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-envoy-"))
+        .cloned()
+        .collect();
     for n in names {
         headers.remove(n);
     }
@@ -84,9 +89,13 @@ pub fn render(t: &Template, ctx: &TemplateContext<'_>) -> Option<HeaderValue> {
         match part {
             TemplatePart::Literal(s) => out.push_str(s),
             TemplatePart::DownstreamRemoteAddress => out.push_str(&ctx.peer.to_string()),
-            TemplatePart::DownstreamRemoteAddressWithoutPort => out.push_str(&ctx.peer.ip().to_string()),
+            TemplatePart::DownstreamRemoteAddressWithoutPort => {
+                out.push_str(&ctx.peer.ip().to_string())
+            }
             TemplatePart::DownstreamLocalAddress => out.push_str(&ctx.local.to_string()),
-            TemplatePart::DownstreamLocalAddressWithoutPort => out.push_str(&ctx.local.ip().to_string()),
+            TemplatePart::DownstreamLocalAddressWithoutPort => {
+                out.push_str(&ctx.local.ip().to_string())
+            }
             TemplatePart::DownstreamLocalPort => out.push_str(&ctx.local.port().to_string()),
             TemplatePart::RequestHeader(name) => {
                 if let Some(v) = ctx.request.get(name).and_then(|v| v.to_str().ok()) {
@@ -174,7 +183,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));

@@ -38,7 +38,9 @@ impl LocalReply {
             LocalReply::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
             LocalReply::Http10 => StatusCode::UPGRADE_REQUIRED,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            LocalReply::FaultAbort(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            LocalReply::FaultAbort(code) => {
+                StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -25,17 +25,27 @@ pub struct Mirrors {
 
 impl Default for Mirrors {
     fn default() -> Self {
-        Mirrors { permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)) }
+        Mirrors {
+            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
     }
 }
 
 /// Sends copies for the mirrors whose percentage draws this request.
-pub fn send(gw: &Arc<Gateway>, active: &Arc<Active>, mirrors: &[Mirror], parts: &http::request::Parts, body: &RequestBody) {
+pub fn send(
+    gw: &Arc<Gateway>,
+    active: &Arc<Active>,
+    mirrors: &[Mirror],
+    parts: &http::request::Parts,
+    body: &RequestBody,
+) {
     for m in mirrors {
         if m.percent < 100.0 && fastrand::f64() * 100.0 >= m.percent {
             continue;
         }
-        let Some(cluster) = m.cluster.and_then(|i| active.clusters.get(i)).cloned() else { continue };
+        let Some(cluster) = m.cluster.and_then(|i| active.clusters.get(i)).cloned() else {
+            continue;
+        };
         let Some(copy) = body.copy() else {
             gw.metrics.mirrors_dropped.inc();
             continue;
@@ -45,7 +55,12 @@ pub fn send(gw: &Arc<Gateway>, active: &Arc<Active>, mirrors: &[Mirror], parts: 
             continue;
         };
         let mut parts = parts.clone();
-        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         if let Ok(v) = HeaderValue::from_str(&shadow_host(&host)) {
             parts.headers.insert(header::HOST, v);
         }
@@ -53,7 +68,9 @@ pub fn send(gw: &Arc<Gateway>, active: &Arc<Active>, mirrors: &[Mirror], parts: 
         tokio::spawn(async move {
             let _permit = permit;
             let endpoints = cluster.endpoints();
-            let Some(target) = cluster.pick(&endpoints, &[]) else { return };
+            let Some(target) = cluster.pick(&endpoints, &[]) else {
+                return;
+            };
             let send = async {
                 if let Some(resp) = gw.upstream.send_once(&target, &parts, copy).await {
                     // Read the answer to the end so the connection can be reused.

@@ -7,20 +7,23 @@ use std::time::Duration;
 use base64::Engine;
 use http::HeaderName;
 use isthmus_api::istio::virtual_service::{
-    CorsPolicy, Headers, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpRedirect, HttpRetry,
-    HttpRewrite, StringMatch,
+    CorsPolicy, Headers, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest, HttpRedirect,
+    HttpRetry, HttpRewrite, StringMatch,
 };
 
 use crate::actions::{
-    AbortWith, Cors, DirectResponse, Fault, HeaderEdits, HeaderOps, MAX_DIRECT_BODY, PathRewrite, Redirect, RedirectPort,
-    RetryPolicy, Template, regex_replacement, retry_on,
+    AbortWith, Cors, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderEdits, HeaderOps,
+    MAX_DIRECT_BODY, PathRewrite, Redirect, RedirectPort, RetryPolicy, Template, regex_replacement,
+    retry_on,
 };
 use crate::matching::{StrMatcher, full_match_regex, substitution_regex};
 use crate::snapshot::Rewrite;
 
 /// Header edits, with a destination-level `:authority`/`host` set split out as a host rewrite.
 pub fn header_edits(h: Option<&Headers>) -> (HeaderEdits, Option<String>) {
-    let Some(h) = h else { return (HeaderEdits::default(), None) };
+    let Some(h) = h else {
+        return (HeaderEdits::default(), None);
+    };
     let mut authority = None;
     let request = h.request.as_ref().map(|ops| {
         let mut ops = ops.clone();
@@ -33,7 +36,10 @@ pub fn header_edits(h: Option<&Headers>) -> (HeaderEdits, Option<String>) {
     });
     let response = h.response.as_ref().map(header_ops);
     (
-        HeaderEdits { request: request.unwrap_or_default(), response: response.unwrap_or_default() },
+        HeaderEdits {
+            request: request.unwrap_or_default(),
+            response: response.unwrap_or_default(),
+        },
         authority,
     )
 }
@@ -41,11 +47,20 @@ pub fn header_edits(h: Option<&Headers>) -> (HeaderEdits, Option<String>) {
 fn header_ops(ops: &isthmus_api::istio::virtual_service::HeaderOperations) -> HeaderOps {
     let named = |m: &std::collections::BTreeMap<String, String>| -> Vec<(HeaderName, Template)> {
         m.iter()
-            .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?, Template::parse(v).ok()?)))
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()?,
+                    Template::parse(v).ok()?,
+                ))
+            })
             .collect()
     };
     HeaderOps {
-        remove: ops.remove.iter().filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok()).collect(),
+        remove: ops
+            .remove
+            .iter()
+            .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
+            .collect(),
         set: named(&ops.set),
         add: named(&ops.add),
     }
@@ -57,17 +72,29 @@ pub fn rewrite(r: Option<&HttpRewrite>, uri: Option<&StringMatch>) -> Option<Rew
     let r = r?;
     let path = if let Some(re) = &r.uri_regex_rewrite {
         let pattern = substitution_regex(re.pattern.as_deref()?).ok()?;
-        Some(PathRewrite::Regex { pattern, replacement: regex_replacement(re.rewrite.as_deref().unwrap_or("")) })
+        Some(PathRewrite::Regex {
+            pattern,
+            replacement: regex_replacement(re.rewrite.as_deref().unwrap_or("")),
+        })
     } else {
         r.uri.as_ref().map(|new| path_for(uri, new))
     };
-    Some(Rewrite { path, authority: r.authority.clone() })
+    Some(Rewrite {
+        path,
+        authority: r.authority.clone(),
+    })
 }
 
 fn path_for(uri: Option<&StringMatch>, new: &str) -> PathRewrite {
     match uri.and_then(|u| u.prefix.as_ref()) {
-        Some(prefix) => PathRewrite::Prefix { matched: prefix.clone(), replacement: new.to_string() },
-        None if uri.is_none() => PathRewrite::Prefix { matched: String::new(), replacement: new.to_string() },
+        Some(prefix) => PathRewrite::Prefix {
+            matched: prefix.clone(),
+            replacement: new.to_string(),
+        },
+        None if uri.is_none() => PathRewrite::Prefix {
+            matched: String::new(),
+            replacement: new.to_string(),
+        },
         None => PathRewrite::Full(new.to_string()),
     }
 }
@@ -85,7 +112,10 @@ pub fn redirect(r: &HttpRedirect, uri: Option<&StringMatch>) -> Redirect {
         (None, None) => None,
     };
     Redirect {
-        code: r.redirect_code.and_then(|c| u16::try_from(c).ok()).unwrap_or(301),
+        code: r
+            .redirect_code
+            .and_then(|c| u16::try_from(c).ok())
+            .unwrap_or(301),
         scheme: r.scheme.clone(),
         authority: r.authority.clone(),
         port,
@@ -101,7 +131,11 @@ pub fn direct_response(d: &HttpDirectResponse) -> Option<DirectResponse> {
         Some(b) => match (&b.string, &b.bytes) {
             (Some(s), _) => (bytes::Bytes::from(s.clone()), "text/plain"),
             (None, Some(b64)) => (
-                bytes::Bytes::from(base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?),
+                bytes::Bytes::from(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64.trim())
+                        .ok()?,
+                ),
                 "application/octet-stream",
             ),
             (None, None) => (bytes::Bytes::new(), "text/plain"),
@@ -110,7 +144,11 @@ pub fn direct_response(d: &HttpDirectResponse) -> Option<DirectResponse> {
     if body.len() > MAX_DIRECT_BODY {
         return None;
     }
-    Some(DirectResponse { status, body, content_type })
+    Some(DirectResponse {
+        status,
+        body,
+        content_type,
+    })
 }
 
 /// Parses `retryOn`; bare numbers are status codes (Istio then adds retriable-status-codes).
@@ -129,7 +167,11 @@ pub fn parse_retry_on(text: &str) -> Result<(u32, Vec<u16>), String> {
         } else {
             return Err(format!(
                 "unknown retry condition {item:?}; expected status codes or {}",
-                retry_on::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                retry_on::NAMES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }
@@ -137,7 +179,9 @@ pub fn parse_retry_on(text: &str) -> Result<(u32, Vec<u16>), String> {
 }
 
 pub fn retry(r: Option<&HttpRetry>) -> RetryPolicy {
-    let Some(r) = r else { return RetryPolicy::default() };
+    let Some(r) = r else {
+        return RetryPolicy::default();
+    };
     let default = RetryPolicy::default();
     let (on, status_codes) = match &r.retry_on {
         Some(text) => parse_retry_on(text).unwrap_or((default.on, Vec::new())),
@@ -148,7 +192,9 @@ pub fn retry(r: Option<&HttpRetry>) -> RetryPolicy {
         per_try_timeout: r.per_try_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
         on,
         status_codes,
-        backoff: r.backoff.map_or(default.backoff, |d| d.0.max(Duration::from_millis(1))),
+        backoff: r
+            .backoff
+            .map_or(default.backoff, |d| d.0.max(Duration::from_millis(1))),
         ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
         remote_localities: r.retry_remote_localities.unwrap_or(false),
     }
@@ -176,19 +222,27 @@ pub const GRPC_CODES: &[&str] = &[
 ];
 
 pub fn grpc_code(name: &str) -> Option<u32> {
-    GRPC_CODES.iter().position(|n| *n == name).and_then(|i| u32::try_from(i).ok())
+    GRPC_CODES
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| u32::try_from(i).ok())
 }
 
 /// Percentages: unset means none for faults (Istio), a `Percent` value otherwise.
 fn percent(p: Option<&isthmus_api::istio::Percent>, legacy: Option<i32>) -> f64 {
-    p.map(|p| p.value).or(legacy.map(f64::from)).unwrap_or(0.0).clamp(0.0, 100.0)
+    p.map(|p| p.value)
+        .or(legacy.map(f64::from))
+        .unwrap_or(0.0)
+        .clamp(0.0, 100.0)
 }
 
 pub fn fault(f: Option<&HttpFaultInjection>) -> Option<Fault> {
     let f = f?;
     let delay = f.delay.as_ref().and_then(|d| {
-        let ms = u64::try_from(d.fixed_delay?.0.as_millis()).ok()?;
-        Some((ms, percent(d.percentage.as_ref(), d.percent)))
+        Some(FaultDelay {
+            delay: d.fixed_delay?.0,
+            percent: percent(d.percentage.as_ref(), d.percent),
+        })
     });
     let abort = f.abort.as_ref().and_then(|a| {
         let with = match (a.http_status, a.grpc_status.as_deref()) {
@@ -196,7 +250,10 @@ pub fn fault(f: Option<&HttpFaultInjection>) -> Option<Fault> {
             (None, Some(name)) => AbortWith::Grpc(grpc_code(name)?),
             _ => return None,
         };
-        Some((with, percent(a.percentage.as_ref(), None)))
+        Some(FaultAbort {
+            with,
+            percent: percent(a.percentage.as_ref(), None),
+        })
     });
     (delay.is_some() || abort.is_some()).then_some(Fault { delay, abort })
 }
@@ -204,14 +261,18 @@ pub fn fault(f: Option<&HttpFaultInjection>) -> Option<Fault> {
 pub fn cors(c: Option<&CorsPolicy>) -> Option<Cors> {
     let c = c?;
     let join = |v: &[String]| (!v.is_empty()).then(|| v.join(","));
-    let mut allow_origins: Vec<StrMatcher> = c.allow_origin.iter().map(|o| exact_or_any(o)).collect();
+    let mut allow_origins: Vec<StrMatcher> =
+        c.allow_origin.iter().map(|o| exact_or_any(o)).collect();
     allow_origins.extend(c.allow_origins.iter().filter_map(|m| {
         if let Some(e) = &m.exact {
             Some(exact_or_any(e))
         } else if let Some(p) = &m.prefix {
             Some(StrMatcher::Prefix(p.clone()))
         } else {
-            m.regex.as_deref().and_then(|r| full_match_regex(r).ok()).map(StrMatcher::Regex)
+            m.regex
+                .as_deref()
+                .and_then(|r| full_match_regex(r).ok())
+                .map(StrMatcher::Regex)
         }
     }));
     Some(Cors {
@@ -226,7 +287,11 @@ pub fn cors(c: Option<&CorsPolicy>) -> Option<Cors> {
 }
 
 fn exact_or_any(origin: &str) -> StrMatcher {
-    if origin == "*" { StrMatcher::Present } else { StrMatcher::Exact(origin.to_string()) }
+    if origin == "*" {
+        StrMatcher::Present
+    } else {
+        StrMatcher::Exact(origin.to_string())
+    }
 }
 
 /// The uri matcher of a match block, if any (rewrites depend on it).

@@ -2,7 +2,9 @@
 //! VirtualService's routes, each merged with the root route as Istio merges them (matches
 //! ANDed, the delegate's settings winning over the root's). One level only.
 
-use isthmus_api::istio::virtual_service::{HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec};
+use isthmus_api::istio::virtual_service::{
+    HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
+};
 use isthmus_api::{Diagnostic, Object, Resource};
 
 use crate::diag::subject;
@@ -27,7 +29,12 @@ pub fn expand<'a>(
     for (i, route) in vs.spec.http.iter().enumerate() {
         let field = format!("spec.http[{i}]");
         let Some(d) = &route.delegate else {
-            out.push(Expanded { route: route.clone(), field, origin: root, namespace: vs.namespace.clone() });
+            out.push(Expanded {
+                route: route.clone(),
+                field,
+                origin: root,
+                namespace: vs.namespace.clone(),
+            });
             continue;
         };
         let name = d.name.as_deref().unwrap_or("");
@@ -35,7 +42,9 @@ pub fn expand<'a>(
         let Some((res, delegate)) = find(all, ns, name) else {
             diags.push(subject(root).warning(
                 &format!("{field}.delegate"),
-                format!("delegate VirtualService {ns}/{name} is not defined; this route is dropped"),
+                format!(
+                    "delegate VirtualService {ns}/{name} is not defined; this route is dropped"
+                ),
             ));
             continue;
         };
@@ -49,7 +58,10 @@ pub fn expand<'a>(
         if !delegate.spec.hosts.is_empty() {
             diags.push(subject(res).error(
                 "spec.hosts",
-                format!("a delegate VirtualService must not have hosts (it is delegated to by {}/{})", vs.namespace, vs.name),
+                format!(
+                    "a delegate VirtualService must not have hosts (it is delegated to by {}/{})",
+                    vs.namespace, vs.name
+                ),
             ));
             continue;
         }
@@ -82,7 +94,11 @@ pub fn expand<'a>(
     out
 }
 
-fn find<'a>(all: &[&'a Resource], ns: &str, name: &str) -> Option<(&'a Resource, &'a Object<VirtualServiceSpec>)> {
+fn find<'a>(
+    all: &[&'a Resource],
+    ns: &str,
+    name: &str,
+) -> Option<(&'a Resource, &'a Object<VirtualServiceSpec>)> {
     all.iter().find_map(|r| match r {
         Resource::VirtualService(v) if v.namespace == ns && v.name == name => Some((*r, v)),
         _ => None,
@@ -91,7 +107,9 @@ fn find<'a>(all: &[&'a Resource], ns: &str, name: &str) -> Option<(&'a Resource,
 
 fn visible(delegate: &Object<VirtualServiceSpec>, root_ns: &str) -> bool {
     let e = &delegate.spec.export_to;
-    e.is_empty() || e.iter().any(|x| x == "*" || x == root_ns || (x == "." && delegate.namespace == root_ns))
+    e.is_empty()
+        || e.iter()
+            .any(|x| x == "*" || x == root_ns || (x == "." && delegate.namespace == root_ns))
 }
 
 /// The root route with the delegate route's matches ANDed in and its settings overriding.
@@ -124,16 +142,29 @@ fn merge(root: &HttpRoute, child: &HttpRoute) -> Option<HttpRoute> {
         retries: child.retries.clone().or_else(|| root.retries.clone()),
         fault: child.fault.clone().or_else(|| root.fault.clone()),
         mirror: child.mirror.clone().or_else(|| root.mirror.clone()),
-        mirrors: if child.mirrors.is_empty() { root.mirrors.clone() } else { child.mirrors.clone() },
+        mirrors: if child.mirrors.is_empty() {
+            root.mirrors.clone()
+        } else {
+            child.mirrors.clone()
+        },
         mirror_percent: child.mirror_percent.or(root.mirror_percent),
-        mirror_percentage: child.mirror_percentage.clone().or_else(|| root.mirror_percentage.clone()),
-        cors_policy: child.cors_policy.clone().or_else(|| root.cors_policy.clone()),
+        mirror_percentage: child
+            .mirror_percentage
+            .clone()
+            .or_else(|| root.mirror_percentage.clone()),
+        cors_policy: child
+            .cors_policy
+            .clone()
+            .or_else(|| root.cors_policy.clone()),
         headers: child.headers.clone().or_else(|| root.headers.clone()),
     })
 }
 
 /// A single-value condition: both may set it only if the child's is within the root's.
-fn merge_single(root: &Option<StringMatch>, child: &Option<StringMatch>) -> Option<Option<StringMatch>> {
+fn merge_single(
+    root: &Option<StringMatch>,
+    child: &Option<StringMatch>,
+) -> Option<Option<StringMatch>> {
     match (root, child) {
         (None, c) => Some(c.clone()),
         (r, None) => Some(r.clone()),
@@ -187,7 +218,10 @@ fn merge_match(root: &HttpMatchRequest, child: &HttpMatchRequest) -> Option<Http
         ignore_uri_case: child.ignore_uri_case.or(root.ignore_uri_case),
         without_headers: merge_map(&root.without_headers, &child.without_headers)?,
         source_namespace: root.source_namespace.clone(),
-        stat_prefix: child.stat_prefix.clone().or_else(|| root.stat_prefix.clone()),
+        stat_prefix: child
+            .stat_prefix
+            .clone()
+            .or_else(|| root.stat_prefix.clone()),
     })
 }
 
@@ -196,13 +230,22 @@ mod tests {
     use super::*;
 
     fn prefix(p: &str) -> Option<StringMatch> {
-        Some(StringMatch { prefix: Some(p.into()), ..Default::default() })
+        Some(StringMatch {
+            prefix: Some(p.into()),
+            ..Default::default()
+        })
     }
     fn exact(p: &str) -> Option<StringMatch> {
-        Some(StringMatch { exact: Some(p.into()), ..Default::default() })
+        Some(StringMatch {
+            exact: Some(p.into()),
+            ..Default::default()
+        })
     }
     fn regex(p: &str) -> Option<StringMatch> {
-        Some(StringMatch { regex: Some(p.into()), ..Default::default() })
+        Some(StringMatch {
+            regex: Some(p.into()),
+            ..Default::default()
+        })
     }
 
     #[test]

@@ -9,18 +9,18 @@ use isthmus_api::istio::virtual_service::{
 };
 use isthmus_api::{Diagnostic, Object, Resource};
 
-use super::listeners::{PortServers, ServerRef};
 use super::actions;
 use super::delegation;
+use super::listeners::{PortServers, ServerRef};
 use super::services::{Registry, Unresolved, check_service_entries};
+use crate::actions::Mirror;
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
 use crate::matching::{RequestMatch, StrMatcher, full_match_regex};
-use crate::actions::Mirror;
 use crate::snapshot::{
-    ActionKind,
-    Forward, Listener, Route, RouteAction, VirtualHost, VirtualHosts, WeightedDestination,
+    ActionKind, Forward, Listener, Route, RouteAction, VirtualHost, VirtualHosts,
+    WeightedDestination,
 };
 
 /// A gateway reference from `gateways:` resolved to `(namespace, name)`.
@@ -235,8 +235,16 @@ fn resolve(
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> (String, Option<usize>) {
-    let host = complete(dest.host.as_deref().unwrap_or(""), ns, registry.domain_suffix());
-    let port = dest.port.as_ref().and_then(|p| p.number).and_then(|n| u16::try_from(n).ok());
+    let host = complete(
+        dest.host.as_deref().unwrap_or(""),
+        ns,
+        registry.domain_suffix(),
+    );
+    let port = dest
+        .port
+        .as_ref()
+        .and_then(|p| p.number)
+        .and_then(|n| u16::try_from(n).ok());
     match registry.cluster(&host, port, dest.subset.as_deref()) {
         Ok((name, i)) => (name, Some(i)),
         Err(why) => {
@@ -248,9 +256,19 @@ fn resolve(
                 Unresolved::Port(msg) => (format!("{field}.port"), msg),
                 Unresolved::Subset(msg) => (format!("{field}.subset"), msg),
             };
-            diags.push(if f.ends_with(".subset") { s.error(&f, msg) } else { s.warning(&f, msg) });
+            diags.push(if f.ends_with(".subset") {
+                s.error(&f, msg)
+            } else {
+                s.warning(&f, msg)
+            });
             let p = port.map(|p| p.to_string()).unwrap_or_default();
-            (format!("outbound|{p}|{}|{host}", dest.subset.as_deref().unwrap_or("")), None)
+            (
+                format!(
+                    "outbound|{p}|{}|{host}",
+                    dest.subset.as_deref().unwrap_or("")
+                ),
+                None,
+            )
         }
     }
 }
@@ -270,36 +288,77 @@ fn forward(
         .enumerate()
         .map(|(j, d)| {
             let dest = d.destination.clone().unwrap_or_default();
-            let (cluster_name, cluster) =
-                resolve(s, &format!("{field}.route[{j}].destination"), &dest, ns, registry, diags);
-            let weight = if single { 1 } else { u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0) };
+            let (cluster_name, cluster) = resolve(
+                s,
+                &format!("{field}.route[{j}].destination"),
+                &dest,
+                ns,
+                registry,
+                diags,
+            );
+            let weight = if single {
+                1
+            } else {
+                u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0)
+            };
             let (headers, authority) = actions::header_edits(d.headers.as_ref());
-            WeightedDestination { cluster_name, cluster, weight, headers, authority }
+            WeightedDestination {
+                cluster_name,
+                cluster,
+                weight,
+                headers,
+                authority,
+            }
         })
         .collect();
     let mut mirrors = Vec::new();
     if let Some(m) = &route.mirror {
-        let (cluster_name, cluster) = resolve(s, &format!("{field}.mirror"), m, ns, registry, diags);
+        let (cluster_name, cluster) =
+            resolve(s, &format!("{field}.mirror"), m, ns, registry, diags);
         let percent = route
             .mirror_percentage
             .as_ref()
             .map(|p| p.value)
             .or(route.mirror_percent.map(f64::from))
             .unwrap_or(100.0);
-        mirrors.push(Mirror { cluster_name, cluster, percent: percent.clamp(0.0, 100.0) });
+        mirrors.push(Mirror {
+            cluster_name,
+            cluster,
+            percent: percent.clamp(0.0, 100.0),
+        });
     }
     for (j, m) in route.mirrors.iter().enumerate() {
         let Some(dest) = &m.destination else { continue };
-        let (cluster_name, cluster) =
-            resolve(s, &format!("{field}.mirrors[{j}].destination"), dest, ns, registry, diags);
-        let percent = m.percentage.as_ref().map_or(100.0, |p| p.value).clamp(0.0, 100.0);
-        mirrors.push(Mirror { cluster_name, cluster, percent });
+        let (cluster_name, cluster) = resolve(
+            s,
+            &format!("{field}.mirrors[{j}].destination"),
+            dest,
+            ns,
+            registry,
+            diags,
+        );
+        let percent = m
+            .percentage
+            .as_ref()
+            .map_or(100.0, |p| p.value)
+            .clamp(0.0, 100.0);
+        mirrors.push(Mirror {
+            cluster_name,
+            cluster,
+            percent,
+        });
     }
     let timeout_ms = route
         .timeout
         .map(|t| u64::try_from(t.0.as_millis()).unwrap_or(u64::MAX))
         .filter(|ms| *ms > 0);
-    Forward::with(dests, None, timeout_ms, actions::retry(route.retries.as_ref()), mirrors)
+    Forward::with(
+        dests,
+        None,
+        timeout_ms,
+        actions::retry(route.retries.as_ref()),
+        mirrors,
+    )
 }
 
 fn string_matcher(m: &StringMatch, lower: bool) -> Option<StrMatcher> {
