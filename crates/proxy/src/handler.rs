@@ -177,7 +177,7 @@ async fn route_request<'a>(
         local: conn.local,
         protocol: ctx_protocol,
         start,
-        request: &parts.headers,
+        request: Some(&parts.headers),
         upstream: None,
     };
     if let Some(d) = dest {
@@ -331,13 +331,12 @@ fn prepare_request(
     {
         parts.headers.insert(header::HOST, a);
     }
-    let snapshot_of_request = parts.headers.clone();
     let ctx = TemplateContext {
         peer: conn.peer,
         local: conn.local,
         protocol,
         start,
-        request: &snapshot_of_request,
+        request: None,
         upstream: None,
     };
     headers::apply(&dest.headers.request, &mut parts.headers, &ctx);

@@ -65,7 +65,9 @@ pub struct TemplateContext<'a> {
     pub local: SocketAddr,
     pub protocol: &'static str,
     pub start: SystemTime,
-    pub request: &'a HeaderMap,
+    /// The request's headers, for `%REQ(...)%`; `None` when editing the request itself (its
+    /// own current headers are used then).
+    pub request: Option<&'a HeaderMap>,
     pub upstream: Option<SocketAddr>,
 }
 
@@ -80,7 +82,7 @@ fn hostname() -> &'static str {
     })
 }
 
-pub fn render(t: &Template, ctx: &TemplateContext<'_>) -> Option<HeaderValue> {
+pub fn render(t: &Template, ctx: &TemplateContext<'_>, request: &HeaderMap) -> Option<HeaderValue> {
     if let Some(lit) = t.as_literal() {
         return HeaderValue::from_str(lit).ok();
     }
@@ -98,7 +100,7 @@ pub fn render(t: &Template, ctx: &TemplateContext<'_>) -> Option<HeaderValue> {
             }
             TemplatePart::DownstreamLocalPort => out.push_str(&ctx.local.port().to_string()),
             TemplatePart::RequestHeader(name) => {
-                if let Some(v) = ctx.request.get(name).and_then(|v| v.to_str().ok()) {
+                if let Some(v) = request.get(name).and_then(|v| v.to_str().ok()) {
                     out.push_str(v);
                 }
             }
@@ -116,20 +118,34 @@ pub fn render(t: &Template, ctx: &TemplateContext<'_>) -> Option<HeaderValue> {
 }
 
 /// Applies one level of edits: remove, then set (replacing), then add (appending), as Envoy.
-/// A value that renders empty is not added, as Envoy skips empty values.
+/// Values are rendered before any edit, so `%REQ(...)%` sees the headers as they arrived at
+/// this level. A value that renders empty is not added, as Envoy skips empty values.
 pub fn apply(ops: &HeaderOps, headers: &mut HeaderMap, ctx: &TemplateContext<'_>) {
+    if ops.is_empty() {
+        return;
+    }
+    let rendered =
+        |list: &[(HeaderName, Template)], headers: &HeaderMap| -> Vec<(HeaderName, HeaderValue)> {
+            let request = ctx.request.unwrap_or(headers);
+            list.iter()
+                .filter_map(|(n, t)| {
+                    Some((
+                        n.clone(),
+                        render(t, ctx, request).filter(|v| !v.is_empty())?,
+                    ))
+                })
+                .collect()
+        };
+    let set = rendered(&ops.set, headers);
+    let add = rendered(&ops.add, headers);
     for name in &ops.remove {
         headers.remove(name);
     }
-    for (name, t) in &ops.set {
-        if let Some(v) = render(t, ctx).filter(|v| !v.is_empty()) {
-            headers.insert(name.clone(), v);
-        }
+    for (name, v) in set {
+        headers.insert(name, v);
     }
-    for (name, t) in &ops.add {
-        if let Some(v) = render(t, ctx).filter(|v| !v.is_empty()) {
-            headers.append(name.clone(), v);
-        }
+    for (name, v) in add {
+        headers.append(name, v);
     }
 }
 
@@ -206,7 +222,7 @@ mod tests {
             local: "127.0.0.1:8080".parse().unwrap(),
             protocol: "HTTP/1.1",
             start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_763_781_250_123),
-            request: &req,
+            request: None,
             upstream: None,
         };
         let cases = [
@@ -219,7 +235,7 @@ mod tests {
         ];
         for (text, want) in cases {
             let t = Template::parse(text).unwrap();
-            assert_eq!(render(&t, &ctx).unwrap(), want, "{text}");
+            assert_eq!(render(&t, &ctx, &req).unwrap(), want, "{text}");
         }
     }
 
