@@ -11,7 +11,8 @@
 #   RUNS         measured runs per proxy; the median is reported  (default 3)
 #   PROXIES      which rows to run, in order, space separated     (default "direct nginx haproxy isthmus")
 #                  direct  = wrk straight to the backend (baseline, no proxy)
-#                  nginx | haproxy | isthmus
+#                  nginx | haproxy | isthmus | isthmus-rich (the same
+#                  route with a regex match and request/response header edits)
 #   CONNECTIONS  wrk connections kept open (closed loop)          (default 32)
 #   WARMUP       seconds of the discarded warm-up run             (default 2)
 #   ISTHMUS_BIN  Isthmus binary (built with `cargo build --release` if missing)
@@ -32,7 +33,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
-PROXIES=${PROXIES:-"direct nginx haproxy isthmus"}
+PROXIES=${PROXIES:-"direct nginx haproxy isthmus isthmus-rich"}
 CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-2}
 ISTHMUS_BIN=${ISTHMUS_BIN:-$ROOT/target/release/isthmus}
@@ -81,8 +82,11 @@ ensure_tools() {
 
 # Build Isthmus only when the binary is absent; a stale binary is reported
 # in the header (path + mtime) rather than silently rebuilt.
+# Any Isthmus row (plain or rich) needs the binary.
+has_isthmus() { has_proxy isthmus || has_proxy isthmus-rich; }
+
 ensure_isthmus() {
-    has_proxy isthmus || return 0
+    has_isthmus || return 0
     if [[ ! -x $ISTHMUS_BIN ]]; then
         log "building Isthmus (cargo build --release)"
         (cd "$ROOT" && cargo build --release) >&2 || die "cargo build --release failed"
@@ -313,8 +317,35 @@ EOF
 }
 
 write_isthmus_conf() {
-    mkdir -p "$WORK/isthmus"
-    cat >"$WORK/isthmus/bench.yaml" <<EOF
+    mkdir -p "$WORK/isthmus" "$WORK/isthmus-rich"
+    isthmus_common >"$WORK/isthmus/bench.yaml"
+    cat >>"$WORK/isthmus/bench.yaml" <<EOF
+  http:
+  - route:
+    - destination: {host: backend.bench.local, port: {number: 80}}
+EOF
+    # The rich route: what a typical production route does per request, a regex
+    # match and header edits on both sides, including a rendered operator.
+    isthmus_common >"$WORK/isthmus-rich/bench.yaml"
+    cat >>"$WORK/isthmus-rich/bench.yaml" <<EOF
+  http:
+  - match:
+    - uri: {regex: "/[a-z0-9/._-]*"}
+    headers:
+      request:
+        set: {x-bench: "rich"}
+        add: {x-client: "%DOWNSTREAM_REMOTE_ADDRESS%"}
+        remove: [x-unused]
+      response:
+        set: {x-served-by: isthmus}
+        remove: [x-powered-by]
+    route:
+    - destination: {host: backend.bench.local, port: {number: 80}}
+EOF
+}
+
+isthmus_common() {
+    cat <<EOF
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: bench-gw, namespace: default}
@@ -339,9 +370,6 @@ metadata: {name: backend, namespace: default}
 spec:
   hosts: ["*"]
   gateways: [bench-gw]
-  http:
-  - route:
-    - destination: {host: backend.bench.local, port: {number: 80}}
 EOF
 }
 
@@ -349,7 +377,7 @@ write_configs() {
     write_backend_conf
     has_proxy nginx && write_nginx_conf
     has_proxy haproxy && write_haproxy_conf
-    has_proxy isthmus && write_isthmus_conf
+    has_isthmus && write_isthmus_conf
     # Validate up front so a typo fails before any load is generated.
     nginx -t -q -e "$WORK/backend/error.log" -c "$WORK/backend.conf" >/dev/null 2>&1 ||
         { nginx -t -e /dev/stderr -c "$WORK/backend.conf"; die "backend nginx config invalid"; }
@@ -389,17 +417,17 @@ start_proxy() {
         start_bg haproxy taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg"
         PROXY_URL="http://127.0.0.1:$HAPROXY_PORT/"
         ;;
-    isthmus)
-        start_bg isthmus env ISTHMUS_WORKERS=1 RUST_LOG=warn \
-            taskset -c "$PROXY_CPU" "$ISTHMUS_BIN" run --config "$WORK/isthmus" \
+    isthmus | isthmus-rich)
+        start_bg "$1" env ISTHMUS_WORKERS=1 RUST_LOG=warn \
+            taskset -c "$PROXY_CPU" "$ISTHMUS_BIN" run --config "$WORK/$1" \
             --bind "80=127.0.0.1:$ISTHMUS_PORT" --admin "127.0.0.1:$ISTHMUS_ADMIN_PORT"
         PROXY_URL="http://127.0.0.1:$ISTHMUS_PORT/"
         if ! wait_ok "$LAST_PID" "http://127.0.0.1:$ISTHMUS_ADMIN_PORT/healthz/ready"; then
-            tail -n 20 "$WORK/isthmus.log" >&2
+            tail -n 20 "$WORK/$1.log" >&2
             die "isthmus not ready on :$ISTHMUS_ADMIN_PORT/healthz/ready within ${READY_TIMEOUT}s"
         fi
         ;;
-    *) die "unknown proxy '$1' (expected direct, nginx, haproxy, isthmus)" ;;
+    *) die "unknown proxy '$1' (expected direct, nginx, haproxy, isthmus, isthmus-rich)" ;;
     esac
     PROXY_PID=$LAST_PID
     wait_route "$1" "$PROXY_PID" "$PROXY_URL"
@@ -510,7 +538,7 @@ summarise() {
 
 print_header() {
     local isthmus_info="not run"
-    if has_proxy isthmus; then
+    if has_isthmus; then
         isthmus_info="$ISTHMUS_BIN (built $(date -r "$ISTHMUS_BIN" '+%F %T'), git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none))"
     fi
     echo
@@ -576,7 +604,7 @@ validate_knobs() {
     [[ $RUNS =~ ^[0-9]+$ && $RUNS -gt 0 ]] || die "RUNS must be a positive integer"
     [[ $CONNECTIONS =~ ^[0-9]+$ && $CONNECTIONS -gt 0 ]] || die "CONNECTIONS must be a positive integer"
     for p in $PROXIES; do
-        case $p in direct | nginx | haproxy | isthmus) ;; *) die "unknown proxy '$p' in PROXIES" ;; esac
+        case $p in direct | nginx | haproxy | isthmus | isthmus-rich) ;; *) die "unknown proxy '$p' in PROXIES" ;; esac
     done
     (($(nproc) >= 2)) || log "WARNING: fewer than 2 cores: proxy and load generator will compete"
 }

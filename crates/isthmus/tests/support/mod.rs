@@ -138,13 +138,11 @@ impl Gateway {
         None
     }
 
+    /// Sends a signal by name (`TERM`, `HUP`, `INT`, ...) without needing a `kill` binary.
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", sig, &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -s {sig} failed");
+        let signal: nix::sys::signal::Signal = format!("SIG{sig}").parse().unwrap();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("kill -s {sig} failed: {e}"));
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
