@@ -483,14 +483,21 @@ async fn gateway_ports_are_bound_and_closed_without_touching_the_others() {
     assert_eq!(probe(&g, 81, HOST, "/get").await, (200, Some("v1".into())));
     assert_eq!(send_on(&mut kept, HOST, "/get").await, Ok(200));
     assert_eq!(g.addr(80).await, addr80);
+    let mut kept81 = open_connection(addr81).await;
+    assert_eq!(send_on(&mut kept81, HOST, "/get").await, Ok(200));
 
-    // Removing it closes that listener only.
+    // Removing it closes that listener only, and its idle keep-alive connections.
     g.write("gw.yaml", &gateway(&[(80, &["*"])])).await;
     eventually("port 81 unbound", || async {
         bound_ports(&g).await == [80]
     })
     .await;
     eventually("connections to port 81 refused", || refused(addr81)).await;
+    eventually("the keep-alive connection on port 81 closed", || {
+        let closed = kept81.is_closed();
+        async move { closed }
+    })
+    .await;
     assert_eq!(send_on(&mut kept, HOST, "/get").await, Ok(200));
     assert_eq!(probe(&g, 80, HOST, "/get").await.0, 200);
     assert_eq!(g.addr(80).await, addr80);

@@ -18,19 +18,23 @@ pub enum Decision {
 }
 
 fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
-    method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    method == Method::OPTIONS
+        && headers
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .is_some_and(|v| !v.is_empty())
 }
 
 pub fn decide(cors: &Cors, method: &Method, headers: &HeaderMap) -> Decision {
-    let Some(origin) = headers.get(header::ORIGIN) else {
+    let Some(origin) = headers.get(header::ORIGIN).filter(|o| !o.is_empty()) else {
         return Decision::Pass;
     };
     let allowed = origin.to_str().is_ok_and(|o| cors.allows(o));
     let preflight = is_preflight(method, headers);
     match (preflight, allowed) {
-        (true, true) => Decision::Respond(preflight_response(cors, origin)),
+        (true, true) => Decision::Respond(preflight_response(cors, Some(origin), headers)),
+        // `IGNORE`: Envoy answers as for an allowed origin, but without allow-origin.
         (true, false) if !cors.forward_unmatched_preflights => {
-            Decision::Respond(empty(StatusCode::OK))
+            Decision::Respond(preflight_response(cors, None, headers))
         }
         (false, true) => Decision::Decorate(simple_headers(cors, origin)),
         _ => Decision::Pass,
@@ -60,18 +64,53 @@ fn simple_headers(cors: &Cors, origin: &HeaderValue) -> HeaderMap {
     h
 }
 
-fn preflight_response(cors: &Cors, origin: &HeaderValue) -> Response<ResponseBody> {
+/// A policy value of exactly `*` echoes the preflight's request header `asked`, as Envoy does.
+fn put_or_echo(
+    h: &mut HeaderMap,
+    name: header::HeaderName,
+    value: &Option<String>,
+    request: &HeaderMap,
+    asked: header::HeaderName,
+) {
+    if value.as_deref() == Some("*") {
+        if let Some(v) = request.get(asked) {
+            h.insert(name, v.clone());
+        }
+    } else {
+        put(h, name, value);
+    }
+}
+
+fn preflight_response(
+    cors: &Cors,
+    origin: Option<&HeaderValue>,
+    request: &HeaderMap,
+) -> Response<ResponseBody> {
     let mut resp = empty(StatusCode::OK);
     let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    if let Some(origin) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    }
     if cors.allow_credentials == Some(true) {
         h.insert(
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             HeaderValue::from_static("true"),
         );
     }
-    put(h, header::ACCESS_CONTROL_ALLOW_METHODS, &cors.allow_methods);
-    put(h, header::ACCESS_CONTROL_ALLOW_HEADERS, &cors.allow_headers);
+    put_or_echo(
+        h,
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        &cors.allow_methods,
+        request,
+        header::ACCESS_CONTROL_REQUEST_METHOD,
+    );
+    put_or_echo(
+        h,
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        &cors.allow_headers,
+        request,
+        header::ACCESS_CONTROL_REQUEST_HEADERS,
+    );
     put(h, header::ACCESS_CONTROL_MAX_AGE, &cors.max_age);
     resp
 }

@@ -55,7 +55,7 @@ impl DrainTrigger {
 }
 
 impl DrainWatch {
-    /// Resolves once draining has started.
+    /// Resolves once draining has started, or the trigger is gone.
     pub async fn started(&mut self) {
         let _ = self.signal.wait_for(|d| *d).await;
     }

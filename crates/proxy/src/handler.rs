@@ -308,12 +308,22 @@ fn prepare_request(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_envoy_headers(&mut parts.headers);
     add_gateway_headers(&mut parts.headers, conn);
+    // The destination's host rewrite first: the route's wins, as in Envoy (and Istio).
+    if let Some(a) = dest
+        .authority
+        .as_deref()
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        parts.headers.insert(header::HOST, a);
+    }
     if let Some(rw) = &f.rewrite {
         if let Some(p) = &rw.path {
-            let old = parts.uri.path().to_string();
-            let new = p.apply(&old);
+            let old = parts.uri.path();
+            let new = p.apply(old);
             if new != old {
-                set_path(parts, &new, Some(&old));
+                // Envoy records the whole original :path, query included.
+                let original = parts.uri.path_and_query().map(|pq| pq.as_str().to_string());
+                set_path(parts, &new, original.as_deref());
             }
         }
         if let Some(a) = rw
@@ -323,13 +333,6 @@ fn prepare_request(
         {
             parts.headers.insert(header::HOST, a);
         }
-    }
-    if let Some(a) = dest
-        .authority
-        .as_deref()
-        .and_then(|a| HeaderValue::from_str(a).ok())
-    {
-        parts.headers.insert(header::HOST, a);
     }
     let ctx = TemplateContext {
         peer: conn.peer,
@@ -477,7 +480,7 @@ fn host_without_port(authority: &str) -> Cow<'_, str> {
     }
 }
 
-/// Replaces the path (keeping the query); records the original in `x-envoy-original-path`.
+/// Replaces the path (keeping the query); records `original` in `x-envoy-original-path`.
 fn set_path(parts: &mut http::request::Parts, path: &str, original: Option<&str>) {
     let pq = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),

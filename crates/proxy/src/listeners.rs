@@ -19,6 +19,8 @@ use crate::serve;
 struct Running {
     local: SocketAddr,
     stop: oneshot::Sender<()>,
+    /// Dropped when the port is removed: its connections then close gracefully.
+    closing: DrainTrigger,
 }
 
 pub struct Listeners {
@@ -68,7 +70,11 @@ impl Listeners {
             .collect();
         for port in gone {
             if let Some(r) = self.running.remove(&port) {
+                // Dropping `r` stops the accept loop and its `closing` trigger, which tells
+                // the port's keep-alive connections to finish their requests and close
+                // (instead of answering 404 for as long as the client keeps them).
                 let _ = r.stop.send(());
+                drop(r);
                 report.stopped.push(port);
             }
         }
@@ -81,15 +87,23 @@ impl Listeners {
                 Ok(listener) => {
                     let local = listener.local_addr().unwrap_or(addr);
                     let (stop, stopped) = oneshot::channel();
+                    let closing = DrainTrigger::new();
                     tokio::spawn(accept_loop(
                         self.gateway.clone(),
                         self.builder.clone(),
                         listener,
                         port,
                         stopped,
-                        self.drain.watcher(),
+                        [self.drain.watcher(), closing.watcher()],
                     ));
-                    self.running.insert(port, Running { local, stop });
+                    self.running.insert(
+                        port,
+                        Running {
+                            local,
+                            stop,
+                            closing,
+                        },
+                    );
                     report.started.push((port, local));
                 }
                 Err(e) => report.failed.push((port, addr, e)),
@@ -130,7 +144,7 @@ async fn accept_loop(
     listener: TcpListener,
     port: u16,
     mut stopped: oneshot::Receiver<()>,
-    drain: DrainWatch,
+    drain: [DrainWatch; 2],
 ) {
     loop {
         tokio::select! {

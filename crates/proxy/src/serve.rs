@@ -39,8 +39,9 @@ pub async fn connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: TcpStream,
     info: ConnInfo,
-    mut drain: DrainWatch,
+    drain: [DrainWatch; 2],
 ) {
+    let [mut shutdown, mut closing] = drain;
     let _ = stream.set_nodelay(true);
     let counted = gw.clone();
     counted.metrics.active_connections.inc();
@@ -52,7 +53,11 @@ pub async fn connection(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        () = drain.started() => {
+        () = shutdown.started() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = closing.started() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
