@@ -74,7 +74,6 @@ impl Listeners {
                 // the port's keep-alive connections to finish their requests and close
                 // (instead of answering 404 for as long as the client keeps them).
                 let _ = r.stop.send(());
-                drop(r);
                 report.stopped.push(port);
             }
         }
