@@ -19,8 +19,8 @@ use crate::serve;
 struct Running {
     local: SocketAddr,
     stop: oneshot::Sender<()>,
-    /// Dropped when the port is removed: its connections then close gracefully.
-    closing: DrainTrigger,
+    /// Held only to be dropped with the port: its connections then close gracefully.
+    _closing: DrainTrigger,
 }
 
 pub struct Listeners {
