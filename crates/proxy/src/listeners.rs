@@ -100,7 +100,7 @@ impl Listeners {
                         Running {
                             local,
                             stop,
-                            closing,
+                            _closing: closing,
                         },
                     );
                     report.started.push((port, local));
