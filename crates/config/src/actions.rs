@@ -247,10 +247,11 @@ pub fn regex_replacement(rewrite: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RedirectPort {
-    /// Keep the port of the request's Host, if any.
+    /// No port set: Envoy keeps the port of the request's Host, unless the scheme changes and
+    /// that port is the old scheme's default.
     Keep,
     Explicit(u16),
-    /// The scheme's default port, which is then omitted.
+    /// `FROM_PROTOCOL_DEFAULT`: Istio sets no port, so this behaves as [`RedirectPort::Keep`].
     ProtocolDefault,
     /// The port the request arrived on (the Gateway port).
     RequestPort,
@@ -279,31 +280,35 @@ pub struct RedirectInput<'a> {
 }
 
 impl Redirect {
-    /// The `Location` for a request, as Envoy builds it.
+    /// The `Location` for a request, as Envoy builds it from the route Istio generates.
     pub fn location(&self, req: &RedirectInput<'_>) -> String {
         let scheme = self.scheme.as_deref().unwrap_or(req.scheme);
-        let (orig_host, orig_port) = split_port(req.authority);
-        let host = self
-            .authority
-            .as_deref()
-            .map_or(orig_host, |a| split_port(a).0);
-        let explicit_in_authority = self.authority.as_deref().and_then(|a| split_port(a).1);
+        // Istio sets Envoy's port_redirect for an explicit port and for FROM_REQUEST_PORT (the
+        // listener's), leaving out :80 for http and :443 for https.
         let port = match self.port {
             RedirectPort::Explicit(p) => Some(p),
-            RedirectPort::ProtocolDefault => None,
             RedirectPort::RequestPort => Some(req.listener_port),
-            RedirectPort::Keep
-                if self.scheme.is_some() && self.scheme.as_deref() != Some(req.scheme) =>
-            {
-                None
+            RedirectPort::Keep | RedirectPort::ProtocolDefault => None,
+        }
+        .filter(|p| !matches!((scheme, *p), ("http", 80) | ("https", 443)));
+        let host = match (self.authority.as_deref(), port) {
+            // A port of the new authority yields to an explicit port.
+            (Some(a), Some(_)) => split_port(a).0,
+            (Some(a), None) => a,
+            // Envoy's processRequestHost: the request's port goes when a port is set, or when
+            // the scheme changes and it is the old scheme's default port; else it stays.
+            (None, port) => {
+                let (host, orig_port) = split_port(req.authority);
+                let old_default = match req.scheme {
+                    "http" => Some(80),
+                    "https" => Some(443),
+                    _ => None,
+                };
+                let drop = orig_port.is_some()
+                    && (port.is_some() || (scheme != req.scheme && orig_port == old_default));
+                if drop { host } else { req.authority }
             }
-            RedirectPort::Keep => explicit_in_authority.or(if self.authority.is_some() {
-                None
-            } else {
-                orig_port
-            }),
         };
-        let port = port.filter(|p| !matches!((scheme, *p), ("http", 80) | ("https", 443)));
         let new_path = self.path.as_ref().map(|p| p.apply(req.path));
         let (path, query) = match &new_path {
             // A path with its own query replaces the request's query.
@@ -648,10 +653,37 @@ mod tests {
                 input("a.com", Some("q=1")),
                 "http://a.com/new?x=2",
             ),
+            // A scheme change drops only the old scheme's default port (Envoy).
             (
                 r(Some("https"), None, RedirectPort::Keep, None),
                 input("a.com:8080", None),
+                "https://a.com:8080/old/x",
+            ),
+            (
+                r(Some("https"), None, RedirectPort::Keep, None),
+                input("a.com:80", None),
                 "https://a.com/old/x",
+            ),
+            (
+                r(None, None, RedirectPort::Keep, None),
+                input("a.com:80", None),
+                "http://a.com:80/old/x",
+            ),
+            (
+                r(None, Some("b.com:9000"), RedirectPort::Keep, None),
+                input("a.com:8080", None),
+                "http://b.com:9000/old/x",
+            ),
+            (
+                r(None, Some("b.com:9000"), RedirectPort::Explicit(8443), None),
+                input("a.com", None),
+                "http://b.com:8443/old/x",
+            ),
+            // Istio leaves an explicit :80 unset, and then the Host's port stays.
+            (
+                r(None, None, RedirectPort::Explicit(80), None),
+                input("a.com:8080", None),
+                "http://a.com:8080/old/x",
             ),
             (
                 r(None, Some("b.com"), RedirectPort::Keep, None),
@@ -668,10 +700,16 @@ mod tests {
                 input("a.com", None),
                 "http://a.com:8080/old/x",
             ),
+            // FROM_PROTOCOL_DEFAULT sets no port (Envoy's default behaviour).
             (
                 r(None, None, RedirectPort::ProtocolDefault, None),
                 input("a.com:8080", None),
-                "http://a.com/old/x",
+                "http://a.com:8080/old/x",
+            ),
+            (
+                r(Some("https"), None, RedirectPort::ProtocolDefault, None),
+                input("a.com:80", None),
+                "https://a.com/old/x",
             ),
             (
                 r(Some("https"), None, RedirectPort::Explicit(443), None),

@@ -19,7 +19,8 @@ use crate::actions::{
 use crate::matching::{StrMatcher, full_match_regex, substitution_regex};
 use crate::snapshot::Rewrite;
 
-/// Header edits, with a destination-level `:authority`/`host` set split out as a host rewrite.
+/// Header edits, with a request `set` (else `add`) of `:authority`/`host` split out as a host
+/// rewrite, as Istio does at route and destination level; `remove` of them is ignored.
 pub fn header_edits(h: Option<&Headers>) -> (HeaderEdits, Option<String>) {
     let Some(h) = h else {
         return (HeaderEdits::default(), None);
@@ -27,11 +28,18 @@ pub fn header_edits(h: Option<&Headers>) -> (HeaderEdits, Option<String>) {
     let mut authority = None;
     let request = h.request.as_ref().map(|ops| {
         let mut ops = ops.clone();
-        for key in [":authority", "host"] {
-            if let Some(v) = ops.set.remove(key) {
-                authority = Some(v);
-            }
+        let is_authority = |k: &str| k == ":authority" || k.eq_ignore_ascii_case("host");
+        let keys = |m: &std::collections::BTreeMap<String, String>| -> Vec<String> {
+            m.keys().filter(|k| is_authority(k)).cloned().collect()
+        };
+        // `set` wins over `add`, as in Istio.
+        for key in keys(&ops.add) {
+            authority = ops.add.remove(&key);
         }
+        for key in keys(&ops.set) {
+            authority = ops.set.remove(&key);
+        }
+        ops.remove.retain(|k| !is_authority(k));
         header_ops(&ops)
     });
     let response = h.response.as_ref().map(header_ops);
@@ -67,9 +75,19 @@ fn header_ops(ops: &isthmus_api::istio::virtual_service::HeaderOperations) -> He
 }
 
 /// The path rewrite of `rewrite.uri` after `uri` matched: the matched prefix for a prefix match,
-/// the whole path otherwise.
-pub fn rewrite(r: Option<&HttpRewrite>, uri: Option<&StringMatch>) -> Option<Rewrite> {
-    let r = r?;
+/// the whole path otherwise. `header_authority` is the route-level `:authority`/`host` edit,
+/// which `rewrite.authority` overrides.
+pub fn rewrite(
+    r: Option<&HttpRewrite>,
+    uri: Option<&StringMatch>,
+    header_authority: Option<String>,
+) -> Option<Rewrite> {
+    let Some(r) = r else {
+        return header_authority.map(|a| Rewrite {
+            path: None,
+            authority: Some(a),
+        });
+    };
     let path = if let Some(re) = &r.uri_regex_rewrite {
         let pattern = substitution_regex(re.pattern.as_deref()?).ok()?;
         Some(PathRewrite::Regex {
@@ -81,7 +99,7 @@ pub fn rewrite(r: Option<&HttpRewrite>, uri: Option<&StringMatch>) -> Option<Rew
     };
     Some(Rewrite {
         path,
-        authority: r.authority.clone(),
+        authority: r.authority.clone().or(header_authority),
     })
 }
 
@@ -91,8 +109,9 @@ fn path_for(uri: Option<&StringMatch>, new: &str) -> PathRewrite {
             matched: prefix.clone(),
             replacement: new.to_string(),
         },
+        // Without a uri match Istio matches the prefix `/`, and Envoy replaces that.
         None if uri.is_none() => PathRewrite::Prefix {
-            matched: String::new(),
+            matched: "/".to_string(),
             replacement: new.to_string(),
         },
         None => PathRewrite::Full(new.to_string()),

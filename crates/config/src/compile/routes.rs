@@ -174,6 +174,7 @@ fn compile_routes(
                     continue;
                 }
             }
+            let (headers, header_authority) = actions::header_edits(route.headers.as_ref());
             let kind = if let Some(redirect) = &route.redirect {
                 ActionKind::Redirect(actions::redirect(redirect, actions::uri_of(m)))
             } else if let Some(direct) = &route.direct_response {
@@ -186,12 +187,12 @@ fn compile_routes(
                     forward(&s, &item.field, route, &item.namespace, registry, diags)
                 });
                 let mut f = base.clone();
-                f.rewrite = actions::rewrite(route.rewrite.as_ref(), actions::uri_of(m));
+                f.rewrite =
+                    actions::rewrite(route.rewrite.as_ref(), actions::uri_of(m), header_authority);
                 ActionKind::Forward(f)
             } else {
                 continue;
             };
-            let (headers, _) = actions::header_edits(route.headers.as_ref());
             let action = RouteAction {
                 kind,
                 headers,

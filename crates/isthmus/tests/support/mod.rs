@@ -582,3 +582,436 @@ pub async fn refused(addr: SocketAddr) -> bool {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
     )
 }
+
+// === Route actions helpers (appended for actions.rs) ===
+
+/// An HTTP/1.1 client that never follows redirects, to look at the gateway's own 3xx answers.
+pub fn client_no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(WAIT)
+        .build()
+        .unwrap()
+}
+
+impl Reply {
+    /// Every value of a response header, in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+
+    /// Names of the response headers starting with `prefix` (such as `access-control-`).
+    pub fn names_starting(&self, prefix: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .headers
+            .keys()
+            .map(|k| k.as_str().to_string())
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        names.dedup();
+        names
+    }
+}
+
+/// Like [`backend`], but the echo keeps repeated request headers: their values are joined with
+/// `, ` in arrival order (as httpbin shows them), so appended values can be checked. As httpbin's
+/// `/response-headers?NAME=VALUE&...`, that path also answers with each `NAME: VALUE` header.
+pub async fn backend_joined(name: &str) -> SocketAddr {
+    use http_body_util::BodyExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name: Arc<str> = Arc::from(name);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let name = name.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let name = name.clone();
+                        async move {
+                            let mut headers = serde_json::Map::new();
+                            for key in req.headers().keys() {
+                                let joined: Vec<String> = req
+                                    .headers()
+                                    .get_all(key)
+                                    .iter()
+                                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                    .collect();
+                                headers.insert(key.as_str().to_string(), joined.join(", ").into());
+                            }
+                            let method = req.method().to_string();
+                            let path = req.uri().path().to_string();
+                            let query = req.uri().query().unwrap_or("").to_string();
+                            let body_bytes = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().len())
+                                .unwrap_or(0);
+                            let body = serde_json::json!({
+                                "backend": &*name,
+                                "method": method,
+                                "path": path,
+                                "query": query,
+                                "headers": headers,
+                                "body_bytes": body_bytes,
+                            });
+                            let mut resp = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body.to_string()),
+                            ));
+                            resp.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static("application/json"),
+                            );
+                            if let Ok(v) = http::HeaderValue::from_str(&name) {
+                                resp.headers_mut().insert("x-backend", v);
+                            }
+                            if path == "/response-headers" {
+                                for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+                                    if let (Ok(k), Ok(v)) = (
+                                        http::HeaderName::from_bytes(k.as_bytes()),
+                                        http::HeaderValue::from_str(v),
+                                    ) {
+                                        resp.headers_mut().append(k, v);
+                                    }
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+/// [`raw_http`] that also returns the client's own address (what the gateway sees as the
+/// downstream remote address).
+pub async fn raw_http_from(addr: SocketAddr, request: &str) -> (SocketAddr, RawReply) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (local, bytes) = tokio::time::timeout(WAIT, async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let local = s.local_addr().unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        (local, buf)
+    })
+    .await
+    .expect("raw HTTP exchange timed out");
+    (local, parse_raw_response(&bytes))
+}
+
+/// What `isthmus validate` printed and returned.
+#[derive(Debug)]
+pub struct ValidateOutput {
+    pub code: Option<i32>,
+    /// Diagnostics, one per line, as printed on stdout.
+    pub lines: Vec<String>,
+    pub stderr: String,
+    /// The folder the files were written to (file names in diagnostics start with it).
+    pub dir: tempfile::TempDir,
+}
+
+impl ValidateOutput {
+    /// The path of `name` as diagnostics print it.
+    pub fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Whether some line starts with `prefix`.
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        self.lines.iter().any(|l| l.starts_with(prefix))
+    }
+}
+
+/// Writes `files` into a fresh folder and runs `isthmus validate` on it (bounded by [`WAIT`]).
+pub fn validate_files(files: &[(&str, &str)]) -> ValidateOutput {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let child = Command::new(bin())
+        .arg("validate")
+        .arg(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // `wait_with_output` reads stdout and stderr together, so neither pipe can fill up.
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(WAIT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("isthmus validate did not finish within {WAIT:?}");
+        }
+    };
+    let code = out.status.code();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ValidateOutput {
+        code,
+        lines: stdout.lines().map(str::to_string).collect(),
+        stderr,
+        dir,
+    }
+}
+
+/// The 1-based number of the first line of `text` containing `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in\n{text}"))
+        + 1
+}
+
+// === Recording backends (appended for resilience.rs and istio_tasks.rs) ===
+
+/// A request as a [`recording_backend`] saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Arrival order at this backend, from 0.
+    pub index: usize,
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body_bytes: usize,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn host(&self) -> &str {
+        self.header("host").unwrap_or("")
+    }
+
+    /// `x-envoy-attempt-count`: which attempt of the gateway this request was.
+    pub fn attempt(&self) -> Option<u32> {
+        self.header("x-envoy-attempt-count")?.parse().ok()
+    }
+}
+
+/// What a [`recording_backend`] does with a request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// Waits this long before answering (or closing).
+    pub delay: Duration,
+    pub headers: Vec<(&'static str, String)>,
+    /// Closes the connection without answering.
+    pub close: bool,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Answer {
+        Answer {
+            status,
+            delay: Duration::ZERO,
+            headers: Vec::new(),
+            close: false,
+        }
+    }
+
+    pub fn ok() -> Answer {
+        Answer::status(200)
+    }
+
+    /// Reads the request, then closes the connection without a response.
+    pub fn close() -> Answer {
+        Answer {
+            close: true,
+            ..Answer::ok()
+        }
+    }
+
+    pub fn after(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Answer {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// A backend that records every request on arrival (before answering), signals it, and answers
+/// as its script says. Responses carry `x-backend: NAME` and a JSON echo like the demo
+/// backend's (`backend`, `index`, `method`, `path`, `headers`, `body_bytes`).
+pub struct Recorder {
+    pub name: String,
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    arrivals: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Seen>>,
+}
+
+impl Recorder {
+    /// Every request seen so far, in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The `x-envoy-attempt-count` of every request seen so far.
+    pub fn attempts(&self) -> Vec<Option<u32>> {
+        self.seen().iter().map(Seen::attempt).collect()
+    }
+
+    /// The next request not yet taken by `next`, waiting up to [`WAIT`] for it.
+    pub async fn next(&self) -> Seen {
+        let mut rx = self.arrivals.lock().await;
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(s)) => s,
+            _ => panic!("backend {} received no request within {WAIT:?}", self.name),
+        }
+    }
+
+    /// Waits up to [`WAIT`] until at least `n` requests arrived.
+    pub async fn wait_count(&self, n: usize) {
+        eventually(
+            &format!("{n} requests at backend {}", self.name),
+            || async { self.count() >= n },
+        )
+        .await;
+    }
+}
+
+/// Starts a [`Recorder`] on a free port of 127.0.0.1; `script` decides the answer to each
+/// request (for instance from `seen.index`: 503 for the first two, then 200).
+pub async fn recording_backend<F>(name: &str, script: F) -> Recorder
+where
+    F: Fn(&Seen) -> Answer + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let shared = RecorderShared {
+        name: Arc::from(name),
+        seen: seen.clone(),
+        tx,
+        script: Arc::new(script),
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let shared = shared.clone();
+                    async move { shared.answer(req).await }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Recorder {
+        name: name.to_string(),
+        addr,
+        seen,
+        arrivals: tokio::sync::Mutex::new(rx),
+    }
+}
+
+type Script = Arc<dyn Fn(&Seen) -> Answer + Send + Sync>;
+
+#[derive(Clone)]
+struct RecorderShared {
+    name: Arc<str>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    tx: tokio::sync::mpsc::UnboundedSender<Seen>,
+    script: Script,
+}
+
+impl RecorderShared {
+    async fn answer(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> Result<http::Response<http_body_util::Full<bytes::Bytes>>, std::io::Error> {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let body_bytes = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes().len())
+            .unwrap_or(0);
+        let seen = {
+            let mut all = self.seen.lock().unwrap();
+            let s = Seen {
+                index: all.len(),
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_string(),
+                headers: parts.headers,
+                body_bytes,
+            };
+            all.push(s.clone());
+            s
+        };
+        let _ = self.tx.send(seen.clone());
+        let answer = (self.script)(&seen);
+        if !answer.delay.is_zero() {
+            tokio::time::sleep(answer.delay).await;
+        }
+        if answer.close {
+            // hyper closes the connection without writing a response.
+            return Err(std::io::Error::other("closing without an answer"));
+        }
+        let headers: serde_json::Map<String, serde_json::Value> = seen
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                )
+            })
+            .collect();
+        let echo = serde_json::json!({
+            "backend": &*self.name,
+            "index": seen.index,
+            "method": seen.method,
+            "path": seen.path,
+            "headers": headers,
+            "body_bytes": seen.body_bytes,
+        });
+        let mut resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+            echo.to_string(),
+        )));
+        *resp.status_mut() = http::StatusCode::from_u16(answer.status).unwrap();
+        let h = resp.headers_mut();
+        h.insert("content-type", "application/json".parse().unwrap());
+        h.insert("x-backend", self.name.parse().unwrap());
+        for (k, v) in answer.headers {
+            h.insert(k, v.parse().unwrap());
+        }
+        Ok(resp)
+    }
+}
