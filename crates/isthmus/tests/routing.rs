@@ -931,7 +931,7 @@ async fn refused_connections_answer_503_connection_failure() {
         ),
         "{r:?}"
     );
-    // A request with a body is not retried, and fails the same way.
+    // A request with a body fails the same way when every endpoint refuses.
     let resp = client()
         .post(&url)
         .header("host", "s.example.com")

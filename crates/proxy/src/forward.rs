@@ -38,6 +38,8 @@ pub struct Forwarded {
     pub response: Response<Incoming>,
     pub endpoint: SocketAddr,
     pub attempts: u32,
+    /// The answer matched a retry condition but retries ran out (Envoy's `URX`).
+    pub exhausted: bool,
 }
 
 /// Why no response came back, and after how many attempts.
@@ -48,6 +50,10 @@ pub struct Failed {
     /// Retries were allowed but ran out (Envoy's `URX`).
     pub exhausted: bool,
 }
+
+/// Conditions under which Envoy retries any upstream reset, a per-try timeout or a connect
+/// failure: it counts them as 5xx (`wouldRetryFromReset`).
+const ANY_RESET: u32 = retry_on::RESET | retry_on::FIVE_XX | retry_on::GATEWAY_ERROR;
 
 enum AttemptError {
     Connect,
@@ -118,32 +124,29 @@ impl Upstream {
             let can_retry = attempt < max && body.is_replayable();
             let outcome = self.attempt(req, policy.per_try_timeout).await;
             tried.push(target.address);
-            let retry = match &outcome {
-                Ok(resp) => {
-                    can_retry && policy.retries_status(resp.status().as_u16(), grpc_status(resp))
+            let retriable = match &outcome {
+                Ok(resp) => policy.retries_status(resp.status().as_u16(), grpc_status(resp)),
+                // A connection never made is also a reset before the request started.
+                Err(AttemptError::Connect) => policy.retries_on(
+                    ANY_RESET | retry_on::CONNECT_FAILURE | retry_on::RESET_BEFORE_REQUEST,
+                ),
+                Err(AttemptError::PerTryTimeout | AttemptError::Reset(_)) => {
+                    policy.retries_on(ANY_RESET)
                 }
-                Err(AttemptError::Connect) => {
-                    can_retry && policy.retries_on(retry_on::CONNECT_FAILURE)
-                }
-                Err(AttemptError::PerTryTimeout) => {
-                    can_retry
-                        && policy.retries_on(
-                            retry_on::FIVE_XX | retry_on::GATEWAY_ERROR | retry_on::RESET,
-                        )
-                }
-                Err(AttemptError::Reset(_)) => can_retry && policy.retries_on(retry_on::RESET),
             };
-            if retry {
+            if can_retry && retriable {
                 drop(outcome);
                 tokio::time::sleep(backoff(policy.backoff, attempt)).await;
                 continue;
             }
-            let exhausted = attempt > 1 && attempt == max;
+            // Envoy's URX: the outcome called for a retry, but none was left.
+            let exhausted = retriable && attempt > 1 && attempt == max;
             return match outcome {
                 Ok(response) => Ok(Forwarded {
                     response,
                     endpoint: target.address,
                     attempts: attempt,
+                    exhausted,
                 }),
                 Err(AttemptError::Connect) => fail(LocalReply::ConnectFailure, exhausted),
                 Err(AttemptError::PerTryTimeout) => fail(LocalReply::UpstreamTimeout, exhausted),

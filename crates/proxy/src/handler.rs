@@ -263,7 +263,7 @@ async fn forward<'a>(
                 resp,
                 Outcome {
                     cluster: Some(cluster),
-                    flags: "-",
+                    flags: if done.exhausted { "URX" } else { "-" },
                 },
                 Some(dest),
             )
@@ -346,11 +346,17 @@ fn prepare_request(
     headers::apply(&route.action.headers.request, &mut parts.headers, &ctx);
 }
 
-/// The route timeout, shortened by a `grpc-timeout` header (Istio honours it without a cap).
+/// The route timeout, shortened by the `grpc-timeout` header of a gRPC request. Istio sets
+/// Envoy's `max_grpc_timeout` to the route timeout (0: no cap), which Envoy applies to gRPC
+/// requests only: other requests ignore the header.
 fn effective_timeout(route_ms: Option<u64>, headers: &HeaderMap) -> Option<Duration> {
     let route = route_ms.map(Duration::from_millis);
+    let is_grpc = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let grpc = headers
         .get("grpc-timeout")
+        .filter(|_| is_grpc)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout);
     match (route, grpc) {
@@ -562,6 +568,34 @@ mod tests {
         ];
         for (authority, want) in cases {
             assert_eq!(host_without_port(authority), want);
+        }
+    }
+
+    #[test]
+    fn grpc_timeout_shortens_the_route_timeout_of_grpc_requests_only() {
+        let headers = |content_type: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", HeaderValue::from_static("200m"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(content_type).unwrap(),
+            );
+            h
+        };
+        let ms = Duration::from_millis;
+        let cases = [
+            (None, "application/grpc", Some(ms(200))),
+            (Some(100), "application/grpc", Some(ms(100))),
+            (Some(500), "application/grpc+proto", Some(ms(200))),
+            (None, "application/json", None),
+            (Some(500), "text/plain", Some(ms(500))),
+        ];
+        for (route, content_type, want) in cases {
+            assert_eq!(
+                effective_timeout(route, &headers(content_type)),
+                want,
+                "{route:?} {content_type}"
+            );
         }
     }
 
