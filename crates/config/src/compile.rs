@@ -8,6 +8,7 @@
 
 mod actions;
 mod delegation;
+mod l4;
 mod listeners;
 mod routes;
 mod services;

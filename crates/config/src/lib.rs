@@ -21,6 +21,7 @@ pub mod instance;
 pub mod matching;
 pub mod snapshot;
 pub mod support;
+pub mod tls;
 pub mod validate;
 
 pub use build::{Build, LastGood, build};

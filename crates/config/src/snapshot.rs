@@ -28,6 +28,10 @@ pub struct Snapshot {
 pub enum ListenerProtocol {
     /// Plaintext HTTP/1.1 and HTTP/2 with prior knowledge on one port (HTTP, HTTP2, GRPC).
     Http,
+    /// TLS (HTTPS and TLS servers): filter chains chosen by SNI.
+    Tls,
+    /// Opaque TCP (TCP and MONGO servers).
+    Tcp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,7 +40,28 @@ pub struct Listener {
     pub protocol: ListenerProtocol,
     /// The Gateway servers that make up this listener, as `namespace/gateway` (server name).
     pub servers: Vec<String>,
+    /// The route table of a plaintext HTTP port.
     pub virtual_hosts: VirtualHosts,
+    /// The filter chains of a TLS port.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<crate::tls::FilterChain>,
+    /// The routes of a TCP port.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<crate::tls::TcpRoute>,
+}
+
+impl Listener {
+    /// The HTTP route table for a connection: the port's own (plaintext), or that of the TLS
+    /// chain the connection was terminated by.
+    pub fn http_routes(&self, chain: Option<&str>) -> Option<&VirtualHosts> {
+        match chain {
+            None => Some(&self.virtual_hosts),
+            Some(key) => self.chains.iter().find(|c| c.key == key).and_then(|c| match &c.routes {
+                crate::tls::ChainRoutes::Http(vh) => Some(vh),
+                _ => None,
+            }),
+        }
+    }
 }
 
 /// The route table of one listener, with Envoy's lookup order: exact domain, then the longest
@@ -93,6 +118,9 @@ impl VirtualHosts {
 #[derive(Debug, Clone, Serialize)]
 pub struct VirtualHost {
     pub domain: String,
+    /// `httpsRedirect`: plaintext requests get a 301 to `https://`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
     /// Evaluated in order; the first match wins.
     pub routes: Vec<Route>,
 }
@@ -270,6 +298,7 @@ mod tests {
     fn vh(domain: &str) -> VirtualHost {
         VirtualHost {
             domain: domain.into(),
+            require_tls: false,
             routes: vec![],
         }
     }

@@ -23,6 +23,19 @@ fn patterns(kind: Kind) -> Vec<String> {
                 "spec.servers[].port.name",
                 "spec.servers[].hosts[]",
                 "spec.servers[].name",
+                "spec.servers[].tls.httpsRedirect",
+                "spec.servers[].tls.mode",
+                "spec.servers[].tls.serverCertificate",
+                "spec.servers[].tls.privateKey",
+                "spec.servers[].tls.caCertificates",
+                "spec.servers[].tls.credentialName",
+                "spec.servers[].tls.credentialNames[]",
+                "spec.servers[].tls.caCertCredentialName",
+                "spec.servers[].tls.tlsCertificates[].serverCertificate",
+                "spec.servers[].tls.tlsCertificates[].privateKey",
+                "spec.servers[].tls.minProtocolVersion",
+                "spec.servers[].tls.maxProtocolVersion",
+                "spec.servers[].tls.cipherSuites[]",
             ] {
                 add(s);
             }
@@ -103,6 +116,19 @@ fn patterns(kind: Kind) -> Vec<String> {
             ] {
                 add(&format!("spec.http[].{s}"));
             }
+            for kind in ["tls", "tcp"] {
+                for f in [
+                    "match[].port",
+                    "match[].gateways[]",
+                    "route[].destination.host",
+                    "route[].destination.subset",
+                    "route[].destination.port.number",
+                    "route[].weight",
+                ] {
+                    add(&format!("spec.{kind}[].{f}"));
+                }
+            }
+            add("spec.tls[].match[].sniHosts[]");
             for level in ["spec.http[]", "spec.http[].route[]"] {
                 for dir in ["request", "response"] {
                     add(&format!("{level}.headers.{dir}.set.*"));
@@ -237,9 +263,11 @@ mod tests {
             (vs, "spec.http[0].retries.retryRemoteLocalities", false),
             (vs, "spec.http[1].route[0].headers.request.set.x-a", true),
             (vs, "spec.http[1].corsPolicy.allowOrigins[2].regex", true),
-            (vs, "spec.tcp[0]", false),
+            (vs, "spec.tcp[0].route[0].weight", true),
+            (vs, "spec.tcp[0].match[0].sourceLabels", false),
             (Kind::Gateway, "spec.selector.app.kubernetes.io/name", true),
-            (Kind::Gateway, "spec.servers[0].tls.mode", false),
+            (Kind::Gateway, "spec.servers[0].tls.mode", true),
+            (Kind::Gateway, "spec.servers[0].tls.verifyCertificateSpki[0]", false),
             (Kind::DestinationRule, "spec.trafficPolicy", false),
             (
                 Kind::DestinationRule,

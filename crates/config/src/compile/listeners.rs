@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use isthmus_api::istio::gateway::Server;
 use isthmus_api::{Diagnostic, Resource};
 
 use crate::diag::subject;
@@ -11,10 +12,24 @@ use crate::snapshot::ListenerProtocol;
 
 /// One Gateway server that this instance serves.
 pub struct ServerRef<'a> {
+    pub resource: &'a Resource,
     pub gateway_ns: &'a str,
     pub gateway_name: &'a str,
+    pub server: &'a Server,
+    /// `spec.servers[N]`, for diagnostics.
+    pub field: String,
+    /// Stable identity across reloads.
+    pub key: String,
     pub label: String,
+    /// The upper-case protocol the server declares.
+    pub protocol: String,
     pub hosts: Vec<ServerHost>,
+}
+
+impl ServerRef<'_> {
+    pub fn https_redirect(&self) -> bool {
+        self.server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true)
+    }
 }
 
 pub struct PortServers<'a> {
@@ -22,8 +37,15 @@ pub struct PortServers<'a> {
     pub servers: Vec<ServerRef<'a>>,
 }
 
-/// Protocols served as plaintext HTTP (HTTP/1.1 and h2c on one port).
-const PLAINTEXT_HTTP: &[&str] = &["HTTP", "HTTP2", "GRPC", "GRPC-WEB"];
+/// The listener protocol family of a Gateway server protocol.
+fn family(protocol: &str) -> Option<ListenerProtocol> {
+    match protocol {
+        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => Some(ListenerProtocol::Http),
+        "HTTPS" | "TLS" => Some(ListenerProtocol::Tls),
+        "TCP" | "MONGO" => Some(ListenerProtocol::Tcp),
+        _ => None,
+    }
+}
 
 pub fn collect<'a>(
     resources: &[&'a Resource],
@@ -44,10 +66,15 @@ pub fn collect<'a>(
                 continue;
             };
             let protocol = port.protocol.as_deref().unwrap_or("").to_ascii_uppercase();
-            if !PLAINTEXT_HTTP.contains(&protocol.as_str()) {
-                diags.push(s.warning(
-                    &format!("{field}.port.protocol"),
-                    format!("{protocol} servers are not served by this version of Isthmus; server skipped"),
+            let Some(fam) = family(&protocol) else { continue };
+            let entry = ports.entry(number).or_insert_with(|| PortServers { protocol: fam, servers: Vec::new() });
+            if entry.protocol != fam {
+                diags.push(s.error(
+                    &format!("{field}.port"),
+                    format!(
+                        "port {number} is already used by {} with a protocol that cannot share it; this {protocol} server is skipped",
+                        entry.servers.first().map_or("another server", |o| o.label.as_str())
+                    ),
                 ));
                 continue;
             }
@@ -55,36 +82,31 @@ pub fn collect<'a>(
                 "{}/{} ({})",
                 gw.namespace,
                 gw.name,
-                server
-                    .port
-                    .as_ref()
-                    .and_then(|p| p.name.clone())
-                    .unwrap_or_else(|| number.to_string())
+                port.name.clone().unwrap_or_else(|| number.to_string())
             );
-            let entry = ports.entry(number).or_insert_with(|| PortServers {
-                protocol: ListenerProtocol::Http,
-                servers: Vec::new(),
-            });
-            for other in &entry.servers {
-                for h in &server.hosts {
-                    let parsed = parse_server_host(h, &gw.namespace);
-                    if other.hosts.contains(&parsed) {
-                        diags.push(s.warning(
-                            &format!("{field}.hosts"),
-                            format!("host {h:?} on port {number} is also declared by {}; their routes are merged", other.label),
-                        ));
+            let hosts: Vec<ServerHost> = server.hosts.iter().map(|h| parse_server_host(h, &gw.namespace)).collect();
+            if fam == ListenerProtocol::Http {
+                for other in &entry.servers {
+                    for (h, parsed) in server.hosts.iter().zip(&hosts) {
+                        if other.hosts.contains(parsed) {
+                            diags.push(s.warning(
+                                &format!("{field}.hosts"),
+                                format!("host {h:?} on port {number} is also declared by {}; their routes are merged", other.label),
+                            ));
+                        }
                     }
                 }
             }
             entry.servers.push(ServerRef {
+                resource: r,
                 gateway_ns: &gw.namespace,
                 gateway_name: &gw.name,
+                server,
+                key: format!("{}/{}/{i}", gw.namespace, gw.name),
+                field,
                 label,
-                hosts: server
-                    .hosts
-                    .iter()
-                    .map(|h| parse_server_host(h, &gw.namespace))
-                    .collect(),
+                protocol,
+                hosts,
             });
         }
     }

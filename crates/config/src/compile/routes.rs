@@ -11,6 +11,7 @@ use isthmus_api::{Diagnostic, Object, Resource};
 
 use super::actions;
 use super::delegation;
+use super::l4;
 use super::listeners::{PortServers, ServerRef};
 use super::services::{Registry, Unresolved, check_service_entries};
 use crate::actions::Mirror;
@@ -19,12 +20,12 @@ use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
 use crate::matching::{RequestMatch, StrMatcher, full_match_regex};
 use crate::snapshot::{
-    ActionKind, Forward, Listener, Route, RouteAction, VirtualHost, VirtualHosts,
+    ActionKind, Forward, Listener, ListenerProtocol, Route, RouteAction, VirtualHost, VirtualHosts,
     WeightedDestination,
 };
 
 /// A gateway reference from `gateways:` resolved to `(namespace, name)`.
-fn gateway_ref(text: &str, vs_ns: &str) -> (String, String) {
+pub(super) fn gateway_ref(text: &str, vs_ns: &str) -> (String, String) {
     match text.split_once('/') {
         Some((ns, name)) => (ns.to_string(), name.to_string()),
         None => (vs_ns.to_string(), text.to_string()),
@@ -42,47 +43,73 @@ pub fn bind(
     check_service_entries(resources, diags);
     registry.check_rules(resources, diags);
     let mut listeners = BTreeMap::new();
-    for (port, servers) in ports {
-        // domain -> routes, in VirtualService creation order.
-        let mut domains: BTreeMap<String, Vec<Route>> = BTreeMap::new();
-        for r in resources {
-            let Resource::VirtualService(vs) = r else {
-                continue;
-            };
-            if !instance.sees(&vs.namespace, &vs.spec.export_to) {
-                continue;
+    for (port, p) in ports {
+        let all: Vec<&ServerRef<'_>> = p.servers.iter().collect();
+        let mut listener = Listener {
+            port: *port,
+            protocol: p.protocol,
+            servers: p.servers.iter().map(|s| s.label.clone()).collect(),
+            virtual_hosts: VirtualHosts::default(),
+            chains: Vec::new(),
+            tcp: Vec::new(),
+        };
+        match p.protocol {
+            ListenerProtocol::Http => {
+                listener.virtual_hosts = http_table(resources, instance, *port, &all, registry, diags);
             }
-            bind_one(
-                r,
-                vs,
-                resources,
-                *port,
-                &servers.servers,
-                instance,
-                registry,
-                &mut domains,
-                diags,
-            );
+            ListenerProtocol::Tls => {
+                listener.chains = p
+                    .servers
+                    .iter()
+                    .filter_map(|s| l4::chain(resources, instance, *port, s, registry, diags))
+                    .collect();
+            }
+            ListenerProtocol::Tcp => {
+                listener.tcp = l4::tcp_routes(resources, instance, *port, &all, registry, diags);
+            }
         }
-        let hosts = domains
-            .into_iter()
-            .map(|(domain, routes)| VirtualHost {
-                domain,
-                routes: catch_alls_last(routes),
-            })
-            .collect();
-        listeners.insert(
-            *port,
-            Listener {
-                port: *port,
-                protocol: servers.protocol,
-                servers: servers.servers.iter().map(|s| s.label.clone()).collect(),
-                virtual_hosts: VirtualHosts::new(hosts),
-            },
-        );
+        listeners.insert(*port, listener);
     }
     report_unbound(resources, ports, instance, diags);
     listeners
+}
+
+/// The route table of HTTP servers (all plaintext servers of a port, or one HTTPS server):
+/// VirtualServices bound by host intersection, merged in creation order, catch-alls last;
+/// hosts of `httpsRedirect` servers answer with a redirect to https.
+pub(super) fn http_table(
+    resources: &[&Resource],
+    instance: &Instance,
+    port: u16,
+    servers: &[&ServerRef<'_>],
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> VirtualHosts {
+    // domain -> routes, in VirtualService creation order.
+    let mut domains: BTreeMap<String, Vec<Route>> = BTreeMap::new();
+    for r in resources {
+        let Resource::VirtualService(vs) = r else { continue };
+        if !instance.sees(&vs.namespace, &vs.spec.export_to) {
+            continue;
+        }
+        bind_one(r, vs, resources, port, servers, instance, registry, &mut domains, diags);
+    }
+    let mut redirect_hosts: BTreeSet<String> = BTreeSet::new();
+    for s in servers.iter().filter(|s| s.https_redirect()) {
+        for h in &s.hosts {
+            domains.entry(h.host.clone()).or_default();
+            redirect_hosts.insert(h.host.clone());
+        }
+    }
+    let hosts = domains
+        .into_iter()
+        .map(|(domain, routes)| VirtualHost {
+            require_tls: redirect_hosts.iter().any(|h| crate::hosts::covers(h, &domain)),
+            domain,
+            routes: catch_alls_last(routes),
+        })
+        .collect();
+    VirtualHosts::new(hosts)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -91,7 +118,7 @@ fn bind_one(
     vs: &Object<VirtualServiceSpec>,
     all: &[&Resource],
     port: u16,
-    servers: &[ServerRef<'_>],
+    servers: &[&ServerRef<'_>],
     instance: &Instance,
     registry: &mut Registry<'_>,
     domains: &mut BTreeMap<String, Vec<Route>>,
@@ -228,7 +255,7 @@ fn route_name(route: Option<&str>, matcher: Option<&str>) -> String {
 }
 
 /// The cluster of a destination; unresolvable ones are diagnosed and answer 503 (`NC`).
-fn resolve(
+pub(super) fn resolve(
     s: &Subject<'_>,
     field: &str,
     dest: &Destination,

@@ -1,0 +1,358 @@
+//! TLS ports and TCP ports: one filter chain per HTTPS/TLS server (TLS settings, and HTTP,
+//! TCP or passthrough routes), and the TCP routes of TCP ports.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use isthmus_api::istio::gateway::ServerTlsSettings;
+use isthmus_api::istio::virtual_service::{RouteDestination, VirtualServiceSpec};
+use isthmus_api::{Diagnostic, Object, Resource};
+
+use super::listeners::ServerRef;
+use super::routes::{gateway_ref, http_table, resolve};
+use super::services::Registry;
+use crate::diag::{Subject, subject};
+use crate::hosts::{complete, intersect};
+use crate::instance::Instance;
+use crate::snapshot::{Forward, WeightedDestination};
+use crate::tls::{
+    CertificateSource, ChainRoutes, ChainTls, ClientAuth, FilterChain, PemSource, TcpRoute, TlsRoute, TlsTermination,
+    TlsVersion,
+};
+
+/// The filter chain of one HTTPS or TLS server.
+pub fn chain(
+    resources: &[&Resource],
+    instance: &Instance,
+    port: u16,
+    server: &ServerRef<'_>,
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<FilterChain> {
+    let s = subject(server.resource);
+    let Some(settings) = &server.server.tls else {
+        diags.push(s.error(
+            &format!("{}.tls", server.field),
+            format!("a {} server needs a tls block; server skipped", server.protocol),
+        ));
+        return None;
+    };
+    let tls = termination(&s, &server.field, settings, resources, instance, diags)?;
+    let routes = match (&tls, server.protocol.as_str()) {
+        (ChainTls::Passthrough, _) => ChainRoutes::Tls(tls_routes(resources, instance, port, server, registry, diags)),
+        (ChainTls::Terminate(_), "HTTPS") => ChainRoutes::Http(http_table(resources, instance, port, &[server], registry, diags)),
+        (ChainTls::Terminate(_), _) => ChainRoutes::Tcp(tcp_routes(resources, instance, port, &[server], registry, diags)),
+    };
+    Some(FilterChain {
+        key: server.key.clone(),
+        server_names: server.hosts.iter().map(|h| h.host.clone()).collect(),
+        tls,
+        routes,
+    })
+}
+
+/// The TLS mode and certificates of a server. `None` (with a diagnostic) when it cannot be
+/// served.
+fn termination(
+    s: &Subject<'_>,
+    field: &str,
+    t: &ServerTlsSettings,
+    resources: &[&Resource],
+    instance: &Instance,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<ChainTls> {
+    let f = format!("{field}.tls");
+    // Istio's TLSmode zero value is PASSTHROUGH: a tls block without a mode passes through.
+    let mode = t.mode.as_deref().unwrap_or("PASSTHROUGH").to_ascii_uppercase();
+    let client_auth = match mode.as_str() {
+        "PASSTHROUGH" => return Some(ChainTls::Passthrough),
+        "SIMPLE" => ClientAuth::None,
+        "MUTUAL" => ClientAuth::Required,
+        "OPTIONAL_MUTUAL" => ClientAuth::Optional,
+        "AUTO_PASSTHROUGH" | "ISTIO_MUTUAL" => {
+            diags.push(s.warning(
+                &format!("{f}.mode"),
+                format!("{mode} needs Istio's mesh identity and SNI conventions, which a standalone gateway does not have; server skipped"),
+            ));
+            return None;
+        }
+        other => {
+            diags.push(s.error(&format!("{f}.mode"), format!("unknown TLS mode {other:?}; server skipped")));
+            return None;
+        }
+    };
+    let secrets = Secrets::new(resources, &instance.namespace);
+    let mut certificates = Vec::new();
+    let mut ca: Option<PemSource> = None;
+    let mut names: Vec<&str> = t.credential_names.iter().map(String::as_str).collect();
+    if let Some(n) = t.credential_name.as_deref() {
+        names.insert(0, n);
+    }
+    for (i, name) in names.iter().enumerate() {
+        let cf = if t.credential_name.is_some() && i == 0 { format!("{f}.credentialName") } else { format!("{f}.credentialNames") };
+        match secrets.certificate(name) {
+            Ok((cert, key, secret_ca)) => {
+                certificates.push(CertificateSource { certificate: cert, private_key: key });
+                ca = ca.or(secret_ca);
+            }
+            Err(msg) => {
+                diags.push(s.error(&cf, msg));
+                return None;
+            }
+        }
+    }
+    for c in &t.tls_certificates {
+        if let (Some(cert), Some(key)) = (&c.server_certificate, &c.private_key) {
+            certificates.push(CertificateSource { certificate: PemSource::File(cert.into()), private_key: PemSource::File(key.into()) });
+        }
+    }
+    if let (Some(cert), Some(key)) = (&t.server_certificate, &t.private_key) {
+        certificates.push(CertificateSource { certificate: PemSource::File(cert.into()), private_key: PemSource::File(key.into()) });
+    }
+    if certificates.is_empty() {
+        diags.push(s.error(
+            &f,
+            format!("{mode} needs a certificate: credentialName, credentialNames, tlsCertificates or serverCertificate with privateKey; server skipped"),
+        ));
+        return None;
+    }
+    if let Some(n) = t.ca_cert_credential_name.as_deref() {
+        match secrets.ca(n) {
+            Some(p) => ca = Some(p),
+            None => diags.push(s.error(&format!("{f}.caCertCredentialName"), format!("no Secret {}/{n} with ca.crt or cacert", instance.namespace))),
+        }
+    }
+    if let Some(path) = &t.ca_certificates {
+        ca = Some(PemSource::File(path.into()));
+    }
+    if client_auth != ClientAuth::None && ca.is_none() {
+        diags.push(s.error(&f, format!("{mode} needs a CA to verify client certificates (caCertificates, ca.crt in the Secret, or a <name>-cacert Secret); server skipped")));
+        return None;
+    }
+    let version = |v: Option<&String>, field: &str, default: TlsVersion, diags: &mut Vec<Diagnostic>| match v.map(|v| v.to_ascii_uppercase()).as_deref() {
+        None | Some("TLS_AUTO") => default,
+        Some("TLSV1_2") => TlsVersion::V12,
+        Some("TLSV1_3") => TlsVersion::V13,
+        Some(other) => {
+            diags.push(s.warning(&format!("{f}.{field}"), format!("{other} is not offered (TLS 1.2 is the lowest version served)")));
+            TlsVersion::V12
+        }
+    };
+    let min_version = version(t.min_protocol_version.as_ref(), "minProtocolVersion", TlsVersion::V12, diags);
+    let max_version = version(t.max_protocol_version.as_ref(), "maxProtocolVersion", TlsVersion::V13, diags);
+    if min_version > max_version {
+        diags.push(s.error(&f, "minProtocolVersion is above maxProtocolVersion; server skipped"));
+        return None;
+    }
+    let mut cipher_suites = Vec::new();
+    for (i, name) in t.cipher_suites.iter().enumerate() {
+        match cipher_suite(name) {
+            Some(rustls_name) => cipher_suites.push(rustls_name.to_string()),
+            None => diags.push(s.warning(
+                &format!("{f}.cipherSuites[{i}]"),
+                format!("cipher suite {name:?} is not offered (only AEAD suites are: ECDHE-ECDSA/RSA-AES128/256-GCM-SHA256/384 and -CHACHA20-POLY1305); ignored"),
+            )),
+        }
+    }
+    Some(ChainTls::Terminate(TlsTermination {
+        client_auth,
+        certificates,
+        client_ca: ca,
+        min_version,
+        max_version,
+        cipher_suites,
+        subject_alt_names: t.subject_alt_names.clone(),
+    }))
+}
+
+/// Envoy (BoringSSL) cipher names users write, mapped to rustls' TLS 1.2 suites.
+fn cipher_suite(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ECDHE-ECDSA-AES128-GCM-SHA256" => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384" => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-RSA-AES128-GCM-SHA256" => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-RSA-AES256-GCM-SHA384" => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305" => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-RSA-CHACHA20-POLY1305" => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        _ => return None,
+    })
+}
+
+/// Kubernetes Secrets of the instance's namespace, where Istio looks for `credentialName`.
+struct Secrets<'a> {
+    namespace: &'a str,
+    by_name: BTreeMap<&'a str, &'a isthmus_api::k8s::SecretBody>,
+}
+
+impl<'a> Secrets<'a> {
+    fn new(resources: &[&'a Resource], namespace: &'a str) -> Self {
+        let by_name = resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Secret(o) if o.namespace == namespace => Some((o.name.as_str(), &o.spec)),
+                _ => None,
+            })
+            .collect();
+        Secrets { namespace, by_name }
+    }
+
+    /// The value of the first key present, base64-decoded (`data`) or as is (`stringData`).
+    fn value(&self, name: &str, keys: &[&str]) -> Option<(String, Vec<u8>)> {
+        let secret = self.by_name.get(name)?;
+        keys.iter().find_map(|k| {
+            if let Some(v) = secret.string_data.get(*k) {
+                return Some((k.to_string(), v.clone().into_bytes()));
+            }
+            let v = secret.data.get(*k)?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()?;
+            Some((k.to_string(), bytes))
+        })
+    }
+
+    fn inline(&self, name: &str, keys: &[&str]) -> Option<PemSource> {
+        self.value(name, keys).map(|(k, pem)| PemSource::Inline { origin: format!("Secret {}/{name} {k}", self.namespace), pem })
+    }
+
+    fn certificate(&self, name: &str) -> Result<(PemSource, PemSource, Option<PemSource>), String> {
+        if !self.by_name.contains_key(name) {
+            return Err(format!(
+                "Secret {}/{name} is not among the loaded resources (credentialName is looked up in the gateway's namespace, --namespace); server skipped",
+                self.namespace
+            ));
+        }
+        let cert = self.inline(name, &["tls.crt", "cert"]).ok_or_else(|| format!("Secret {}/{name} has no tls.crt (or cert) key; server skipped", self.namespace))?;
+        let key = self.inline(name, &["tls.key", "key"]).ok_or_else(|| format!("Secret {}/{name} has no tls.key (or key) key; server skipped", self.namespace))?;
+        let ca = self.inline(name, &["ca.crt", "cacert"]).or_else(|| self.ca(&format!("{name}-cacert")));
+        Ok((cert, key, ca))
+    }
+
+    fn ca(&self, name: &str) -> Option<PemSource> {
+        self.inline(name, &["ca.crt", "cacert", "tls.crt"])
+    }
+}
+
+/// VirtualServices bound to `server`'s Gateway whose hosts intersect the server's.
+fn bound<'a>(
+    resources: &[&'a Resource],
+    instance: &Instance,
+    server: &ServerRef<'_>,
+) -> Vec<(&'a Resource, &'a Object<VirtualServiceSpec>, Vec<String>)> {
+    resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::VirtualService(vs) if instance.sees(&vs.namespace, &vs.spec.export_to) => Some((*r, vs)),
+            _ => None,
+        })
+        .filter(|(_, vs)| vs.spec.gateways.iter().any(|g| gateway_ref(g, &vs.namespace) == (server.gateway_ns.to_string(), server.gateway_name.to_string())))
+        .filter_map(|(r, vs)| {
+            let hosts: Vec<String> = vs
+                .spec
+                .hosts
+                .iter()
+                .map(|h| complete(h, &vs.namespace, &instance.domain_suffix))
+                .flat_map(|h| {
+                    server
+                        .hosts
+                        .iter()
+                        .filter(|sh| sh.namespace.as_deref().is_none_or(|n| n == vs.namespace))
+                        .filter_map(move |sh| intersect(&sh.host, &h))
+                })
+                .collect();
+            (!hosts.is_empty()).then_some((r, vs, hosts))
+        })
+        .collect()
+}
+
+fn matches_gateway(gateways: &[String], vs_ns: &str, server: &ServerRef<'_>) -> bool {
+    gateways.is_empty() || gateways.iter().any(|g| gateway_ref(g, vs_ns) == (server.gateway_ns.to_string(), server.gateway_name.to_string()))
+}
+
+fn l4_forward(
+    s: &Subject<'_>,
+    field: &str,
+    dests: &[RouteDestination],
+    ns: &str,
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Forward {
+    let single = dests.len() == 1;
+    let dests = dests
+        .iter()
+        .enumerate()
+        .map(|(j, d)| {
+            let dest = d.destination.clone().unwrap_or_default();
+            let (cluster_name, cluster) = resolve(s, &format!("{field}.route[{j}].destination"), &dest, ns, registry, diags);
+            let weight = if single { 1 } else { u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0) };
+            WeightedDestination { cluster_name, cluster, weight, headers: Default::default(), authority: None }
+        })
+        .collect();
+    Forward::new(dests)
+}
+
+/// The `tls[]` rules for a passthrough server, in VirtualService creation order.
+fn tls_routes(
+    resources: &[&Resource],
+    instance: &Instance,
+    port: u16,
+    server: &ServerRef<'_>,
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<TlsRoute> {
+    let mut out = Vec::new();
+    for (r, vs, hosts) in bound(resources, instance, server) {
+        let s = subject(r);
+        for (i, rule) in vs.spec.tls.iter().enumerate() {
+            let mut sni = Vec::new();
+            for m in &rule.matches {
+                if !matches_gateway(&m.gateways, &vs.namespace, server) || m.port.is_some_and(|p| p != u32::from(port)) {
+                    continue;
+                }
+                for name in &m.sni_hosts {
+                    let name = name.to_ascii_lowercase();
+                    sni.extend(hosts.iter().filter_map(|h| intersect(h, &name)));
+                }
+            }
+            if sni.is_empty() {
+                continue;
+            }
+            sni.sort();
+            sni.dedup();
+            let forward = l4_forward(&s, &format!("spec.tls[{i}]"), &rule.route, &vs.namespace, registry, diags);
+            out.push(TlsRoute { virtual_service: format!("{}/{}", vs.namespace, vs.name), sni_hosts: sni, forward });
+        }
+    }
+    out
+}
+
+/// The `tcp[]` rules for TCP servers (or terminated TLS servers), in creation order.
+pub fn tcp_routes(
+    resources: &[&Resource],
+    instance: &Instance,
+    port: u16,
+    servers: &[&ServerRef<'_>],
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<TcpRoute> {
+    let mut out = Vec::new();
+    let mut seen: std::collections::BTreeSet<(String, String)> = Default::default();
+    for server in servers {
+        for (r, vs, _) in bound(resources, instance, server) {
+            if !seen.insert((vs.namespace.clone(), vs.name.clone())) {
+                continue;
+            }
+            let s = subject(r);
+            for (i, rule) in vs.spec.tcp.iter().enumerate() {
+                let applies = rule.matches.is_empty()
+                    || rule.matches.iter().any(|m| {
+                        matches_gateway(&m.gateways, &vs.namespace, server) && m.port.is_none_or(|p| p == u32::from(port))
+                    });
+                if !applies {
+                    continue;
+                }
+                let forward = l4_forward(&s, &format!("spec.tcp[{i}]"), &rule.route, &vs.namespace, registry, diags);
+                out.push(TcpRoute { virtual_service: format!("{}/{}", vs.namespace, vs.name), forward });
+            }
+        }
+    }
+    out
+}

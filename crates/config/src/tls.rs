@@ -1,0 +1,179 @@
+//! TLS and layer-4 parts of the snapshot: filter chains chosen by SNI on TLS ports, what they
+//! do with the connection (terminate, or pass it through), and TCP/TLS routes.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::snapshot::{Forward, VirtualHosts};
+
+/// One Gateway server on a TLS port (protocol HTTPS or TLS), chosen by the SNI of the
+/// ClientHello: an exact name, then the longest `*.suffix`, then `*`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterChain {
+    /// Stable across reloads: `namespace/gateway/serverIndex`, so a connection finds its chain
+    /// again in a newer snapshot.
+    pub key: String,
+    /// SNI patterns: the server's hosts without their namespace part.
+    pub server_names: Vec<String>,
+    pub tls: ChainTls,
+    pub routes: ChainRoutes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainTls {
+    Terminate(TlsTermination),
+    Passthrough,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// SIMPLE: no client certificate is requested.
+    None,
+    /// MUTUAL: a valid client certificate is required.
+    Required,
+    /// OPTIONAL_MUTUAL: requested, verified if presented.
+    Optional,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum TlsVersion {
+    #[serde(rename = "TLSV1_2")]
+    V12,
+    #[serde(rename = "TLSV1_3")]
+    V13,
+}
+
+/// Where PEM data comes from. Secrets are inlined at compile time; files are read (and watched
+/// for rotation) by the data plane.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PemSource {
+    /// From a Secret: `namespace/name key`, and the bytes.
+    Inline {
+        origin: String,
+        #[serde(skip)]
+        pem: Vec<u8>,
+    },
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct CertificateSource {
+    pub certificate: PemSource,
+    pub private_key: PemSource,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsTermination {
+    pub client_auth: ClientAuth,
+    /// One or two certificates (RSA and ECDSA), chosen by what the client supports.
+    pub certificates: Vec<CertificateSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PemSource>,
+    pub min_version: TlsVersion,
+    pub max_version: TlsVersion,
+    /// rustls suite names, already mapped from the Envoy names written in the Gateway.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    /// Accepted client certificate SANs (MUTUAL); empty accepts any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainRoutes {
+    /// Terminated HTTPS: HTTP routing with this server's own route table.
+    Http(VirtualHosts),
+    /// Terminated TLS carrying TCP: the plaintext goes to `tcp` routes.
+    Tcp(Vec<TcpRoute>),
+    /// Passthrough: the encrypted bytes go where a `tls` route's SNI match says.
+    Tls(Vec<TlsRoute>),
+}
+
+/// A VirtualService `tcp[]` rule that applies to this listener.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpRoute {
+    pub virtual_service: String,
+    pub forward: Forward,
+}
+
+/// A VirtualService `tls[]` rule: SNI names and where they go.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsRoute {
+    pub virtual_service: String,
+    pub sni_hosts: Vec<String>,
+    pub forward: Forward,
+}
+
+/// Whether an SNI pattern (exact, `*.suffix` or `*`) covers a name.
+pub fn sni_covers(pattern: &str, name: &str) -> bool {
+    crate::hosts::covers(pattern, name)
+}
+
+impl TlsRoute {
+    pub fn matches(&self, sni: &str) -> bool {
+        self.sni_hosts.iter().any(|p| sni_covers(p, sni))
+    }
+}
+
+/// Picks the chain for an SNI: exact, then the longest wildcard, then `*`; a ClientHello
+/// without SNI takes the `*` chain (or the only chain), as Envoy's no-SNI fallback.
+pub fn choose_chain<'a>(chains: &'a [FilterChain], sni: Option<&str>) -> Option<&'a FilterChain> {
+    let sni = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+    let score = |pattern: &str| -> Option<usize> {
+        match &sni {
+            None => (pattern == "*").then_some(0),
+            Some(name) if pattern == name => Some(usize::MAX),
+            Some(name) if pattern == "*" => Some(0).filter(|_| !name.is_empty()),
+            Some(name) => sni_covers(pattern, name).then_some(pattern.len()),
+        }
+    };
+    let best = chains
+        .iter()
+        .filter_map(|c| c.server_names.iter().filter_map(|p| score(p)).max().map(|s| (s, c)))
+        .max_by_key(|(s, _)| *s)
+        .map(|(_, c)| c);
+    best.or_else(|| if sni.is_none() && chains.len() == 1 { chains.first() } else { None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(key: &str, names: &[&str]) -> FilterChain {
+        FilterChain {
+            key: key.into(),
+            server_names: names.iter().map(|s| s.to_string()).collect(),
+            tls: ChainTls::Passthrough,
+            routes: ChainRoutes::Tls(vec![]),
+        }
+    }
+
+    #[test]
+    fn chains_by_sni() {
+        let chains = vec![
+            chain("any", &["*"]),
+            chain("wild", &["*.example.com"]),
+            chain("deep", &["*.a.example.com"]),
+            chain("exact", &["a.example.com"]),
+        ];
+        let cases = [
+            (Some("a.example.com"), Some("exact")),
+            (Some("A.Example.com."), Some("exact")),
+            (Some("x.a.example.com"), Some("deep")),
+            (Some("b.example.com"), Some("wild")),
+            (Some("other.org"), Some("any")),
+            (None, Some("any")),
+        ];
+        for (sni, want) in cases {
+            assert_eq!(choose_chain(&chains, sni).map(|c| c.key.as_str()), want, "{sni:?}");
+        }
+        let only = vec![chain("only", &["a.example.com"])];
+        assert_eq!(choose_chain(&only, None).map(|c| c.key.as_str()), Some("only"));
+        assert!(choose_chain(&only, Some("b.example.com")).is_none());
+    }
+}
