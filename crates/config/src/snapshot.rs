@@ -56,10 +56,14 @@ impl Listener {
     pub fn http_routes(&self, chain: Option<&str>) -> Option<&VirtualHosts> {
         match chain {
             None => Some(&self.virtual_hosts),
-            Some(key) => self.chains.iter().find(|c| c.key == key).and_then(|c| match &c.routes {
-                crate::tls::ChainRoutes::Http(vh) => Some(vh),
-                _ => None,
-            }),
+            Some(key) => self
+                .chains
+                .iter()
+                .find(|c| c.key == key)
+                .and_then(|c| match &c.routes {
+                    crate::tls::ChainRoutes::Http(vh) => Some(vh),
+                    _ => None,
+                }),
         }
     }
 }

@@ -267,7 +267,11 @@ mod tests {
             (vs, "spec.tcp[0].match[0].sourceLabels", false),
             (Kind::Gateway, "spec.selector.app.kubernetes.io/name", true),
             (Kind::Gateway, "spec.servers[0].tls.mode", true),
-            (Kind::Gateway, "spec.servers[0].tls.verifyCertificateSpki[0]", false),
+            (
+                Kind::Gateway,
+                "spec.servers[0].tls.verifyCertificateSpki[0]",
+                false,
+            ),
             (Kind::DestinationRule, "spec.trafficPolicy", false),
             (
                 Kind::DestinationRule,

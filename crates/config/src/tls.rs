@@ -134,10 +134,22 @@ pub fn choose_chain<'a>(chains: &'a [FilterChain], sni: Option<&str>) -> Option<
     };
     let best = chains
         .iter()
-        .filter_map(|c| c.server_names.iter().filter_map(|p| score(p)).max().map(|s| (s, c)))
+        .filter_map(|c| {
+            c.server_names
+                .iter()
+                .filter_map(|p| score(p))
+                .max()
+                .map(|s| (s, c))
+        })
         .max_by_key(|(s, _)| *s)
         .map(|(_, c)| c);
-    best.or_else(|| if sni.is_none() && chains.len() == 1 { chains.first() } else { None })
+    best.or_else(|| {
+        if sni.is_none() && chains.len() == 1 {
+            chains.first()
+        } else {
+            None
+        }
+    })
 }
 
 #[cfg(test)]
@@ -170,10 +182,17 @@ mod tests {
             (None, Some("any")),
         ];
         for (sni, want) in cases {
-            assert_eq!(choose_chain(&chains, sni).map(|c| c.key.as_str()), want, "{sni:?}");
+            assert_eq!(
+                choose_chain(&chains, sni).map(|c| c.key.as_str()),
+                want,
+                "{sni:?}"
+            );
         }
         let only = vec![chain("only", &["a.example.com"])];
-        assert_eq!(choose_chain(&only, None).map(|c| c.key.as_str()), Some("only"));
+        assert_eq!(
+            choose_chain(&only, None).map(|c| c.key.as_str()),
+            Some("only")
+        );
         assert!(choose_chain(&only, Some("b.example.com")).is_none());
     }
 }

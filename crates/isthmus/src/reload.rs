@@ -1,14 +1,17 @@
 //! The reload path: sources -> build -> cluster state -> atomic swap -> listener diff.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use isthmus_admin::Status;
 use isthmus_api::{Diagnostic, Severity};
+use isthmus_config::snapshot::ListenerProtocol;
 use isthmus_config::{Instance, LastGood, build};
 use isthmus_proxy::listeners::Listeners;
 use isthmus_proxy::metrics::{ReloadLabels, SeverityLabels};
+use isthmus_proxy::tls::server_config;
 use isthmus_proxy::{Active, ClusterRegistry, Gateway};
 
 use crate::source::FileSource;
@@ -22,6 +25,21 @@ pub struct Controller {
     clusters: ClusterRegistry,
     last_good: LastGood,
     generation: u64,
+    /// Certificate files of the current configuration, with their modification time and size.
+    tls_files: Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
+}
+
+fn tls_fingerprints(files: &[PathBuf]) -> Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)> {
+    files
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok();
+            (
+                p.clone(),
+                meta.and_then(|m| Some((m.modified().ok()?, m.len()))),
+            )
+        })
+        .collect()
 }
 
 impl Controller {
@@ -41,6 +59,7 @@ impl Controller {
             clusters: ClusterRegistry::default(),
             last_good: LastGood::new(),
             generation: 0,
+            tls_files: Vec::new(),
         }
     }
 
@@ -61,11 +80,19 @@ impl Controller {
         self.last_good = b.accepted;
         self.generation += 1;
         let clusters = self.clusters.apply(&b.snapshot.clusters);
-        let ports: BTreeSet<u16> = b.snapshot.listeners.keys().copied().collect();
+        let ports: BTreeMap<u16, ListenerProtocol> = b
+            .snapshot
+            .listeners
+            .iter()
+            .map(|(p, l)| (*p, l.protocol))
+            .collect();
+        let tls = self.tls_configs(&b.snapshot, &mut diagnostics);
+        self.tls_files = tls_fingerprints(&server_config::files(&b.snapshot));
         self.gateway.active.store(Arc::new(Active {
             generation: self.generation,
             snapshot: Arc::new(b.snapshot),
             clusters,
+            tls,
         }));
         let report = self.listeners.apply(&ports);
         for (port, addr) in &report.started {
@@ -86,6 +113,48 @@ impl Controller {
             });
         }
         self.publish(diagnostics, report.failed.is_empty());
+    }
+
+    /// rustls configurations for the snapshot's terminating chains. A chain whose certificates
+    /// cannot be loaded keeps the configuration it had, if any: a bad rotation never takes a
+    /// working certificate down.
+    fn tls_configs(
+        &self,
+        snapshot: &isthmus_config::Snapshot,
+        diagnostics: &mut Vec<Diagnostic>,
+    ) -> HashMap<String, Arc<rustls::ServerConfig>> {
+        let built = server_config::build_all(snapshot);
+        let previous = self.gateway.active.load();
+        let mut configs = built.configs;
+        for (key, error) in built.errors {
+            let kept = previous.tls.get(&key).cloned();
+            let consequence = if kept.is_some() {
+                "the previous certificate keeps serving"
+            } else {
+                "the server refuses TLS connections"
+            };
+            diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: "-".into(),
+                line: 0,
+                resource: format!(
+                    "Gateway {}",
+                    key.rsplit_once('/').map_or(key.as_str(), |(g, _)| g)
+                ),
+                field: "-".into(),
+                message: format!("TLS for server {key}: {error}; {consequence}"),
+            });
+            if let Some(c) = kept {
+                configs.insert(key, c);
+            }
+        }
+        configs
+    }
+
+    /// Whether a certificate file changed since the last reload (rotation without a restart).
+    pub fn certificates_changed(&self) -> bool {
+        let files: Vec<PathBuf> = self.tls_files.iter().map(|(p, _)| p.clone()).collect();
+        tls_fingerprints(&files) != self.tls_files
     }
 
     fn publish(&self, diagnostics: Vec<Diagnostic>, all_bound: bool) {

@@ -57,9 +57,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     controller.reload();
 
+    // Certificate files may live outside the watched folders (mounted Secrets): poll them.
+    let mut certificates = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tokio::select! {
             Some(()) = changes.recv() => controller.reload(),
+            _ = certificates.tick() => {
+                if controller.certificates_changed() {
+                    tracing::info!("a certificate file changed: reloading");
+                    controller.reload();
+                }
+            }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 controller.reload();

@@ -31,12 +31,32 @@ use crate::{Active, ClusterState, Gateway, mirror, path};
 pub const SERVER_NAME: &str = "istio-envoy";
 
 /// What the connection knows about itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The Gateway port the connection arrived on (not the bound port).
     pub port: u16,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// TLS was terminated here.
+    pub secure: bool,
+    /// The filter chain that terminated TLS, whose route table serves the connection.
+    pub chain: Option<Arc<str>>,
+}
+
+impl ConnInfo {
+    pub fn plain(port: u16, peer: SocketAddr, local: SocketAddr) -> Self {
+        ConnInfo {
+            port,
+            peer,
+            local,
+            secure: false,
+            chain: None,
+        }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.secure { "https" } else { "http" }
+    }
 }
 
 /// What is recorded once the request is answered.
@@ -56,7 +76,7 @@ impl Outcome<'_> {
 
 pub async fn handle(
     gw: Arc<Gateway>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let active = gw.active.load_full();
@@ -86,7 +106,7 @@ fn local<'a>(
 async fn route_request<'a>(
     gw: &Arc<Gateway>,
     active: &'a Arc<Active>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
     if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
@@ -94,26 +114,34 @@ async fn route_request<'a>(
     }
     let start = SystemTime::now();
     let (mut parts, body) = req.into_parts();
-    let Some(listener) = active.snapshot.listeners.get(&conn.port) else {
+    let Some(table) = active
+        .snapshot
+        .listeners
+        .get(&conn.port)
+        .and_then(|l| l.http_routes(conn.chain.as_deref()))
+    else {
         return local(LocalReply::NoRoute, None);
     };
     // Route with borrowed views of the request; nothing is copied unless it must change.
     let (route, normalized) = {
         let authority = request_authority(&parts);
         let host = host_without_port(authority);
+        let Some(vhost) = table.find(&host) else {
+            return local(LocalReply::NoRoute, None);
+        };
+        if vhost.require_tls && !conn.secure {
+            return (https_redirect(&host, &parts), Outcome::none("-"));
+        }
         let norm = path::normalize(parts.uri.path());
         let view = RequestView {
             method: parts.method.as_str(),
-            scheme: "http",
+            scheme: conn.scheme(),
             authority,
             path: &norm,
             query: parts.uri.query(),
             headers: &parts.headers,
         };
-        let route = listener
-            .virtual_hosts
-            .find(&host)
-            .and_then(|vh| vh.find(&view));
+        let route = vhost.find(&view);
         let normalized = match norm {
             Cow::Owned(p) => Some(p),
             Cow::Borrowed(_) => None,
@@ -198,7 +226,7 @@ async fn forward<'a>(
     f: &'a Forward,
     parts: &mut http::request::Parts,
     body: Incoming,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     start: SystemTime,
     protocol: &'static str,
 ) -> (
@@ -294,7 +322,7 @@ fn prepare_request(
     route: &Route,
     f: &Forward,
     dest: &WeightedDestination,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     start: SystemTime,
     protocol: &'static str,
 ) {
@@ -426,9 +454,9 @@ fn grpc_abort(code: u32, _req: &HeaderMap) -> Response<ResponseBody> {
     r
 }
 
-fn redirect(r: &Redirect, parts: &http::request::Parts, conn: ConnInfo) -> Response<ResponseBody> {
+fn redirect(r: &Redirect, parts: &http::request::Parts, conn: &ConnInfo) -> Response<ResponseBody> {
     let input = RedirectInput {
-        scheme: "http",
+        scheme: conn.scheme(),
         authority: request_authority(parts),
         path: parts.uri.path(),
         query: parts.uri.query(),
@@ -438,6 +466,19 @@ fn redirect(r: &Redirect, parts: &http::request::Parts, conn: ConnInfo) -> Respo
     let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
     *resp.status_mut() = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
     if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
+    resp
+}
+
+/// `httpsRedirect`: a 301 to the same host (without its port) and path over https.
+fn https_redirect(host: &str, parts: &http::request::Parts) -> Response<ResponseBody> {
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{pq}")) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp.headers_mut()
@@ -500,7 +541,7 @@ fn set_path(parts: &mut http::request::Parts, path: &str, original: Option<&str>
     }
 }
 
-fn add_gateway_headers(headers: &mut HeaderMap, conn: ConnInfo) {
+fn add_gateway_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
     // Gateways use the peer address as the client (use_remote_address): append it.
     let peer = conn.peer.ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -510,7 +551,10 @@ fn add_gateway_headers(headers: &mut HeaderMap, conn: ConnInfo) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(conn.scheme()),
+    );
     if !headers.contains_key(&X_REQUEST_ID) {
         // A version-4 UUID from the thread-local generator: no system call per request.
         let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();

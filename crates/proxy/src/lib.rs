@@ -27,6 +27,8 @@ pub mod metrics;
 pub mod mirror;
 pub mod path;
 pub mod serve;
+pub mod tcp;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -41,6 +43,8 @@ pub struct Active {
     pub generation: u64,
     pub snapshot: Arc<Snapshot>,
     pub clusters: Vec<Arc<ClusterState>>,
+    /// rustls configurations of the snapshot's terminating filter chains, by chain key.
+    pub tls: std::collections::HashMap<String, Arc<rustls::ServerConfig>>,
 }
 
 /// Everything a request needs, shared by all connections.
@@ -68,6 +72,7 @@ impl Gateway {
                 generation: 0,
                 snapshot: Arc::new(Snapshot::default()),
                 clusters: Vec::new(),
+                tls: Default::default(),
             }),
             unknown_destination: metrics::DestinationLabels::unknown(),
             metrics: Metrics::new(),

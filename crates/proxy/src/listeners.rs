@@ -1,7 +1,7 @@
 //! The listener manager: one accept loop per Gateway port, started and stopped as the ports
 //! of the snapshot change, leaving the other listeners and their connections untouched.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,10 +14,12 @@ use tokio::sync::oneshot;
 use crate::Gateway;
 use crate::drain::{DrainTrigger, DrainWatch};
 use crate::handler::ConnInfo;
-use crate::serve;
+use crate::{serve, tcp, tls};
+use isthmus_config::snapshot::ListenerProtocol;
 
 struct Running {
     local: SocketAddr,
+    protocol: ListenerProtocol,
     stop: oneshot::Sender<()>,
     /// Held only to be dropped with the port: its connections then close gracefully.
     _closing: DrainTrigger,
@@ -59,14 +61,15 @@ impl Listeners {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], port)))
     }
 
-    /// Binds the ports in `wanted` that are not bound yet and stops those no longer wanted.
-    pub fn apply(&mut self, wanted: &BTreeSet<u16>) -> ApplyReport {
+    /// Binds the ports in `wanted` that are not bound yet and stops those no longer wanted
+    /// (or whose protocol changed, which needs a new accept loop).
+    pub fn apply(&mut self, wanted: &BTreeMap<u16, ListenerProtocol>) -> ApplyReport {
         let mut report = ApplyReport::default();
         let gone: Vec<u16> = self
             .running
-            .keys()
-            .filter(|p| !wanted.contains(p))
-            .copied()
+            .iter()
+            .filter(|(p, r)| wanted.get(p) != Some(&r.protocol))
+            .map(|(p, _)| *p)
             .collect();
         for port in gone {
             if let Some(r) = self.running.remove(&port) {
@@ -77,7 +80,7 @@ impl Listeners {
                 report.stopped.push(port);
             }
         }
-        for &port in wanted {
+        for (&port, &protocol) in wanted {
             if self.running.contains_key(&port) {
                 continue;
             }
@@ -92,6 +95,7 @@ impl Listeners {
                         self.builder.clone(),
                         listener,
                         port,
+                        protocol,
                         stopped,
                         [self.drain.watcher(), closing.watcher()],
                     ));
@@ -99,6 +103,7 @@ impl Listeners {
                         port,
                         Running {
                             local,
+                            protocol,
                             stop,
                             _closing: closing,
                         },
@@ -142,6 +147,7 @@ async fn accept_loop(
     builder: Arc<auto::Builder<TokioExecutor>>,
     listener: TcpListener,
     port: u16,
+    protocol: ListenerProtocol,
     mut stopped: oneshot::Receiver<()>,
     drain: [DrainWatch; 2],
 ) {
@@ -151,8 +157,20 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let local = stream.local_addr().unwrap_or(peer);
-                    let info = ConnInfo { port, peer, local };
-                    tokio::spawn(serve::connection(gw.clone(), builder.clone(), stream, info, drain.clone()));
+                    let info = ConnInfo::plain(port, peer, local);
+                    let (gw, builder, drain) = (gw.clone(), builder.clone(), drain.clone());
+                    match protocol {
+                        ListenerProtocol::Http => {
+                            let _ = stream.set_nodelay(true);
+                            tokio::spawn(serve::connection(gw, builder, stream, info, drain));
+                        }
+                        ListenerProtocol::Tls => {
+                            tokio::spawn(tls::serve::connection(gw, builder, stream, info, drain));
+                        }
+                        ListenerProtocol::Tcp => {
+                            tokio::spawn(tcp::connection(gw, stream, port));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

@@ -7,7 +7,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
 
 use crate::Gateway;
 use crate::drain::DrainWatch;
@@ -34,20 +33,23 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
-pub async fn connection(
+pub async fn connection<S>(
     gw: Arc<Gateway>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    stream: S,
     info: ConnInfo,
     drain: [DrainWatch; 2],
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let [mut shutdown, mut closing] = drain;
-    let _ = stream.set_nodelay(true);
+    let peer = info.peer;
+    let info = Arc::new(info);
     let counted = gw.clone();
     counted.metrics.active_connections.inc();
     let service = service_fn(move |req| {
-        let gw = gw.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(gw, info, req).await) }
+        let (gw, info) = (gw.clone(), info.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(gw, &info, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -64,6 +66,6 @@ pub async fn connection(
     };
     counted.metrics.active_connections.dec();
     if let Err(e) = result {
-        tracing::debug!(peer = %info.peer, "connection ended: {e}");
+        tracing::debug!(%peer, "connection ended: {e}");
     }
 }

@@ -16,8 +16,8 @@ use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
 use crate::snapshot::{Forward, WeightedDestination};
 use crate::tls::{
-    CertificateSource, ChainRoutes, ChainTls, ClientAuth, FilterChain, PemSource, TcpRoute, TlsRoute, TlsTermination,
-    TlsVersion,
+    CertificateSource, ChainRoutes, ChainTls, ClientAuth, FilterChain, PemSource, TcpRoute,
+    TlsRoute, TlsTermination, TlsVersion,
 };
 
 /// The filter chain of one HTTPS or TLS server.
@@ -33,15 +33,34 @@ pub fn chain(
     let Some(settings) = &server.server.tls else {
         diags.push(s.error(
             &format!("{}.tls", server.field),
-            format!("a {} server needs a tls block; server skipped", server.protocol),
+            format!(
+                "a {} server needs a tls block; server skipped",
+                server.protocol
+            ),
         ));
         return None;
     };
     let tls = termination(&s, &server.field, settings, resources, instance, diags)?;
     let routes = match (&tls, server.protocol.as_str()) {
-        (ChainTls::Passthrough, _) => ChainRoutes::Tls(tls_routes(resources, instance, port, server, registry, diags)),
-        (ChainTls::Terminate(_), "HTTPS") => ChainRoutes::Http(http_table(resources, instance, port, &[server], registry, diags)),
-        (ChainTls::Terminate(_), _) => ChainRoutes::Tcp(tcp_routes(resources, instance, port, &[server], registry, diags)),
+        (ChainTls::Passthrough, _) => ChainRoutes::Tls(tls_routes(
+            resources, instance, port, server, registry, diags,
+        )),
+        (ChainTls::Terminate(_), "HTTPS") => ChainRoutes::Http(http_table(
+            resources,
+            instance,
+            port,
+            &[server],
+            registry,
+            diags,
+        )),
+        (ChainTls::Terminate(_), _) => ChainRoutes::Tcp(tcp_routes(
+            resources,
+            instance,
+            port,
+            &[server],
+            registry,
+            diags,
+        )),
     };
     Some(FilterChain {
         key: server.key.clone(),
@@ -63,7 +82,11 @@ fn termination(
 ) -> Option<ChainTls> {
     let f = format!("{field}.tls");
     // Istio's TLSmode zero value is PASSTHROUGH: a tls block without a mode passes through.
-    let mode = t.mode.as_deref().unwrap_or("PASSTHROUGH").to_ascii_uppercase();
+    let mode = t
+        .mode
+        .as_deref()
+        .unwrap_or("PASSTHROUGH")
+        .to_ascii_uppercase();
     let client_auth = match mode.as_str() {
         "PASSTHROUGH" => return Some(ChainTls::Passthrough),
         "SIMPLE" => ClientAuth::None,
@@ -77,7 +100,10 @@ fn termination(
             return None;
         }
         other => {
-            diags.push(s.error(&format!("{f}.mode"), format!("unknown TLS mode {other:?}; server skipped")));
+            diags.push(s.error(
+                &format!("{f}.mode"),
+                format!("unknown TLS mode {other:?}; server skipped"),
+            ));
             return None;
         }
     };
@@ -89,13 +115,26 @@ fn termination(
         names.insert(0, n);
     }
     for (i, name) in names.iter().enumerate() {
-        let cf = if t.credential_name.is_some() && i == 0 { format!("{f}.credentialName") } else { format!("{f}.credentialNames") };
+        let cf = if t.credential_name.is_some() && i == 0 {
+            format!("{f}.credentialName")
+        } else {
+            format!("{f}.credentialNames")
+        };
         match secrets.certificate(name) {
             Ok((cert, key, secret_ca)) => {
-                certificates.push(CertificateSource { certificate: cert, private_key: key });
+                certificates.push(CertificateSource {
+                    certificate: cert,
+                    private_key: key,
+                });
                 ca = ca.or(secret_ca);
             }
-            Err(msg) => {
+            // A Secret that is not there yet is a reference to something not loaded (as a
+            // Service would be): the server waits for it, as Istio's does.
+            Err(SecretError::Missing(msg)) => {
+                diags.push(s.warning(&cf, msg));
+                return None;
+            }
+            Err(SecretError::Invalid(msg)) => {
                 diags.push(s.error(&cf, msg));
                 return None;
             }
@@ -103,11 +142,17 @@ fn termination(
     }
     for c in &t.tls_certificates {
         if let (Some(cert), Some(key)) = (&c.server_certificate, &c.private_key) {
-            certificates.push(CertificateSource { certificate: PemSource::File(cert.into()), private_key: PemSource::File(key.into()) });
+            certificates.push(CertificateSource {
+                certificate: PemSource::File(cert.into()),
+                private_key: PemSource::File(key.into()),
+            });
         }
     }
     if let (Some(cert), Some(key)) = (&t.server_certificate, &t.private_key) {
-        certificates.push(CertificateSource { certificate: PemSource::File(cert.into()), private_key: PemSource::File(key.into()) });
+        certificates.push(CertificateSource {
+            certificate: PemSource::File(cert.into()),
+            private_key: PemSource::File(key.into()),
+        });
     }
     if certificates.is_empty() {
         diags.push(s.error(
@@ -119,7 +164,10 @@ fn termination(
     if let Some(n) = t.ca_cert_credential_name.as_deref() {
         match secrets.ca(n) {
             Some(p) => ca = Some(p),
-            None => diags.push(s.error(&format!("{f}.caCertCredentialName"), format!("no Secret {}/{n} with ca.crt or cacert", instance.namespace))),
+            None => diags.push(s.error(
+                &format!("{f}.caCertCredentialName"),
+                format!("no Secret {}/{n} with ca.crt or cacert", instance.namespace),
+            )),
         }
     }
     if let Some(path) = &t.ca_certificates {
@@ -129,19 +177,39 @@ fn termination(
         diags.push(s.error(&f, format!("{mode} needs a CA to verify client certificates (caCertificates, ca.crt in the Secret, or a <name>-cacert Secret); server skipped")));
         return None;
     }
-    let version = |v: Option<&String>, field: &str, default: TlsVersion, diags: &mut Vec<Diagnostic>| match v.map(|v| v.to_ascii_uppercase()).as_deref() {
-        None | Some("TLS_AUTO") => default,
-        Some("TLSV1_2") => TlsVersion::V12,
-        Some("TLSV1_3") => TlsVersion::V13,
-        Some(other) => {
-            diags.push(s.warning(&format!("{f}.{field}"), format!("{other} is not offered (TLS 1.2 is the lowest version served)")));
-            TlsVersion::V12
-        }
-    };
-    let min_version = version(t.min_protocol_version.as_ref(), "minProtocolVersion", TlsVersion::V12, diags);
-    let max_version = version(t.max_protocol_version.as_ref(), "maxProtocolVersion", TlsVersion::V13, diags);
+    let version =
+        |v: Option<&String>, field: &str, default: TlsVersion, diags: &mut Vec<Diagnostic>| match v
+            .map(|v| v.to_ascii_uppercase())
+            .as_deref()
+        {
+            None | Some("TLS_AUTO") => default,
+            Some("TLSV1_2") => TlsVersion::V12,
+            Some("TLSV1_3") => TlsVersion::V13,
+            Some(other) => {
+                diags.push(s.warning(
+                    &format!("{f}.{field}"),
+                    format!("{other} is not offered (TLS 1.2 is the lowest version served)"),
+                ));
+                TlsVersion::V12
+            }
+        };
+    let min_version = version(
+        t.min_protocol_version.as_ref(),
+        "minProtocolVersion",
+        TlsVersion::V12,
+        diags,
+    );
+    let max_version = version(
+        t.max_protocol_version.as_ref(),
+        "maxProtocolVersion",
+        TlsVersion::V13,
+        diags,
+    );
     if min_version > max_version {
-        diags.push(s.error(&f, "minProtocolVersion is above maxProtocolVersion; server skipped"));
+        diags.push(s.error(
+            &f,
+            "minProtocolVersion is above maxProtocolVersion; server skipped",
+        ));
         return None;
     }
     let mut cipher_suites = Vec::new();
@@ -178,6 +246,11 @@ fn cipher_suite(name: &str) -> Option<&'static str> {
     })
 }
 
+enum SecretError {
+    Missing(String),
+    Invalid(String),
+}
+
 /// Kubernetes Secrets of the instance's namespace, where Istio looks for `credentialName`.
 struct Secrets<'a> {
     namespace: &'a str,
@@ -204,25 +277,45 @@ impl<'a> Secrets<'a> {
                 return Some((k.to_string(), v.clone().into_bytes()));
             }
             let v = secret.data.get(*k)?;
-            let bytes = base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()?;
             Some((k.to_string(), bytes))
         })
     }
 
     fn inline(&self, name: &str, keys: &[&str]) -> Option<PemSource> {
-        self.value(name, keys).map(|(k, pem)| PemSource::Inline { origin: format!("Secret {}/{name} {k}", self.namespace), pem })
+        self.value(name, keys).map(|(k, pem)| PemSource::Inline {
+            origin: format!("Secret {}/{name} {k}", self.namespace),
+            pem,
+        })
     }
 
-    fn certificate(&self, name: &str) -> Result<(PemSource, PemSource, Option<PemSource>), String> {
+    fn certificate(
+        &self,
+        name: &str,
+    ) -> Result<(PemSource, PemSource, Option<PemSource>), SecretError> {
         if !self.by_name.contains_key(name) {
-            return Err(format!(
-                "Secret {}/{name} is not among the loaded resources (credentialName is looked up in the gateway's namespace, --namespace); server skipped",
+            return Err(SecretError::Missing(format!(
+                "Secret {}/{name} is not among the loaded resources (credentialName is looked up in the gateway's namespace, --namespace); the server is not served until it is",
                 self.namespace
-            ));
+            )));
         }
-        let cert = self.inline(name, &["tls.crt", "cert"]).ok_or_else(|| format!("Secret {}/{name} has no tls.crt (or cert) key; server skipped", self.namespace))?;
-        let key = self.inline(name, &["tls.key", "key"]).ok_or_else(|| format!("Secret {}/{name} has no tls.key (or key) key; server skipped", self.namespace))?;
-        let ca = self.inline(name, &["ca.crt", "cacert"]).or_else(|| self.ca(&format!("{name}-cacert")));
+        let invalid = |what: &str| {
+            SecretError::Invalid(format!(
+                "Secret {}/{name} has no {what}; server skipped",
+                self.namespace
+            ))
+        };
+        let cert = self
+            .inline(name, &["tls.crt", "cert"])
+            .ok_or_else(|| invalid("tls.crt (or cert) key"))?;
+        let key = self
+            .inline(name, &["tls.key", "key"])
+            .ok_or_else(|| invalid("tls.key (or key) key"))?;
+        let ca = self
+            .inline(name, &["ca.crt", "cacert"])
+            .or_else(|| self.ca(&format!("{name}-cacert")));
         Ok((cert, key, ca))
     }
 
@@ -240,10 +333,20 @@ fn bound<'a>(
     resources
         .iter()
         .filter_map(|r| match r {
-            Resource::VirtualService(vs) if instance.sees(&vs.namespace, &vs.spec.export_to) => Some((*r, vs)),
+            Resource::VirtualService(vs) if instance.sees(&vs.namespace, &vs.spec.export_to) => {
+                Some((*r, vs))
+            }
             _ => None,
         })
-        .filter(|(_, vs)| vs.spec.gateways.iter().any(|g| gateway_ref(g, &vs.namespace) == (server.gateway_ns.to_string(), server.gateway_name.to_string())))
+        .filter(|(_, vs)| {
+            vs.spec.gateways.iter().any(|g| {
+                gateway_ref(g, &vs.namespace)
+                    == (
+                        server.gateway_ns.to_string(),
+                        server.gateway_name.to_string(),
+                    )
+            })
+        })
         .filter_map(|(r, vs)| {
             let hosts: Vec<String> = vs
                 .spec
@@ -264,7 +367,14 @@ fn bound<'a>(
 }
 
 fn matches_gateway(gateways: &[String], vs_ns: &str, server: &ServerRef<'_>) -> bool {
-    gateways.is_empty() || gateways.iter().any(|g| gateway_ref(g, vs_ns) == (server.gateway_ns.to_string(), server.gateway_name.to_string()))
+    gateways.is_empty()
+        || gateways.iter().any(|g| {
+            gateway_ref(g, vs_ns)
+                == (
+                    server.gateway_ns.to_string(),
+                    server.gateway_name.to_string(),
+                )
+        })
 }
 
 fn l4_forward(
@@ -281,9 +391,26 @@ fn l4_forward(
         .enumerate()
         .map(|(j, d)| {
             let dest = d.destination.clone().unwrap_or_default();
-            let (cluster_name, cluster) = resolve(s, &format!("{field}.route[{j}].destination"), &dest, ns, registry, diags);
-            let weight = if single { 1 } else { u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0) };
-            WeightedDestination { cluster_name, cluster, weight, headers: Default::default(), authority: None }
+            let (cluster_name, cluster) = resolve(
+                s,
+                &format!("{field}.route[{j}].destination"),
+                &dest,
+                ns,
+                registry,
+                diags,
+            );
+            let weight = if single {
+                1
+            } else {
+                u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0)
+            };
+            WeightedDestination {
+                cluster_name,
+                cluster,
+                weight,
+                headers: Default::default(),
+                authority: None,
+            }
         })
         .collect();
     Forward::new(dests)
@@ -304,7 +431,9 @@ fn tls_routes(
         for (i, rule) in vs.spec.tls.iter().enumerate() {
             let mut sni = Vec::new();
             for m in &rule.matches {
-                if !matches_gateway(&m.gateways, &vs.namespace, server) || m.port.is_some_and(|p| p != u32::from(port)) {
+                if !matches_gateway(&m.gateways, &vs.namespace, server)
+                    || m.port.is_some_and(|p| p != u32::from(port))
+                {
                     continue;
                 }
                 for name in &m.sni_hosts {
@@ -317,8 +446,19 @@ fn tls_routes(
             }
             sni.sort();
             sni.dedup();
-            let forward = l4_forward(&s, &format!("spec.tls[{i}]"), &rule.route, &vs.namespace, registry, diags);
-            out.push(TlsRoute { virtual_service: format!("{}/{}", vs.namespace, vs.name), sni_hosts: sni, forward });
+            let forward = l4_forward(
+                &s,
+                &format!("spec.tls[{i}]"),
+                &rule.route,
+                &vs.namespace,
+                registry,
+                diags,
+            );
+            out.push(TlsRoute {
+                virtual_service: format!("{}/{}", vs.namespace, vs.name),
+                sni_hosts: sni,
+                forward,
+            });
         }
     }
     out
@@ -344,13 +484,24 @@ pub fn tcp_routes(
             for (i, rule) in vs.spec.tcp.iter().enumerate() {
                 let applies = rule.matches.is_empty()
                     || rule.matches.iter().any(|m| {
-                        matches_gateway(&m.gateways, &vs.namespace, server) && m.port.is_none_or(|p| p == u32::from(port))
+                        matches_gateway(&m.gateways, &vs.namespace, server)
+                            && m.port.is_none_or(|p| p == u32::from(port))
                     });
                 if !applies {
                     continue;
                 }
-                let forward = l4_forward(&s, &format!("spec.tcp[{i}]"), &rule.route, &vs.namespace, registry, diags);
-                out.push(TcpRoute { virtual_service: format!("{}/{}", vs.namespace, vs.name), forward });
+                let forward = l4_forward(
+                    &s,
+                    &format!("spec.tcp[{i}]"),
+                    &rule.route,
+                    &vs.namespace,
+                    registry,
+                    diags,
+                );
+                out.push(TcpRoute {
+                    virtual_service: format!("{}/{}", vs.namespace, vs.name),
+                    forward,
+                });
             }
         }
     }

@@ -66,8 +66,13 @@ pub fn collect<'a>(
                 continue;
             };
             let protocol = port.protocol.as_deref().unwrap_or("").to_ascii_uppercase();
-            let Some(fam) = family(&protocol) else { continue };
-            let entry = ports.entry(number).or_insert_with(|| PortServers { protocol: fam, servers: Vec::new() });
+            let Some(fam) = family(&protocol) else {
+                continue;
+            };
+            let entry = ports.entry(number).or_insert_with(|| PortServers {
+                protocol: fam,
+                servers: Vec::new(),
+            });
             if entry.protocol != fam {
                 diags.push(s.error(
                     &format!("{field}.port"),
@@ -84,7 +89,11 @@ pub fn collect<'a>(
                 gw.name,
                 port.name.clone().unwrap_or_else(|| number.to_string())
             );
-            let hosts: Vec<ServerHost> = server.hosts.iter().map(|h| parse_server_host(h, &gw.namespace)).collect();
+            let hosts: Vec<ServerHost> = server
+                .hosts
+                .iter()
+                .map(|h| parse_server_host(h, &gw.namespace))
+                .collect();
             if fam == ListenerProtocol::Http {
                 for other in &entry.servers {
                     for (h, parsed) in server.hosts.iter().zip(&hosts) {

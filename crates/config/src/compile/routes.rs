@@ -55,7 +55,8 @@ pub fn bind(
         };
         match p.protocol {
             ListenerProtocol::Http => {
-                listener.virtual_hosts = http_table(resources, instance, *port, &all, registry, diags);
+                listener.virtual_hosts =
+                    http_table(resources, instance, *port, &all, registry, diags);
             }
             ListenerProtocol::Tls => {
                 listener.chains = p
@@ -88,11 +89,23 @@ pub(super) fn http_table(
     // domain -> routes, in VirtualService creation order.
     let mut domains: BTreeMap<String, Vec<Route>> = BTreeMap::new();
     for r in resources {
-        let Resource::VirtualService(vs) = r else { continue };
+        let Resource::VirtualService(vs) = r else {
+            continue;
+        };
         if !instance.sees(&vs.namespace, &vs.spec.export_to) {
             continue;
         }
-        bind_one(r, vs, resources, port, servers, instance, registry, &mut domains, diags);
+        bind_one(
+            r,
+            vs,
+            resources,
+            port,
+            servers,
+            instance,
+            registry,
+            &mut domains,
+            diags,
+        );
     }
     let mut redirect_hosts: BTreeSet<String> = BTreeSet::new();
     for s in servers.iter().filter(|s| s.https_redirect()) {
@@ -104,7 +117,9 @@ pub(super) fn http_table(
     let hosts = domains
         .into_iter()
         .map(|(domain, routes)| VirtualHost {
-            require_tls: redirect_hosts.iter().any(|h| crate::hosts::covers(h, &domain)),
+            require_tls: redirect_hosts
+                .iter()
+                .any(|h| crate::hosts::covers(h, &domain)),
             domain,
             routes: catch_alls_last(routes),
         })

@@ -1,0 +1,97 @@
+//! Serving a TLS port: read the ClientHello, choose the filter chain by SNI in the current
+//! snapshot, then terminate TLS (and serve HTTP, or splice TCP) or pass the bytes through.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use isthmus_config::tls::{ChainRoutes, ChainTls, choose_chain};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::client_hello;
+use super::prefixed::Prefixed;
+use crate::drain::DrainWatch;
+use crate::handler::ConnInfo;
+use crate::{Gateway, serve, tcp};
+
+/// A client has this long to send its ClientHello and finish the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn connection(
+    gw: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stream: TcpStream,
+    mut info: ConnInfo,
+    drain: [DrainWatch; 2],
+) {
+    let _ = stream.set_nodelay(true);
+    let mut head = Vec::new();
+    let hello = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        client_hello::read(&mut stream, &mut head),
+    )
+    .await
+    {
+        Ok(Ok(Some(h))) => h,
+        _ => return,
+    };
+    let active = gw.active.load_full();
+    let Some(chain) = active
+        .snapshot
+        .listeners
+        .get(&info.port)
+        .and_then(|l| choose_chain(&l.chains, hello.sni.as_deref()))
+    else {
+        // No chain for this name: Envoy closes the connection.
+        tracing::debug!(port = info.port, sni = ?hello.sni, "no filter chain matches");
+        return;
+    };
+    let io = Prefixed::new(head, stream);
+    match &chain.tls {
+        ChainTls::Passthrough => {
+            let ChainRoutes::Tls(routes) = &chain.routes else {
+                return;
+            };
+            let Some(sni) = hello.sni.as_deref() else {
+                return;
+            };
+            let Some(route) = routes.iter().find(|r| r.matches(sni)) else {
+                tracing::debug!(port = info.port, sni, "no tls route matches");
+                return;
+            };
+            tcp::splice(&gw, &active, &route.forward, io).await;
+        }
+        ChainTls::Terminate(_) => {
+            let Some(config) = active.tls.get(&chain.key).cloned() else {
+                return;
+            };
+            let tls =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(io))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %info.peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            match &chain.routes {
+                ChainRoutes::Http(_) => {
+                    info.secure = true;
+                    info.chain = Some(chain.key.as_str().into());
+                    drop(active);
+                    serve::connection(gw, builder, tls, info, drain).await;
+                }
+                ChainRoutes::Tcp(routes) => {
+                    if let Some(r) = routes.first() {
+                        tcp::splice(&gw, &active, &r.forward, tls).await;
+                    }
+                }
+                ChainRoutes::Tls(_) => {}
+            }
+        }
+    }
+}
