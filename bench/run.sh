@@ -17,6 +17,10 @@
 #   WARMUP       seconds of the discarded warm-up run             (default 2)
 #   ISTHMUS_BIN  Isthmus binary (built with `cargo build --release` if missing)
 #                                                                 (default <repo>/target/release/isthmus)
+#   TLS          1: clients speak HTTPS (TLS 1.3, one ECDSA P-256 certificate for every
+#                  proxy) and the proxies terminate it; upstreams stay plaintext (default 0)
+#   NEW_CONN     1: every request on a new connection (Connection: close), so req/s with
+#                  TLS=1 is full TLS handshakes per second                   (default 0)
 #   OUT          if set, also write every run's raw numbers to this TSV file
 #   KEEP_TMP     if 1, keep the temp dir (configs, logs, wrk output) and print its path
 #   PROXY_CPU / LOAD_CPU   cores for the proxy / for wrk+backend  (default 1 / 0)
@@ -38,6 +42,10 @@ CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-2}
 ISTHMUS_BIN=${ISTHMUS_BIN:-$ROOT/target/release/isthmus}
 OUT=${OUT:-}
+TLS=${TLS:-0}
+NEW_CONN=${NEW_CONN:-0}
+SCHEME=http
+[[ $TLS == 1 ]] && SCHEME=https
 KEEP_TMP=${KEEP_TMP:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
@@ -198,7 +206,7 @@ wait_route() {
     deadline=$((SECONDS + READY_TIMEOUT))
     while ((SECONDS < deadline)); do
         [[ -d /proc/$pid ]] || { tail -n 20 "$WORK/$name.log" >&2; die "$name exited during start-up"; }
-        if body=$(curl -sf --max-time 1 -H "Host: $HOST_HEADER" "$url" 2>/dev/null) && [[ $body == ok ]]; then
+        if body=$(curl -skf --max-time 1 -H "Host: $HOST_HEADER" "$url" 2>/dev/null) && [[ $body == ok ]]; then
             return 0
         fi
         sleep 0.1
@@ -277,7 +285,8 @@ $(nginx_temp_paths nginx)
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$NGINX_PORT$( [[ $TLS == 1 ]] && echo " ssl");
+$(tls_nginx_lines)
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -289,6 +298,21 @@ $(nginx_temp_paths nginx)
 }
 EOF
     } >"$WORK/nginx.conf"
+}
+
+# One certificate for every proxy: ECDSA P-256, as the performance guide asks.
+make_cert() {
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" -subj "/CN=$HOST_HEADER" \
+        -addext "subjectAltName=DNS:$HOST_HEADER" >/dev/null 2>&1 || die "openssl could not make a certificate"
+    cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/tls/combined.pem"
+}
+
+tls_nginx_lines() {
+    [[ $TLS == 1 ]] || return 0
+    printf '        ssl_certificate %s;\n        ssl_certificate_key %s;\n        ssl_protocols TLSv1.3;\n' \
+        "$WORK/tls/cert.pem" "$WORK/tls/key.pem"
 }
 
 # No "log" lines anywhere: HAProxy then logs nothing.
@@ -308,7 +332,7 @@ defaults
     timeout http-keep-alive 75s
 
 frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$HAPROXY_PORT$( [[ $TLS == 1 ]] && echo " ssl crt $WORK/tls/combined.pem ssl-min-ver TLSv1.3")
     default_backend be
 
 backend be
@@ -344,6 +368,18 @@ EOF
 EOF
 }
 
+isthmus_server() {
+    if [[ $TLS == 1 ]]; then
+        cat <<EOF
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, serverCertificate: $WORK/tls/cert.pem, privateKey: $WORK/tls/key.pem, minProtocolVersion: TLSV1_3}
+EOF
+    else
+        printf '  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ["*"]\n'
+    fi
+}
+
 isthmus_common() {
     cat <<EOF
 apiVersion: networking.istio.io/v1
@@ -352,8 +388,7 @@ metadata: {name: bench-gw, namespace: default}
 spec:
   selector: {istio: ingressgateway}
   servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: ["*"]
+$(isthmus_server)
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -374,6 +409,7 @@ EOF
 }
 
 write_configs() {
+    [[ $TLS == 1 ]] && make_cert
     write_backend_conf
     has_proxy nginx && write_nginx_conf
     has_proxy haproxy && write_haproxy_conf
@@ -410,18 +446,19 @@ start_proxy() {
         ;;
     nginx)
         start_bg nginx taskset -c "$PROXY_CPU" nginx -e "$WORK/nginx/error.log" -c "$WORK/nginx.conf"
-        PROXY_URL="http://127.0.0.1:$NGINX_PORT/"
+        PROXY_URL="$SCHEME://127.0.0.1:$NGINX_PORT/"
         ;;
     haproxy)
         # -db: stay in the foreground as a single process (no master/worker).
         start_bg haproxy taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg"
-        PROXY_URL="http://127.0.0.1:$HAPROXY_PORT/"
+        PROXY_URL="$SCHEME://127.0.0.1:$HAPROXY_PORT/"
         ;;
     isthmus | isthmus-rich)
         start_bg "$1" env ISTHMUS_WORKERS=1 RUST_LOG=warn \
             taskset -c "$PROXY_CPU" "$ISTHMUS_BIN" run --config "$WORK/$1" \
-            --bind "80=127.0.0.1:$ISTHMUS_PORT" --admin "127.0.0.1:$ISTHMUS_ADMIN_PORT"
-        PROXY_URL="http://127.0.0.1:$ISTHMUS_PORT/"
+            --bind "80=127.0.0.1:$ISTHMUS_PORT" --bind "443=127.0.0.1:$ISTHMUS_PORT" \
+            --admin "127.0.0.1:$ISTHMUS_ADMIN_PORT"
+        PROXY_URL="$SCHEME://127.0.0.1:$ISTHMUS_PORT/"
         if ! wait_ok "$LAST_PID" "http://127.0.0.1:$ISTHMUS_ADMIN_PORT/healthz/ready"; then
             tail -n 20 "$WORK/$1.log" >&2
             die "isthmus not ready on :$ISTHMUS_ADMIN_PORT/healthz/ready within ${READY_TIMEOUT}s"
@@ -447,8 +484,10 @@ stop_proxy() {
 # wrk runs in the background and we `wait` for it, so an INT/TERM sent to
 # this script runs the cleanup trap at once instead of after the load ends.
 run_wrk() { # seconds url outfile
+    local close=()
+    [[ $NEW_CONN == 1 ]] && close=(-H "Connection: close")
     taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$1"s --latency \
-        -H "Host: $HOST_HEADER" "$2" >"$3" 2>&1 &
+        -H "Host: $HOST_HEADER" "${close[@]}" "$2" >"$3" 2>&1 &
     WRK_PID=$!
     if ! wait "$WRK_PID"; then WRK_PID=""; cat "$3" >&2; die "wrk failed"; fi
     WRK_PID=""
@@ -548,6 +587,7 @@ print_header() {
     echo "  isthmus:  $isthmus_info"
     echo "  load:     wrk -t1 -c$CONNECTIONS -d${DURATION}s (after ${WARMUP}s warm-up), Host: $HOST_HEADER, 1 route -> 1 upstream"
     echo "  pinning:  proxy on core $PROXY_CPU; wrk + backend nginx on core $LOAD_CPU; 1 worker per proxy"
+    echo "  client:   $SCHEME$( [[ $TLS == 1 ]] && echo " (TLS 1.3, ECDSA P-256, same certificate everywhere)")$( [[ $NEW_CONN == 1 ]] && echo ", a new connection per request (req/s = handshakes/s)" || echo ", keep-alive")"
     echo "  machine:  $IDLE_NOTE"
     echo "  runs:     $RUNS per proxy, interleaved; medians shown (each column's median taken separately)"
     echo "  NOTE: latency is CLOSED-LOOP (wrk waits for each response before sending the next"
