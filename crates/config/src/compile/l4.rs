@@ -9,12 +9,12 @@ use isthmus_api::istio::virtual_service::{RouteDestination, VirtualServiceSpec};
 use isthmus_api::{Diagnostic, Object, Resource};
 
 use super::listeners::ServerRef;
-use super::routes::{gateway_ref, http_table, resolve};
+use super::routes::{gateway_ref, http_table, weighted_destination};
 use super::services::Registry;
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
-use crate::snapshot::{Forward, WeightedDestination};
+use crate::snapshot::Forward;
 use crate::tls::{
     CertificateSource, ChainRoutes, ChainTls, ClientAuth, FilterChain, PemSource, TcpRoute,
     TlsRoute, TlsTermination, TlsVersion,
@@ -385,32 +385,22 @@ fn l4_forward(
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Forward {
-    let single = dests.len() == 1;
+    let count = dests.len();
     let dests = dests
         .iter()
         .enumerate()
         .map(|(j, d)| {
-            let dest = d.destination.clone().unwrap_or_default();
-            let (cluster_name, cluster) = resolve(
+            weighted_destination(
                 s,
-                &format!("{field}.route[{j}].destination"),
-                &dest,
+                field,
+                j,
+                count,
+                d.destination.as_ref(),
+                d.weight,
                 ns,
                 registry,
                 diags,
-            );
-            let weight = if single {
-                1
-            } else {
-                u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0)
-            };
-            WeightedDestination {
-                cluster_name,
-                cluster,
-                weight,
-                headers: Default::default(),
-                authority: None,
-            }
+            )
         })
         .collect();
     Forward::new(dests)

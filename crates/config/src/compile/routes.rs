@@ -316,6 +316,43 @@ pub(super) fn resolve(
     }
 }
 
+/// Destination `j` of `count` in a route: its cluster, and its weight (a lone destination
+/// takes all traffic whatever its weight, as in Istio).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn weighted_destination(
+    s: &Subject<'_>,
+    field: &str,
+    j: usize,
+    count: usize,
+    dest: Option<&Destination>,
+    weight: Option<i32>,
+    ns: &str,
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> WeightedDestination {
+    let dest = dest.cloned().unwrap_or_default();
+    let (cluster_name, cluster) = resolve(
+        s,
+        &format!("{field}.route[{j}].destination"),
+        &dest,
+        ns,
+        registry,
+        diags,
+    );
+    let weight = if count == 1 {
+        1
+    } else {
+        u32::try_from(weight.unwrap_or(0)).unwrap_or(0)
+    };
+    WeightedDestination {
+        cluster_name,
+        cluster,
+        weight,
+        headers: Default::default(),
+        authority: None,
+    }
+}
+
 fn forward(
     s: &Subject<'_>,
     field: &str,
@@ -324,34 +361,25 @@ fn forward(
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> Forward {
-    let single = route.route.len() == 1;
+    let count = route.route.len();
     let dests = route
         .route
         .iter()
         .enumerate()
         .map(|(j, d)| {
-            let dest = d.destination.clone().unwrap_or_default();
-            let (cluster_name, cluster) = resolve(
+            let mut wd = weighted_destination(
                 s,
-                &format!("{field}.route[{j}].destination"),
-                &dest,
+                field,
+                j,
+                count,
+                d.destination.as_ref(),
+                d.weight,
                 ns,
                 registry,
                 diags,
             );
-            let weight = if single {
-                1
-            } else {
-                u32::try_from(d.weight.unwrap_or(0)).unwrap_or(0)
-            };
-            let (headers, authority) = actions::header_edits(d.headers.as_ref());
-            WeightedDestination {
-                cluster_name,
-                cluster,
-                weight,
-                headers,
-                authority,
-            }
+            (wd.headers, wd.authority) = actions::header_edits(d.headers.as_ref());
+            wd
         })
         .collect();
     let mut mirrors = Vec::new();
