@@ -13,7 +13,7 @@ mod listeners;
 mod routes;
 mod services;
 
-pub use actions::{grpc_code, parse_retry_on};
+pub use actions::{grpc_code, parse_retry_on, read_body_file};
 
 use isthmus_api::{Diagnostic, Resource};
 

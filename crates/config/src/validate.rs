@@ -502,11 +502,21 @@ fn route_actions(s: &Subject<'_>, f: &str, route: &HttpRoute, out: &mut Vec<Diag
             Some(_) => {}
         }
         if let Some(b) = &d.body {
-            if b.string.is_some() && b.bytes.is_some() {
+            let set = [b.string.is_some(), b.bytes.is_some(), b.filename.is_some()];
+            if set.iter().filter(|x| **x).count() > 1 {
                 out.push(s.error(
                     &format!("{df}.body"),
-                    "string and bytes are mutually exclusive",
+                    "string, bytes and filename are mutually exclusive",
                 ));
+            }
+            if let Some(name) = &b.filename {
+                let base = std::path::Path::new(&*s.origin.file)
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default();
+                if let Err(e) = crate::compile::read_body_file(&base, name) {
+                    out.push(s.error(&format!("{df}.body.filename"), e));
+                }
             }
             let len = match (&b.string, &b.bytes) {
                 (Some(t), _) => Some(t.len()),

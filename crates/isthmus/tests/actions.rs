@@ -533,6 +533,44 @@ async fn direct_responses_answer_status_and_body_without_an_upstream() {
     }
 }
 
+/// `body.filename` (an Isthmus extension: Envoy's DataSource filename) is read when the
+/// configuration is applied, relative to the YAML file; a missing file is an error naming it.
+#[tokio::test]
+async fn direct_response_bodies_can_come_from_a_file() {
+    let http = "  - directResponse: {status: 200, body: {filename: page.html}}\n";
+    let files = [
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
+        (
+            "vs.yaml".to_string(),
+            virtual_service("vs", "default", &["f.example.com"], &["gw"], http),
+        ),
+        (
+            "page.html".to_string(),
+            "<h1>maintenance</h1>\n".to_string(),
+        ),
+    ];
+    let g = start_files(&files).await;
+    let r = get(&g.url(80, "/").await, "f.example.com", &[]).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "<h1>maintenance</h1>\n"));
+
+    let http = "  - directResponse: {status: 200, body: {filename: missing.html}}\n";
+    let out = validate_files(&[
+        ("gw.yaml", &gateway(&[(80, &["*"])])),
+        (
+            "vs.yaml",
+            &virtual_service("vs", "default", &["f.example.com"], &["gw"], http),
+        ),
+    ]);
+    assert_eq!(out.code, Some(1), "{:?}", out.lines);
+    let want = format!("{}:", out.file("vs.yaml"));
+    assert!(
+        out.lines.iter().any(|l| l.starts_with(&want)
+            && l.contains(": error: VirtualService default/vs: spec.http[0].directResponse.body.filename: cannot read ")),
+        "{:?}",
+        out.lines
+    );
+}
+
 /// A VirtualService for `host` with one direct response whose body is `size` bytes.
 fn direct_body_vs(name: &str, host: &str, size: usize) -> String {
     virtual_service(

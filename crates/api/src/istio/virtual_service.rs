@@ -138,6 +138,9 @@ pub struct HttpBody {
     pub string: Option<String>,
     /// Base64 in YAML.
     pub bytes: Option<String>,
+    /// Isthmus extension (Envoy's `DataSource.filename`): the body is this file's content, read
+    /// when the configuration is applied. Relative paths are relative to the YAML file.
+    pub filename: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -143,10 +143,34 @@ pub fn redirect(r: &HttpRedirect, uri: Option<&StringMatch>) -> Redirect {
 }
 
 /// The body of a direct response; `None` if it is invalid (validation reported it).
-pub fn direct_response(d: &HttpDirectResponse) -> Option<DirectResponse> {
+/// The content of a direct response's `body.filename`, at most [`MAX_DIRECT_BODY`] bytes.
+/// Relative names are relative to `base` (the folder of the YAML file that names it).
+pub fn read_body_file(base: &std::path::Path, name: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let path = base.join(name);
+    let file =
+        std::fs::File::open(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut body = Vec::new();
+    file.take(MAX_DIRECT_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if body.len() > MAX_DIRECT_BODY {
+        return Err(format!(
+            "{} is larger than the limit of 1 MiB",
+            path.display()
+        ));
+    }
+    Ok(body)
+}
+
+pub fn direct_response(d: &HttpDirectResponse, base: &std::path::Path) -> Option<DirectResponse> {
     let status = u16::try_from(d.status?).ok()?;
     let (body, content_type) = match &d.body {
         None => (bytes::Bytes::new(), "text/plain"),
+        Some(b) if b.filename.is_some() => (
+            bytes::Bytes::from(read_body_file(base, b.filename.as_deref()?).ok()?),
+            "text/plain",
+        ),
         Some(b) => match (&b.string, &b.bytes) {
             (Some(s), _) => (bytes::Bytes::from(s.clone()), "text/plain"),
             (None, Some(b64)) => (

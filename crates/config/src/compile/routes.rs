@@ -220,7 +220,7 @@ fn compile_routes(
             let kind = if let Some(redirect) = &route.redirect {
                 ActionKind::Redirect(actions::redirect(redirect, actions::uri_of(m)))
             } else if let Some(direct) = &route.direct_response {
-                match actions::direct_response(direct) {
+                match actions::direct_response(direct, &base_dir(item.origin)) {
                     Some(d) => ActionKind::DirectResponse(d),
                     None => continue,
                 }
@@ -314,6 +314,14 @@ pub(super) fn resolve(
             )
         }
     }
+}
+
+/// The folder of the file a resource came from: relative file names in it resolve there.
+fn base_dir(r: &Resource) -> std::path::PathBuf {
+    std::path::Path::new(&*r.origin().file)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Destination `j` of `count` in a route: its cluster, and its weight (a lone destination
