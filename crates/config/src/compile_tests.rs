@@ -339,3 +339,92 @@ fn validation_errors() {
         );
     }
 }
+
+#[test]
+fn upstream_protocol_follows_the_port_protocol_and_destination_rules() {
+    use crate::snapshot::UpstreamProtocol::{Client, Http1, Http2};
+    // The service port's protocol, then the DestinationRule merged as Istio merges it: a
+    // matching portLevelSettings entry replaces the top level, a subset's policy replaces
+    // both, and a subset's own matching port-level entry replaces that.
+    let cases = [
+        ("HTTP", "", Http1),
+        ("HTTP2", "", Http2),
+        ("GRPC", "", Http2),
+        ("grpc-web", "", Http2),
+        ("TCP", "", Http1),
+        (
+            "HTTP",
+            "trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}",
+            Http2,
+        ),
+        (
+            "HTTP2",
+            "trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}}",
+            Http2,
+        ),
+        (
+            "GRPC",
+            "trafficPolicy: {connectionPool: {http: {useClientProtocol: true}}}",
+            Client,
+        ),
+        (
+            "HTTP",
+            "trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}, portLevelSettings: [{port: {number: 80}, connectionPool: {tcp: {maxConnections: 5}}}]}",
+            Http1,
+        ),
+        (
+            "HTTP",
+            "trafficPolicy: {portLevelSettings: [{port: {number: 81}, connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}]}",
+            Http1,
+        ),
+        (
+            "HTTP",
+            "trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}\n  subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {http: {useClientProtocol: false}}}}]",
+            Http1,
+        ),
+        (
+            "HTTP",
+            "subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {http: {useClientProtocol: true}}, portLevelSettings: [{port: {number: 80}, connectionPool: {http: {h2UpgradePolicy: UPGRADE}}}]}}]",
+            Http2,
+        ),
+    ];
+    for (protocol, policy, want) in cases {
+        let subset = if policy.contains("subsets") {
+            ", subset: v1"
+        } else {
+            ""
+        };
+        let (s, diags) = compile_yaml(&format!(
+            "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: p}}
+spec:
+  hosts: [p.svc]
+  ports: [{{number: 80, name: p, protocol: {protocol}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.3, labels: {{version: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: p}}
+spec:
+  host: p.svc
+  {policy}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: p.svc{subset}}}}}]
+"
+        ));
+        let errors: Vec<&String> = diags.iter().filter(|d| d.contains("error")).collect();
+        assert!(errors.is_empty(), "{protocol} {policy}: {errors:?}");
+        assert_eq!(s.clusters.len(), 1, "{protocol} {policy}");
+        assert_eq!(s.clusters[0].protocol, want, "{protocol} {policy}");
+    }
+}

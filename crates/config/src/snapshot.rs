@@ -263,6 +263,30 @@ pub struct Cluster {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
     pub endpoints: EndpointSource,
+    /// The HTTP version spoken to the endpoints.
+    #[serde(skip_serializing_if = "UpstreamProtocol::is_http1")]
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version a cluster's endpoints are spoken to, as Istio derives it from the service
+/// port's protocol and the DestinationRule's `connectionPool.http`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1: HTTP ports, as Istio's mesh default `h2UpgradePolicy` is DO_NOT_UPGRADE.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c): HTTP2, GRPC and GRPC-WEB ports, or
+    /// `h2UpgradePolicy: UPGRADE`.
+    Http2,
+    /// The protocol the client spoke (`useClientProtocol: true`).
+    Client,
+}
+
+impl UpstreamProtocol {
+    pub fn is_http1(&self) -> bool {
+        *self == UpstreamProtocol::Http1
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -76,6 +76,7 @@ fn patterns(kind: Kind) -> Vec<String> {
                 "directResponse.status",
                 "directResponse.body.string",
                 "directResponse.body.bytes",
+                "directResponse.body.filename",
                 "delegate.name",
                 "delegate.namespace",
                 "rewrite.uri",
@@ -145,6 +146,15 @@ fn patterns(kind: Kind) -> Vec<String> {
                 "spec.subsets[].labels.*",
             ] {
                 add(s);
+            }
+            // The upstream HTTP version, at every level Istio merges.
+            for level in ["spec.trafficPolicy", "spec.subsets[].trafficPolicy"] {
+                for pool in ["connectionPool", "portLevelSettings[].connectionPool"] {
+                    for f in ["h2UpgradePolicy", "useClientProtocol"] {
+                        add(&format!("{level}.{pool}.http.{f}"));
+                    }
+                }
+                add(&format!("{level}.portLevelSettings[].port.number"));
             }
         }
         Kind::ServiceEntry => {
@@ -272,7 +282,22 @@ mod tests {
                 "spec.servers[0].tls.verifyCertificateSpki[0]",
                 false,
             ),
-            (Kind::DestinationRule, "spec.trafficPolicy", false),
+            (Kind::DestinationRule, "spec.trafficPolicy.tls", false),
+            (
+                Kind::DestinationRule,
+                "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy",
+                true,
+            ),
+            (
+                Kind::DestinationRule,
+                "spec.trafficPolicy.connectionPool.http.http2MaxRequests",
+                false,
+            ),
+            (
+                Kind::DestinationRule,
+                "spec.subsets[0].trafficPolicy.portLevelSettings[1].connectionPool.http.useClientProtocol",
+                true,
+            ),
             (
                 Kind::DestinationRule,
                 "spec.subsets[1].labels.version",

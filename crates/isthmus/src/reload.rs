@@ -42,6 +42,36 @@ fn tls_fingerprints(files: &[PathBuf]) -> Vec<(PathBuf, Option<(std::time::Syste
         .collect()
 }
 
+/// Whether the terminating chain `key` has the same names and TLS settings (everything but the
+/// certificate and CA bytes) in both snapshots.
+fn same_tls_settings(
+    old: &isthmus_config::Snapshot,
+    new: &isthmus_config::Snapshot,
+    key: &str,
+) -> bool {
+    use isthmus_config::tls::{ChainRoutes, ChainTls, FilterChain};
+    let find = |s: &isthmus_config::Snapshot| -> Option<FilterChain> {
+        s.listeners
+            .values()
+            .flat_map(|l| &l.chains)
+            .find(|c| c.key == key)
+            .cloned()
+    };
+    let (Some(a), Some(b)) = (find(old), find(new)) else {
+        return false;
+    };
+    let (ChainTls::Terminate(x), ChainTls::Terminate(y)) = (&a.tls, &b.tls) else {
+        return false;
+    };
+    a.server_names == b.server_names
+        && matches!(a.routes, ChainRoutes::Http(_)) == matches!(b.routes, ChainRoutes::Http(_))
+        && x.client_auth == y.client_auth
+        && x.min_version == y.min_version
+        && x.max_version == y.max_version
+        && x.cipher_suites == y.cipher_suites
+        && x.subject_alt_names == y.subject_alt_names
+}
+
 impl Controller {
     pub fn new(
         source: FileSource,
@@ -86,8 +116,10 @@ impl Controller {
             .iter()
             .map(|(p, l)| (*p, l.protocol))
             .collect();
-        let tls = self.tls_configs(&b.snapshot, &mut diagnostics);
+        // Fingerprints first, then the files are read: a file that changes while it is read
+        // differs from its fingerprint and is read again at the next check.
         self.tls_files = tls_fingerprints(&server_config::files(&b.snapshot));
+        let tls = self.tls_configs(&b.snapshot, &mut diagnostics);
         self.gateway.active.store(Arc::new(Active {
             generation: self.generation,
             snapshot: Arc::new(b.snapshot),
@@ -116,8 +148,10 @@ impl Controller {
     }
 
     /// rustls configurations for the snapshot's terminating chains. A chain whose certificates
-    /// cannot be loaded keeps the configuration it had, if any: a bad rotation never takes a
-    /// working certificate down.
+    /// cannot be loaded keeps the configuration it had, if any, as long as its TLS settings
+    /// did not change: a bad rotation never takes a working certificate down, and a stricter
+    /// setting (MUTUAL instead of SIMPLE, a higher minimum version) never falls back to the
+    /// laxer configuration it replaces.
     fn tls_configs(
         &self,
         snapshot: &isthmus_config::Snapshot,
@@ -127,7 +161,11 @@ impl Controller {
         let previous = self.gateway.active.load();
         let mut configs = built.configs;
         for (key, error) in built.errors {
-            let kept = previous.tls.get(&key).cloned();
+            let kept = previous
+                .tls
+                .get(&key)
+                .filter(|_| same_tls_settings(&previous.snapshot, snapshot, &key))
+                .cloned();
             let consequence = if kept.is_some() {
                 "the previous certificate keeps serving"
             } else {

@@ -205,8 +205,14 @@ async fn grpc_timeout_header_bounds_a_grpc_request_without_route_timeout() {
         ]
     };
 
+    // The timeout (504) answers a gRPC request as Envoy does: HTTP 200 with gRPC status 14.
     let t = c.send("POST", "/slow", &grpc("200m"), None).await;
-    assert_eq!(t.reply.status, 504, "{t:?}");
+    assert_eq!(t.reply.status, 200, "{t:?}");
+    assert_eq!(t.reply.header("grpc-status"), Some("14"), "{t:?}");
+    assert_eq!(
+        t.reply.header("grpc-message"),
+        Some("upstream request timeout")
+    );
     assert!(
         t.took >= ms(190) && t.took < ms(900),
         "answered after {:?}, want about 200ms",
@@ -214,7 +220,7 @@ async fn grpc_timeout_header_bounds_a_grpc_request_without_route_timeout() {
     );
     // The route timeout caps a longer grpc-timeout.
     let t = c.send("POST", "/capped", &grpc("10S"), None).await;
-    assert_eq!(t.reply.status, 504, "{t:?}");
+    assert_eq!(t.reply.header("grpc-status"), Some("14"), "{t:?}");
     assert!(t.took < ms(900), "answered after {:?}", t.took);
     // Not a gRPC request: the header is not a timeout.
     let t = c

@@ -30,7 +30,19 @@ pub enum RequestBody {
 
 impl RequestBody {
     /// Reads `body` until its end or until more than [`MAX_REPLAY_BYTES`] were read.
+    ///
+    /// Only a body whose length is declared and small enough is read ahead: a body of unknown
+    /// length (a chunked upload, a gRPC stream) is forwarded as it comes, because its sender
+    /// may be waiting for the answer before it sends more (bidirectional streaming). Such a
+    /// body is not replayed for retries or mirrors.
     pub async fn read(mut body: Incoming) -> Result<RequestBody, hyper::Error> {
+        let declared = body.size_hint().exact();
+        if !body.is_end_stream() && declared.is_none_or(|n| n > MAX_REPLAY_BYTES as u64) {
+            return Ok(RequestBody::Streaming {
+                head: Vec::new(),
+                rest: body,
+            });
+        }
         let mut data = Vec::new();
         let mut size = 0usize;
         loop {

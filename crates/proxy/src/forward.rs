@@ -1,15 +1,21 @@
 //! Sending a request upstream on pooled keep-alive connections, with the route's retry policy:
 //! conditions, per-try timeout, jittered exponential back-off and a preference for endpoints
-//! not tried yet.
+//! not tried yet. HTTP/1.1 goes through a pool of keep-alive connections; HTTP/2 (prior
+//! knowledge) through one multiplexed connection per endpoint.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use isthmus_config::actions::{RetryPolicy, retry_on};
 
 use crate::body::{RequestBody, UpstreamBody};
@@ -22,9 +28,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Istio's default upstream idle timeout.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// The shared HTTP/1.1 connection pool to every upstream.
+/// Istio's HTTP/2 flow-control windows for upstream connections.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+/// The shared connection pools to every upstream: HTTP/1.1 and HTTP/2.
 pub struct Upstream {
     client: Client<HttpConnector, UpstreamBody>,
+    h2: H2Pool,
 }
 
 impl Default for Upstream {
@@ -59,6 +70,9 @@ enum AttemptError {
     Connect,
     PerTryTimeout,
     Reset(LocalReply),
+    /// An HTTP/2 stream the upstream refused (`REFUSED_STREAM`, or beyond its GOAWAY): it was
+    /// not processed.
+    Refused,
 }
 
 impl Upstream {
@@ -72,7 +86,10 @@ impl Upstream {
             .pool_idle_timeout(IDLE_TIMEOUT)
             .set_host(false)
             .build(connector);
-        Upstream { client }
+        Upstream {
+            client,
+            h2: H2Pool::default(),
+        }
     }
 
     /// Sends once to one endpoint, without retries (mirrors).
@@ -82,17 +99,19 @@ impl Upstream {
         parts: &http::request::Parts,
         body: UpstreamBody,
     ) -> Option<Response<Incoming>> {
-        let req = build_request(parts, target, body, None)?;
+        let req = build_request(parts, target, body, None, Version::HTTP_11)?;
         self.client.request(req).await.ok()
     }
 
-    /// Sends `parts` + `body` to endpoints of `cluster` under `policy`.
+    /// Sends `parts` + `body` to endpoints of `cluster` under `policy`, over HTTP/1.1 or
+    /// HTTP/2 as `version` says.
     pub async fn send(
         &self,
         cluster: &ClusterState,
         parts: &http::request::Parts,
         mut body: RequestBody,
         policy: &RetryPolicy,
+        version: Version,
     ) -> Result<Forwarded, Failed> {
         let endpoints = cluster.endpoints();
         let mut tried: Vec<SocketAddr> = Vec::new();
@@ -118,11 +137,13 @@ impl Upstream {
             let Some(b) = body.take_for_attempt() else {
                 return fail(LocalReply::UpstreamReset, false);
             };
-            let Some(req) = build_request(parts, &target, b, Some(attempt)) else {
+            let Some(req) = build_request(parts, &target, b, Some(attempt), version) else {
                 return fail(LocalReply::UpstreamProtocolError, false);
             };
             let can_retry = attempt < max && body.is_replayable();
-            let outcome = self.attempt(req, policy.per_try_timeout).await;
+            let outcome = self
+                .attempt(req, target.address, policy.per_try_timeout)
+                .await;
             tried.push(target.address);
             let retriable = match &outcome {
                 Ok(resp) => policy.retries_status(resp.status().as_u16(), grpc_status(resp)),
@@ -133,6 +154,9 @@ impl Upstream {
                 Err(AttemptError::PerTryTimeout | AttemptError::Reset(_)) => {
                     policy.retries_on(ANY_RESET)
                 }
+                Err(AttemptError::Refused) => policy.retries_on(
+                    ANY_RESET | retry_on::REFUSED_STREAM | retry_on::RESET_BEFORE_REQUEST,
+                ),
             };
             if can_retry && retriable {
                 drop(outcome);
@@ -151,6 +175,7 @@ impl Upstream {
                 Err(AttemptError::Connect) => fail(LocalReply::ConnectFailure, exhausted),
                 Err(AttemptError::PerTryTimeout) => fail(LocalReply::UpstreamTimeout, exhausted),
                 Err(AttemptError::Reset(r)) => fail(r, exhausted),
+                Err(AttemptError::Refused) => fail(LocalReply::UpstreamReset, exhausted),
             };
         }
     }
@@ -158,24 +183,165 @@ impl Upstream {
     async fn attempt(
         &self,
         req: Request<UpstreamBody>,
+        endpoint: SocketAddr,
         per_try: Option<Duration>,
     ) -> Result<Response<Incoming>, AttemptError> {
-        let fut = self.client.request(req);
-        let result = match per_try {
+        let fut = async {
+            if req.version() == Version::HTTP_2 {
+                return self.h2.send(endpoint, req).await;
+            }
+            self.client.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    AttemptError::Connect
+                } else {
+                    tracing::debug!("upstream error: {e:?}");
+                    AttemptError::Reset(classify(&e))
+                }
+            })
+        };
+        match per_try {
             Some(t) => tokio::time::timeout(t, fut)
                 .await
                 .map_err(|_| AttemptError::PerTryTimeout)?,
             None => fut.await,
-        };
-        result.map_err(|e| {
-            if e.is_connect() {
-                AttemptError::Connect
-            } else {
-                tracing::debug!("upstream error: {e:?}");
-                AttemptError::Reset(classify(&e))
-            }
-        })
+        }
     }
+}
+
+type H2Sender = http2::SendRequest<UpstreamBody>;
+type H2Slot = Arc<tokio::sync::Mutex<Option<H2Conn>>>;
+
+/// One upstream HTTP/2 connection, told apart from its replacements by `id`.
+#[derive(Clone)]
+struct H2Conn {
+    id: u64,
+    sender: H2Sender,
+}
+
+/// HTTP/2 with prior knowledge: one connection per endpoint, multiplexing every request to it,
+/// as Envoy does. A connection that ends or fails a request is replaced on the next request;
+/// streams already open on it finish there.
+#[derive(Default)]
+struct H2Pool {
+    slots: std::sync::Mutex<HashMap<SocketAddr, H2Slot>>,
+    next_id: AtomicU64,
+}
+
+impl H2Pool {
+    fn slot(&self, endpoint: SocketAddr) -> H2Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if !slots.contains_key(&endpoint) {
+            // Forget endpoints whose connection is gone, such as endpoints no longer in use.
+            slots.retain(|_, slot| {
+                slot.try_lock()
+                    .map_or(true, |s| s.as_ref().is_some_and(|c| !c.sender.is_closed()))
+            });
+        }
+        slots.entry(endpoint).or_default().clone()
+    }
+
+    /// The endpoint's connection, connecting if there is none (or it ended); and whether it
+    /// was there already.
+    async fn conn(&self, endpoint: SocketAddr) -> Result<(H2Conn, bool), AttemptError> {
+        let slot = self.slot(endpoint);
+        // Held while connecting, so that concurrent requests share the new connection.
+        let mut cached = slot.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| !c.sender.is_closed()) {
+            return Ok((c.clone(), true));
+        }
+        *cached = None;
+        let conn = H2Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            sender: connect_h2(endpoint).await?,
+        };
+        *cached = Some(conn.clone());
+        Ok((conn, false))
+    }
+
+    /// Stops handing out connection `id` of `endpoint`.
+    async fn discard(&self, endpoint: SocketAddr, id: u64) {
+        let slot = self.slot(endpoint);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|c| c.id == id) {
+            *cached = None;
+        }
+    }
+
+    /// Sends on the endpoint's connection. A request that a reused connection could not take
+    /// (it ended meanwhile) goes once more on a new connection, as it never left.
+    async fn send(
+        &self,
+        endpoint: SocketAddr,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let mut retried = false;
+        loop {
+            let (conn, reused) = self.conn(endpoint).await?;
+            let may_retry = reused && !retried;
+            retried = true;
+            let mut sender = conn.sender;
+            if sender.ready().await.is_err() {
+                self.discard(endpoint, conn.id).await;
+                if may_retry {
+                    continue;
+                }
+                return Err(AttemptError::Reset(LocalReply::UpstreamReset));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => {
+                    // A connection that failed a request gets no new ones.
+                    self.discard(endpoint, conn.id).await;
+                    match e.take_message() {
+                        Some(back) if may_retry => req = back,
+                        _ => {
+                            tracing::debug!("upstream HTTP/2 error: {:?}", e.error());
+                            return Err(classify_h2(e.error()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connect_h2(endpoint: SocketAddr) -> Result<H2Sender, AttemptError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(endpoint))
+        .await
+        .map_err(|_| AttemptError::Connect)?
+        .map_err(|_| AttemptError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| AttemptError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%endpoint, "upstream HTTP/2 connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+fn classify_h2(e: &hyper::Error) -> AttemptError {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
+            if refused {
+                return AttemptError::Refused;
+            }
+            if h2.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+                return AttemptError::Reset(LocalReply::UpstreamProtocolError);
+            }
+        }
+        source = s.source();
+    }
+    AttemptError::Reset(classify_source(e))
 }
 
 /// Full-jitter exponential back-off: up to base·2^(n-1), capped at 10× the base (Envoy).
@@ -199,7 +365,15 @@ fn grpc_status(resp: &Response<Incoming>) -> Option<u32> {
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> LocalReply {
-    let mut source = std::error::Error::source(e);
+    match std::error::Error::source(e) {
+        Some(s) => classify_source(s),
+        None => LocalReply::UpstreamReset,
+    }
+}
+
+/// A protocol error anywhere in the chain is Envoy's `UPE`; anything else a reset.
+fn classify_source(e: &(dyn std::error::Error + 'static)) -> LocalReply {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>()
             && h.is_parse()
@@ -211,25 +385,45 @@ fn classify(e: &hyper_util::client::legacy::Error) -> LocalReply {
     LocalReply::UpstreamReset
 }
 
+/// The request for one attempt. Over HTTP/1.1 the URI names the endpoint (the pool's key) and
+/// Host the service; over HTTP/2 the Host moves to `:authority`, as Envoy's codec does, and the
+/// endpoint is chosen by the pool.
 fn build_request(
     parts: &http::request::Parts,
     target: &Target,
     body: UpstreamBody,
     attempt: Option<u32>,
+    version: Version,
 ) -> Option<Request<UpstreamBody>> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut headers = parts.headers.clone();
+    let authority = match version {
+        Version::HTTP_2 => {
+            match headers
+                .get(header::HOST)
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            {
+                Some(a) => {
+                    headers.remove(header::HOST);
+                    a
+                }
+                None => target.authority.clone(),
+            }
+        }
+        _ => target.authority.clone(),
+    };
     let uri = Uri::builder()
         .scheme("http")
-        .authority(target.authority.clone())
+        .authority(authority)
         .path_and_query(path)
         .build()
         .ok()?;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
-    *req.version_mut() = http::Version::HTTP_11;
-    *req.headers_mut() = parts.headers.clone();
-    if !req.headers().contains_key(header::HOST) {
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    if version != Version::HTTP_2 && !req.headers().contains_key(header::HOST) {
         req.headers_mut()
             .insert(header::HOST, HeaderValue::from_static("localhost"));
     }

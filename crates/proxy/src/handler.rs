@@ -1,6 +1,7 @@
 //! One request: find the route in the active snapshot, apply its action (redirect, direct
 //! response, or forward with rewrite, header edits, fault, CORS, mirror, retries and timeout),
-//! and shape the response as an Istio gateway does.
+//! and shape the response as an Istio gateway does. WebSocket upgrades are forwarded and the
+//! upgraded connections spliced; the gateway's own answers to gRPC requests are gRPC errors.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -9,12 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
-use http_body_util::{Either, Full};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::Either;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use isthmus_config::actions::{AbortWith, DirectResponse, Fault, Redirect, RedirectInput};
 use isthmus_config::matching::RequestView;
-use isthmus_config::snapshot::{ActionKind, Forward, Route, WeightedDestination};
+use isthmus_config::snapshot::{ActionKind, Forward, Route, UpstreamProtocol, WeightedDestination};
 use tokio::time::Instant;
 
 use crate::body::RequestBody;
@@ -23,7 +26,7 @@ use crate::headers::{
     self, TemplateContext, X_EXPECTED_TIMEOUT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH,
     X_REQUEST_ID, X_UPSTREAM_TIME,
 };
-use crate::local_reply::{LocalReply, ResponseBody};
+use crate::local_reply::{self, LocalReply, ResponseBody, local_response};
 use crate::metrics::RequestLabels;
 use crate::{Active, ClusterState, Gateway, mirror, path};
 
@@ -85,9 +88,60 @@ pub async fn handle(
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let protocol = if grpc { "grpc" } else { "http" };
-    let (resp, outcome) = route_request(&gw, &active, conn, req).await;
+    let grpc_errors = local_reply::is_grpc(req.headers());
+    let head = req.method() == Method::HEAD;
+    let (mut resp, outcome) = route_request(&gw, &active, conn, req).await;
+    if grpc_errors {
+        resp = local_reply::grpc_local_reply(resp, head);
+    }
     record(&gw, &resp, &outcome, protocol);
     resp
+}
+
+/// What an HTTP/1.1 `Connection: upgrade` request asks for.
+enum Upgrade {
+    None,
+    /// `Upgrade: websocket`, which Istio allows on every route: the header's value.
+    WebSocket(HeaderValue),
+    /// Any other protocol: Envoy refuses it with 403 (h2c upgrades are ignored instead).
+    Refused,
+}
+
+impl Upgrade {
+    /// Envoy's `Utility::isUpgrade`: an `Upgrade` header and an `upgrade` token in
+    /// `Connection`, on HTTP/1.1 only.
+    fn of(parts: &http::request::Parts) -> Upgrade {
+        let Some(value) = parts.headers.get(header::UPGRADE) else {
+            return Upgrade::None;
+        };
+        let connection_upgrade = parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        if parts.version != Version::HTTP_11 || !connection_upgrade {
+            return Upgrade::None;
+        }
+        if value.as_bytes().eq_ignore_ascii_case(b"websocket") {
+            Upgrade::WebSocket(value.clone())
+        } else if value.as_bytes().eq_ignore_ascii_case(b"h2c") {
+            // Envoy's HTTP/1 codec drops h2c upgrade headers and serves the request as is.
+            Upgrade::None
+        } else {
+            Upgrade::Refused
+        }
+    }
+}
+
+/// Envoy's answer to an upgrade the route does not allow: 403, and the connection closes so
+/// that no upgraded bytes can be read as a request.
+fn upgrade_refused() -> Response<ResponseBody> {
+    let mut r = local_response(StatusCode::FORBIDDEN, Bytes::new());
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn local<'a>(
@@ -151,6 +205,11 @@ async fn route_request<'a>(
     let Some(route) = route else {
         return local(LocalReply::NoRoute, None);
     };
+    let upgrade = match Upgrade::of(&parts) {
+        Upgrade::Refused => return (upgrade_refused(), Outcome::none("-")),
+        Upgrade::WebSocket(v) => parts.extensions.remove::<OnUpgrade>().map(|on| (v, on)),
+        Upgrade::None => None,
+    };
     if let Some(p) = normalized {
         set_path(&mut parts, &p, None);
     }
@@ -189,6 +248,7 @@ async fn route_request<'a>(
                         conn,
                         start,
                         ctx_protocol,
+                        upgrade,
                     )
                     .await;
                     if delayed && outcome.flags == "-" {
@@ -229,6 +289,7 @@ async fn forward<'a>(
     conn: &ConnInfo,
     start: SystemTime,
     protocol: &'static str,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
 ) -> (
     Response<ResponseBody>,
     Outcome<'a>,
@@ -244,6 +305,17 @@ async fn forward<'a>(
         return (r, o, Some(dest));
     };
     prepare_request(parts, route, f, dest, conn, start, protocol);
+    let (version, downstream_upgrade) = match upgrade {
+        // Upgrades go over HTTP/1.1 (Envoy would use extended CONNECT to an HTTP/2 upstream).
+        Some((value, on)) => {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, value);
+            (Version::HTTP_11, Some(on))
+        }
+        None => (upstream_version(active, dest, parts.version), None),
+    };
     let body = match RequestBody::read(body).await {
         Ok(b) => b,
         Err(_) => {
@@ -260,10 +332,13 @@ async fn forward<'a>(
             );
         }
     };
-    if !f.mirrors.is_empty() {
+    // An upgrade is not mirrored: a shadow that switched protocols would be left hanging.
+    if !f.mirrors.is_empty() && downstream_upgrade.is_none() {
         mirror::send(gw, active, &f.mirrors, parts, &body);
     }
-    let timeout = effective_timeout(f.timeout_ms, &parts.headers);
+    // Envoy starts the route timeout when the request ends, which an upgrade never does.
+    let timeout =
+        effective_timeout(f.timeout_ms, &parts.headers).filter(|_| downstream_upgrade.is_none());
     if let Some(t) = timeout {
         parts.headers.insert(
             X_EXPECTED_TIMEOUT.clone(),
@@ -271,7 +346,7 @@ async fn forward<'a>(
         );
     }
     let started = Instant::now();
-    let send = gw.upstream.send(cluster, parts, body, &f.retry);
+    let send = gw.upstream.send(cluster, parts, body, &f.retry, version);
     let result = match timeout {
         Some(t) => tokio::time::timeout(t, send)
             .await
@@ -283,10 +358,24 @@ async fn forward<'a>(
         None => send.await,
     };
     match result {
-        Ok(done) => {
+        Ok(mut done) => {
             let elapsed = started.elapsed().as_millis();
+            let switched = done.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let upgraded = match downstream_upgrade {
+                Some(down) if switched => {
+                    let up = hyper::upgrade::on(&mut done.response);
+                    tokio::spawn(splice(down, up));
+                    done.response.headers().get(header::UPGRADE).cloned()
+                }
+                _ => None,
+            };
             let mut resp = done.response.map(Either::Left);
             prepare_response_headers(resp.headers_mut(), elapsed);
+            if let Some(v) = upgraded {
+                let h = resp.headers_mut();
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                h.insert(header::UPGRADE, v);
+            }
             (
                 resp,
                 Outcome {
@@ -312,6 +401,36 @@ async fn forward<'a>(
                 Some(dest),
             )
         }
+    }
+}
+
+/// The HTTP version to the cluster of `dest`: its own, or the client's (`useClientProtocol`).
+fn upstream_version(active: &Active, dest: &WeightedDestination, client: Version) -> Version {
+    let protocol = dest
+        .cluster
+        .and_then(|i| active.snapshot.clusters.get(i))
+        .map_or(UpstreamProtocol::Http1, |c| c.protocol);
+    match protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http2 => Version::HTTP_2,
+        UpstreamProtocol::Client if client == Version::HTTP_2 => Version::HTTP_2,
+        UpstreamProtocol::Client => Version::HTTP_11,
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and the upstream's, until
+/// both sides are closed. The tunnel depends on no snapshot, so reloads leave it alone.
+async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!("upgraded connection ended: {e}");
     }
 }
 
@@ -439,7 +558,7 @@ async fn inject_fault(
 
 /// A gRPC abort: HTTP 200, trailers-only, with `grpc-status`.
 fn grpc_abort(code: u32, _req: &HeaderMap) -> Response<ResponseBody> {
-    let mut r = Response::new(Either::Right(Full::new(Bytes::new())));
+    let mut r = local_response(StatusCode::OK, Bytes::from_static(b"fault filter abort"));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -450,7 +569,6 @@ fn grpc_abort(code: u32, _req: &HeaderMap) -> Response<ResponseBody> {
         "grpc-message",
         HeaderValue::from_static("fault filter abort"),
     );
-    h.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
     r
 }
 
@@ -463,40 +581,33 @@ fn redirect(r: &Redirect, parts: &http::request::Parts, conn: &ConnInfo) -> Resp
         listener_port: conn.port,
     };
     let location = r.location(&input);
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
-    *resp.status_mut() = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    let mut resp = local_response(status, Bytes::new());
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
     resp
 }
 
 /// `httpsRedirect`: a 301 to the same host (without its port) and path over https.
 fn https_redirect(host: &str, parts: &http::request::Parts) -> Response<ResponseBody> {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
-    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    let mut resp = local_response(StatusCode::MOVED_PERMANENTLY, Bytes::new());
     if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{pq}")) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
     resp
 }
 
 fn direct(d: &DirectResponse) -> Response<ResponseBody> {
-    let mut resp = Response::new(Either::Right(Full::new(d.body.clone())));
-    *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+    let status = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+    let mut resp = local_response(status, d.body.clone());
     if !d.body.is_empty() {
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(d.content_type),
         );
     }
-    resp.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
     resp
 }
 

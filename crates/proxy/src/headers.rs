@@ -10,6 +10,7 @@ use isthmus_config::actions::{HeaderOps, Template, TemplatePart};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
 pub static X_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
@@ -48,10 +49,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// `x-envoy-*` headers steer Envoy (retries, timeouts); a client at the edge must not set them.
+/// Nor `x-forwarded-client-cert`: backends trust it to name the client certificate, and an
+/// Istio gateway (SANITIZE_SET) never forwards the client's own.
 pub fn strip_envoy_headers(headers: &mut HeaderMap) {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-envoy-"))
+        .filter(|k| k.as_str().starts_with("x-envoy-") || *k == X_FORWARDED_CLIENT_CERT)
         .cloned()
         .collect();
     for n in names {

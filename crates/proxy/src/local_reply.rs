@@ -1,7 +1,7 @@
 //! Responses the gateway makes itself, with Envoy's status codes, bodies and response flags.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
@@ -79,19 +79,162 @@ impl LocalReply {
     }
 
     pub fn response(self) -> Response<ResponseBody> {
-        let body = self.body();
-        let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
-            body.as_bytes(),
-        ))));
-        *resp.status_mut() = self.status();
-        let headers = resp.headers_mut();
+        let body = Bytes::from_static(self.body().as_bytes());
+        let mut resp = local_response(self.status(), body.clone());
         if !body.is_empty() {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         }
-        headers.insert(
-            header::SERVER,
-            HeaderValue::from_static(crate::handler::SERVER_NAME),
-        );
         resp
+    }
+}
+
+/// Marks a response the gateway made itself (Envoy's local replies: errors, redirects, direct
+/// responses, fault aborts) and keeps its body text, so that the answer to a gRPC request can
+/// become a gRPC error. Extensions are never sent.
+#[derive(Debug, Clone)]
+pub struct LocalText(pub Bytes);
+
+/// A local reply with `status` and `body` (no content type), marked with [`LocalText`].
+pub fn local_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut resp = Response::new(Either::Right(Full::new(body.clone())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::SERVER,
+        HeaderValue::from_static(crate::handler::SERVER_NAME),
+    );
+    resp.extensions_mut().insert(LocalText(body));
+    resp
+}
+
+/// Whether a request is gRPC as Envoy decides it: content type `application/grpc`, or
+/// `application/grpc+...` or `application/grpc;...` (not gRPC-Web).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().strip_prefix(b"application/grpc"))
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
+}
+
+/// Envoy's gRPC status for an HTTP status (`Grpc::Utility::httpToGrpcStatus`, after gRPC's
+/// http-grpc-status-mapping): anything else is UNKNOWN.
+pub fn grpc_status(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// Turns a local reply to a gRPC request into a trailers-only gRPC response, as Envoy does:
+/// status 200, `content-type: application/grpc`, `grpc-status` mapped from the HTTP status
+/// (unless already set, as by a gRPC fault abort) and the body text as `grpc-message`
+/// (percent-encoded; none for HEAD requests), without a body. Other responses pass unchanged.
+pub fn grpc_local_reply(resp: Response<ResponseBody>, head: bool) -> Response<ResponseBody> {
+    let Some(LocalText(text)) = resp.extensions().get::<LocalText>().cloned() else {
+        return resp;
+    };
+    let (mut parts, _) = resp.into_parts();
+    let status = parts.status;
+    parts.status = StatusCode::OK;
+    let h = &mut parts.headers;
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    if !h.contains_key("grpc-status") {
+        h.insert("grpc-status", HeaderValue::from(grpc_status(status)));
+    }
+    if !text.is_empty()
+        && !head
+        && let Ok(v) = HeaderValue::from_str(&percent_encode(&text))
+    {
+        h.insert("grpc-message", v);
+    }
+    h.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
+}
+
+/// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encode(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_requests_are_recognised_as_envoy_does() {
+        let cases = [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("application/grpc;charset=utf-8", true),
+            ("application/grpc-web", false),
+            ("application/grpcx", false),
+            ("application/json", false),
+        ];
+        for (ct, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_grpc(&h), want, "{ct}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn http_statuses_map_to_grpc_statuses() {
+        let cases = [
+            (400, 13),
+            (401, 16),
+            (403, 7),
+            (404, 12),
+            (429, 14),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (500, 2),
+            (200, 2),
+        ];
+        for (http, grpc) in cases {
+            assert_eq!(
+                grpc_status(StatusCode::from_u16(http).unwrap()),
+                grpc,
+                "{http}"
+            );
+        }
+    }
+
+    #[test]
+    fn local_replies_become_trailers_only_grpc_errors() {
+        let r = grpc_local_reply(LocalReply::NoHealthyUpstream.response(), false);
+        assert_eq!(r.status(), StatusCode::OK);
+        let h = r.headers();
+        assert_eq!(h["content-type"], "application/grpc");
+        assert_eq!(h["grpc-status"], "14");
+        assert_eq!(h["grpc-message"], "no healthy upstream");
+        let r = grpc_local_reply(LocalReply::NoRoute.response(), false);
+        assert_eq!(r.headers()["grpc-status"], "12");
+        assert!(!r.headers().contains_key("grpc-message"));
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(percent_encode(b"a b"), "a b");
+        assert_eq!(
+            percent_encode("100% \u{e9}\n".as_bytes()),
+            "100%25 %C3%A9%0A"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Serving one downstream connection: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the
-//! same port, told apart by the HTTP/2 preface.
+//! same port, told apart by the HTTP/2 preface. HTTP/1.1 connections can be upgraded
+//! (WebSocket): the handler then splices them to the upstream's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +52,7 @@ pub async fn connection<S>(
         let (gw, info) = (gw.clone(), info.clone());
         async move { Ok::<_, std::convert::Infallible>(handle(gw, &info, req).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,

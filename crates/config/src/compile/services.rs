@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
-use isthmus_api::istio::destination_rule::Subset;
+use isthmus_api::istio::destination_rule::{ConnectionPoolSettings, Subset, TrafficPolicy};
 use isthmus_api::istio::service_entry::{ServiceEntrySpec, ServicePort};
 use isthmus_api::{Diagnostic, Object, Resource};
 
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, covers};
 use crate::instance::{Instance, ROOT_NAMESPACE};
-use crate::snapshot::{Cluster, DnsTarget, Endpoint, EndpointSource};
+use crate::snapshot::{Cluster, DnsTarget, Endpoint, EndpointSource, UpstreamProtocol};
 
 struct Service<'a> {
     namespace: &'a str,
@@ -21,6 +21,7 @@ struct Service<'a> {
 struct Rule<'a> {
     namespace: &'a str,
     host: String,
+    policy: Option<&'a TrafficPolicy>,
     subsets: &'a [Subset],
 }
 
@@ -82,6 +83,7 @@ impl<'a> Registry<'a> {
                     rules.push(Rule {
                         namespace: &dr.namespace,
                         host,
+                        policy: dr.spec.traffic_policy.as_ref(),
                         subsets: &dr.spec.subsets,
                     });
                 }
@@ -135,6 +137,7 @@ impl<'a> Registry<'a> {
             port: number,
             subset: subset.map(str::to_string),
             endpoints: endpoints(svc.entry, sp, &labels),
+            protocol: self.upstream_protocol(host, svc.namespace, number, sp, subset),
         };
         let i = self.clusters.len();
         self.clusters.push(cluster);
@@ -161,6 +164,94 @@ impl<'a> Registry<'a> {
         })
     }
 
+    /// The HTTP version for a service port, as Istio's cluster builder decides it:
+    /// `useClientProtocol` first, then HTTP/2 for HTTP2, GRPC and GRPC-WEB ports, then
+    /// `h2UpgradePolicy: UPGRADE` (the mesh default is DO_NOT_UPGRADE).
+    fn upstream_protocol(
+        &self,
+        host: &str,
+        service_ns: &str,
+        port: u16,
+        sp: &ServicePort,
+        subset: Option<&str>,
+    ) -> UpstreamProtocol {
+        let http = self
+            .connection_pool(host, service_ns, port, subset)
+            .and_then(|cp| cp.http.as_ref());
+        if http.and_then(|h| h.use_client_protocol) == Some(true) {
+            return UpstreamProtocol::Client;
+        }
+        let h2_port = sp.protocol.as_deref().is_some_and(|p| {
+            ["HTTP2", "GRPC", "GRPC-WEB"]
+                .iter()
+                .any(|h2| p.eq_ignore_ascii_case(h2))
+        });
+        let upgrade = http.and_then(|h| h.h2_upgrade_policy.as_deref()) == Some("UPGRADE");
+        if h2_port || upgrade {
+            UpstreamProtocol::Http2
+        } else {
+            UpstreamProtocol::Http1
+        }
+    }
+
+    /// The connection pool settings for a port (and subset) of `host`, merged as Istio does: a
+    /// matching `portLevelSettings` entry replaces the top-level settings, a subset's settings
+    /// replace both, and a subset's matching port-level entry replaces those.
+    fn connection_pool(
+        &self,
+        host: &str,
+        service_ns: &str,
+        port: u16,
+        subset: Option<&str>,
+    ) -> Option<&'a ConnectionPoolSettings> {
+        let rules = self.rules_for(host, service_ns);
+        let at_port = |p: &'a TrafficPolicy| -> Option<Option<&'a ConnectionPoolSettings>> {
+            p.port_level_settings
+                .iter()
+                .find(|l| l.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
+                .map(|l| l.connection_pool.as_ref())
+        };
+        let top = rules.iter().find_map(|r| r.policy);
+        let mut cp = top.and_then(|p| at_port(p).unwrap_or(p.connection_pool.as_ref()));
+        let subset_policy = subset.and_then(|name| {
+            rules
+                .iter()
+                .flat_map(|r| r.subsets.iter())
+                .find(|s| s.name.as_deref() == Some(name))
+                .and_then(|s| s.traffic_policy.as_ref())
+        });
+        if let Some(p) = subset_policy {
+            if p.connection_pool.is_some() {
+                cp = p.connection_pool.as_ref();
+            }
+            if let Some(at) = at_port(p) {
+                cp = at;
+            }
+        }
+        cp
+    }
+
+    /// The DestinationRules that apply to `host`: those of the first namespace (the gateway's,
+    /// the service's, then the root namespace) that has any, for the most specific host.
+    fn rules_for(&self, host: &str, service_ns: &str) -> Vec<&Rule<'a>> {
+        let order = [self.instance.namespace.as_str(), service_ns, ROOT_NAMESPACE];
+        for ns in order {
+            let covering: Vec<&Rule<'a>> = self
+                .rules
+                .iter()
+                .filter(|r| r.namespace == ns && covers(&r.host, host))
+                .collect();
+            let Some(best) = covering.iter().map(|r| specificity(&r.host)).max() else {
+                continue;
+            };
+            return covering
+                .into_iter()
+                .filter(|r| specificity(&r.host) == best)
+                .collect();
+        }
+        Vec::new()
+    }
+
     /// Reports DestinationRules whose host matches no known service (Istio ignores them).
     pub fn check_rules(&self, resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
         for r in resources {
@@ -182,6 +273,11 @@ impl<'a> Registry<'a> {
             }
         }
     }
+}
+
+/// An exact host beats any wildcard; a longer wildcard beats a shorter one.
+fn specificity(host: &str) -> (bool, usize) {
+    (!host.starts_with('*'), host.len())
 }
 
 fn pick_port(ports: &[ServicePort], wanted: Option<u16>) -> Result<&ServicePort, String> {

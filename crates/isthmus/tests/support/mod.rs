@@ -1015,3 +1015,1093 @@ impl RecorderShared {
         Ok(resp)
     }
 }
+
+// === TLS and TCP helpers (appended for tls.rs) ===
+
+/// A test certificate authority (ECDSA P-256), generated at run time: no PEM file is committed.
+pub struct Pki {
+    pub ca_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate and its private key, in PEM.
+#[derive(Clone)]
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Pki {
+            ca_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    fn leaf(&self, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> Leaf {
+        use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose};
+        let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages.push(KeyUsagePurpose::DigitalSignature);
+        params.extended_key_usages.push(usage);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A server certificate for `names` (DNS names, wildcards allowed, or IP addresses).
+    pub fn server(&self, names: &[&str]) -> Leaf {
+        self.leaf(names, rcgen::ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate with `name` as its DNS SAN.
+    pub fn client(&self, name: &str) -> Leaf {
+        self.leaf(&[name], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    pub fn roots(&self) -> rustls::RootCertStore {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        roots
+    }
+
+    pub fn reqwest_certificate(&self) -> reqwest::Certificate {
+        reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap()
+    }
+}
+
+impl Leaf {
+    pub fn der(&self) -> rustls::pki_types::CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap()
+    }
+
+    pub fn key(&self) -> rustls::pki_types::PrivateKeyDer<'static> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap()
+    }
+
+    /// The certificate and key as a reqwest client identity.
+    pub fn identity(&self) -> reqwest::Identity {
+        reqwest::Identity::from_pem(format!("{}{}", self.cert_pem, self.key_pem).as_bytes())
+            .unwrap()
+    }
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A `kubernetes.io/tls` Secret `istio-system/NAME` (the gateway's default namespace) with
+/// base64 `data`, as `kubectl create secret tls` writes it, plus `ca.crt` when `ca` is given.
+pub fn tls_secret(name: &str, leaf: &Leaf, ca: Option<&str>) -> String {
+    let mut s = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b64(&leaf.cert_pem),
+        b64(&leaf.key_pem)
+    );
+    if let Some(ca) = ca {
+        s.push_str(&format!("  ca.crt: {}\n", b64(ca)));
+    }
+    s
+}
+
+/// A generic Secret `istio-system/NAME` holding only `ca.crt` (the `<name>-cacert` form).
+pub fn ca_secret(name: &str, ca_pem: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\ntype: Opaque\ndata:\n  ca.crt: {}\n",
+        b64(ca_pem)
+    )
+}
+
+/// One item of a Gateway's `servers:`; `tls` is a YAML flow mapping (or empty for none).
+pub fn server(port: u16, name: &str, protocol: &str, hosts: &[&str], tls: &str) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("'{h}'")).collect();
+    let mut s = format!(
+        "  - port: {{number: {port}, name: {name}, protocol: {protocol}}}\n    hosts: [{}]\n",
+        hosts.join(", ")
+    );
+    if !tls.is_empty() {
+        s.push_str(&format!("    tls: {tls}\n"));
+    }
+    s
+}
+
+/// Gateway `default/gw` selecting the default instance, with the given [`server`] items.
+pub fn gateway_servers(servers: &[String]) -> String {
+    let mut s = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n",
+    );
+    for item in servers {
+        s.push_str(item);
+    }
+    s
+}
+
+/// A VirtualService bound to `gw` whose body (`  tls:` or `  tcp:` rules) is given as is.
+pub fn l4_virtual_service(name: &str, hosts: &[&str], body: &str) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("'{h}'")).collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{}]\n  gateways: [gw]\n{body}",
+        hosts.join(", ")
+    )
+}
+
+/// A STATIC ServiceEntry for `host` with one port of `protocol` (TCP, TLS) numbered 9000.
+pub fn l4_service(name: &str, host: &str, protocol: &str, endpoints: &[SocketAddr]) -> String {
+    let mut s = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  ports: [{{number: 9000, name: l4, protocol: {protocol}}}]\n  resolution: STATIC\n  endpoints:\n"
+    );
+    for addr in endpoints {
+        s.push_str(&format!(
+            "  - {{address: {}, ports: {{l4: {}}}}}\n",
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    s
+}
+
+/// The echo protocol of [`tcp_echo_backend`] and [`tls_echo_backend`].
+async fn echo_session<S>(name: Arc<str>, mut s: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if s.write_all(format!("{name}\n").as_bytes()).await.is_err() || s.flush().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() || s.flush().await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+    // The peer shut its side down: answer after that, then close ours.
+    let _ = s.write_all(b"<eof>").await;
+    let _ = s.shutdown().await;
+}
+
+/// A TCP backend: greets every connection with `NAME\n`, echoes what it reads, and once the
+/// client has shut down its sending side writes `<eof>` and closes.
+pub async fn tcp_echo_backend(name: &str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name: Arc<str> = Arc::from(name);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(echo_session(name.clone(), stream));
+        }
+    });
+    addr
+}
+
+/// Like [`tcp_echo_backend`], inside TLS terminated with `leaf` (the backend's own
+/// certificate), as a passthrough destination.
+pub async fn tls_echo_backend(name: &str, leaf: &Leaf) -> SocketAddr {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der()], leaf.key())
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name: Arc<str> = Arc::from(name);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (name, acceptor) = (name.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                if let Ok(Ok(tls)) = tokio::time::timeout(WAIT, acceptor.accept(stream)).await {
+                    echo_session(name, tls).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A rustls client configuration trusting `ca`, offering `versions` (and only `suites`, in
+/// that order of preference, when given), presenting `identity` when given. No ALPN unless
+/// the caller sets it.
+pub fn tls_client_config(
+    ca: &Pki,
+    identity: Option<&Leaf>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    suites: Option<&[rustls::CipherSuite]>,
+) -> rustls::ClientConfig {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(suites) = suites {
+        let all = std::mem::take(&mut provider.cipher_suites);
+        provider.cipher_suites = suites
+            .iter()
+            .map(|want| {
+                *all.iter()
+                    .find(|s| s.suite() == *want)
+                    .unwrap_or_else(|| panic!("{want:?} is not a rustls suite"))
+            })
+            .collect();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(ca.roots());
+    match identity {
+        Some(leaf) => builder
+            .with_client_auth_cert(vec![leaf.der()], leaf.key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    }
+}
+
+/// [`tls_client_config`] with TLS 1.2 and 1.3.
+pub fn tls_client(ca: &Pki, identity: Option<&Leaf>) -> rustls::ClientConfig {
+    tls_client_config(
+        ca,
+        identity,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+        None,
+    )
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// Connects to `addr` and completes the client's side of a TLS handshake for `server_name`
+/// (the name verified, and sent as SNI unless the config disables SNI), within [`WAIT`].
+pub async fn tls_connect(
+    addr: SocketAddr,
+    server_name: &str,
+    config: &rustls::ClientConfig,
+) -> std::io::Result<TlsStream> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config.clone()));
+    match tokio::time::timeout(WAIT, async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        connector.connect(name, tcp).await
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
+/// The certificate the server presented on `stream`.
+pub fn peer_certificate(stream: &TlsStream) -> rustls::pki_types::CertificateDer<'static> {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("the server presented no certificate")
+        .clone()
+        .into_owned()
+}
+
+/// One `GET path` over a fresh TLS connection (`Connection: close`), read until the server
+/// closes. `Err` when the handshake or the exchange fails: with TLS 1.3 a refused client
+/// certificate only shows after the client's side of the handshake completed.
+pub async fn tls_get(
+    addr: SocketAddr,
+    server_name: &str,
+    config: &rustls::ClientConfig,
+    host: &str,
+    path: &str,
+) -> Result<RawReply, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tls_connect(addr, server_name, config)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let exchange = async {
+        s.write_all(request.as_bytes()).await?;
+        s.flush().await?;
+        let mut buf = Vec::new();
+        match s.read_to_end(&mut buf).await {
+            Ok(_) => Ok(buf),
+            // A peer that closes without close_notify after a complete answer.
+            Err(_) if buf.windows(4).any(|w| w == b"\r\n\r\n") => Ok(buf),
+            Err(e) => Err(e),
+        }
+    };
+    let bytes = match tokio::time::timeout(WAIT, exchange).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(format!("exchange: {e}")),
+        Err(_) => return Err("exchange timed out".into()),
+    };
+    if bytes.is_empty() {
+        return Err("the server closed the connection without answering".into());
+    }
+    Ok(parse_raw_response(&bytes))
+}
+
+/// An HTTP/1.1 keep-alive client connection over any stream (such as a [`TlsStream`]).
+pub struct H1Conn {
+    send: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+}
+
+pub async fn h1_conn<S>(io: S) -> H1Conn
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = tokio::time::timeout(
+        WAIT,
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)),
+    )
+    .await
+    .expect("HTTP/1 client handshake timed out")
+    .unwrap();
+    tokio::spawn(conn);
+    H1Conn { send }
+}
+
+impl H1Conn {
+    /// A GET on this connection (never a new one); `Err` if the connection is gone.
+    pub async fn get(&mut self, host: &str, path: &str) -> Result<RawReply, String> {
+        use http_body_util::BodyExt;
+        let req = http::Request::get(path)
+            .header("host", host)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let exchange = async {
+            self.send.ready().await.map_err(|e| e.to_string())?;
+            let resp = self
+                .send
+                .send_request(req)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok(RawReply {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        tokio::time::timeout(WAIT, exchange)
+            .await
+            .unwrap_or_else(|_| Err("request timed out".into()))
+    }
+}
+
+/// A reqwest HTTPS client trusting only `ca`, resolving each `(name, addr)` to `addr` (URLs
+/// must carry `addr`'s port), exposing the peer certificate in the `TlsInfo` extension.
+pub fn https_client(ca: &Pki, resolve: &[(&str, SocketAddr)]) -> reqwest::ClientBuilder {
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(WAIT)
+        .tls_info(true)
+        .tls_certs_only([ca.reqwest_certificate()]);
+    for (name, addr) in resolve {
+        b = b.resolve(name, *addr);
+    }
+    b
+}
+
+/// The DER certificate the server presented for `resp` (requires `tls_info(true)`).
+pub fn response_certificate(resp: &reqwest::Response) -> Vec<u8> {
+    resp.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("no TLS info on the response")
+        .to_vec()
+}
+
+/// Reads up to and including the first `\n` (the echo backends' greeting), within [`WAIT`].
+pub async fn read_line<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = async {
+        let mut byte = [0u8; 1];
+        loop {
+            if s.read(&mut byte).await? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("closed after {:?}", String::from_utf8_lossy(&out)),
+                ));
+            }
+            out.push(byte[0]);
+            if byte[0] == b'\n' {
+                return Ok(());
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("read timed out")))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Writes `data` on `s`, shuts down the sending side, and reads until the peer closes.
+pub async fn send_and_read_to_end<S>(s: &mut S, data: &[u8]) -> std::io::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        s.write_all(data).await?;
+        s.shutdown().await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    };
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("exchange timed out")))
+}
+
+/// Whether the server closes a connection on which `bytes` (then the end of input) were sent,
+/// without answering anything, within [`WAIT`].
+pub async fn closed_without_answer(addr: SocketAddr, bytes: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The server may close before reading everything.
+        let _ = s.write_all(bytes).await;
+        // Then the end of input: a server waiting for the rest of a ClientHello sees it.
+        let _ = s.shutdown().await;
+        let mut buf = Vec::new();
+        // A reset is a close too.
+        let _ = s.read_to_end(&mut buf).await;
+        buf.is_empty()
+    };
+    tokio::time::timeout(WAIT, exchange).await.unwrap_or(false)
+}
+
+/// Runs `curl` with `args` (plus `-sS`, no proxy and a time limit); exit success, stdout and
+/// stderr.
+pub async fn curl(args: Vec<String>) -> (bool, String, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--noproxy", "*", "--max-time", "10"])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("curl is not installed")
+    });
+    let out = tokio::time::timeout(WAIT + Duration::from_secs(5), out)
+        .await
+        .expect("curl did not finish")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// === WebSocket, HTTP/2 and gRPC helpers (appended for protocols.rs) ===
+
+/// A WebSocket client connection (over plain TCP).
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+pub use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// A WebSocket echo server: text messages come back as `NAME: TEXT`, binary ones unchanged.
+/// It records the path and headers of every opening handshake.
+pub struct WsBackend {
+    pub addr: SocketAddr,
+    handshakes: Arc<Mutex<Vec<(String, http::HeaderMap)>>>,
+}
+
+impl WsBackend {
+    /// `(path and query, request headers)` of every handshake so far.
+    pub fn handshakes(&self) -> Vec<(String, http::HeaderMap)> {
+        self.handshakes.lock().unwrap().clone()
+    }
+}
+
+pub async fn ws_echo_backend(name: &str) -> WsBackend {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(Mutex::new(Vec::new()));
+    let seen = handshakes.clone();
+    let name = name.to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (seen, name) = (seen.clone(), name.clone());
+            tokio::spawn(async move {
+                // The error type is the library's, however large.
+                #[allow(clippy::result_large_err)]
+                let record = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                              resp| {
+                    let path = req.uri().path_and_query().map_or("", |p| p.as_str());
+                    seen.lock()
+                        .unwrap()
+                        .push((path.to_string(), req.headers().clone()));
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    let reply = match msg {
+                        WsMessage::Text(t) => WsMessage::text(format!("{name}: {}", t.as_str())),
+                        WsMessage::Binary(b) => WsMessage::Binary(b),
+                        // Pings are answered by the library; a close is answered on the next read.
+                        _ => continue,
+                    };
+                    if ws.send(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    WsBackend { addr, handshakes }
+}
+
+/// Opens a WebSocket to `ws://HOST/PATH` through `addr` (the gateway), within [`WAIT`].
+pub async fn ws_connect(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let url = format!("ws://{host}{path}");
+    tokio::time::timeout(WAIT, async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio_tungstenite::client_async(url, stream).await
+    })
+    .await
+    .expect("WebSocket handshake timed out")
+}
+
+/// The next data message (text or binary) on `ws`, within [`WAIT`]; `None` once it closed.
+pub async fn ws_next(ws: &mut Ws) -> Option<WsMessage> {
+    use futures_util::StreamExt;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => return Some(m),
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .expect("no WebSocket message within the wait")
+}
+
+/// Sends `text` and returns the text message that comes back.
+pub async fn ws_echo(ws: &mut Ws, text: &str) -> String {
+    use futures_util::SinkExt;
+    ws.send(WsMessage::text(text)).await.unwrap();
+    match ws_next(ws).await {
+        Some(WsMessage::Text(t)) => t.as_str().to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// A body made of frames sent through a channel: data, then trailers if any. Dropping the
+/// sender ends it.
+pub struct FrameBody {
+    rx: tokio::sync::mpsc::UnboundedReceiver<hyper::body::Frame<bytes::Bytes>>,
+    /// Known to be empty: sent as an HTTP/2 HEADERS frame with END_STREAM.
+    empty: bool,
+}
+
+impl FrameBody {
+    pub fn channel() -> (
+        tokio::sync::mpsc::UnboundedSender<hyper::body::Frame<bytes::Bytes>>,
+        FrameBody,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (tx, FrameBody { rx, empty: false })
+    }
+
+    /// A body of these frames.
+    pub fn of(frames: Vec<hyper::body::Frame<bytes::Bytes>>) -> FrameBody {
+        let (tx, body) = Self::channel();
+        for f in frames {
+            tx.send(f).unwrap();
+        }
+        body
+    }
+
+    /// A body that is empty and says so.
+    pub fn empty() -> FrameBody {
+        let (_, rx) = tokio::sync::mpsc::unbounded_channel();
+        FrameBody { rx, empty: true }
+    }
+}
+
+impl hyper::body::Body for FrameBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.empty {
+            return std::task::Poll::Ready(None);
+        }
+        self.rx.poll_recv(cx).map(|f| f.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.empty
+    }
+}
+
+/// Trailers from `(name, value)` pairs.
+pub fn trailers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+/// A backend speaking HTTP/1.1 and h2c on one port that answers every request with a JSON
+/// echo: `backend`, `version` (`HTTP/1.1` or `HTTP/2.0`), `authority` (of the URI: HTTP/2's
+/// `:authority`), `path`, `headers`, `body_bytes` and the request's `trailers`. The response
+/// ends with trailers `x-echo-trailer: NAME` and, for each request trailer `N: V`,
+/// `x-seen-N: V` (HTTP/1.1 clients get no trailers).
+pub async fn echo_backend(name: &str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name: Arc<str> = Arc::from(name);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let name = name.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| echo(name.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn echo(
+    name: Arc<str>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<FrameBody>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let (parts, mut body) = req.into_parts();
+    let mut body_bytes = 0;
+    let mut request_trailers = http::HeaderMap::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        match frame.into_data() {
+            Ok(d) => body_bytes += d.len(),
+            Err(f) => {
+                if let Ok(t) = f.into_trailers() {
+                    request_trailers.extend(t);
+                }
+            }
+        }
+    }
+    let map = |h: &http::HeaderMap| -> serde_json::Map<String, serde_json::Value> {
+        h.iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                )
+            })
+            .collect()
+    };
+    let json = serde_json::json!({
+        "backend": &*name,
+        "version": format!("{:?}", parts.version),
+        "authority": parts.uri.authority().map(|a| a.as_str()),
+        "path": parts.uri.path(),
+        "headers": map(&parts.headers),
+        "body_bytes": body_bytes,
+        "trailers": map(&request_trailers),
+    });
+    let mut out = trailers(&[("x-echo-trailer", &name)]);
+    for (k, v) in &request_trailers {
+        out.append(
+            http::HeaderName::from_bytes(format!("x-seen-{k}").as_bytes()).unwrap(),
+            v.clone(),
+        );
+    }
+    let body = FrameBody::of(vec![
+        hyper::body::Frame::data(bytes::Bytes::from(json.to_string())),
+        hyper::body::Frame::trailers(out),
+    ]);
+    let mut resp = http::Response::new(body);
+    resp.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    Ok(resp)
+}
+
+/// What an HTTP/2 exchange gave back, trailers included.
+#[derive(Debug)]
+pub struct H2Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl H2Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn trailer(&self, name: &str) -> Option<&str> {
+        self.trailers.as_ref()?.get(name)?.to_str().ok()
+    }
+}
+
+/// A new h2c (prior knowledge) connection to `addr`.
+pub async fn h2c_connect(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<FrameBody> {
+    let stream = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// Sends `req` (whose URI carries the `:authority`) over a new h2c connection to `addr` and
+/// reads the whole answer, trailers included, within [`WAIT`].
+pub async fn h2c_send(addr: SocketAddr, req: http::Request<FrameBody>) -> H2Reply {
+    use http_body_util::BodyExt;
+    tokio::time::timeout(WAIT, async move {
+        let mut sender = h2c_connect(addr).await;
+        let resp = sender.send_request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        H2Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+        }
+    })
+    .await
+    .expect("HTTP/2 exchange timed out")
+}
+
+/// A gRPC message with its 5-byte prefix (uncompressed).
+pub fn grpc_frame(message: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(message.len() + 5);
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(message);
+    out.into()
+}
+
+/// Takes the first complete length-prefixed message off `buf`, if there is one.
+fn take_grpc_message(buf: &mut Vec<u8>) -> Option<bytes::Bytes> {
+    if buf.len() < 5 {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if buf.len() < 5 + len {
+        return None;
+    }
+    let message = bytes::Bytes::copy_from_slice(&buf[5..5 + len]);
+    buf.drain(..5 + len);
+    Some(message)
+}
+
+/// A request as a [`GrpcBackend`] saw it.
+#[derive(Debug, Clone)]
+pub struct GrpcSeen {
+    pub path: String,
+    pub authority: Option<String>,
+    pub headers: http::HeaderMap,
+    pub messages: Vec<bytes::Bytes>,
+}
+
+/// A gRPC server over HTTP/2 with prior knowledge only (built on hyper, no gRPC library):
+///
+/// * `/test.Echo/Unary`: answers one message `NAME: REQUEST`, then trailers `grpc-status: 0`
+///   and `x-echo-trailer: NAME`.
+/// * `/test.Echo/Stream`: the request message is a count N; answers message `0`, then waits for
+///   [`GrpcBackend::release`] (at most [`WAIT`]) and answers `1` .. `N-1`, then `grpc-status: 0`.
+/// * `/test.Echo/Fail`: a trailers-only answer, `grpc-status: 5` and `grpc-message: no such
+///   thing`.
+/// * `/test.Echo/Hang`: no answer within [`WAIT`].
+pub struct GrpcBackend {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<GrpcSeen>>>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl GrpcBackend {
+    pub fn seen(&self) -> Vec<GrpcSeen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Lets one waiting `/test.Echo/Stream` call go on.
+    pub fn release(&self) {
+        self.gate.add_permits(1);
+    }
+}
+
+pub async fn grpc_backend(name: &str) -> GrpcBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (name, shared_seen, shared_gate): (Arc<str>, _, _) =
+        (Arc::from(name), seen.clone(), gate.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (name, seen, gate) = (name.clone(), shared_seen.clone(), shared_gate.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    grpc_answer(name.clone(), seen.clone(), gate.clone(), req)
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+            });
+        }
+    });
+    GrpcBackend { addr, seen, gate }
+}
+
+async fn grpc_answer(
+    name: Arc<str>,
+    seen: Arc<Mutex<Vec<GrpcSeen>>>,
+    gate: Arc<tokio::sync::Semaphore>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<FrameBody>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    use hyper::body::Frame;
+    let (parts, body) = req.into_parts();
+    let mut buf = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes().to_vec())
+        .unwrap_or_default();
+    let mut messages = Vec::new();
+    while let Some(m) = take_grpc_message(&mut buf) {
+        messages.push(m);
+    }
+    let first = messages.first().cloned().unwrap_or_default();
+    seen.lock().unwrap().push(GrpcSeen {
+        path: parts.uri.path().to_string(),
+        authority: parts.uri.authority().map(|a| a.to_string()),
+        headers: parts.headers,
+        messages,
+    });
+    let trailer_name = name.clone();
+    let ok = move || trailers(&[("grpc-status", "0"), ("x-echo-trailer", &trailer_name)]);
+    let (tx, body) = FrameBody::channel();
+    let body = match parts.uri.path() {
+        "/test.Echo/Unary" => {
+            let text = format!("{name}: {}", String::from_utf8_lossy(&first));
+            tx.send(Frame::data(grpc_frame(text.as_bytes()))).unwrap();
+            tx.send(Frame::trailers(ok())).unwrap();
+            body
+        }
+        "/test.Echo/Stream" => {
+            let n: usize = String::from_utf8_lossy(&first).parse().unwrap_or(1);
+            tokio::spawn(async move {
+                let _ = tx.send(Frame::data(grpc_frame(b"0")));
+                let permit = tokio::time::timeout(WAIT, gate.acquire()).await;
+                if let Ok(Ok(p)) = permit {
+                    p.forget();
+                }
+                for i in 1..n {
+                    let _ = tx.send(Frame::data(grpc_frame(i.to_string().as_bytes())));
+                }
+                let _ = tx.send(Frame::trailers(ok()));
+            });
+            body
+        }
+        "/test.Echo/Hang" => {
+            let _ = tokio::time::timeout(WAIT, std::future::pending::<()>()).await;
+            tx.send(Frame::trailers(ok())).unwrap();
+            body
+        }
+        _ => {
+            let mut resp = http::Response::new(FrameBody::empty());
+            let h = resp.headers_mut();
+            h.insert("content-type", "application/grpc".parse().unwrap());
+            h.insert("grpc-status", "5".parse().unwrap());
+            h.insert("grpc-message", "no such thing".parse().unwrap());
+            return Ok(resp);
+        }
+    };
+    let mut resp = http::Response::new(body);
+    resp.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    Ok(resp)
+}
+
+/// A gRPC call in progress: response headers, then messages as they arrive, then trailers.
+pub struct GrpcCall {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+    pub trailers: Option<http::HeaderMap>,
+    _sender: hyper::client::conn::http2::SendRequest<FrameBody>,
+}
+
+impl GrpcCall {
+    /// The next message, waiting up to [`WAIT`]; `None` once the response ended.
+    pub async fn next_message(&mut self) -> Option<bytes::Bytes> {
+        use http_body_util::BodyExt;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(m) = take_grpc_message(&mut self.buf) {
+                    return Some(m);
+                }
+                match self.body.frame().await {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(d) => self.buf.extend_from_slice(&d),
+                        Err(f) => self.trailers = f.into_trailers().ok(),
+                    },
+                    Some(Err(e)) => panic!("gRPC response failed: {e}"),
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .expect("no gRPC message within the wait")
+    }
+
+    /// Every remaining message, until the end of the response.
+    pub async fn rest(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(m) = self.next_message().await {
+            out.push(String::from_utf8_lossy(&m).into_owned());
+        }
+        out
+    }
+
+    /// A header of a trailers-only answer, else a trailer (after [`GrpcCall::rest`]).
+    pub fn status_field(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .or_else(|| self.trailers.as_ref()?.get(name))?
+            .to_str()
+            .ok()
+    }
+}
+
+/// Starts a unary-style gRPC call `path` with one `message` for `authority` over a new h2c
+/// connection to `addr`; `headers` are added to the request.
+pub async fn grpc_call(
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+    message: &[u8],
+    headers: &[(&str, &str)],
+) -> GrpcCall {
+    let mut req = http::Request::post(format!("http://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(FrameBody::of(vec![hyper::body::Frame::data(grpc_frame(
+            message,
+        ))]))
+        .unwrap();
+    tokio::time::timeout(WAIT, async move {
+        let mut sender = h2c_connect(addr).await;
+        let resp = sender.send_request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        GrpcCall {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+            buf: Vec::new(),
+            trailers: None,
+            _sender: sender,
+        }
+    })
+    .await
+    .expect("gRPC call got no response headers within the wait")
+}

@@ -161,6 +161,8 @@ fn build(t: &TlsTermination, alpn_http: bool) -> Result<Arc<ServerConfig>, Strin
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(ByScheme(keys)));
+    // The server's cipher suite order wins, as Envoy's (SSL_OP_CIPHER_SERVER_PREFERENCE).
+    config.ignore_client_order = true;
     if alpn_http {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     }
