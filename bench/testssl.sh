@@ -225,7 +225,10 @@ summarise() {
     echo
     echo "== protocols and ciphers offered =="
     grep -E '^ (SSLv2|SSLv3|TLS 1(\.[0-3])?|NPN/SPDY|ALPN/HTTP2) ' "$WORK/testssl.txt" | sed 's/  */ /g' || true
-    grep -E '^ +(TLSv1\.[23]|xc0|x13)' "$WORK/testssl.txt" | head -n 20 | sed 's/  */ /g' || true
+    echo
+    awk '/^ Has server cipher order/ {f = 1} f && /^ *$/ {f = 0} f' "$WORK/testssl.txt" || true
+    echo
+    grep -E '^ x[0-9a-f]+ ' "$WORK/testssl.txt" | sed 's/  */ /g' || true
     echo
     echo "== overall =="
     grep -E 'Overall Grade|Grade cap|Done ' "$WORK/testssl.txt" | sed 's/^ *//' || true

@@ -121,7 +121,7 @@ impl TlsRoute {
 }
 
 /// Picks the chain for an SNI: exact, then the longest wildcard, then `*`; a ClientHello
-/// without SNI takes the `*` chain (or the only chain), as Envoy's no-SNI fallback.
+/// without SNI takes only a `*` chain. As in Envoy, no match means the connection is closed.
 pub fn choose_chain<'a>(chains: &'a [FilterChain], sni: Option<&str>) -> Option<&'a FilterChain> {
     let sni = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
     let score = |pattern: &str| -> Option<usize> {
@@ -143,13 +143,7 @@ pub fn choose_chain<'a>(chains: &'a [FilterChain], sni: Option<&str>) -> Option<
         })
         .max_by_key(|(s, _)| *s)
         .map(|(_, c)| c);
-    best.or_else(|| {
-        if sni.is_none() && chains.len() == 1 {
-            chains.first()
-        } else {
-            None
-        }
-    })
+    best
 }
 
 #[cfg(test)]
@@ -189,10 +183,7 @@ mod tests {
             );
         }
         let only = vec![chain("only", &["a.example.com"])];
-        assert_eq!(
-            choose_chain(&only, None).map(|c| c.key.as_str()),
-            Some("only")
-        );
+        assert!(choose_chain(&only, None).is_none());
         assert!(choose_chain(&only, Some("b.example.com")).is_none());
     }
 }

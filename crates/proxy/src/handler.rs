@@ -184,7 +184,7 @@ async fn route_request<'a>(
             return local(LocalReply::NoRoute, None);
         };
         if vhost.require_tls && !conn.secure {
-            return (https_redirect(&host, &parts), Outcome::none("-"));
+            return (https_redirect(authority, &parts), Outcome::none("-"));
         }
         let norm = path::normalize(parts.uri.path());
         let view = RequestView {
@@ -589,7 +589,8 @@ fn redirect(r: &Redirect, parts: &http::request::Parts, conn: &ConnInfo) -> Resp
     resp
 }
 
-/// `httpsRedirect`: a 301 to the same host (without its port) and path over https.
+/// `httpsRedirect`: a 301 to `https://` + the Host as sent (port included, as Envoy's
+/// `require_tls`) + the path.
 fn https_redirect(host: &str, parts: &http::request::Parts) -> Response<ResponseBody> {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut resp = local_response(StatusCode::MOVED_PERMANENTLY, Bytes::new());
