@@ -132,7 +132,7 @@ pub fn choose_chain<'a>(chains: &'a [FilterChain], sni: Option<&str>) -> Option<
             Some(name) => sni_covers(pattern, name).then_some(pattern.len()),
         }
     };
-    let best = chains
+    chains
         .iter()
         .filter_map(|c| {
             c.server_names
@@ -142,8 +142,7 @@ pub fn choose_chain<'a>(chains: &'a [FilterChain], sni: Option<&str>) -> Option<
                 .map(|s| (s, c))
         })
         .max_by_key(|(s, _)| *s)
-        .map(|(_, c)| c);
-    best
+        .map(|(_, c)| c)
 }
 
 #[cfg(test)]
