@@ -266,6 +266,29 @@ pub struct Cluster {
     /// The HTTP version spoken to the endpoints.
     #[serde(skip_serializing_if = "UpstreamProtocol::is_http1")]
     pub protocol: UpstreamProtocol,
+    /// TLS origination to the endpoints (DestinationRule `trafficPolicy.tls`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// TLS the gateway opens to a cluster's endpoints: DestinationRule `tls` with mode SIMPLE or
+/// MUTUAL, merged over `trafficPolicy`, `portLevelSettings` and the subset's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpstreamTls {
+    /// Roots that verify the endpoint's certificate; `None` verifies against no roots (every
+    /// handshake fails) unless `insecure_skip_verify`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<crate::tls::PemSource>,
+    /// The client certificate for MUTUAL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<crate::tls::CertificateSource>,
+    /// The SNI to send; `None` sends the request's Host without its port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// Names the endpoint's certificate may carry; empty verifies against the SNI.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    pub insecure_skip_verify: bool,
 }
 
 /// The HTTP version a cluster's endpoints are spoken to, as Istio derives it from the service

@@ -155,6 +155,20 @@ fn patterns(kind: Kind) -> Vec<String> {
                     }
                 }
                 add(&format!("{level}.portLevelSettings[].port.number"));
+                // TLS origination; credentialName and caCrl are not acted on.
+                for tls in ["tls", "portLevelSettings[].tls"] {
+                    for f in [
+                        "mode",
+                        "caCertificates",
+                        "clientCertificate",
+                        "privateKey",
+                        "sni",
+                        "subjectAltNames[]",
+                        "insecureSkipVerify",
+                    ] {
+                        add(&format!("{level}.{tls}.{f}"));
+                    }
+                }
             }
         }
         Kind::ServiceEntry => {
@@ -282,7 +296,17 @@ mod tests {
                 "spec.servers[0].tls.verifyCertificateSpki[0]",
                 false,
             ),
-            (Kind::DestinationRule, "spec.trafficPolicy.tls", false),
+            (Kind::DestinationRule, "spec.trafficPolicy.tls.mode", true),
+            (
+                Kind::DestinationRule,
+                "spec.subsets[0].trafficPolicy.portLevelSettings[0].tls.sni",
+                true,
+            ),
+            (
+                Kind::DestinationRule,
+                "spec.trafficPolicy.tls.credentialName",
+                false,
+            ),
             (
                 Kind::DestinationRule,
                 "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy",

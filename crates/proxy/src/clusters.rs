@@ -34,6 +34,8 @@ pub struct ClusterState {
     pub labels: DestinationLabels,
     endpoints: ArcSwap<Vec<Target>>,
     next: AtomicUsize,
+    /// TLS originated to the endpoints, if the DestinationRule asks for it.
+    pub tls: Option<crate::tls::client_config::UpstreamTlsConfig>,
 }
 
 impl ClusterState {
@@ -43,6 +45,10 @@ impl ClusterState {
             labels: DestinationLabels::new(&c.service, &c.service_namespace),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             next: AtomicUsize::new(0),
+            tls: c
+                .tls
+                .as_ref()
+                .map(|t| crate::tls::client_config::UpstreamTlsConfig::new(t, &c.name)),
         }
     }
 

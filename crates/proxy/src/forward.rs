@@ -22,6 +22,7 @@ use crate::body::{RequestBody, UpstreamBody};
 use crate::clusters::{ClusterState, Target};
 use crate::headers::X_ATTEMPT_COUNT;
 use crate::local_reply::LocalReply;
+use crate::tls::client_config::UpstreamTlsConfig;
 
 /// Istio's default upstream connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,7 +143,12 @@ impl Upstream {
             };
             let can_retry = attempt < max && body.is_replayable();
             let outcome = self
-                .attempt(req, target.address, policy.per_try_timeout)
+                .attempt(
+                    req,
+                    target.address,
+                    policy.per_try_timeout,
+                    cluster.tls.as_ref(),
+                )
                 .await;
             tried.push(target.address);
             let retriable = match &outcome {
@@ -185,8 +191,12 @@ impl Upstream {
         req: Request<UpstreamBody>,
         endpoint: SocketAddr,
         per_try: Option<Duration>,
+        tls: Option<&UpstreamTlsConfig>,
     ) -> Result<Response<Incoming>, AttemptError> {
         let fut = async {
+            if let Some(tls) = tls {
+                return send_tls(tls, endpoint, req).await;
+            }
             if req.version() == Version::HTTP_2 {
                 return self.h2.send(endpoint, req).await;
             }
@@ -303,6 +313,62 @@ impl H2Pool {
             }
         }
     }
+}
+
+/// One request over a new TLS connection (HTTP/1.1), SNI from the config or the Host.
+async fn send_tls(
+    tls: &UpstreamTlsConfig,
+    endpoint: SocketAddr,
+    mut req: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, AttemptError> {
+    let Some(config) = tls.config.clone() else {
+        return Err(AttemptError::Connect);
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| Authority::try_from(h).ok())
+        .map(|a| a.host().to_string());
+    let sni = tls
+        .sni
+        .clone()
+        .or(host)
+        .unwrap_or_else(|| endpoint.ip().to_string());
+    let name = rustls_pki_types::ServerName::try_from(sni).map_err(|_| AttemptError::Connect)?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(endpoint))
+        .await
+        .map_err(|_| AttemptError::Connect)?
+        .map_err(|_| AttemptError::Connect)?;
+    let _ = stream.set_nodelay(true);
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| {
+            tracing::debug!(%endpoint, "upstream TLS handshake failed: {e}");
+            AttemptError::Connect
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| AttemptError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%endpoint, "upstream TLS connection ended: {e}");
+        }
+    });
+    // The connection is the endpoint's: the request carries only the path.
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|_| AttemptError::Reset(LocalReply::UpstreamProtocolError))?;
+    *req.uri_mut() = path;
+    *req.version_mut() = Version::HTTP_11;
+    sender.send_request(req).await.map_err(|e| {
+        tracing::debug!("upstream error: {e:?}");
+        AttemptError::Reset(LocalReply::UpstreamReset)
+    })
 }
 
 async fn connect_h2(endpoint: SocketAddr) -> Result<H2Sender, AttemptError> {

@@ -46,6 +46,12 @@ pub fn send(
         let Some(cluster) = m.cluster.and_then(|i| active.clusters.get(i)).cloned() else {
             continue;
         };
+        // Mirrors go out over plaintext HTTP/1.1 only: a copy must never leave unencrypted
+        // for a cluster the configuration says speaks TLS, so it is dropped instead.
+        if cluster.tls.is_some() {
+            gw.metrics.mirrors_dropped.inc();
+            continue;
+        }
         let Some(copy) = body.copy() else {
             gw.metrics.mirrors_dropped.inc();
             continue;

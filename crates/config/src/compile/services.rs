@@ -4,14 +4,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
-use isthmus_api::istio::destination_rule::{ConnectionPoolSettings, Subset, TrafficPolicy};
+use isthmus_api::istio::destination_rule::{
+    ClientTlsSettings, ConnectionPoolSettings, Subset, TrafficPolicy,
+};
 use isthmus_api::istio::service_entry::{ServiceEntrySpec, ServicePort};
 use isthmus_api::{Diagnostic, Object, Resource};
 
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, covers};
 use crate::instance::{Instance, ROOT_NAMESPACE};
-use crate::snapshot::{Cluster, DnsTarget, Endpoint, EndpointSource, UpstreamProtocol};
+use crate::snapshot::{
+    Cluster, DnsTarget, Endpoint, EndpointSource, UpstreamProtocol, UpstreamTls,
+};
+use crate::tls::{CertificateSource, PemSource};
 
 struct Service<'a> {
     namespace: &'a str,
@@ -138,6 +143,9 @@ impl<'a> Registry<'a> {
             subset: subset.map(str::to_string),
             endpoints: endpoints(svc.entry, sp, &labels),
             protocol: self.upstream_protocol(host, svc.namespace, number, sp, subset),
+            tls: self
+                .client_tls(host, svc.namespace, number, subset)
+                .and_then(upstream_tls),
         };
         let i = self.clusters.len();
         self.clusters.push(cluster);
@@ -231,6 +239,42 @@ impl<'a> Registry<'a> {
         cp
     }
 
+    /// The client TLS settings for a port (and subset) of `host`, merged as the connection pool
+    /// settings are: port level over top level, the subset's over both.
+    fn client_tls(
+        &self,
+        host: &str,
+        service_ns: &str,
+        port: u16,
+        subset: Option<&str>,
+    ) -> Option<&'a ClientTlsSettings> {
+        let rules = self.rules_for(host, service_ns);
+        let at_port = |p: &'a TrafficPolicy| -> Option<Option<&'a ClientTlsSettings>> {
+            p.port_level_settings
+                .iter()
+                .find(|l| l.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
+                .map(|l| l.tls.as_ref())
+        };
+        let top = rules.iter().find_map(|r| r.policy);
+        let mut tls = top.and_then(|p| at_port(p).unwrap_or(p.tls.as_ref()));
+        let subset_policy = subset.and_then(|name| {
+            rules
+                .iter()
+                .flat_map(|r| r.subsets.iter())
+                .find(|s| s.name.as_deref() == Some(name))
+                .and_then(|s| s.traffic_policy.as_ref())
+        });
+        if let Some(p) = subset_policy {
+            if p.tls.is_some() {
+                tls = p.tls.as_ref();
+            }
+            if let Some(at) = at_port(p) {
+                tls = at;
+            }
+        }
+        tls
+    }
+
     /// The DestinationRules that apply to `host`: those of the first namespace (the gateway's,
     /// the service's, then the root namespace) that has any, for the most specific host.
     fn rules_for(&self, host: &str, service_ns: &str) -> Vec<&Rule<'a>> {
@@ -271,8 +315,85 @@ impl<'a> Registry<'a> {
                     ),
                 ));
             }
+            check_tls(r, &dr.spec.traffic_policy, "spec.trafficPolicy", diags);
+            for (i, s) in dr.spec.subsets.iter().enumerate() {
+                let at = format!("spec.subsets[{i}].trafficPolicy");
+                check_tls(r, &s.traffic_policy, &at, diags);
+            }
         }
     }
+}
+
+/// Warnings for `tls` settings the gateway cannot act on as written.
+fn check_tls(r: &Resource, policy: &Option<TrafficPolicy>, at: &str, diags: &mut Vec<Diagnostic>) {
+    let Some(p) = policy else { return };
+    let mut all: Vec<(String, &ClientTlsSettings)> = Vec::new();
+    if let Some(t) = &p.tls {
+        all.push((format!("{at}.tls"), t));
+    }
+    for (i, l) in p.port_level_settings.iter().enumerate() {
+        if let Some(t) = &l.tls {
+            all.push((format!("{at}.portLevelSettings[{i}].tls"), t));
+        }
+    }
+    for (path, t) in all {
+        let mode = t.mode.as_deref().unwrap_or("DISABLE");
+        match mode {
+            "ISTIO_MUTUAL" => diags.push(subject(r).warning(
+                &format!("{path}.mode"),
+                "ISTIO_MUTUAL needs the mesh's workload certificates, which a standalone gateway does not have; requests go out in plaintext".to_string(),
+            )),
+            "SIMPLE" | "MUTUAL" => {
+                if t.credential_name.is_some() {
+                    diags.push(subject(r).warning(
+                        &format!("{path}.credentialName"),
+                        "credentialName is not supported for upstream TLS; use caCertificates, clientCertificate and privateKey files".to_string(),
+                    ));
+                }
+                if t.ca_certificates.is_none() && !t.insecure_skip_verify.unwrap_or(false) {
+                    diags.push(subject(r).warning(
+                        &format!("{path}.caCertificates"),
+                        "no caCertificates and no system roots offline: the upstream certificate cannot be verified and requests answer 503".to_string(),
+                    ));
+                }
+                if mode == "MUTUAL" && (t.client_certificate.is_none() || t.private_key.is_none()) {
+                    diags.push(subject(r).warning(
+                        &format!("{path}.clientCertificate"),
+                        "MUTUAL needs clientCertificate and privateKey; no client certificate is presented".to_string(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The TLS a cluster originates for `tls`: SIMPLE and MUTUAL from files. DISABLE, unset and
+/// ISTIO_MUTUAL (which needs the mesh's certificates) open plaintext.
+fn upstream_tls(tls: &ClientTlsSettings) -> Option<UpstreamTls> {
+    let mode = tls.mode.as_deref().unwrap_or("DISABLE");
+    let mutual = match mode {
+        "SIMPLE" => false,
+        "MUTUAL" => true,
+        _ => return None,
+    };
+    let client_certificate = match (mutual, &tls.client_certificate, &tls.private_key) {
+        (true, Some(cert), Some(key)) => Some(CertificateSource {
+            certificate: PemSource::File(cert.into()),
+            private_key: PemSource::File(key.into()),
+        }),
+        _ => None,
+    };
+    Some(UpstreamTls {
+        ca: tls
+            .ca_certificates
+            .as_ref()
+            .map(|p| PemSource::File(p.into())),
+        client_certificate,
+        sni: tls.sni.clone().filter(|s| !s.is_empty()),
+        subject_alt_names: tls.subject_alt_names.clone(),
+        insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+    })
 }
 
 /// An exact host beats any wildcard; a longer wildcard beats a shorter one.

@@ -66,11 +66,11 @@ pub fn files(snapshot: &Snapshot) -> Vec<PathBuf> {
     out
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn read(source: &PemSource) -> Result<Vec<u8>, String> {
+pub(crate) fn read(source: &PemSource) -> Result<Vec<u8>, String> {
     match source {
         PemSource::Inline { pem, .. } => Ok(pem.clone()),
         PemSource::File(p) => {
@@ -79,14 +79,14 @@ fn read(source: &PemSource) -> Result<Vec<u8>, String> {
     }
 }
 
-fn describe(source: &PemSource) -> String {
+pub(crate) fn describe(source: &PemSource) -> String {
     match source {
         PemSource::Inline { origin, .. } => origin.clone(),
         PemSource::File(p) => p.display().to_string(),
     }
 }
 
-fn certificates(source: &PemSource) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn certificates(source: &PemSource) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read(source)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
