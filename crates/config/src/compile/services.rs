@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use isthmus_api::istio::destination_rule::{
-    ClientTlsSettings, ConnectionPoolSettings, Subset, TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, PortTrafficPolicy, Subset, TrafficPolicy,
 };
 use isthmus_api::istio::service_entry::{ServiceEntrySpec, ServicePort};
 use isthmus_api::{Diagnostic, Object, Resource};
@@ -202,9 +202,7 @@ impl<'a> Registry<'a> {
         }
     }
 
-    /// The connection pool settings for a port (and subset) of `host`, merged as Istio does: a
-    /// matching `portLevelSettings` entry replaces the top-level settings, a subset's settings
-    /// replace both, and a subset's matching port-level entry replaces those.
+    /// The connection pool settings for a port (and subset) of `host`.
     fn connection_pool(
         &self,
         host: &str,
@@ -212,35 +210,17 @@ impl<'a> Registry<'a> {
         port: u16,
         subset: Option<&str>,
     ) -> Option<&'a ConnectionPoolSettings> {
-        let rules = self.rules_for(host, service_ns);
-        let at_port = |p: &'a TrafficPolicy| -> Option<Option<&'a ConnectionPoolSettings>> {
-            p.port_level_settings
-                .iter()
-                .find(|l| l.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
-                .map(|l| l.connection_pool.as_ref())
-        };
-        let top = rules.iter().find_map(|r| r.policy);
-        let mut cp = top.and_then(|p| at_port(p).unwrap_or(p.connection_pool.as_ref()));
-        let subset_policy = subset.and_then(|name| {
-            rules
-                .iter()
-                .flat_map(|r| r.subsets.iter())
-                .find(|s| s.name.as_deref() == Some(name))
-                .and_then(|s| s.traffic_policy.as_ref())
-        });
-        if let Some(p) = subset_policy {
-            if p.connection_pool.is_some() {
-                cp = p.connection_pool.as_ref();
-            }
-            if let Some(at) = at_port(p) {
-                cp = at;
-            }
-        }
-        cp
+        self.merged(
+            host,
+            service_ns,
+            port,
+            subset,
+            |p| p.connection_pool.as_ref(),
+            |l| l.connection_pool.as_ref(),
+        )
     }
 
-    /// The client TLS settings for a port (and subset) of `host`, merged as the connection pool
-    /// settings are: port level over top level, the subset's over both.
+    /// The client TLS settings for a port (and subset) of `host`.
     fn client_tls(
         &self,
         host: &str,
@@ -248,15 +228,37 @@ impl<'a> Registry<'a> {
         port: u16,
         subset: Option<&str>,
     ) -> Option<&'a ClientTlsSettings> {
+        self.merged(
+            host,
+            service_ns,
+            port,
+            subset,
+            |p| p.tls.as_ref(),
+            |l| l.tls.as_ref(),
+        )
+    }
+
+    /// One part of the traffic policy for a port (and subset) of `host`, merged as Istio does:
+    /// a matching `portLevelSettings` entry replaces the top-level value, a subset's value
+    /// replaces both, and a subset's matching port-level entry replaces those.
+    fn merged<T>(
+        &self,
+        host: &str,
+        service_ns: &str,
+        port: u16,
+        subset: Option<&str>,
+        top_level: impl Fn(&'a TrafficPolicy) -> Option<&'a T>,
+        port_level: impl Fn(&'a PortTrafficPolicy) -> Option<&'a T>,
+    ) -> Option<&'a T> {
         let rules = self.rules_for(host, service_ns);
-        let at_port = |p: &'a TrafficPolicy| -> Option<Option<&'a ClientTlsSettings>> {
+        let at_port = |p: &'a TrafficPolicy| -> Option<Option<&'a T>> {
             p.port_level_settings
                 .iter()
                 .find(|l| l.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
-                .map(|l| l.tls.as_ref())
+                .map(&port_level)
         };
         let top = rules.iter().find_map(|r| r.policy);
-        let mut tls = top.and_then(|p| at_port(p).unwrap_or(p.tls.as_ref()));
+        let mut value = top.and_then(|p| at_port(p).unwrap_or(top_level(p)));
         let subset_policy = subset.and_then(|name| {
             rules
                 .iter()
@@ -265,14 +267,14 @@ impl<'a> Registry<'a> {
                 .and_then(|s| s.traffic_policy.as_ref())
         });
         if let Some(p) = subset_policy {
-            if p.tls.is_some() {
-                tls = p.tls.as_ref();
+            if let Some(v) = top_level(p) {
+                value = Some(v);
             }
             if let Some(at) = at_port(p) {
-                tls = at;
+                value = at;
             }
         }
-        tls
+        value
     }
 
     /// The DestinationRules that apply to `host`: those of the first namespace (the gateway's,
