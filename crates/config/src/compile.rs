@@ -11,6 +11,7 @@ mod delegation;
 mod l4;
 mod listeners;
 mod routes;
+mod secrets;
 mod services;
 
 pub use actions::{grpc_code, parse_retry_on, read_body_file};

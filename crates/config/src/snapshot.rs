@@ -275,8 +275,8 @@ pub struct Cluster {
 /// MUTUAL, merged over `trafficPolicy`, `portLevelSettings` and the subset's policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpstreamTls {
-    /// Roots that verify the endpoint's certificate; `None` verifies against no roots (every
-    /// handshake fails) unless `insecure_skip_verify`.
+    /// Roots that verify the endpoint's certificate; `None` uses the operating system's trust
+    /// store, as Istio does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<crate::tls::PemSource>,
     /// The client certificate for MUTUAL.
@@ -289,6 +289,10 @@ pub struct UpstreamTls {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
     pub insecure_skip_verify: bool,
+    /// Why no connection can be made (a `credentialName` Secret that is missing or
+    /// incomplete): requests answer 503, as Envoy's cluster without its secret does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// The HTTP version a cluster's endpoints are spoken to, as Istio derives it from the service

@@ -155,7 +155,7 @@ fn patterns(kind: Kind) -> Vec<String> {
                     }
                 }
                 add(&format!("{level}.portLevelSettings[].port.number"));
-                // TLS origination; credentialName and caCrl are not acted on.
+                // TLS origination; caCrl is not acted on.
                 for tls in ["tls", "portLevelSettings[].tls"] {
                     for f in [
                         "mode",
@@ -165,6 +165,7 @@ fn patterns(kind: Kind) -> Vec<String> {
                         "sni",
                         "subjectAltNames[]",
                         "insecureSkipVerify",
+                        "credentialName",
                     ] {
                         add(&format!("{level}.{tls}.{f}"));
                     }
@@ -305,7 +306,7 @@ mod tests {
             (
                 Kind::DestinationRule,
                 "spec.trafficPolicy.tls.credentialName",
-                false,
+                true,
             ),
             (
                 Kind::DestinationRule,

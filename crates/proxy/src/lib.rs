@@ -26,6 +26,7 @@ pub mod local_reply;
 pub mod metrics;
 pub mod mirror;
 pub mod path;
+pub mod pool;
 pub mod serve;
 pub mod tcp;
 pub mod tls;
@@ -76,7 +77,7 @@ impl Gateway {
             }),
             unknown_destination: metrics::DestinationLabels::unknown(),
             metrics: Metrics::new(),
-            upstream: forward::Upstream::new(),
+            upstream: forward::Upstream,
             mirrors: mirror::Mirrors::default(),
             identity,
         })

@@ -3,10 +3,9 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
 /// The body of every response: streamed from the upstream, or made here.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub type ResponseBody = Either<crate::pool::PooledBody, Full<Bytes>>;
 
 /// Why the gateway answered by itself; `flag` is Envoy's response flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

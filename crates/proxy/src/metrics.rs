@@ -107,7 +107,7 @@ impl Metrics {
 }
 
 /// The destination labels of one cluster, or of no cluster (`unknown`, as Istio reports).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestinationLabels {
     pub service: Arc<String>,
     pub name: Arc<String>,

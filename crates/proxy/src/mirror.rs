@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Version;
 use http::header::{self, HeaderValue};
 use http_body_util::BodyExt;
 use isthmus_config::actions::Mirror;
+use isthmus_config::snapshot::UpstreamProtocol;
 use tokio::sync::Semaphore;
 
 use crate::body::RequestBody;
@@ -46,12 +48,6 @@ pub fn send(
         let Some(cluster) = m.cluster.and_then(|i| active.clusters.get(i)).cloned() else {
             continue;
         };
-        // Mirrors go out over plaintext HTTP/1.1 only: a copy must never leave unencrypted
-        // for a cluster the configuration says speaks TLS, so it is dropped instead.
-        if cluster.tls.is_some() {
-            gw.metrics.mirrors_dropped.inc();
-            continue;
-        }
         let Some(copy) = body.copy() else {
             gw.metrics.mirrors_dropped.inc();
             continue;
@@ -77,8 +73,17 @@ pub fn send(
             let Some(target) = cluster.pick(&endpoints, &[]) else {
                 return;
             };
+            let version = match cluster.settings().protocol {
+                UpstreamProtocol::Http1 => Version::HTTP_11,
+                UpstreamProtocol::Http2 => Version::HTTP_2,
+                UpstreamProtocol::Client if parts.version == Version::HTTP_2 => Version::HTTP_2,
+                UpstreamProtocol::Client => Version::HTTP_11,
+            };
             let send = async {
-                if let Some(resp) = gw.upstream.send_once(&target, &parts, copy).await {
+                let sent = gw
+                    .upstream
+                    .send_once(&cluster, &target, &parts, copy, version);
+                if let Some(resp) = sent.await {
                     // Read the answer to the end so the connection can be reused.
                     let _ = resp.into_body().collect().await;
                 }

@@ -1,15 +1,13 @@
 //! TLS ports and TCP ports: one filter chain per HTTPS/TLS server (TLS settings, and HTTP,
 //! TCP or passthrough routes), and the TCP routes of TCP ports.
 
-use std::collections::BTreeMap;
-
-use base64::Engine;
 use isthmus_api::istio::gateway::ServerTlsSettings;
 use isthmus_api::istio::virtual_service::{RouteDestination, VirtualServiceSpec};
 use isthmus_api::{Diagnostic, Object, Resource};
 
 use super::listeners::ServerRef;
 use super::routes::{gateway_ref, http_table, weighted_destination};
+use super::secrets::{SecretError, Secrets};
 use super::services::Registry;
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, intersect};
@@ -131,11 +129,11 @@ fn termination(
             // A Secret that is not there yet is a reference to something not loaded (as a
             // Service would be): the server waits for it, as Istio's does.
             Err(SecretError::Missing(msg)) => {
-                diags.push(s.warning(&cf, msg));
+                diags.push(s.warning(&cf, format!("{msg}; the server is not served until it is")));
                 return None;
             }
             Err(SecretError::Invalid(msg)) => {
-                diags.push(s.error(&cf, msg));
+                diags.push(s.error(&cf, format!("{msg}; server skipped")));
                 return None;
             }
         }
@@ -244,84 +242,6 @@ fn cipher_suite(name: &str) -> Option<&'static str> {
         "ECDHE-RSA-CHACHA20-POLY1305" => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
         _ => return None,
     })
-}
-
-enum SecretError {
-    Missing(String),
-    Invalid(String),
-}
-
-/// Kubernetes Secrets of the instance's namespace, where Istio looks for `credentialName`.
-struct Secrets<'a> {
-    namespace: &'a str,
-    by_name: BTreeMap<&'a str, &'a isthmus_api::k8s::SecretBody>,
-}
-
-impl<'a> Secrets<'a> {
-    fn new(resources: &[&'a Resource], namespace: &'a str) -> Self {
-        let by_name = resources
-            .iter()
-            .filter_map(|r| match r {
-                Resource::Secret(o) if o.namespace == namespace => Some((o.name.as_str(), &o.spec)),
-                _ => None,
-            })
-            .collect();
-        Secrets { namespace, by_name }
-    }
-
-    /// The value of the first key present, base64-decoded (`data`) or as is (`stringData`).
-    fn value(&self, name: &str, keys: &[&str]) -> Option<(String, Vec<u8>)> {
-        let secret = self.by_name.get(name)?;
-        keys.iter().find_map(|k| {
-            if let Some(v) = secret.string_data.get(*k) {
-                return Some((k.to_string(), v.clone().into_bytes()));
-            }
-            let v = secret.data.get(*k)?;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .ok()?;
-            Some((k.to_string(), bytes))
-        })
-    }
-
-    fn inline(&self, name: &str, keys: &[&str]) -> Option<PemSource> {
-        self.value(name, keys).map(|(k, pem)| PemSource::Inline {
-            origin: format!("Secret {}/{name} {k}", self.namespace),
-            pem,
-        })
-    }
-
-    fn certificate(
-        &self,
-        name: &str,
-    ) -> Result<(PemSource, PemSource, Option<PemSource>), SecretError> {
-        if !self.by_name.contains_key(name) {
-            return Err(SecretError::Missing(format!(
-                "Secret {}/{name} is not among the loaded resources (credentialName is looked up in the gateway's namespace, --namespace); the server is not served until it is",
-                self.namespace
-            )));
-        }
-        let invalid = |what: &str| {
-            SecretError::Invalid(format!(
-                "Secret {}/{name} has no {what}; server skipped",
-                self.namespace
-            ))
-        };
-        let cert = self
-            .inline(name, &["tls.crt", "cert"])
-            .ok_or_else(|| invalid("tls.crt (or cert) key"))?;
-        let key = self
-            .inline(name, &["tls.key", "key"])
-            .ok_or_else(|| invalid("tls.key (or key) key"))?;
-        let ca = self
-            .inline(name, &["ca.crt", "cacert"])
-            .or_else(|| self.ca(&format!("{name}-cacert")));
-        Ok((cert, key, ca))
-    }
-
-    fn ca(&self, name: &str) -> Option<PemSource> {
-        self.inline(name, &["ca.crt", "cacert", "tls.crt"])
-    }
 }
 
 /// VirtualServices bound to `server`'s Gateway whose hosts intersect the server's.

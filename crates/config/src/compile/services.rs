@@ -10,6 +10,7 @@ use isthmus_api::istio::destination_rule::{
 use isthmus_api::istio::service_entry::{ServiceEntrySpec, ServicePort};
 use isthmus_api::{Diagnostic, Object, Resource};
 
+use super::secrets::{SecretError, Secrets};
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, covers};
 use crate::instance::{Instance, ROOT_NAMESPACE};
@@ -36,6 +37,8 @@ pub struct Registry<'a> {
     rules: Vec<Rule<'a>>,
     clusters: Vec<Cluster>,
     by_name: HashMap<String, usize>,
+    /// Secrets of the gateway's namespace, for `tls.credentialName`.
+    secrets: Secrets<'a>,
 }
 
 /// Why a destination has no cluster; the route answers 503 for it.
@@ -101,6 +104,7 @@ impl<'a> Registry<'a> {
             rules,
             clusters: Vec::new(),
             by_name: HashMap::new(),
+            secrets: Secrets::new(resources, &instance.namespace),
         }
     }
 
@@ -145,7 +149,7 @@ impl<'a> Registry<'a> {
             protocol: self.upstream_protocol(host, svc.namespace, number, sp, subset),
             tls: self
                 .client_tls(host, svc.namespace, number, subset)
-                .and_then(upstream_tls),
+                .and_then(|t| upstream_tls(t, &self.secrets)),
         };
         let i = self.clusters.len();
         self.clusters.push(cluster);
@@ -317,17 +321,29 @@ impl<'a> Registry<'a> {
                     ),
                 ));
             }
-            check_tls(r, &dr.spec.traffic_policy, "spec.trafficPolicy", diags);
+            check_tls(
+                r,
+                &dr.spec.traffic_policy,
+                "spec.trafficPolicy",
+                &self.secrets,
+                diags,
+            );
             for (i, s) in dr.spec.subsets.iter().enumerate() {
                 let at = format!("spec.subsets[{i}].trafficPolicy");
-                check_tls(r, &s.traffic_policy, &at, diags);
+                check_tls(r, &s.traffic_policy, &at, &self.secrets, diags);
             }
         }
     }
 }
 
 /// Warnings for `tls` settings the gateway cannot act on as written.
-fn check_tls(r: &Resource, policy: &Option<TrafficPolicy>, at: &str, diags: &mut Vec<Diagnostic>) {
+fn check_tls(
+    r: &Resource,
+    policy: &Option<TrafficPolicy>,
+    at: &str,
+    secrets: &Secrets<'_>,
+    diags: &mut Vec<Diagnostic>,
+) {
     let Some(p) = policy else { return };
     let mut all: Vec<(String, &ClientTlsSettings)> = Vec::new();
     if let Some(t) = &p.tls {
@@ -346,22 +362,26 @@ fn check_tls(r: &Resource, policy: &Option<TrafficPolicy>, at: &str, diags: &mut
                 "ISTIO_MUTUAL needs the mesh's workload certificates, which a standalone gateway does not have; requests go out in plaintext".to_string(),
             )),
             "SIMPLE" | "MUTUAL" => {
-                if t.credential_name.is_some() {
-                    diags.push(subject(r).warning(
-                        &format!("{path}.credentialName"),
-                        "credentialName is not supported for upstream TLS; use caCertificates, clientCertificate and privateKey files".to_string(),
-                    ));
-                }
-                if t.ca_certificates.is_none() && !t.insecure_skip_verify.unwrap_or(false) {
-                    diags.push(subject(r).warning(
-                        &format!("{path}.caCertificates"),
-                        "no caCertificates and no system roots offline: the upstream certificate cannot be verified and requests answer 503".to_string(),
-                    ));
-                }
-                if mode == "MUTUAL" && (t.client_certificate.is_none() || t.private_key.is_none()) {
+                if let Some(name) = t.credential_name.as_deref() {
+                    if let Err(e) = credential(secrets, name, mode == "MUTUAL") {
+                        let field = format!("{path}.credentialName");
+                        diags.push(match e {
+                            SecretError::Missing(m) => subject(r).warning(
+                                &field,
+                                format!("{m}; requests to the destination answer 503 until it is"),
+                            ),
+                            SecretError::Invalid(m) => subject(r).error(
+                                &field,
+                                format!("{m}; requests to the destination answer 503"),
+                            ),
+                        });
+                    }
+                } else if mode == "MUTUAL"
+                    && (t.client_certificate.is_none() || t.private_key.is_none())
+                {
                     diags.push(subject(r).warning(
                         &format!("{path}.clientCertificate"),
-                        "MUTUAL needs clientCertificate and privateKey; no client certificate is presented".to_string(),
+                        "MUTUAL needs clientCertificate and privateKey (or credentialName); no client certificate is presented".to_string(),
                     ));
                 }
             }
@@ -370,31 +390,68 @@ fn check_tls(r: &Resource, policy: &Option<TrafficPolicy>, at: &str, diags: &mut
     }
 }
 
-/// The TLS a cluster originates for `tls`: SIMPLE and MUTUAL from files. DISABLE, unset and
-/// ISTIO_MUTUAL (which needs the mesh's certificates) open plaintext.
-fn upstream_tls(tls: &ClientTlsSettings) -> Option<UpstreamTls> {
+/// The CA and client certificate a `credentialName` Secret holds: `ca.crt` (or `cacert`, or
+/// a `<name>-cacert` Secret) and, for MUTUAL, `tls.crt`/`tls.key` (or `cert`/`key`).
+fn credential(
+    secrets: &Secrets<'_>,
+    name: &str,
+    mutual: bool,
+) -> Result<(Option<PemSource>, Option<CertificateSource>), SecretError> {
+    if mutual {
+        let (certificate, private_key, ca) = secrets.certificate(name)?;
+        return Ok((
+            ca,
+            Some(CertificateSource {
+                certificate,
+                private_key,
+            }),
+        ));
+    }
+    secrets.exists(name)?;
+    let ca = secrets
+        .inline(name, &["ca.crt", "cacert"])
+        .or_else(|| secrets.ca(&format!("{name}-cacert")));
+    Ok((ca, None))
+}
+
+/// The TLS a cluster originates for `tls`: SIMPLE and MUTUAL, from files or from a
+/// `credentialName` Secret (which then replaces the file fields, as in Istio). DISABLE, unset
+/// and ISTIO_MUTUAL (which needs the mesh's certificates) open plaintext.
+fn upstream_tls(tls: &ClientTlsSettings, secrets: &Secrets<'_>) -> Option<UpstreamTls> {
     let mode = tls.mode.as_deref().unwrap_or("DISABLE");
     let mutual = match mode {
         "SIMPLE" => false,
         "MUTUAL" => true,
         _ => return None,
     };
-    let client_certificate = match (mutual, &tls.client_certificate, &tls.private_key) {
-        (true, Some(cert), Some(key)) => Some(CertificateSource {
-            certificate: PemSource::File(cert.into()),
-            private_key: PemSource::File(key.into()),
+    let mut unavailable = None;
+    let (ca, client_certificate) = match tls.credential_name.as_deref() {
+        Some(name) => credential(secrets, name, mutual).unwrap_or_else(|e| {
+            unavailable = Some(match e {
+                SecretError::Missing(m) | SecretError::Invalid(m) => m,
+            });
+            (None, None)
         }),
-        _ => None,
+        None => (
+            tls.ca_certificates
+                .as_ref()
+                .map(|p| PemSource::File(p.into())),
+            match (mutual, &tls.client_certificate, &tls.private_key) {
+                (true, Some(cert), Some(key)) => Some(CertificateSource {
+                    certificate: PemSource::File(cert.into()),
+                    private_key: PemSource::File(key.into()),
+                }),
+                _ => None,
+            },
+        ),
     };
     Some(UpstreamTls {
-        ca: tls
-            .ca_certificates
-            .as_ref()
-            .map(|p| PemSource::File(p.into())),
+        ca,
         client_certificate,
         sni: tls.sni.clone().filter(|s| !s.is_empty()),
         subject_alt_names: tls.subject_alt_names.clone(),
         insecure_skip_verify: tls.insecure_skip_verify.unwrap_or(false),
+        unavailable,
     })
 }
 

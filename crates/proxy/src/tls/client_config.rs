@@ -1,6 +1,6 @@
 //! TLS the gateway originates to upstream endpoints (DestinationRule `tls` SIMPLE and MUTUAL).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use isthmus_config::snapshot::UpstreamTls;
 use rustls::client::WebPkiServerVerifier;
@@ -9,33 +9,125 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::server_config::{certificates, describe, provider, read};
+use super::server_config::{certificates_from, describe, provider, read};
 
-/// A cluster's client TLS: the config, and the SNI to send if configured.
+/// A cluster's client TLS: rustls configurations offering HTTP/1.1 and HTTP/2 by ALPN, and
+/// the SNI to send if configured. Connections in the pools are tied to the configuration
+/// they were opened with, so a configuration is replaced only when its settings or
+/// certificates change.
 #[derive(Debug)]
 pub struct UpstreamTlsConfig {
     /// `None` when the certificates could not be loaded: connections fail.
-    pub config: Option<Arc<ClientConfig>>,
+    pub h1: Option<Arc<ClientConfig>>,
+    pub h2: Option<Arc<ClientConfig>>,
     pub sni: Option<String>,
+    material: Option<Material>,
+}
+
+/// What a configuration is built from: the settings and the PEM bytes they name.
+#[derive(Debug, PartialEq, Eq)]
+struct Material {
+    settings: UpstreamTls,
+    pem: Vec<Vec<u8>>,
+}
+
+impl Material {
+    fn read(t: &UpstreamTls) -> Result<Self, String> {
+        let mut sources = Vec::new();
+        sources.extend(t.ca.as_ref());
+        if let Some(c) = &t.client_certificate {
+            sources.push(&c.certificate);
+            sources.push(&c.private_key);
+        }
+        let pem = sources.into_iter().map(read).collect::<Result<_, _>>()?;
+        Ok(Material {
+            settings: t.clone(),
+            pem,
+        })
+    }
 }
 
 impl UpstreamTlsConfig {
-    pub fn new(t: &UpstreamTls, cluster: &str) -> Self {
-        let config = match build(t) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(cluster, "upstream TLS not usable, requests answer 503: {e}");
-                None
-            }
+    /// The configuration for `t`: `previous` again if nothing changed, or if the new
+    /// certificates cannot be loaded but the settings are the same (a bad rotation does not
+    /// take a working configuration down); otherwise a new one, unusable if it cannot be built.
+    pub fn refresh(
+        t: &UpstreamTls,
+        previous: Option<&Arc<UpstreamTlsConfig>>,
+        cluster: &str,
+    ) -> Arc<Self> {
+        let unusable = |e: &str| {
+            tracing::warn!(cluster, "upstream TLS not usable, requests answer 503: {e}");
+            Arc::new(UpstreamTlsConfig {
+                h1: None,
+                h2: None,
+                sni: t.sni.clone(),
+                material: None,
+            })
         };
-        UpstreamTlsConfig {
-            config,
-            sni: t.sni.clone(),
+        if let Some(reason) = &t.unavailable {
+            return unusable(reason);
+        }
+        let material = Material::read(t);
+        if let (Ok(m), Some(p)) = (&material, previous)
+            && p.material.as_ref() == Some(m)
+        {
+            return p.clone();
+        }
+        match material.and_then(|m| build(&m).map(|b| (m, b))) {
+            Ok((m, (h1, h2))) => Arc::new(UpstreamTlsConfig {
+                h1: Some(h1),
+                h2: Some(h2),
+                sni: t.sni.clone(),
+                material: Some(m),
+            }),
+            Err(e) => match previous {
+                Some(p) if p.material.as_ref().is_some_and(|m| m.settings == *t) => {
+                    tracing::warn!(
+                        cluster,
+                        "upstream TLS certificates not reloaded, the previous ones stay in use: {e}"
+                    );
+                    p.clone()
+                }
+                _ => unusable(&e),
+            },
+        }
+    }
+
+    /// The configuration whose ALPN offers `h2` or `http/1.1`.
+    pub fn for_version(&self, h2: bool) -> Option<&Arc<ClientConfig>> {
+        if h2 {
+            self.h2.as_ref()
+        } else {
+            self.h1.as_ref()
         }
     }
 }
 
-pub fn build(t: &UpstreamTls) -> Result<Arc<ClientConfig>, String> {
+/// The operating system's trust store, read once: the roots for `SIMPLE` and `MUTUAL`
+/// without `caCertificates`, as Istio uses them.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!("reading the system trust store: {e}");
+            }
+            let mut roots = RootCertStore::empty();
+            let (_, ignored) = roots.add_parsable_certificates(found.certs);
+            if ignored > 0 {
+                tracing::debug!(ignored, "unusable certificates in the system trust store");
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// The HTTP/1.1 and HTTP/2 configurations for `m`.
+fn build(m: &Material) -> Result<(Arc<ClientConfig>, Arc<ClientConfig>), String> {
+    let t = &m.settings;
+    let mut pem = m.pem.iter();
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -43,19 +135,24 @@ pub fn build(t: &UpstreamTls) -> Result<Arc<ClientConfig>, String> {
     let verifier: Arc<dyn ServerCertVerifier> = if t.insecure_skip_verify {
         Arc::new(Insecure(provider.clone()))
     } else {
-        let mut roots = RootCertStore::empty();
-        if let Some(ca) = &t.ca {
-            for c in certificates(ca)? {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("{}: unusable CA certificate: {e}", describe(ca)))?;
+        let ca_pem = if t.ca.is_some() { pem.next() } else { None };
+        let roots = match (&t.ca, ca_pem) {
+            (Some(ca), Some(bytes)) => {
+                let mut roots = RootCertStore::empty();
+                for c in certificates_from(ca, bytes)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("{}: unusable CA certificate: {e}", describe(ca)))?;
+                }
+                Arc::new(roots)
             }
-        }
+            _ => system_roots(),
+        };
         let inner = if roots.is_empty() {
             None
         } else {
             Some(
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                     .build()
                     .map_err(|e| e.to_string())?,
             )
@@ -73,20 +170,22 @@ pub fn build(t: &UpstreamTls) -> Result<Arc<ClientConfig>, String> {
     let builder = builder
         .dangerous()
         .with_custom_certificate_verifier(verifier);
-    let mut config = match &t.client_certificate {
-        Some(c) => {
-            let chain = certificates(&c.certificate)?;
-            let key_pem = read(&c.private_key)?;
-            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+    let config = match (&t.client_certificate, pem.next(), pem.next()) {
+        (Some(c), Some(cert_pem), Some(key_pem)) => {
+            let chain = certificates_from(&c.certificate, cert_pem)?;
+            let key = PrivateKeyDer::from_pem_slice(key_pem)
                 .map_err(|e| format!("{}: not a PEM private key: {e}", describe(&c.private_key)))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| format!("{}: {e}", describe(&c.certificate)))?
         }
-        None => builder.with_no_client_auth(),
+        _ => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    let mut h1 = config.clone();
+    h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut h2 = config;
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((Arc::new(h1), Arc::new(h2)))
 }
 
 /// Verifies against the configured roots, accepting any of `names` (or the SNI if none).

@@ -61,6 +61,18 @@ pub fn files(snapshot: &Snapshot) -> Vec<PathBuf> {
             }
         }
     }
+    // Upstream TLS certificates rotate the same way.
+    for t in snapshot.clusters.iter().filter_map(|c| c.tls.as_ref()) {
+        let client = t
+            .client_certificate
+            .iter()
+            .flat_map(|c| [&c.certificate, &c.private_key]);
+        for s in t.ca.iter().chain(client) {
+            if let PemSource::File(p) = s {
+                out.push(p.clone());
+            }
+        }
+    }
     out.sort();
     out.dedup();
     out
@@ -87,8 +99,15 @@ pub(crate) fn describe(source: &PemSource) -> String {
 }
 
 pub(crate) fn certificates(source: &PemSource) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read(source)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+    certificates_from(source, &read(source)?)
+}
+
+/// The certificates in `pem`, read from `source`.
+pub(crate) fn certificates_from(
+    source: &PemSource,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{}: not a PEM certificate chain: {e}", describe(source)))?;
     if certs.is_empty() {

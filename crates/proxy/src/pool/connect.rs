@@ -1,0 +1,106 @@
+//! Opening a connection: TCP (no Nagle), then TLS if the key says so, then the HTTP
+//! handshake, all within the connect timeout. The connection's task is spawned here.
+
+use std::net::SocketAddr;
+
+use hyper::client::conn::{http1, http2};
+use hyper::rt::{Read, Write};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use super::{ConnKey, ConnSpec, SendError};
+use crate::body::UpstreamBody;
+
+/// Istio's HTTP/2 flow-control windows for upstream connections.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+
+pub type H1Sender = http1::SendRequest<UpstreamBody>;
+pub type H2Sender = http2::SendRequest<UpstreamBody>;
+
+pub async fn http1(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H1Sender, SendError> {
+    let timeout = spec.settings.connect_timeout;
+    tokio::time::timeout(timeout, async {
+        let tcp = tcp(endpoint).await?;
+        match tls(tcp, &spec.key, endpoint).await? {
+            Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint).await,
+            Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint).await,
+        }
+    })
+    .await
+    .map_err(|_| SendError::Connect)?
+}
+
+pub async fn http2(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H2Sender, SendError> {
+    let timeout = spec.settings.connect_timeout;
+    tokio::time::timeout(timeout, async {
+        let tcp = tcp(endpoint).await?;
+        match tls(tcp, &spec.key, endpoint).await? {
+            Stream::Plain(s) => handshake_h2(TokioIo::new(s), endpoint).await,
+            Stream::Tls(s) => handshake_h2(TokioIo::new(s), endpoint).await,
+        }
+    })
+    .await
+    .map_err(|_| SendError::Connect)?
+}
+
+async fn tcp(endpoint: SocketAddr) -> Result<TcpStream, SendError> {
+    let stream = TcpStream::connect(endpoint).await.map_err(|e| {
+        tracing::debug!(%endpoint, "upstream connect failed: {e}");
+        SendError::Connect
+    })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn tls(tcp: TcpStream, key: &ConnKey, endpoint: SocketAddr) -> Result<Stream, SendError> {
+    let Some(t) = &key.tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let stream = tokio_rustls::TlsConnector::from(t.config.clone())
+        .connect(t.sni.clone(), tcp)
+        .await
+        .map_err(|e| {
+            tracing::debug!(%endpoint, "upstream TLS handshake failed: {e}");
+            SendError::Connect
+        })?;
+    Ok(Stream::Tls(Box::new(stream)))
+}
+
+async fn handshake_h1<T>(io: T, endpoint: SocketAddr) -> Result<H1Sender, SendError>
+where
+    T: Read + Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io).await.map_err(|_| SendError::Connect)?;
+    tokio::spawn(async move {
+        // Upgrades (WebSocket) take the connection over after a 101.
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%endpoint, "upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+async fn handshake_h2<T>(io: T, endpoint: SocketAddr) -> Result<H2Sender, SendError>
+where
+    T: Read + Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .handshake(io)
+        .await
+        .map_err(|_| SendError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%endpoint, "upstream HTTP/2 connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}

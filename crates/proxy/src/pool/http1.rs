@@ -1,0 +1,163 @@
+//! Keep-alive HTTP/1.1 connections to one endpoint. A connection goes back to the pool when
+//! the response body has been read to its end (see [`PooledBody`]); the most recently used
+//! idle connection is taken first, so a quiet period lets the others time out.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, header};
+use tokio::time::Instant;
+
+use super::connect::{self, H1Sender};
+use super::response::{PooledBody, Release};
+use super::{ConnKey, ConnSpec, PoolSettings, SendError};
+use crate::body::UpstreamBody;
+use crate::local_reply::LocalReply;
+
+/// At most this many idle connections are kept per endpoint.
+const MAX_IDLE: usize = 256;
+/// How long a taken idle connection may take to become ready (its previous exchange still
+/// finishing) before another is used.
+const READY_WAIT: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+pub struct Http1Pool {
+    idle: Arc<Mutex<Vec<Conn>>>,
+}
+
+pub(super) struct Conn {
+    sender: H1Sender,
+    key: ConnKey,
+    opened: Instant,
+    /// Requests sent on it so far.
+    used: u32,
+    idle_since: Instant,
+}
+
+impl Conn {
+    fn usable(&self, key: &ConnKey, settings: &PoolSettings, now: Instant) -> bool {
+        !self.sender.is_closed()
+            && self.key == *key
+            && now.duration_since(self.idle_since) < settings.idle_timeout
+            && !self.worn_out(settings, now)
+    }
+
+    /// Whether it may take no more requests: too many sent, or too old.
+    fn worn_out(&self, settings: &PoolSettings, now: Instant) -> bool {
+        let max = settings.max_requests_per_connection;
+        (max > 0 && self.used >= max)
+            || settings
+                .max_connection_duration
+                .is_some_and(|d| now.duration_since(self.opened) >= d)
+    }
+}
+
+impl Http1Pool {
+    /// Sends on an idle connection, or a new one. A request that a reused connection could
+    /// not take (it closed meanwhile) goes once more on a new connection, as it never left.
+    pub async fn send(
+        &self,
+        endpoint: SocketAddr,
+        spec: &ConnSpec<'_>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        loop {
+            let mut conn = match self.checkout(spec).await {
+                Some(c) => c,
+                None => {
+                    let now = Instant::now();
+                    Conn {
+                        sender: connect::http1(endpoint, spec).await?,
+                        key: spec.key.clone(),
+                        opened: now,
+                        used: 0,
+                        idle_since: now,
+                    }
+                }
+            };
+            let reused = conn.used > 0;
+            conn.used += 1;
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.wrap(resp, conn, spec.settings)),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if reused => req = back,
+                    _ => {
+                        tracing::debug!(%endpoint, "upstream error: {:?}", e.error());
+                        return Err(SendError::Reset(classify(e.error())));
+                    }
+                },
+            }
+        }
+    }
+
+    async fn checkout(&self, spec: &ConnSpec<'_>) -> Option<Conn> {
+        loop {
+            let mut conn = self.pop(spec)?;
+            if conn.sender.is_ready() {
+                return Some(conn);
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, conn.sender.ready()).await {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// The most recently idle usable connection; closed and expired ones met on the way are
+    /// dropped.
+    fn pop(&self, spec: &ConnSpec<'_>) -> Option<Conn> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(i) = idle.iter().rposition(|c| c.key == spec.key) {
+            let conn = idle.swap_remove(i);
+            if conn.usable(&spec.key, spec.settings, now) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// The response, its body returning the connection to the pool when read to the end,
+    /// unless the connection cannot take another request.
+    fn wrap(
+        &self,
+        resp: Response<hyper::body::Incoming>,
+        conn: Conn,
+        settings: &PoolSettings,
+    ) -> Response<PooledBody> {
+        let closing = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            || resp
+                .headers()
+                .get(header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+            || conn.worn_out(settings, Instant::now());
+        let release = (!closing).then(|| Release {
+            conn,
+            idle: self.idle.clone(),
+        });
+        resp.map(|body| PooledBody::new(body, release))
+    }
+}
+
+/// Puts a connection back among the idle ones.
+pub(super) fn put_back(idle: &Mutex<Vec<Conn>>, mut conn: Conn) {
+    conn.idle_since = Instant::now();
+    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+    if idle.len() < MAX_IDLE {
+        idle.push(conn);
+    }
+}
+
+/// A protocol error anywhere in the chain is Envoy's `UPE`; anything else a reset.
+pub(crate) fn classify(e: &(dyn std::error::Error + 'static)) -> LocalReply {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && h.is_parse()
+        {
+            return LocalReply::UpstreamProtocolError;
+        }
+        source = s.source();
+    }
+    LocalReply::UpstreamReset
+}

@@ -1,0 +1,120 @@
+//! HTTP/2 to one endpoint: one connection multiplexing every request, as Envoy does. A
+//! connection that ends or fails a request is replaced on the next request; streams already
+//! open on it finish there.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{Request, Response};
+use tokio::sync::Mutex;
+
+use super::connect::{self, H2Sender};
+use super::http1::classify;
+use super::{ConnKey, ConnSpec, PooledBody, SendError};
+use crate::body::UpstreamBody;
+use crate::local_reply::LocalReply;
+
+#[derive(Default)]
+pub struct Http2Pool {
+    /// Held while connecting, so that concurrent requests share the new connection.
+    slot: Mutex<Option<Conn>>,
+    next_id: AtomicU64,
+}
+
+/// One connection, told apart from its replacements by `id`.
+#[derive(Clone)]
+struct Conn {
+    id: u64,
+    key: ConnKey,
+    sender: H2Sender,
+}
+
+impl Http2Pool {
+    /// Sends on the endpoint's connection. A request that a reused connection could not take
+    /// (it ended meanwhile) goes once more on a new connection, as it never left.
+    pub async fn send(
+        &self,
+        endpoint: SocketAddr,
+        spec: &ConnSpec<'_>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let mut retried = false;
+        loop {
+            let (conn, reused) = self.conn(endpoint, spec).await?;
+            let may_retry = reused && !retried;
+            retried = true;
+            let mut sender = conn.sender;
+            if sender.ready().await.is_err() {
+                self.discard(conn.id).await;
+                if may_retry {
+                    continue;
+                }
+                return Err(SendError::Reset(LocalReply::UpstreamReset));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp.map(PooledBody::unpooled)),
+                Err(mut e) => {
+                    // A connection that failed a request gets no new ones.
+                    self.discard(conn.id).await;
+                    match e.take_message() {
+                        Some(back) if may_retry => req = back,
+                        _ => {
+                            tracing::debug!(%endpoint, "upstream HTTP/2 error: {:?}", e.error());
+                            return Err(classify_h2(e.error()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The endpoint's connection, connecting if there is none (or it ended, or was opened
+    /// with other TLS settings); and whether it was there already.
+    async fn conn(
+        &self,
+        endpoint: SocketAddr,
+        spec: &ConnSpec<'_>,
+    ) -> Result<(Conn, bool), SendError> {
+        let mut cached = self.slot.lock().await;
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|c| !c.sender.is_closed() && c.key == spec.key)
+        {
+            return Ok((c.clone(), true));
+        }
+        *cached = None;
+        let conn = Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            key: spec.key.clone(),
+            sender: connect::http2(endpoint, spec).await?,
+        };
+        *cached = Some(conn.clone());
+        Ok((conn, false))
+    }
+
+    /// Stops handing out connection `id`.
+    async fn discard(&self, id: u64) {
+        let mut cached = self.slot.lock().await;
+        if cached.as_ref().is_some_and(|c| c.id == id) {
+            *cached = None;
+        }
+    }
+}
+
+fn classify_h2(e: &hyper::Error) -> SendError {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            let refused = h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote());
+            if refused {
+                return SendError::Refused;
+            }
+            if h2.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+                return SendError::Reset(LocalReply::UpstreamProtocolError);
+            }
+        }
+        source = s.source();
+    }
+    SendError::Reset(classify(e))
+}
