@@ -10,6 +10,9 @@ mod actions;
 mod delegation;
 mod l4;
 mod listeners;
+mod policy;
+
+pub use policy::{HEALTH_CHECK_ANNOTATION, health_check as parse_health_check};
 mod routes;
 mod secrets;
 mod services;

@@ -11,6 +11,42 @@ pub struct Instance {
     pub namespace: String,
     /// The cluster DNS suffix used to complete short host names.
     pub domain_suffix: String,
+    /// Where the instance runs, `region/zone/subzone` (any part may be empty): locality load
+    /// balancing prefers endpoints near it.
+    pub locality: Locality,
+}
+
+/// A `region/zone/subzone` locality, as ServiceEntry endpoints and `--locality` write it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub subzone: String,
+}
+
+impl Locality {
+    pub fn parse(text: &str) -> Self {
+        let mut parts = text.splitn(3, '/').map(str::to_string);
+        Locality {
+            region: parts.next().unwrap_or_default(),
+            zone: parts.next().unwrap_or_default(),
+            subzone: parts.next().unwrap_or_default(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty() && self.zone.is_empty() && self.subzone.is_empty()
+    }
+
+    /// Whether `pattern` (`region`, `region/zone`, `region/zone/subzone`, each part possibly
+    /// `*`) covers this locality, as `localityLbSetting` matches.
+    pub fn matches(&self, pattern: &str) -> bool {
+        let parts = [&self.region, &self.zone, &self.subzone];
+        pattern
+            .split('/')
+            .zip(parts)
+            .all(|(p, mine)| p == "*" || p == mine.as_str())
+    }
 }
 
 /// Istio's root configuration namespace, searched last for DestinationRules.
@@ -22,6 +58,7 @@ impl Default for Instance {
             labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
             namespace: "istio-system".into(),
             domain_suffix: "cluster.local".into(),
+            locality: Locality::default(),
         }
     }
 }

@@ -269,6 +269,9 @@ pub struct Cluster {
     /// TLS origination to the endpoints (DestinationRule `trafficPolicy.tls`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// Load balancing, circuit breakers, connection settings, outlier detection and health
+    /// checks.
+    pub policy: crate::policy::ClusterPolicy,
 }
 
 /// TLS the gateway opens to a cluster's endpoints: DestinationRule `tls` with mode SIMPLE or
@@ -333,6 +336,13 @@ pub struct Endpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
     pub weight: u32,
+    /// 0 is the most preferred; higher levels take traffic only as lower ones fail.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -344,6 +354,8 @@ pub struct DnsTarget {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
     pub weight: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: u32,
 }
 
 #[cfg(test)]

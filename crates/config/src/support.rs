@@ -147,11 +147,67 @@ fn patterns(kind: Kind) -> Vec<String> {
             ] {
                 add(s);
             }
-            // The upstream HTTP version, at every level Istio merges.
+            // Traffic policy, at every level Istio merges.
             for level in ["spec.trafficPolicy", "spec.subsets[].trafficPolicy"] {
                 for pool in ["connectionPool", "portLevelSettings[].connectionPool"] {
-                    for f in ["h2UpgradePolicy", "useClientProtocol"] {
+                    for f in [
+                        "h2UpgradePolicy",
+                        "useClientProtocol",
+                        "http1MaxPendingRequests",
+                        "http2MaxRequests",
+                        "maxRequestsPerConnection",
+                        "maxRetries",
+                        "idleTimeout",
+                    ] {
                         add(&format!("{level}.{pool}.http.{f}"));
+                    }
+                    for f in [
+                        "maxConnections",
+                        "connectTimeout",
+                        "maxConnectionDuration",
+                        "idleTimeout",
+                        "tcpKeepalive.time",
+                        "tcpKeepalive.interval",
+                        "tcpKeepalive.probes",
+                    ] {
+                        add(&format!("{level}.{pool}.tcp.{f}"));
+                    }
+                }
+                for lb in ["loadBalancer", "portLevelSettings[].loadBalancer"] {
+                    for f in [
+                        "simple",
+                        "consistentHash.httpHeaderName",
+                        "consistentHash.httpCookie.name",
+                        "consistentHash.httpCookie.path",
+                        "consistentHash.httpCookie.ttl",
+                        "consistentHash.useSourceIp",
+                        "consistentHash.httpQueryParameterName",
+                        "consistentHash.ringHash.minimumRingSize",
+                        "consistentHash.maglev.tableSize",
+                        "consistentHash.minimumRingSize",
+                        "localityLbSetting.enabled",
+                        "localityLbSetting.distribute[].from",
+                        "localityLbSetting.distribute[].to.*",
+                        "localityLbSetting.failover[].from",
+                        "localityLbSetting.failover[].to",
+                        "localityLbSetting.failoverPriority[]",
+                    ] {
+                        add(&format!("{level}.{lb}.{f}"));
+                    }
+                }
+                for od in ["outlierDetection", "portLevelSettings[].outlierDetection"] {
+                    for f in [
+                        "consecutiveErrors",
+                        "consecutive5xxErrors",
+                        "consecutiveGatewayErrors",
+                        "consecutiveLocalOriginFailures",
+                        "splitExternalLocalOriginErrors",
+                        "interval",
+                        "baseEjectionTime",
+                        "maxEjectionPercent",
+                        "minHealthPercent",
+                    ] {
+                        add(&format!("{level}.{od}.{f}"));
                     }
                 }
                 add(&format!("{level}.portLevelSettings[].port.number"));
@@ -316,6 +372,11 @@ mod tests {
             (
                 Kind::DestinationRule,
                 "spec.trafficPolicy.connectionPool.http.http2MaxRequests",
+                true,
+            ),
+            (
+                Kind::DestinationRule,
+                "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams",
                 false,
             ),
             (

@@ -28,7 +28,10 @@ pub fn validate(r: &Resource) -> Vec<Diagnostic> {
     match r {
         Resource::Gateway(o) => gateway(&s, &o.spec, &mut out),
         Resource::VirtualService(o) => virtual_service(&s, &o.spec, &mut out),
-        Resource::DestinationRule(o) => destination_rule(&s, &o.spec, &mut out),
+        Resource::DestinationRule(o) => {
+            destination_rule(&s, &o.spec, &mut out);
+            health_check_annotation(&s, &o.meta.annotations, &mut out);
+        }
         Resource::ServiceEntry(o) => service_entry(&s, &o.spec, &mut out),
         Resource::Secret(_) => {}
     }
@@ -247,6 +250,152 @@ fn destination_rule(s: &Subject<'_>, spec: &DestinationRuleSpec, out: &mut Vec<D
                 out.push(s.error(&f, format!("duplicate subset name {n:?}")))
             }
             Some(_) => {}
+        }
+        if let Some(p) = &subset.traffic_policy {
+            traffic_policy(s, &format!("spec.subsets[{i}].trafficPolicy"), p, out);
+        }
+    }
+    if let Some(p) = &spec.traffic_policy {
+        traffic_policy(s, "spec.trafficPolicy", p, out);
+    }
+}
+
+/// The `isthmus.io/health-check` annotation parses.
+fn health_check_annotation(
+    s: &Subject<'_>,
+    annotations: &std::collections::BTreeMap<String, String>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let key = crate::compile::HEALTH_CHECK_ANNOTATION;
+    if let Some(text) = annotations.get(key)
+        && let Err(e) = crate::compile::parse_health_check(text)
+    {
+        out.push(s.error(&format!("metadata.annotations.{key}"), e));
+    }
+}
+
+/// Load balancer and outlier detection settings at one level of a DestinationRule.
+fn traffic_policy(
+    s: &Subject<'_>,
+    at: &str,
+    p: &isthmus_api::istio::destination_rule::TrafficPolicy,
+    out: &mut Vec<Diagnostic>,
+) {
+    let mut levels = vec![(
+        at.to_string(),
+        p.load_balancer.as_ref(),
+        p.outlier_detection.as_ref(),
+    )];
+    for (i, l) in p.port_level_settings.iter().enumerate() {
+        levels.push((
+            format!("{at}.portLevelSettings[{i}]"),
+            l.load_balancer.as_ref(),
+            l.outlier_detection.as_ref(),
+        ));
+    }
+    for (f, lb, od) in levels {
+        if let Some(lb) = lb {
+            load_balancer(s, &format!("{f}.loadBalancer"), lb, out);
+        }
+        if let Some(od) = od {
+            for (name, v) in [
+                ("maxEjectionPercent", od.max_ejection_percent),
+                ("minHealthPercent", od.min_health_percent),
+            ] {
+                if let Some(v) = v.filter(|v| !(0..=100).contains(v)) {
+                    out.push(s.error(
+                        &format!("{f}.outlierDetection.{name}"),
+                        format!("{v} is not a percentage (0..100)"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+const SIMPLE_LB: &[&str] = &[
+    "UNSPECIFIED",
+    "LEAST_CONN",
+    "RANDOM",
+    "PASSTHROUGH",
+    "ROUND_ROBIN",
+    "LEAST_REQUEST",
+];
+
+fn load_balancer(
+    s: &Subject<'_>,
+    f: &str,
+    lb: &isthmus_api::istio::destination_rule::LoadBalancerSettings,
+    out: &mut Vec<Diagnostic>,
+) {
+    if let Some(simple) = lb.simple.as_deref()
+        && !SIMPLE_LB.contains(&simple)
+    {
+        out.push(s.error(
+            &format!("{f}.simple"),
+            format!(
+                "unknown load balancer {simple:?}; expected one of {}",
+                SIMPLE_LB.join(", ")
+            ),
+        ));
+    }
+    if let Some(ch) = &lb.consistent_hash {
+        if lb.simple.is_some() {
+            out.push(s.error(f, "set one of simple and consistentHash, not both"));
+        }
+        let keys = [
+            ch.http_header_name.is_some(),
+            ch.http_cookie.is_some(),
+            ch.use_source_ip == Some(true),
+            ch.http_query_parameter_name.is_some(),
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
+        if keys != 1 {
+            out.push(s.error(
+                &format!("{f}.consistentHash"),
+                "set exactly one of httpHeaderName, httpCookie, useSourceIp and httpQueryParameterName",
+            ));
+        }
+        if let Some(c) = &ch.http_cookie
+            && c.name.as_deref().is_none_or(str::is_empty)
+        {
+            out.push(s.error(
+                &format!("{f}.consistentHash.httpCookie.name"),
+                "a cookie name is required",
+            ));
+        }
+        if ch.ring_hash.is_some() && ch.maglev.is_some() {
+            out.push(s.error(
+                &format!("{f}.consistentHash"),
+                "set one of ringHash and maglev, not both",
+            ));
+        }
+    }
+    if let Some(l) = &lb.locality_lb_setting {
+        if !l.distribute.is_empty() && !l.failover.is_empty() {
+            out.push(s.error(
+                &format!("{f}.localityLbSetting"),
+                "distribute and failover cannot both be set",
+            ));
+        }
+        for (i, d) in l.distribute.iter().enumerate() {
+            let total: u64 = d.to.values().map(|v| u64::from(*v)).sum();
+            if total != 100 {
+                out.push(s.error(
+                    &format!("{f}.localityLbSetting.distribute[{i}].to"),
+                    format!("weights add up to {total}, not 100"),
+                ));
+            }
+        }
+        for (i, fo) in l.failover.iter().enumerate() {
+            if fo.from.is_some() && fo.from == fo.to {
+                out.push(s.error(
+                    &format!("{f}.localityLbSetting.failover[{i}].to"),
+                    "failover to the same region",
+                ));
+            }
         }
     }
 }

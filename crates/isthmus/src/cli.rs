@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// This instance's namespace (exportTo and DestinationRule lookup use it).
     #[arg(long, env = "ISTHMUS_NAMESPACE", default_value = "istio-system")]
     pub namespace: String,
+    /// Where this instance runs, `region/zone/subzone`: locality load balancing keeps traffic
+    /// near it and fails over by distance.
+    #[arg(long, env = "ISTHMUS_LOCALITY", default_value = "")]
+    pub locality: String,
     /// Bind Gateway port PORT on HOST:PORT instead of 0.0.0.0:PORT. Repeatable.
     #[arg(long = "bind", env = "ISTHMUS_BIND", value_delimiter = ',', value_parser = parse_bind)]
     pub bind: Vec<(u16, SocketAddr)>,

@@ -129,6 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         config: vec![args.config],
         labels: crate::cli::parse_labels("istio=ingressgateway").map_err(anyhow::Error::msg)?,
         namespace: "istio-system".into(),
+        locality: String::new(),
         bind: vec![(80, args.listen)],
         admin: args.admin,
         drain_timeout: Duration::from_secs(5),

@@ -24,6 +24,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let instance = Instance {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
+        locality: isthmus_config::instance::Locality::parse(&args.locality),
         ..Instance::default()
     };
     let gateway = Gateway::new(Identity {

@@ -5,36 +5,64 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
+use isthmus_config::policy::{ClusterPolicy, HealthCheck, Limits};
 use isthmus_config::snapshot::{Cluster, EndpointSource, UpstreamProtocol};
 use tokio::task::JoinHandle;
 
+use crate::balance::health::{self, EndpointHealth};
+use crate::balance::limits::Counters;
+use crate::balance::{HostSet, health_check, outlier};
 use crate::dns;
 use crate::metrics::DestinationLabels;
 use crate::pool::{EndpointPool, PoolSettings};
 use crate::tls::client_config::UpstreamTlsConfig;
 
-/// An endpoint of a cluster: its address, the URI authority to send to, and its connections.
-/// It lives as long as some snapshot's cluster lists its address, so its connections survive
-/// reloads and DNS refreshes that keep it.
+/// An endpoint of a cluster: its address, the URI authority to send to, its connections and
+/// its health. It lives as long as some snapshot's cluster lists its address, so its
+/// connections, ejection and health survive reloads and DNS refreshes that keep it.
 pub struct Endpoint {
     pub address: SocketAddr,
     pub authority: Authority,
     pub pool: EndpointPool,
+    pub health: EndpointHealth,
+    weight: AtomicU32,
+    priority: AtomicU32,
 }
 
 impl Endpoint {
-    pub fn new(address: SocketAddr) -> Option<Arc<Self>> {
-        let authority = Authority::try_from(address.to_string()).ok()?;
+    fn new(spec: &EndpointSpec, health_checked: bool) -> Option<Arc<Self>> {
+        let authority = Authority::try_from(spec.address.to_string()).ok()?;
         Some(Arc::new(Endpoint {
-            address,
+            address: spec.address,
             authority,
             pool: EndpointPool::default(),
+            health: EndpointHealth::new(health_checked),
+            weight: AtomicU32::new(spec.weight),
+            priority: AtomicU32::new(spec.priority),
         }))
     }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn priority(&self) -> u32 {
+        self.priority.load(Ordering::Relaxed)
+    }
+}
+
+/// An endpoint address with its balancing weight and priority level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub priority: u32,
 }
 
 /// The parts of a cluster's configuration a reload may change without dropping its state.
@@ -43,14 +71,23 @@ pub struct ClusterSettings {
     /// TLS originated to the endpoints, if the DestinationRule asks for it.
     pub tls: Option<Arc<UpstreamTlsConfig>>,
     pub pool: PoolSettings,
+    pub policy: ClusterPolicy,
+    /// Whether any circuit breaker limit is below Istio's "unlimited" default.
+    pub limited: bool,
 }
 
 pub struct ClusterState {
     pub name: String,
     pub labels: DestinationLabels,
+    service: String,
     settings: ArcSwap<ClusterSettings>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    hosts: ArcSwap<HostSet>,
+    /// Bumped on every change of endpoints or their health; the host set follows.
+    epoch: AtomicU64,
+    rebuilding: Mutex<()>,
     next: AtomicUsize,
+    pub counters: Arc<Counters>,
 }
 
 impl ClusterState {
@@ -58,57 +95,131 @@ impl ClusterState {
         ClusterState {
             name: c.name.clone(),
             labels: DestinationLabels::new(&c.service, &c.service_namespace),
+            service: c.service.clone(),
             settings: ArcSwap::from_pointee(settings(c, None)),
             endpoints: ArcSwap::from_pointee(Vec::new()),
+            hosts: ArcSwap::from_pointee(HostSet::empty()),
+            epoch: AtomicU64::new(1),
+            rebuilding: Mutex::new(()),
             next: AtomicUsize::new(0),
+            counters: Arc::default(),
         }
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     pub fn settings(&self) -> Arc<ClusterSettings> {
         self.settings.load_full()
     }
 
-    /// Sets the endpoint addresses, keeping the state of endpoints that stay.
-    pub fn set_endpoints(&self, addresses: impl IntoIterator<Item = SocketAddr>) {
+    /// Sets the endpoints, keeping the state of those that stay.
+    pub fn set_endpoints(&self, specs: impl IntoIterator<Item = EndpointSpec>) {
+        let checked = self.settings.load().policy.health_check.is_some();
         let current = self.endpoints.load();
-        let next: Vec<Arc<Endpoint>> = addresses
+        let next: Vec<Arc<Endpoint>> = specs
             .into_iter()
-            .filter_map(|a| match current.iter().find(|e| e.address == a) {
-                Some(e) => Some(e.clone()),
-                None => Endpoint::new(a),
-            })
+            .filter_map(
+                |spec| match current.iter().find(|e| e.address == spec.address) {
+                    Some(e) => {
+                        e.weight.store(spec.weight, Ordering::Relaxed);
+                        e.priority.store(spec.priority, Ordering::Relaxed);
+                        Some(e.clone())
+                    }
+                    None => Endpoint::new(&spec, checked),
+                },
+            )
             .collect();
         self.endpoints.store(Arc::new(next));
+        self.health_changed();
     }
 
     pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
         self.endpoints.load_full()
     }
 
-    /// Round robin, skipping the endpoints in `avoid` (tried already) while others remain.
-    pub fn pick(&self, endpoints: &[Arc<Endpoint>], avoid: &[SocketAddr]) -> Option<Arc<Endpoint>> {
-        let n = endpoints.len();
-        if n == 0 {
-            return None;
+    /// Endpoints or their health changed: the next pick rebuilds the host set.
+    pub fn health_changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// An endpoint for a request, by the cluster's policy; `key` is its consistent-hash key.
+    /// Endpoints in `avoid` (tried already) are skipped while others remain.
+    pub fn choose(&self, key: Option<u64>, avoid: &[SocketAddr]) -> Option<Arc<Endpoint>> {
+        let now = health::now_ms();
+        let mut hosts = self.hosts.load();
+        if hosts.epoch != self.epoch.load(Ordering::Acquire) || now >= hosts.expires {
+            self.rebuild(now);
+            hosts = self.hosts.load();
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .filter_map(|k| endpoints.get((start + k) % n))
-            .find(|t| !avoid.contains(&t.address))
-            .or_else(|| endpoints.get(start % n))
-            .cloned()
+        let settings = self.settings.load();
+        let counter = self.next.fetch_add(1, Ordering::Relaxed);
+        hosts.pick(&settings.policy.load_balancer, key, counter, avoid)
+    }
+
+    /// Rebuilds the host set; a request that finds another rebuilding uses the current one.
+    fn rebuild(&self, now: u64) {
+        let Ok(_guard) = self.rebuilding.try_lock() else {
+            return;
+        };
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let settings = self.settings.load();
+        let endpoints = self.endpoints.load();
+        let set = HostSet::build(&endpoints, &settings.policy, epoch, now);
+        self.hosts.store(Arc::new(set));
+    }
+
+    /// Outlier detection: the outcome of an attempt on `endpoint`, which may eject it.
+    pub fn report(&self, endpoint: &Endpoint, outcome: outlier::Outcome) {
+        let settings = self.settings.load();
+        let Some(od) = &settings.policy.outlier else {
+            return;
+        };
+        if !outlier::record(&endpoint.health, od, outcome) {
+            return;
+        }
+        let now = health::now_ms();
+        let endpoints = self.endpoints.load();
+        let ejected = endpoints
+            .iter()
+            .filter(|e| e.health.is_ejected(now))
+            .count();
+        // Envoy ejects while the ejected share is below maxEjectionPercent (so at least one
+        // endpoint can be ejected when the percentage is above zero).
+        if od.max_ejection_percent == 0
+            || (ejected as u64) * 100 >= u64::from(od.max_ejection_percent) * endpoints.len() as u64
+        {
+            return;
+        }
+        let until = endpoint.health.eject(
+            now,
+            Duration::from_millis(od.base_ejection_time_ms),
+            Duration::from_millis(od.interval_ms),
+        );
+        tracing::info!(cluster = %self.name, endpoint = %endpoint.address, ejected_for_ms = until - now, "outlier detection ejected the endpoint");
+        self.health_changed();
     }
 }
 
 /// The settings of `c`, reusing `previous`'s TLS configuration where nothing changed.
 fn settings(c: &Cluster, previous: Option<&ClusterSettings>) -> ClusterSettings {
+    let conn = &c.policy.connection;
+    let pool = PoolSettings {
+        connect_timeout: Duration::from_millis(conn.connect_timeout_ms),
+        idle_timeout: Duration::from_millis(conn.idle_timeout_ms),
+        max_requests_per_connection: conn.max_requests_per_connection,
+        max_connection_duration: conn.max_connection_duration_ms.map(Duration::from_millis),
+    };
     ClusterSettings {
         protocol: c.protocol,
         tls: c
             .tls
             .as_ref()
             .map(|t| UpstreamTlsConfig::refresh(t, previous.and_then(|p| p.tls.as_ref()), &c.name)),
-        pool: PoolSettings::default(),
+        pool,
+        limited: c.policy.limits != Limits::default(),
+        policy: c.policy.clone(),
     }
 }
 
@@ -116,11 +227,15 @@ struct Entry {
     state: Arc<ClusterState>,
     source: EndpointSource,
     resolver: Option<JoinHandle<()>>,
+    health_check: Option<(HealthCheck, JoinHandle<()>)>,
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
         if let Some(task) = self.resolver.take() {
+            task.abort();
+        }
+        if let Some((_, task)) = self.health_check.take() {
             task.abort();
         }
     }
@@ -141,7 +256,7 @@ impl ClusterRegistry {
         let states = clusters
             .iter()
             .map(|c| {
-                let entry = match self.entries.remove(&c.name) {
+                let mut entry = match self.entries.remove(&c.name) {
                     Some(e)
                         if e.state.labels
                             == DestinationLabels::new(&c.service, &c.service_namespace) =>
@@ -150,6 +265,7 @@ impl ClusterRegistry {
                     }
                     _ => Self::start(Arc::new(ClusterState::new(c)), c),
                 };
+                Self::health_checks(&mut entry, c);
                 let state = entry.state.clone();
                 next.insert(c.name.clone(), entry);
                 state
@@ -157,6 +273,27 @@ impl ClusterRegistry {
             .collect();
         self.entries = next;
         states
+    }
+
+    /// Starts, restarts or stops the cluster's active health checks as its policy says.
+    fn health_checks(entry: &mut Entry, c: &Cluster) {
+        let wanted = c.policy.health_check.as_ref();
+        if entry.health_check.as_ref().map(|(h, _)| h) == wanted {
+            return;
+        }
+        if let Some((_, task)) = entry.health_check.take() {
+            task.abort();
+        }
+        let Some(check) = wanted else {
+            // Without checks every endpoint counts as passing.
+            for e in entry.state.endpoints().iter() {
+                e.health.checked_healthy.store(true, Ordering::Relaxed);
+            }
+            entry.state.health_changed();
+            return;
+        };
+        let task = health_check::spawn(entry.state.clone(), check.clone());
+        entry.health_check = Some((check.clone(), task));
     }
 
     fn update(mut entry: Entry, c: &Cluster) -> Entry {
@@ -173,7 +310,10 @@ impl ClusterRegistry {
             task.abort();
         }
         let state = entry.state.clone();
-        Self::start(state, c)
+        let checks = entry.health_check.take();
+        let mut fresh = Self::start(state, c);
+        fresh.health_check = checks;
+        fresh
     }
 
     /// Starts the endpoint source of `c` for `state`: static endpoints are set now, DNS names
@@ -181,7 +321,11 @@ impl ClusterRegistry {
     fn start(state: Arc<ClusterState>, c: &Cluster) -> Entry {
         let resolver = match &c.endpoints {
             EndpointSource::Static(eps) => {
-                state.set_endpoints(eps.iter().map(|e| e.address));
+                state.set_endpoints(eps.iter().map(|e| EndpointSpec {
+                    address: e.address,
+                    weight: e.weight,
+                    priority: e.priority,
+                }));
                 None
             }
             EndpointSource::Dns(targets) => Some(dns::spawn(state.clone(), targets.clone())),
@@ -190,6 +334,7 @@ impl ClusterRegistry {
             state,
             source: c.endpoints.clone(),
             resolver,
+            health_check: None,
         }
     }
 }

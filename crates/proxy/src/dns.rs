@@ -12,7 +12,7 @@ use isthmus_config::snapshot::DnsTarget;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::clusters::ClusterState;
+use crate::clusters::{ClusterState, EndpointSpec};
 
 /// Refresh bounds: answers with a zero TTL are not re-asked in a busy loop, and long TTLs still
 /// notice changes within minutes.
@@ -54,13 +54,13 @@ pub fn spawn(state: Arc<ClusterState>, targets: Vec<DnsTarget>) -> JoinHandle<()
 }
 
 /// Resolves every target; `None` if any lookup failed (the last good endpoints then stay).
-async fn resolve_all(targets: &[DnsTarget]) -> (Option<Vec<SocketAddr>>, Instant) {
+async fn resolve_all(targets: &[DnsTarget]) -> (Option<Vec<EndpointSpec>>, Instant) {
     let now = Instant::now();
     let mut refresh = now + MAX_REFRESH;
     let mut out = Vec::new();
     for t in targets {
         if let Ok(ip) = t.hostname.parse::<IpAddr>() {
-            out.push(SocketAddr::new(ip, t.port));
+            out.push(spec(t, SocketAddr::new(ip, t.port)));
             continue;
         }
         let Some(resolver) = resolver() else {
@@ -70,7 +70,7 @@ async fn resolve_all(targets: &[DnsTarget]) -> (Option<Vec<SocketAddr>>, Instant
             Ok(answer) => {
                 let valid = Instant::from_std(answer.valid_until());
                 refresh = refresh.min(valid.max(now + MIN_REFRESH));
-                out.extend(answer.iter().map(|ip| SocketAddr::new(ip, t.port)));
+                out.extend(answer.iter().map(|ip| spec(t, SocketAddr::new(ip, t.port))));
             }
             Err(e) => {
                 tracing::warn!(host = %t.hostname, "DNS lookup failed: {e}");
@@ -79,4 +79,12 @@ async fn resolve_all(targets: &[DnsTarget]) -> (Option<Vec<SocketAddr>>, Instant
         }
     }
     (Some(out), refresh)
+}
+
+fn spec(t: &DnsTarget, address: SocketAddr) -> EndpointSpec {
+    EndpointSpec {
+        address,
+        weight: t.weight,
+        priority: t.priority,
+    }
 }

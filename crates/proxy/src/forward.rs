@@ -3,14 +3,18 @@
 //! not tried yet. HTTP/1.1 goes through a pool of keep-alive connections; HTTP/2 (prior
 //! knowledge) through one multiplexed connection per endpoint.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use isthmus_config::actions::{RetryPolicy, retry_on};
+use isthmus_config::policy::{HashKey, LoadBalancer};
 use rustls_pki_types::ServerName;
 
+use crate::balance::health::InFlight;
+use crate::balance::limits::{Which, acquire};
+use crate::balance::{hash, outlier};
 use crate::body::{RequestBody, UpstreamBody};
 use crate::clusters::{ClusterSettings, ClusterState, Endpoint};
 use crate::headers::X_ATTEMPT_COUNT;
@@ -28,6 +32,8 @@ pub struct Forwarded {
     pub attempts: u32,
     /// The answer matched a retry condition but retries ran out (Envoy's `URX`).
     pub exhausted: bool,
+    /// A consistent-hash cookie the gateway generated, for the response.
+    pub set_cookie: Option<HeaderValue>,
 }
 
 /// Why no response came back, and after how many attempts.
@@ -71,7 +77,7 @@ impl Upstream {
         let settings = cluster.settings();
         let tls = settings.tls.is_some();
         let req = build_request(parts, endpoint, body, None, version, tls)?;
-        send(&settings, endpoint, req).await.ok()
+        send(cluster, &settings, endpoint, req).await.ok()
     }
 
     /// Sends `parts` + `body` to endpoints of `cluster` under `policy`, over HTTP/1.1 or
@@ -83,9 +89,30 @@ impl Upstream {
         mut body: RequestBody,
         policy: &RetryPolicy,
         version: Version,
+        client: IpAddr,
     ) -> Result<Forwarded, Failed> {
-        let endpoints = cluster.endpoints();
         let settings = cluster.settings();
+        let (key, set_cookie) = hash_key(&settings.policy.load_balancer, parts, client);
+        // Envoy's `http2MaxRequests` breaker counts requests in flight, whatever the protocol.
+        let request_slot = if settings.limited {
+            match acquire(
+                &cluster.counters,
+                Which::Requests,
+                settings.policy.limits.max_requests,
+            ) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Err(Failed {
+                        reply: LocalReply::Overflow,
+                        attempts: 0,
+                        exhausted: false,
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        let mut retry_slot = None;
         let mut tried: Vec<SocketAddr> = Vec::new();
         let max = 1 + policy.attempts;
         let mut attempt = 0;
@@ -103,9 +130,10 @@ impl Upstream {
             } else {
                 &[]
             };
-            let Some(target) = cluster.pick(&endpoints, avoid) else {
+            let Some(target) = cluster.choose(key, avoid) else {
                 return fail(LocalReply::NoHealthyUpstream, false);
             };
+            let in_flight = InFlight::new(target.clone());
             let Some(b) = body.take_for_attempt() else {
                 return fail(LocalReply::UpstreamReset, false);
             };
@@ -114,8 +142,13 @@ impl Upstream {
                 return fail(LocalReply::UpstreamProtocolError, false);
             };
             let can_retry = attempt < max && body.is_replayable();
-            let outcome = attempt_once(&settings, &target, req, policy.per_try_timeout).await;
+            let outcome =
+                attempt_once(cluster, &settings, &target, req, policy.per_try_timeout).await;
             tried.push(target.address);
+            cluster.report(&target, outlier_outcome(&outcome));
+            if let Err(AttemptError::Send(SendError::Overflow)) = outcome {
+                return fail(LocalReply::Overflow, false);
+            }
             let retriable = match &outcome {
                 Ok(resp) => policy.retries_status(resp.status().as_u16(), grpc_status(resp)),
                 // A connection never made is also a reset before the request started.
@@ -128,8 +161,20 @@ impl Upstream {
                 Err(AttemptError::Send(SendError::Refused)) => policy.retries_on(
                     ANY_RESET | retry_on::REFUSED_STREAM | retry_on::RESET_BEFORE_REQUEST,
                 ),
+                Err(AttemptError::Send(SendError::Overflow)) => false,
             };
-            if can_retry && retriable {
+            // Envoy's `maxRetries` breaker: a retry beyond it is not made.
+            let may_retry = can_retry
+                && retriable
+                && (!settings.limited || {
+                    retry_slot = acquire(
+                        &cluster.counters,
+                        Which::Retries,
+                        settings.policy.limits.max_retries,
+                    );
+                    retry_slot.is_some()
+                });
+            if may_retry {
                 drop(outcome);
                 tokio::time::sleep(backoff(policy.backoff, attempt)).await;
                 continue;
@@ -138,10 +183,12 @@ impl Upstream {
             let exhausted = retriable && attempt > 1 && attempt == max;
             return match outcome {
                 Ok(response) => Ok(Forwarded {
-                    response,
+                    response: response
+                        .map(|b| b.holding(Box::new((in_flight, request_slot, retry_slot)))),
                     endpoint: target.address,
                     attempts: attempt,
                     exhausted,
+                    set_cookie,
                 }),
                 Err(AttemptError::Send(SendError::Connect)) => {
                     fail(LocalReply::ConnectFailure, exhausted)
@@ -151,19 +198,98 @@ impl Upstream {
                 Err(AttemptError::Send(SendError::Refused)) => {
                     fail(LocalReply::UpstreamReset, exhausted)
                 }
+                Err(AttemptError::Send(SendError::Overflow)) => fail(LocalReply::Overflow, false),
             };
         }
     }
 }
 
+/// What outlier detection learns from an attempt.
+fn outlier_outcome(outcome: &Result<Response<PooledBody>, AttemptError>) -> outlier::Outcome {
+    match outcome {
+        Ok(resp) => outlier::Outcome::Answered(resp.status().as_u16()),
+        Err(_) => outlier::Outcome::LocalFailure,
+    }
+}
+
+/// The consistent-hash key of a request, and the cookie to set when the hash cookie was
+/// absent and has a TTL (Envoy generates one then, so the next requests stick).
+fn hash_key(
+    lb: &LoadBalancer,
+    parts: &http::request::Parts,
+    client: IpAddr,
+) -> (Option<u64>, Option<HeaderValue>) {
+    let key = match lb {
+        LoadBalancer::RingHash { key, .. } | LoadBalancer::Maglev { key, .. } => key,
+        _ => return (None, None),
+    };
+    match key {
+        HashKey::Header(name) => (
+            parts
+                .headers
+                .get(name.as_str())
+                .map(|v| hash::hash_bytes(v.as_bytes())),
+            None,
+        ),
+        HashKey::SourceIp => (Some(hash::hash_bytes(client.to_string().as_bytes())), None),
+        HashKey::QueryParameter(name) => (
+            parts.uri.query().and_then(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| hash::hash_bytes(v.as_bytes()))
+            }),
+            None,
+        ),
+        HashKey::Cookie {
+            name,
+            path,
+            ttl_secs,
+        } => {
+            if let Some(v) = cookie(&parts.headers, name) {
+                return (Some(hash::hash_bytes(v.as_bytes())), None);
+            }
+            let Some(ttl) = ttl_secs else {
+                return (None, None);
+            };
+            let value = format!("{:016x}", fastrand::u64(..));
+            let mut set = format!("{name}=\"{value}\"");
+            if *ttl > 0 {
+                set.push_str(&format!("; Max-Age={ttl}"));
+            }
+            if let Some(p) = path {
+                set.push_str(&format!("; Path={p}"));
+            }
+            set.push_str("; HttpOnly");
+            (
+                Some(hash::hash_bytes(format!("\"{value}\"").as_bytes())),
+                HeaderValue::from_str(&set).ok(),
+            )
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// One attempt on one endpoint, bounded by the per-try timeout.
 async fn attempt_once(
+    cluster: &ClusterState,
     settings: &ClusterSettings,
     endpoint: &Endpoint,
     req: Request<UpstreamBody>,
     per_try: Option<Duration>,
 ) -> Result<Response<PooledBody>, AttemptError> {
-    let fut = send(settings, endpoint, req);
+    let fut = send(cluster, settings, endpoint, req);
     match per_try {
         Some(t) => tokio::time::timeout(t, fut)
             .await
@@ -176,6 +302,7 @@ async fn attempt_once(
 /// Sends on the endpoint's HTTP/2 connection or one of its HTTP/1.1 connections, as the
 /// request's version says, opened with the cluster's TLS.
 async fn send(
+    cluster: &ClusterState,
     settings: &ClusterSettings,
     endpoint: &Endpoint,
     req: Request<UpstreamBody>,
@@ -184,6 +311,9 @@ async fn send(
     let spec = ConnSpec {
         key: conn_key(settings, endpoint.address, &req, h2)?,
         settings: &settings.pool,
+        limits: settings
+            .limited
+            .then_some((&cluster.counters, &settings.policy.limits)),
     };
     if h2 {
         endpoint.pool.http2.send(endpoint.address, &spec, req).await

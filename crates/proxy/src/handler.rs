@@ -346,7 +346,9 @@ async fn forward<'a>(
         );
     }
     let started = Instant::now();
-    let send = gw.upstream.send(cluster, parts, body, &f.retry, version);
+    let send = gw
+        .upstream
+        .send(cluster, parts, body, &f.retry, version, conn.peer.ip());
     let result = match timeout {
         Some(t) => tokio::time::timeout(t, send)
             .await
@@ -371,6 +373,9 @@ async fn forward<'a>(
             };
             let mut resp = done.response.map(Either::Left);
             prepare_response_headers(resp.headers_mut(), elapsed);
+            if let Some(cookie) = done.set_cookie.take() {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
             if let Some(v) = upgraded {
                 let h = resp.headers_mut();
                 h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

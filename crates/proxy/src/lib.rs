@@ -13,6 +13,7 @@
 //! Configuration reaches the data plane only as an [`Active`] snapshot swapped in with one
 //! atomic store; no request takes a lock to read it.
 
+pub mod balance;
 pub mod body;
 pub mod clusters;
 pub mod cors;

@@ -28,6 +28,8 @@ pub enum LocalReply {
     UpstreamTimeout,
     /// A fault injection abort with this status.
     FaultAbort(u16),
+    /// A circuit breaker of the cluster is open (Envoy's `UO`).
+    Overflow,
 }
 
 impl LocalReply {
@@ -55,6 +57,7 @@ impl LocalReply {
             LocalReply::Http10 => "-",
             LocalReply::UpstreamTimeout => "UT",
             LocalReply::FaultAbort(_) => "FI",
+            LocalReply::Overflow => "UO",
         }
     }
 
@@ -74,6 +77,9 @@ impl LocalReply {
             LocalReply::UpstreamProtocolError => {
                 "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
             }
+            LocalReply::Overflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+            }
         }
     }
 
@@ -83,6 +89,10 @@ impl LocalReply {
         if !body.is_empty() {
             resp.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
+        if self == LocalReply::Overflow {
+            resp.headers_mut()
+                .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
         }
         resp
     }

@@ -69,8 +69,7 @@ pub fn send(
         let gw = gw.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let endpoints = cluster.endpoints();
-            let Some(target) = cluster.pick(&endpoints, &[]) else {
+            let Some(target) = cluster.choose(None, &[]) else {
                 return;
             };
             let version = match cluster.settings().protocol {

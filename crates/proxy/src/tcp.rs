@@ -1,16 +1,13 @@
 //! Opaque TCP: pick a weighted destination and an endpoint, connect, and copy bytes both
 //! ways until either side closes (half-close is passed on).
 
-use std::time::Duration;
-
 use isthmus_config::snapshot::Forward;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::balance::outlier;
 use crate::{Active, Gateway};
 
-/// Istio's default upstream connect timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Endpoints tried before giving up on a connection.
 const CONNECT_ATTEMPTS: usize = 3;
 
@@ -42,19 +39,22 @@ where
     else {
         return;
     };
-    let endpoints = cluster.endpoints();
+    let connect_timeout = cluster.settings().pool.connect_timeout;
     let mut tried = Vec::new();
     let mut upstream = None;
     for _ in 0..CONNECT_ATTEMPTS {
-        let Some(target) = cluster.pick(&endpoints, &tried) else {
+        let Some(target) = cluster.choose(None, &tried) else {
             break;
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target.address)).await {
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(target.address)).await {
             Ok(Ok(s)) => {
                 upstream = Some(s);
                 break;
             }
-            _ => tried.push(target.address),
+            _ => {
+                cluster.report(&target, outlier::Outcome::LocalFailure);
+                tried.push(target.address);
+            }
         }
     }
     let Some(mut upstream) = upstream else {

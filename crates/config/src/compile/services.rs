@@ -10,10 +10,12 @@ use isthmus_api::istio::destination_rule::{
 use isthmus_api::istio::service_entry::{ServiceEntrySpec, ServicePort};
 use isthmus_api::{Diagnostic, Object, Resource};
 
+use super::policy;
 use super::secrets::{SecretError, Secrets};
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, covers};
 use crate::instance::{Instance, ROOT_NAMESPACE};
+use crate::policy::ClusterPolicy;
 use crate::snapshot::{
     Cluster, DnsTarget, Endpoint, EndpointSource, UpstreamProtocol, UpstreamTls,
 };
@@ -29,6 +31,8 @@ struct Rule<'a> {
     host: String,
     policy: Option<&'a TrafficPolicy>,
     subsets: &'a [Subset],
+    /// The `isthmus.io/health-check` annotation, if set.
+    health_check: Option<&'a str>,
 }
 
 pub struct Registry<'a> {
@@ -93,6 +97,11 @@ impl<'a> Registry<'a> {
                         host,
                         policy: dr.spec.traffic_policy.as_ref(),
                         subsets: &dr.spec.subsets,
+                        health_check: dr
+                            .meta
+                            .annotations
+                            .get(policy::HEALTH_CHECK_ANNOTATION)
+                            .map(String::as_str),
                     });
                 }
                 _ => {}
@@ -139,13 +148,15 @@ impl<'a> Registry<'a> {
                 ))
             })?,
         };
+        let (policy, endpoints) = self.policy(host, svc, sp, number, subset, &labels);
         let cluster = Cluster {
             name: name.clone(),
             service: host.to_string(),
             service_namespace: svc.namespace.to_string(),
             port: number,
             subset: subset.map(str::to_string),
-            endpoints: endpoints(svc.entry, sp, &labels),
+            endpoints,
+            policy,
             protocol: self.upstream_protocol(host, svc.namespace, number, sp, subset),
             tls: self
                 .client_tls(host, svc.namespace, number, subset)
@@ -155,6 +166,79 @@ impl<'a> Registry<'a> {
         self.clusters.push(cluster);
         self.by_name.insert(name.clone(), i);
         Ok((name, i))
+    }
+
+    /// The traffic policy of a cluster, and its endpoints with priorities and weights by
+    /// locality.
+    fn policy(
+        &self,
+        host: &str,
+        svc: &Service<'a>,
+        sp: &ServicePort,
+        port: u16,
+        subset: Option<&str>,
+        labels: &BTreeMap<String, String>,
+    ) -> (ClusterPolicy, EndpointSource) {
+        let ns = svc.namespace;
+        let lb = self.merged(
+            host,
+            ns,
+            port,
+            subset,
+            |p| p.load_balancer.as_ref(),
+            |l| l.load_balancer.as_ref(),
+        );
+        let outlier = self.merged(
+            host,
+            ns,
+            port,
+            subset,
+            |p| p.outlier_detection.as_ref(),
+            |l| l.outlier_detection.as_ref(),
+        );
+        let health_check = self
+            .rules_for(host, ns)
+            .iter()
+            .find_map(|r| r.health_check)
+            .and_then(|text| policy::health_check(text).ok());
+        let pool = self.connection_pool(host, ns, port, subset);
+        let compiled = policy::cluster_policy(lb, pool, outlier, health_check);
+        let failover = compiled.outlier.is_some() || compiled.health_check.is_some();
+        let setting = lb.and_then(|l| l.locality_lb_setting.as_ref());
+        let mut source = endpoints(svc.entry, sp, labels);
+        match &mut source {
+            EndpointSource::Static(eps) => {
+                let placed: Vec<_> = eps
+                    .iter()
+                    .map(|e| policy::Placed {
+                        locality: e.locality.as_deref(),
+                        labels: &e.labels,
+                        weight: e.weight,
+                    })
+                    .collect();
+                let out = policy::place(self.instance, setting, failover, &placed);
+                for (e, (priority, weight)) in eps.iter_mut().zip(out) {
+                    e.priority = priority;
+                    e.weight = weight;
+                }
+            }
+            EndpointSource::Dns(targets) => {
+                let placed: Vec<_> = targets
+                    .iter()
+                    .map(|e| policy::Placed {
+                        locality: e.locality.as_deref(),
+                        labels: &e.labels,
+                        weight: e.weight,
+                    })
+                    .collect();
+                let out = policy::place(self.instance, setting, failover, &placed);
+                for (e, (priority, weight)) in targets.iter_mut().zip(out) {
+                    e.priority = priority;
+                    e.weight = weight;
+                }
+            }
+        }
+        (compiled, source)
     }
 
     /// Subset labels from the DestinationRules that apply to `host`, searched as Istio does for a
@@ -508,6 +592,7 @@ fn endpoints(
                         labels: e.labels.clone(),
                         locality: e.locality.clone(),
                         weight: e.weight.unwrap_or(1),
+                        priority: 0,
                     })
                 })
                 .collect();
@@ -523,6 +608,7 @@ fn endpoints(
                         labels: BTreeMap::new(),
                         locality: None,
                         weight: 1,
+                        priority: 0,
                     })
                     .collect();
             }
@@ -537,6 +623,7 @@ fn endpoints(
                         labels: e.labels.clone(),
                         locality: e.locality.clone(),
                         weight: e.weight.unwrap_or(1),
+                        priority: 0,
                     })
                 })
                 .collect(),

@@ -18,13 +18,18 @@ const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 pub type H1Sender = http1::SendRequest<UpstreamBody>;
 pub type H2Sender = http2::SendRequest<UpstreamBody>;
 
-pub async fn http1(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H1Sender, SendError> {
+/// Opens an HTTP/1.1 connection; `guard` lives as long as the connection does.
+pub async fn http1(
+    endpoint: SocketAddr,
+    spec: &ConnSpec<'_>,
+    guard: Option<Box<dyn Send + 'static>>,
+) -> Result<H1Sender, SendError> {
     let timeout = spec.settings.connect_timeout;
     tokio::time::timeout(timeout, async {
         let tcp = tcp(endpoint).await?;
         match tls(tcp, &spec.key, endpoint).await? {
-            Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint).await,
-            Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint).await,
+            Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint, guard).await,
+            Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint, guard).await,
         }
     })
     .await
@@ -72,12 +77,18 @@ async fn tls(tcp: TcpStream, key: &ConnKey, endpoint: SocketAddr) -> Result<Stre
     Ok(Stream::Tls(Box::new(stream)))
 }
 
-async fn handshake_h1<T>(io: T, endpoint: SocketAddr) -> Result<H1Sender, SendError>
+async fn handshake_h1<T>(
+    io: T,
+    endpoint: SocketAddr,
+    guard: Option<Box<dyn Send + 'static>>,
+) -> Result<H1Sender, SendError>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::handshake(io).await.map_err(|_| SendError::Connect)?;
     tokio::spawn(async move {
+        // Released when the connection ends: its circuit-breaker slot.
+        let _guard = guard;
         // Upgrades (WebSocket) take the connection over after a 101.
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(%endpoint, "upstream connection ended: {e}");

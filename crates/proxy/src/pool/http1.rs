@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
+use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::balance::limits::{Slot, Which, acquire};
 
 use super::connect::{self, H1Sender};
 use super::response::{PooledBody, Release};
@@ -24,6 +27,20 @@ const READY_WAIT: Duration = Duration::from_millis(100);
 #[derive(Default)]
 pub struct Http1Pool {
     idle: Arc<Mutex<Vec<Conn>>>,
+    /// Signalled when a connection goes idle or closes: a pending request may go on.
+    freed: Arc<Notify>,
+}
+
+/// Holds a connection slot of the cluster while the connection lives.
+struct Opened {
+    _slot: Slot,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
 }
 
 pub(super) struct Conn {
@@ -65,16 +82,7 @@ impl Http1Pool {
         loop {
             let mut conn = match self.checkout(spec).await {
                 Some(c) => c,
-                None => {
-                    let now = Instant::now();
-                    Conn {
-                        sender: connect::http1(endpoint, spec).await?,
-                        key: spec.key.clone(),
-                        opened: now,
-                        used: 0,
-                        idle_since: now,
-                    }
-                }
+                None => self.open_or_wait(endpoint, spec).await?,
             };
             let reused = conn.used > 0;
             conn.used += 1;
@@ -89,6 +97,59 @@ impl Http1Pool {
                 },
             }
         }
+    }
+
+    /// A new connection, or with the cluster at `maxConnections`, an idle one once it comes
+    /// free, waiting as one of at most `http1MaxPendingRequests` pending requests (Envoy's
+    /// circuit breakers); beyond that, overflow.
+    async fn open_or_wait(
+        &self,
+        endpoint: SocketAddr,
+        spec: &ConnSpec<'_>,
+    ) -> Result<Conn, SendError> {
+        let Some((counters, limits)) = spec.limits else {
+            return self.open(endpoint, spec, None).await;
+        };
+        let mut pending = None;
+        loop {
+            if let Some(slot) = acquire(counters, Which::Connections, limits.max_connections) {
+                let guard = Opened {
+                    _slot: slot,
+                    freed: self.freed.clone(),
+                };
+                return self.open(endpoint, spec, Some(Box::new(guard))).await;
+            }
+            if pending.is_none() {
+                pending = Some(
+                    acquire(counters, Which::Pending, limits.max_pending_requests)
+                        .ok_or(SendError::Overflow)?,
+                );
+            }
+            let freed = self.freed.notified();
+            if let Some(c) = self.checkout(spec).await {
+                return Ok(c);
+            }
+            freed.await;
+            if let Some(c) = self.checkout(spec).await {
+                return Ok(c);
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        endpoint: SocketAddr,
+        spec: &ConnSpec<'_>,
+        guard: Option<Box<dyn Send + 'static>>,
+    ) -> Result<Conn, SendError> {
+        let now = Instant::now();
+        Ok(Conn {
+            sender: connect::http1(endpoint, spec, guard).await?,
+            key: spec.key.clone(),
+            opened: now,
+            used: 0,
+            idle_since: now,
+        })
     }
 
     async fn checkout(&self, spec: &ConnSpec<'_>) -> Option<Conn> {
@@ -134,18 +195,22 @@ impl Http1Pool {
         let release = (!closing).then(|| Release {
             conn,
             idle: self.idle.clone(),
+            freed: self.freed.clone(),
         });
         resp.map(|body| PooledBody::new(body, release))
     }
 }
 
-/// Puts a connection back among the idle ones.
-pub(super) fn put_back(idle: &Mutex<Vec<Conn>>, mut conn: Conn) {
+/// Puts a connection back among the idle ones, and wakes a pending request.
+pub(super) fn put_back(idle: &Mutex<Vec<Conn>>, freed: &Notify, mut conn: Conn) {
     conn.idle_since = Instant::now();
-    let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
-    if idle.len() < MAX_IDLE {
-        idle.push(conn);
+    {
+        let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
     }
+    freed.notify_one();
 }
 
 /// A protocol error anywhere in the chain is Envoy's `UPE`; anything else a reset.

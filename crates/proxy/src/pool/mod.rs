@@ -14,6 +14,9 @@ use std::time::Duration;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 
+use isthmus_config::policy::Limits;
+
+use crate::balance::limits::Counters;
 use crate::local_reply::LocalReply;
 
 pub use response::PooledBody;
@@ -33,6 +36,8 @@ pub enum SendError {
     /// An HTTP/2 stream the upstream refused (`REFUSED_STREAM`, or beyond its GOAWAY): it was
     /// not processed.
     Refused,
+    /// A circuit breaker is open: no connection may be opened and no request may wait.
+    Overflow,
 }
 
 /// How connections are opened and how long they live: Istio's defaults until a
@@ -101,6 +106,16 @@ impl PartialEq for ConnKey {
 pub struct ConnSpec<'a> {
     pub key: ConnKey,
     pub settings: &'a PoolSettings,
+    /// The cluster's circuit breakers, if any limit applies.
+    pub limits: Option<(&'a Arc<Counters>, &'a Limits)>,
+}
+
+/// Opens one HTTP/1.1 connection outside any pool (health checks).
+pub async fn connect_http1(
+    endpoint: std::net::SocketAddr,
+    spec: &ConnSpec<'_>,
+) -> Result<connect::H1Sender, SendError> {
+    connect::http1(endpoint, spec, None).await
 }
 
 /// The connections of one endpoint.

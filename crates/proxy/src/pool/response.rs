@@ -9,23 +9,32 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::Notify;
 
 use super::http1::{Conn, put_back};
 
 pub struct PooledBody {
     inner: Incoming,
     release: Option<Release>,
+    /// Kept until the body ends or is dropped: the request's circuit-breaker slot and its
+    /// in-flight count on the endpoint.
+    hold: Option<Box<dyn Send + Sync>>,
 }
 
 /// A connection and the idle list it goes back to.
 pub(super) struct Release {
     pub(super) conn: Conn,
     pub(super) idle: Arc<Mutex<Vec<Conn>>>,
+    pub(super) freed: Arc<Notify>,
 }
 
 impl PooledBody {
     pub(super) fn new(inner: Incoming, release: Option<Release>) -> Self {
-        let mut body = PooledBody { inner, release };
+        let mut body = PooledBody {
+            inner,
+            release,
+            hold: None,
+        };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -37,12 +46,22 @@ impl PooledBody {
         PooledBody {
             inner,
             release: None,
+            hold: None,
         }
     }
 
+    /// Keeps `hold` alive until the body ends.
+    pub fn holding(mut self, hold: Box<dyn Send + Sync>) -> Self {
+        if !self.inner.is_end_stream() {
+            self.hold = Some(hold);
+        }
+        self
+    }
+
     fn release(&mut self) {
+        self.hold = None;
         if let Some(r) = self.release.take() {
-            put_back(&r.idle, r.conn);
+            put_back(&r.idle, &r.freed, r.conn);
         }
     }
 }
@@ -59,7 +78,10 @@ impl Body for PooledBody {
         match &frame {
             Some(Ok(_)) if self.inner.is_end_stream() => self.release(),
             None => self.release(),
-            Some(Err(_)) => self.release = None,
+            Some(Err(_)) => {
+                self.release = None;
+                self.hold = None;
+            }
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)
