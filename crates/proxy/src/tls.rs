@@ -8,3 +8,4 @@ pub mod prefixed;
 pub mod serve;
 pub mod server_config;
 pub mod x509;
+pub mod xfcc;
