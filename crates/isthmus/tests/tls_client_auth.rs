@@ -282,3 +282,124 @@ async fn a_bad_pin_rejects_the_gateway_and_its_last_good_version_keeps_serving()
     expect(addr, host, &ca, &bob, true).await;
     expect(addr, host, &ca, &alice, false).await;
 }
+
+// === x-forwarded-client-cert ===
+
+/// An x-forwarded-client-cert a client makes up.
+const FORGED_XFCC: &str =
+    "Hash=00;Subject=\"CN=admin\";URI=spiffe://cluster.local/ns/admin/sa/admin";
+
+/// What an Istio gateway sends for `leaf` (issued by [`workload`]): the hex SHA-256 of the
+/// DER, the PEM as OpenSSL writes it, URL-encoded as Envoy does, the subject in RFC 2253
+/// form (last attribute first, the comma escaped), the URI SAN and the DNS SAN.
+fn expected_xfcc(leaf: &Leaf) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(leaf.der());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let cert: String = pem
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"*-._".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!(
+        "Hash={};Cert=\"{cert}\";Subject=\"CN=client,O=Example\\, Inc.,C=US\";URI={CLIENT_URI};DNS=client.example.com",
+        leaf.sha256_hex()
+    )
+}
+
+#[tokio::test]
+async fn x_forwarded_client_cert_describes_the_verified_client_certificate() {
+    let ca = Pki::new("server");
+    let clients = Pki::new("clients");
+    let spiffe = workload(&clients);
+    let hosts = ["m.example.com", "opt.example.com"];
+    let mut files = http_app("xfcc", &hosts).await;
+    files.push((
+        "secret.yaml".into(),
+        tls_secret("x-cred", &ca.server(&hosts), Some(&clients.ca_pem)),
+    ));
+    files.push((
+        "gw.yaml".into(),
+        gateway_servers(&[
+            server(
+                443,
+                "https-m",
+                "HTTPS",
+                &["m.example.com"],
+                "{mode: MUTUAL, credentialName: x-cred}",
+            ),
+            server(
+                443,
+                "https-opt",
+                "HTTPS",
+                &["opt.example.com"],
+                "{mode: OPTIONAL_MUTUAL, credentialName: x-cred}",
+            ),
+        ]),
+    ));
+    let g = start_tls(&files).await;
+    let addr = g.addr(443).await;
+    let want = expected_xfcc(&spiffe);
+
+    // reqwest (HTTP/2 by ALPN): every request of the connection carries the details of its
+    // certificate, and the value the client sent is replaced.
+    let client = https_client(&ca, &[("m.example.com", addr), ("opt.example.com", addr)])
+        .identity(spiffe.identity())
+        .build()
+        .unwrap();
+    for path in ["/first", "/second"] {
+        let resp = client
+            .get(format!("https://m.example.com:{}{path}", addr.port()))
+            .header("x-forwarded-client-cert", FORGED_XFCC)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        let r = Reply::from(resp).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.json()["headers"]["x-forwarded-client-cert"],
+            want.as_str()
+        );
+    }
+
+    // HTTP/1.1 over rustls, on the OPTIONAL_MUTUAL server: the same with a certificate ...
+    let host = "opt.example.com";
+    let r = tls_get(addr, host, &tls_client(&ca, Some(&spiffe)), host, "/h1")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json()["headers"]["x-forwarded-client-cert"],
+        want.as_str()
+    );
+
+    // ... and nothing without one, whatever the client sends.
+    let anonymous = https_client(&ca, &[("opt.example.com", addr)])
+        .build()
+        .unwrap();
+    let r = Reply::from(
+        anonymous
+            .get(format!("https://opt.example.com:{}/anonymous", addr.port()))
+            .header("x-forwarded-client-cert", FORGED_XFCC)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.json()["headers"]["x-forwarded-client-cert"].is_null(),
+        "{}",
+        r.json()["headers"]
+    );
+}
