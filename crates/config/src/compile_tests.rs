@@ -310,6 +310,13 @@ fn validation_errors() {
             vec!["spec.endpoints[0].address: \"x.com\" is not an IP address"],
         ),
         (
+            "kind: Gateway\nmetadata: {name: g3}\nspec: {servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.com], tls: {mode: MUTUAL, verifyCertificateHash: ['12:34'], verifyCertificateSpki: ['c2hvcnQ=']}}]}",
+            vec![
+                "spec.servers[0].tls.verifyCertificateHash[0]: \"12:34\" is not hex",
+                "spec.servers[0].tls.verifyCertificateSpki[0]: \"c2hvcnQ=\" holds 5 bytes; a SHA-256 digest has 32",
+            ],
+        ),
+        (
             "kind: DestinationRule\nmetadata: {name: d}\nspec: {host: a, subsets: [{name: v1}, {name: v1}]}",
             vec!["spec.subsets[1].name: duplicate subset name \"v1\""],
         ),
@@ -427,4 +434,68 @@ spec:
         assert_eq!(s.clusters.len(), 1, "{protocol} {policy}");
         assert_eq!(s.clusters[0].protocol, want, "{protocol} {policy}");
     }
+}
+
+#[test]
+fn client_certificate_checks_are_compiled_and_bad_pins_name_their_line() {
+    let hash = "AB:".repeat(31) + "AB";
+    let spki = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let server = |mode: &str, hash: &str| {
+        format!(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tls, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: [a.example.com]
+    tls:
+      mode: {mode}
+      serverCertificate: /c.pem
+      privateKey: /k.pem
+      caCertificates: /ca.pem
+      subjectAltNames: [spiffe://cluster.local/ns/default/sa/client]
+      verifyCertificateSpki:
+      - {spki}
+      verifyCertificateHash:
+      - '{hash}'
+"
+        )
+    };
+    let (s, diags) = compile_yaml(&server("MUTUAL", &hash));
+    assert_eq!(diags, Vec::<String>::new());
+    let chain = &s.listeners[&443].chains[0];
+    let crate::tls::ChainTls::Terminate(t) = &chain.tls else {
+        panic!("not terminated: {chain:?}");
+    };
+    assert_eq!(
+        t.client_checks.subject_alt_names,
+        ["spiffe://cluster.local/ns/default/sa/client"]
+    );
+    assert_eq!(t.client_checks.cert_sha256[0].to_string(), "ab".repeat(32));
+    assert_eq!(t.client_checks.spki_sha256[0].0[31], 31);
+
+    // SIMPLE requests no client certificate: the checks are reported and dropped.
+    let (s, diags) = compile_yaml(&server("SIMPLE", &hash));
+    let crate::tls::ChainTls::Terminate(t) = &s.listeners[&443].chains[0].tls else {
+        panic!("not terminated");
+    };
+    assert!(t.client_checks.is_empty());
+    assert_eq!(diags.len(), 3, "{diags:?}");
+    assert!(
+        diags[0].contains("warning: Gateway default/tls: spec.servers[0].tls.subjectAltNames: client certificates are checked in MUTUAL and OPTIONAL_MUTUAL modes only"),
+        "{diags:?}"
+    );
+
+    // A pin that is not a digest rejects the Gateway, with the file and line of the entry.
+    let (s, diags) = compile_yaml(&server("MUTUAL", "not-a-hash"));
+    assert!(!s.listeners.contains_key(&443));
+    assert!(
+        diags.iter().any(|d| d.starts_with(
+            "t.yaml:40: error: Gateway default/tls: spec.servers[0].tls.verifyCertificateHash[0]: \"not-a-hash\" is not hex"
+        )),
+        "{diags:?}"
+    );
 }

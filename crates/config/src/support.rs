@@ -36,6 +36,9 @@ fn patterns(kind: Kind) -> Vec<String> {
                 "spec.servers[].tls.minProtocolVersion",
                 "spec.servers[].tls.maxProtocolVersion",
                 "spec.servers[].tls.cipherSuites[]",
+                "spec.servers[].tls.subjectAltNames[]",
+                "spec.servers[].tls.verifyCertificateSpki[]",
+                "spec.servers[].tls.verifyCertificateHash[]",
             ] {
                 add(s);
             }
@@ -351,8 +354,9 @@ mod tests {
             (
                 Kind::Gateway,
                 "spec.servers[0].tls.verifyCertificateSpki[0]",
-                false,
+                true,
             ),
+            (Kind::Gateway, "spec.servers[0].tls.caCrl", false),
             (Kind::DestinationRule, "spec.trafficPolicy.tls.mode", true),
             (
                 Kind::DestinationRule,

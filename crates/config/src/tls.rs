@@ -78,9 +78,115 @@ pub struct TlsTermination {
     /// rustls suite names, already mapped from the Envoy names written in the Gateway.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
-    /// Accepted client certificate SANs (MUTUAL); empty accepts any.
+    /// Checks of a client certificate beyond its chain to the CA (MUTUAL, OPTIONAL_MUTUAL).
+    #[serde(skip_serializing_if = "ClientCertChecks::is_empty")]
+    pub client_checks: ClientCertChecks,
+}
+
+/// What a client certificate must also satisfy once it chains to the CA: Envoy's
+/// `CertificateValidationContext` as Istio fills it from the server's `subjectAltNames`,
+/// `verifyCertificateSpki` and `verifyCertificateHash`. The SAN check and the pin check are
+/// both required when configured; within the pins, matching either list is enough.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClientCertChecks {
+    /// One of these must be a SAN of the certificate (DNS, URI, email or IP, exact; a DNS
+    /// SAN may be a `*.` wildcard covering the name). Empty accepts any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
+    /// SHA-256 digests of the certificate's SubjectPublicKeyInfo.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spki_sha256: Vec<Sha256>,
+    /// SHA-256 digests of the whole DER certificate.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cert_sha256: Vec<Sha256>,
+}
+
+impl ClientCertChecks {
+    pub fn is_empty(&self) -> bool {
+        self.subject_alt_names.is_empty()
+            && self.spki_sha256.is_empty()
+            && self.cert_sha256.is_empty()
+    }
+
+    /// Whether certificate pins are configured (then one of them must match).
+    pub fn has_pins(&self) -> bool {
+        !self.spki_sha256.is_empty() || !self.cert_sha256.is_empty()
+    }
+}
+
+/// A SHA-256 digest; shown (and serialised) as lower-case hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256(pub [u8; 32]);
+
+impl std::fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sha256({self})")
+    }
+}
+
+impl Serialize for Sha256 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Why a certificate pin cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinError {
+    #[error("{0:?} is not hex (64 hex digits, or 32 colon-separated bytes)")]
+    NotHex(String),
+    #[error("{0:?} is not base64")]
+    NotBase64(String),
+    #[error("{text:?} holds {len} bytes; a SHA-256 digest has 32")]
+    WrongLength { text: String, len: usize },
+}
+
+/// A `verifyCertificateHash` entry: the hex SHA-256 of the DER certificate, upper or lower
+/// case. As in Envoy, colons are removed only from the 95-character fingerprint form
+/// (`AB:CD:...`), where they separate all 32 bytes.
+pub fn parse_certificate_hash(text: &str) -> Result<Sha256, PinError> {
+    let digits: String = if text.len() == 95 {
+        text.chars().filter(|c| *c != ':').collect()
+    } else {
+        text.to_string()
+    };
+    if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(PinError::NotHex(text.to_string()));
+    }
+    let bytes: Vec<u8> = digits
+        .as_bytes()
+        .chunks(2)
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
+        .filter_map(|pair| u8::from_str_radix(pair, 16).ok())
+        .collect();
+    digest(text, bytes)
+}
+
+/// A `verifyCertificateSpki` entry: the base64 (standard alphabet, padded) SHA-256 of the
+/// certificate's DER SubjectPublicKeyInfo, as `openssl ... | openssl dgst -sha256 -binary |
+/// openssl enc -base64` prints it.
+pub fn parse_spki_pin(text: &str) -> Result<Sha256, PinError> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| PinError::NotBase64(text.to_string()))?;
+    digest(text, bytes)
+}
+
+fn digest(text: &str, bytes: Vec<u8>) -> Result<Sha256, PinError> {
+    let len = bytes.len();
+    <[u8; 32]>::try_from(bytes)
+        .map(Sha256)
+        .map_err(|_| PinError::WrongLength {
+            text: text.to_string(),
+            len,
+        })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,5 +290,82 @@ mod tests {
         let only = vec![chain("only", &["a.example.com"])];
         assert!(choose_chain(&only, None).is_none());
         assert!(choose_chain(&only, Some("b.example.com")).is_none());
+    }
+
+    const HASH: &str = "8ab3c1d0e5f64718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+    #[test]
+    fn certificate_hashes() {
+        let colons: String = HASH
+            .as_bytes()
+            .chunks(2)
+            .map(|p| String::from_utf8_lossy(p).to_uppercase())
+            .collect::<Vec<_>>()
+            .join(":");
+        let ok = [HASH.to_string(), HASH.to_uppercase(), colons.clone()];
+        for text in &ok {
+            assert_eq!(
+                parse_certificate_hash(text).map(|h| h.to_string()),
+                Ok(HASH.to_string()),
+                "{text}"
+            );
+        }
+        let short = &HASH[..62];
+        let cases = [
+            ("zz".repeat(32), PinError::NotHex("zz".repeat(32))),
+            (format!("{HASH}0"), PinError::NotHex(format!("{HASH}0"))),
+            // Colons are only allowed between all 32 bytes (Envoy's 95-character form).
+            (
+                colons[..92].to_string(),
+                PinError::NotHex(colons[..92].to_string()),
+            ),
+            (
+                short.to_string(),
+                PinError::WrongLength {
+                    text: short.to_string(),
+                    len: 31,
+                },
+            ),
+            (
+                String::new(),
+                PinError::WrongLength {
+                    text: String::new(),
+                    len: 0,
+                },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_certificate_hash(&text), Err(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn spki_pins() {
+        use base64::Engine;
+        let bytes: Vec<u8> = (0..32).collect();
+        let text = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        assert_eq!(parse_spki_pin(&text).map(|h| h.0.to_vec()), Ok(bytes));
+        let short = base64::engine::general_purpose::STANDARD.encode([1u8; 20]);
+        let cases = [
+            (
+                "not base64!".to_string(),
+                PinError::NotBase64("not base64!".into()),
+            ),
+            // Unpadded: Envoy's decoder wants the padding too.
+            (
+                text.trim_end_matches('=').to_string(),
+                PinError::NotBase64(text.trim_end_matches('=').to_string()),
+            ),
+            (
+                short.clone(),
+                PinError::WrongLength {
+                    text: short,
+                    len: 20,
+                },
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_spki_pin(&text), Err(want), "{text}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! the resource; the rest of the configuration still applies.
 
 use isthmus_api::istio::destination_rule::DestinationRuleSpec;
-use isthmus_api::istio::gateway::GatewaySpec;
+use isthmus_api::istio::gateway::{GatewaySpec, ServerTlsSettings};
 use isthmus_api::istio::service_entry::ServiceEntrySpec;
 use isthmus_api::istio::virtual_service::{
     HttpMatchRequest, HttpRoute, StringMatch, VirtualServiceSpec,
@@ -12,6 +12,7 @@ use isthmus_api::{Diagnostic, Resource};
 use crate::diag::{Subject, subject};
 use crate::hosts::check_dns_name;
 use crate::matching::full_match_regex;
+use crate::tls::{parse_certificate_hash, parse_spki_pin};
 
 /// Gateway protocols Istio accepts (case-insensitive).
 pub const PROTOCOLS: &[&str] = &[
@@ -83,6 +84,24 @@ fn gateway(s: &Subject<'_>, spec: &GatewaySpec, out: &mut Vec<Diagnostic>) {
             if let Err(e) = check_dns_name(host) {
                 out.push(s.error(&format!("{f}.hosts[{j}]"), e));
             }
+        }
+        if let Some(tls) = &server.tls {
+            certificate_pins(s, &format!("{f}.tls"), tls, out);
+        }
+    }
+}
+
+/// Envoy refuses a listener whose pins do not decode to SHA-256 digests; here the Gateway is
+/// rejected instead, so its last good version keeps serving.
+fn certificate_pins(s: &Subject<'_>, f: &str, tls: &ServerTlsSettings, out: &mut Vec<Diagnostic>) {
+    for (j, pin) in tls.verify_certificate_hash.iter().enumerate() {
+        if let Err(e) = parse_certificate_hash(pin) {
+            out.push(s.error(&format!("{f}.verifyCertificateHash[{j}]"), e.to_string()));
+        }
+    }
+    for (j, pin) in tls.verify_certificate_spki.iter().enumerate() {
+        if let Err(e) = parse_spki_pin(pin) {
+            out.push(s.error(&format!("{f}.verifyCertificateSpki[{j}]"), e.to_string()));
         }
     }
 }

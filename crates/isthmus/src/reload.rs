@@ -69,7 +69,7 @@ fn same_tls_settings(
         && x.min_version == y.min_version
         && x.max_version == y.max_version
         && x.cipher_suites == y.cipher_suites
-        && x.subject_alt_names == y.subject_alt_names
+        && x.client_checks == y.client_checks
 }
 
 impl Controller {

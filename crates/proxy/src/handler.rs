@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use crate::body::RequestBody;
 use crate::cors::{self, Decision};
 use crate::headers::{
-    self, TemplateContext, X_EXPECTED_TIMEOUT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH,
-    X_REQUEST_ID, X_UPSTREAM_TIME,
+    self, TemplateContext, X_EXPECTED_TIMEOUT, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
+    X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID, X_UPSTREAM_TIME,
 };
 use crate::local_reply::{self, LocalReply, ResponseBody, local_response};
 use crate::metrics::RequestLabels;
@@ -44,6 +44,9 @@ pub struct ConnInfo {
     pub secure: bool,
     /// The filter chain that terminated TLS, whose route table serves the connection.
     pub chain: Option<Arc<str>>,
+    /// `x-forwarded-client-cert` for every request: set from the client certificate once the
+    /// handshake verified it, so it is computed once per connection, not per request.
+    pub client_cert: Option<HeaderValue>,
 }
 
 impl ConnInfo {
@@ -54,6 +57,7 @@ impl ConnInfo {
             local,
             secure: false,
             chain: None,
+            client_cert: None,
         }
     }
 
@@ -667,6 +671,11 @@ fn add_gateway_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    // SANITIZE_SET: the client's own value is already gone; the verified certificate's
+    // details take its place.
+    if let Some(v) = &conn.client_cert {
+        headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v.clone());
     }
     headers.insert(
         X_FORWARDED_PROTO.clone(),

@@ -14,8 +14,8 @@ use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
 use crate::snapshot::Forward;
 use crate::tls::{
-    CertificateSource, ChainRoutes, ChainTls, ClientAuth, FilterChain, PemSource, TcpRoute,
-    TlsRoute, TlsTermination, TlsVersion,
+    CertificateSource, ChainRoutes, ChainTls, ClientAuth, ClientCertChecks, FilterChain, PemSource,
+    TcpRoute, TlsRoute, TlsTermination, TlsVersion, parse_certificate_hash, parse_spki_pin,
 };
 
 /// The filter chain of one HTTPS or TLS server.
@@ -227,8 +227,54 @@ fn termination(
         min_version,
         max_version,
         cipher_suites,
-        subject_alt_names: t.subject_alt_names.clone(),
+        client_checks: client_checks(s, &f, t, client_auth, diags),
     }))
+}
+
+/// `subjectAltNames` and the certificate pins. Their syntax is checked by validation (a bad
+/// pin rejects the Gateway), so unreadable ones cannot reach here.
+fn client_checks(
+    s: &Subject<'_>,
+    f: &str,
+    t: &ServerTlsSettings,
+    client_auth: ClientAuth,
+    diags: &mut Vec<Diagnostic>,
+) -> ClientCertChecks {
+    if client_auth == ClientAuth::None {
+        // SIMPLE requests no client certificate, so there is nothing to check.
+        for (field, set) in [
+            ("subjectAltNames", !t.subject_alt_names.is_empty()),
+            (
+                "verifyCertificateSpki",
+                !t.verify_certificate_spki.is_empty(),
+            ),
+            (
+                "verifyCertificateHash",
+                !t.verify_certificate_hash.is_empty(),
+            ),
+        ] {
+            if set {
+                diags.push(s.warning(
+                    &format!("{f}.{field}"),
+                    "client certificates are checked in MUTUAL and OPTIONAL_MUTUAL modes only; ignored in SIMPLE",
+                ));
+            }
+        }
+        return ClientCertChecks::default();
+    }
+    ClientCertChecks {
+        subject_alt_names: t.subject_alt_names.clone(),
+        spki_sha256: t
+            .verify_certificate_spki
+            .iter()
+            .filter_map(|p| parse_spki_pin(p).ok())
+            .collect(),
+        cert_sha256: t
+            .verify_certificate_hash
+            .iter()
+            .filter_map(|p| parse_certificate_hash(p).ok())
+            .collect(),
+    }
 }
 
 /// Envoy (BoringSSL) cipher names users write, mapped to rustls' TLS 1.2 suites.

@@ -1053,12 +1053,37 @@ impl Pki {
     }
 
     fn leaf(&self, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> Leaf {
-        use rcgen::{CertificateParams, DnType, KeyPair, KeyUsagePurpose};
+        use rcgen::{CertificateParams, DnType};
         let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(sans).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        self.sign(params, usage)
+    }
+
+    /// A client certificate with exactly these SANs and subject attributes (in this order,
+    /// one RDN each).
+    pub fn client_with(
+        &self,
+        sans: Vec<rcgen::SanType>,
+        subject: &[(rcgen::DnType, &str)],
+    ) -> Leaf {
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = sans;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind.clone(), *value);
+        }
+        self.sign(params, rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn sign(
+        &self,
+        mut params: rcgen::CertificateParams,
+        usage: rcgen::ExtendedKeyUsagePurpose,
+    ) -> Leaf {
+        use rcgen::{KeyPair, KeyUsagePurpose};
         params.use_authority_key_identifier_extension = true;
         params.key_usages.push(KeyUsagePurpose::DigitalSignature);
         params.extended_key_usages.push(usage);
@@ -1104,6 +1129,23 @@ impl Leaf {
     pub fn key(&self) -> rustls::pki_types::PrivateKeyDer<'static> {
         use rustls::pki_types::pem::PemObject;
         rustls::pki_types::PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap()
+    }
+
+    /// The hex SHA-256 of the DER certificate (a `verifyCertificateHash` pin).
+    pub fn sha256_hex(&self) -> String {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &self.der());
+        d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The base64 SHA-256 of the SubjectPublicKeyInfo (a `verifyCertificateSpki` pin).
+    pub fn spki_sha256_base64(&self) -> String {
+        use base64::Engine;
+        use rcgen::PublicKeyData;
+        let spki = rcgen::KeyPair::from_pem(&self.key_pem)
+            .unwrap()
+            .subject_public_key_info();
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki);
+        base64::engine::general_purpose::STANDARD.encode(d.as_ref())
     }
 
     /// The certificate and key as a reqwest client identity.

@@ -10,8 +10,8 @@ use isthmus_config::tls::{ChainRoutes, ChainTls, choose_chain};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::client_hello;
 use super::prefixed::Prefixed;
+use super::{client_hello, xfcc};
 use crate::drain::DrainWatch;
 use crate::handler::ConnInfo;
 use crate::{Gateway, serve, tcp};
@@ -82,6 +82,15 @@ pub async fn connection(
                 ChainRoutes::Http(_) => {
                     info.secure = true;
                     info.chain = Some(chain.key.as_str().into());
+                    info.client_cert = match client_cert_details(tls.get_ref().1) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            // The certificate passed verification, so this is not expected;
+                            // serving without the header would hide the client's identity.
+                            tracing::warn!(peer = %info.peer, "closing: {e}");
+                            return;
+                        }
+                    };
                     drop(active);
                     serve::connection(gw, builder, tls, info, drain).await;
                 }
@@ -94,4 +103,15 @@ pub async fn connection(
             }
         }
     }
+}
+
+/// `x-forwarded-client-cert` for a connection whose client presented a (verified)
+/// certificate; `None` without one.
+fn client_cert_details(
+    conn: &rustls::ServerConnection,
+) -> Result<Option<http::HeaderValue>, xfcc::XfccError> {
+    conn.peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| xfcc::header_value(leaf))
+        .transpose()
 }

@@ -17,6 +17,8 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use super::client_auth::CheckedClientVerifier;
+
 /// Server configurations by filter chain key, and the errors of chains that cannot be served.
 #[derive(Default)]
 pub struct Built {
@@ -175,8 +177,9 @@ fn build(t: &TlsTermination, alpn_http: bool) -> Result<Arc<ServerConfig>, Strin
             } else {
                 verifier
             };
+            let verifier = verifier.build().map_err(|e| format!("client CA: {e}"))?;
             builder
-                .with_client_cert_verifier(verifier.build().map_err(|e| format!("client CA: {e}"))?)
+                .with_client_cert_verifier(CheckedClientVerifier::wrap(verifier, &t.client_checks))
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(ByScheme(keys)));
