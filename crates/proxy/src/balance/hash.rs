@@ -25,12 +25,28 @@ fn hash_point(address: SocketAddr, i: u64, salt: u8) -> u64 {
 }
 
 /// A sorted ring of (point, host index).
+///
+/// Each host of the heaviest weight gets `minimum` points, lighter ones proportionally fewer
+/// (all scaled down if the ring would pass Envoy's 8M). Unlike Envoy, which shares
+/// `minimum` points among all hosts, a host's points do not depend on how many hosts there
+/// are, so a host joining or leaving moves only the keys it takes or had: about 1/N.
 pub fn ring(addresses: &[SocketAddr], weights: &[u32], minimum: u64) -> Vec<(u64, u32)> {
-    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum::<u64>().max(1);
+    let heaviest = u64::from(weights.iter().copied().max().unwrap_or(1).max(1));
     let minimum = minimum.clamp(1, MAX_RING);
+    let wanted: u64 = weights
+        .iter()
+        .map(|w| (minimum * u64::from(*w)).div_ceil(heaviest))
+        .sum();
+    // Scaled so that the whole ring stays within MAX_RING.
+    let per_host = if wanted > MAX_RING {
+        minimum * MAX_RING / wanted
+    } else {
+        minimum
+    }
+    .max(1);
     let mut points = Vec::new();
     for (i, (addr, w)) in addresses.iter().zip(weights).enumerate() {
-        let n = (minimum * u64::from(*w)).div_ceil(total).max(1);
+        let n = (per_host * u64::from(*w)).div_ceil(heaviest).max(1);
         let Ok(index) = u32::try_from(i) else { break };
         points.extend((0..n).map(|k| (hash_point(*addr, k, 0), index)));
     }
