@@ -19,6 +19,7 @@ pub mod diag;
 pub mod hosts;
 pub mod instance;
 pub mod matching;
+pub mod path;
 pub mod snapshot;
 pub mod support;
 pub mod tls;

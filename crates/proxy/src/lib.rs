@@ -25,7 +25,6 @@ pub mod listeners;
 pub mod local_reply;
 pub mod metrics;
 pub mod mirror;
-pub mod path;
 pub mod serve;
 pub mod tcp;
 pub mod tls;

@@ -2,6 +2,7 @@
 //! TCP or passthrough routes), and the TCP routes of TCP ports.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use isthmus_api::istio::gateway::ServerTlsSettings;
@@ -14,7 +15,7 @@ use super::services::Registry;
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
-use crate::snapshot::Forward;
+use crate::snapshot::{Forward, Source};
 use crate::tls::{
     CertificateSource, ChainRoutes, ChainTls, ClientAuth, FilterChain, PemSource, TcpRoute,
     TlsRoute, TlsTermination, TlsVersion,
@@ -446,6 +447,7 @@ fn tls_routes(
             );
             out.push(TlsRoute {
                 virtual_service: format!("{}/{}", vs.namespace, vs.name),
+                source: Arc::new(Source::of(r, &format!("spec.tls[{i}]"))),
                 sni_hosts: sni,
                 forward,
             });
@@ -490,6 +492,7 @@ pub fn tcp_routes(
                 );
                 out.push(TcpRoute {
                     virtual_service: format!("{}/{}", vs.namespace, vs.name),
+                    source: Arc::new(Source::of(r, &format!("spec.tcp[{i}]"))),
                     forward,
                 });
             }
