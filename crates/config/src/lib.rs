@@ -21,6 +21,7 @@ pub mod hosts;
 pub mod instance;
 pub mod matching;
 pub mod path;
+pub mod route_table;
 pub mod snapshot;
 pub mod support;
 pub mod tls;

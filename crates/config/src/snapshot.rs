@@ -34,6 +34,17 @@ pub enum ListenerProtocol {
     Tcp,
 }
 
+impl ListenerProtocol {
+    /// As serialized: `HTTP`, `TLS`, `TCP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerProtocol::Http => "HTTP",
+            ListenerProtocol::Tls => "TLS",
+            ListenerProtocol::Tcp => "TCP",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Listener {
     pub port: u16,

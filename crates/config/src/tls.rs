@@ -29,6 +29,20 @@ pub enum ChainTls {
     Passthrough,
 }
 
+impl ChainTls {
+    /// The Gateway's `tls.mode`: `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL` or `PASSTHROUGH`.
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            ChainTls::Passthrough => "PASSTHROUGH",
+            ChainTls::Terminate(t) => match t.client_auth {
+                ClientAuth::None => "SIMPLE",
+                ClientAuth::Required => "MUTUAL",
+                ClientAuth::Optional => "OPTIONAL_MUTUAL",
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {

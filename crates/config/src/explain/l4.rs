@@ -24,7 +24,7 @@ pub(super) fn tls(ex: &mut Explanation, snapshot: &Snapshot, listener: &Listener
         server_name: name.to_string(),
         matched_by,
         server: server.map(ServerStep::of),
-        tls_mode: tls_mode(&chain.tls),
+        tls_mode: chain.tls.mode_name(),
     });
     if let ChainTls::Terminate(t) = &chain.tls
         && t.client_auth == ClientAuth::Required
@@ -113,17 +113,6 @@ fn passthrough(ex: &mut Explanation, snapshot: &Snapshot, routes: &[TlsRoute], s
         },
         None => closed(format!("no tls route matches SNI {sni:?}")),
     };
-}
-
-fn tls_mode(t: &ChainTls) -> &'static str {
-    match t {
-        ChainTls::Passthrough => "PASSTHROUGH",
-        ChainTls::Terminate(t) => match t.client_auth {
-            ClientAuth::None => "SIMPLE",
-            ClientAuth::Required => "MUTUAL",
-            ClientAuth::Optional => "OPTIONAL_MUTUAL",
-        },
-    }
 }
 
 fn no_chain(listener: &Listener, sni: Option<&str>) -> Outcome {

@@ -80,7 +80,7 @@ fn listener(o: &mut Out, ex: &Explanation) {
         let ports: Vec<String> = ex
             .gateway_ports
             .iter()
-            .map(|p| format!("{} ({})", p.port, protocol(p.protocol)))
+            .map(|p| format!("{} ({})", p.port, p.protocol.as_str()))
             .collect();
         o.line(
             "Listener",
@@ -98,21 +98,13 @@ fn listener(o: &mut Out, ex: &Explanation) {
     };
     o.line(
         "Listener",
-        format!("port {} ({})", l.port, protocol(l.protocol)),
+        format!("port {} ({})", l.port, l.protocol.as_str()),
     );
     // On an HTTP port the servers that matter are those of the virtual host, shown there.
     if l.protocol == ListenerProtocol::Tcp {
         for s in &l.servers {
             o.line("Server", server(s));
         }
-    }
-}
-
-fn protocol(p: ListenerProtocol) -> &'static str {
-    match p {
-        ListenerProtocol::Http => "HTTP",
-        ListenerProtocol::Tls => "TLS",
-        ListenerProtocol::Tcp => "TCP",
     }
 }
 
