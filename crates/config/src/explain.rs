@@ -16,8 +16,8 @@ mod text;
 use serde::Serialize;
 
 pub use action::{
-    DestinationStep, Endpoints, ForwardStep, MirrorStep, Outcome, RetryStep, StaticEndpoint,
-    TunnelMode, brief, brief_forward, round,
+    AbortStep, DestinationStep, Endpoints, ForwardStep, MirrorStep, Outcome, RetryStep,
+    StaticEndpoint, TunnelMode, brief, brief_forward, round,
 };
 pub use request::{Request, RequestError, RequestSpec, Scheme};
 
@@ -311,14 +311,35 @@ impl Explanation {
 /// Whether a route takes the request, and the answer in one line.
 fn verdict(outcome: &Outcome) -> (bool, String) {
     match outcome {
-        Outcome::Forward(f) => reach("forwarded to", &f.destinations),
+        Outcome::Forward(f) => match &f.abort {
+            // The fault filter answers before the router: no destination is contacted.
+            Some(a) if a.percent >= 100.0 => (
+                true,
+                format!(
+                    "aborted by the route's fault injection with {} (FI)",
+                    a.with
+                ),
+            ),
+            Some(a) if a.percent > 0.0 => {
+                let (routed, line) = reach("forwarded to", &f.destinations, "");
+                (
+                    routed,
+                    format!(
+                        "{line}; {}% of requests are aborted with {} (FI)",
+                        round(a.percent),
+                        a.with
+                    ),
+                )
+            }
+            _ => reach("forwarded to", &f.destinations, ""),
+        },
         Outcome::Tunnel { mode, destinations } => {
             let what = match mode {
                 TunnelMode::TlsPassthrough => "TLS passed through to",
                 TunnelMode::TlsTerminatedTcp => "TLS terminated, plaintext proxied to",
                 TunnelMode::Tcp => "TCP proxied to",
             };
-            reach(what, destinations)
+            reach(what, destinations, "the connection is closed")
         }
         Outcome::Redirect { status, location } => {
             (true, format!("{status} redirect to {location}"))
@@ -345,7 +366,9 @@ fn verdict(outcome: &Outcome) -> (bool, String) {
     }
 }
 
-fn reach(what: &str, destinations: &[DestinationStep]) -> (bool, String) {
+/// Whether a destination can be reached, and the one-line result. `failed` replaces the HTTP
+/// status of a request that reaches none (a TLS or TCP connection is closed instead).
+fn reach(what: &str, destinations: &[DestinationStep], failed: &str) -> (bool, String) {
     let reachable: Vec<&DestinationStep> = destinations.iter().filter(|d| d.reachable()).collect();
     let names = |ds: &[&DestinationStep]| -> String {
         ds.iter()
@@ -364,23 +387,16 @@ fn reach(what: &str, destinations: &[DestinationStep]) -> (bool, String) {
             .iter()
             .all(|d| matches!(d.endpoints, Endpoints::Unknown { .. }));
         let all: Vec<&DestinationStep> = destinations.iter().collect();
-        return if unknown {
+        let (status, why) = if unknown {
             (
-                false,
-                format!(
-                    "503 (NC): {} has no cluster (unknown service, port or subset)",
-                    names(&all)
-                ),
+                "503 (NC)",
+                "has no cluster (unknown service, port or subset)",
             )
         } else {
-            (
-                false,
-                format!(
-                    "503 (UH): {} has no endpoint (no healthy upstream)",
-                    names(&all)
-                ),
-            )
+            ("503 (UH)", "has no endpoint (no healthy upstream)")
         };
+        let head = if failed.is_empty() { status } else { failed };
+        return (false, format!("{head}: {} {why}", names(&all)));
     }
     let mut line = format!("{what} {}", names(&reachable));
     let lost: f64 = destinations
@@ -390,7 +406,7 @@ fn reach(what: &str, destinations: &[DestinationStep]) -> (bool, String) {
         .sum();
     if lost > 0.0 {
         line.push_str(&format!(
-            "; {}% of requests answer 503 (their destination has no cluster or endpoint)",
+            "; {}% fail (their destination has no cluster or endpoint)",
             round(lost)
         ));
     }

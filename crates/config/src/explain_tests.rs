@@ -620,3 +620,61 @@ spec:
     );
     assert_eq!(e.domains, ["reviews.default.svc.cluster.local"]);
 }
+
+#[test]
+fn fault_aborts_answer_before_any_destination() {
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [a.svc]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /always}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: a.svc}}]
+  - fault: {abort: {httpStatus: 500, percentage: {value: 25}}}
+    route: [{destination: {host: a.svc}}]
+";
+    let loaded = load_str("t.yaml", yaml).unwrap();
+    let b = build(
+        &loaded.resources,
+        &loaded.rejected,
+        &LastGood::new(),
+        &Instance::default(),
+    );
+    let cases = [
+        (
+            "http://a.example.com/always",
+            "aborted by the route's fault injection with HTTP 503 (FI)",
+        ),
+        (
+            "http://a.example.com/sometimes",
+            "forwarded to outbound|80||a.svc; 25% of requests are aborted with HTTP 500 (FI)",
+        ),
+    ];
+    for (url, want) in cases {
+        let e = explain(&b.snapshot, &request(url, None, &[]));
+        assert!(e.routed, "{url}");
+        assert_eq!(e.result, want, "{url}");
+    }
+}

@@ -93,7 +93,8 @@ fn destination(snapshot: &Snapshot, d: &WeightedDestination, total: u32) -> Dest
         host_rewrite: d.authority.clone(),
         headers: header_edits(&d.headers),
         endpoints: Endpoints::Unknown {
-            reason: "no ServiceEntry defines this service, port or subset (see the diagnostics): requests sent here answer 503 (NC)".into(),
+            reason: "no ServiceEntry defines this service, port or subset (see the diagnostics)"
+                .into(),
         },
     };
     if let Some(c) = cluster {
@@ -158,8 +159,12 @@ pub struct ForwardStep {
     /// The whole-request timeout, retries included; `None`: no timeout.
     pub timeout: Option<String>,
     pub retries: RetryStep,
+    /// Fault injection in words (delay, abort).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fault: Vec<String>,
+    /// The fault abort, which answers before any upstream is contacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort: Option<AbortStep>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorStep>,
     /// Route-level header edits.
@@ -175,6 +180,14 @@ pub struct RetryStep {
     pub retry_on: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AbortStep {
+    /// `HTTP 503` or `gRPC status 14`.
+    pub with: String,
+    /// Share of requests aborted, 0 to 100.
+    pub percent: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -263,6 +276,14 @@ fn forward(snapshot: &Snapshot, action: &RouteAction, f: &Forward, path: &str) -
         timeout: f.timeout_ms.map(|ms| format!("{ms}ms")),
         retries: retries(&f.retry),
         fault: fault(action),
+        abort: action
+            .fault
+            .as_ref()
+            .and_then(|f| f.abort.as_ref())
+            .map(|a| AbortStep {
+                with: abort_with(a.with),
+                percent: a.percent,
+            }),
         mirrors: f
             .mirrors
             .iter()
@@ -317,16 +338,20 @@ fn fault(action: &RouteAction) -> Vec<String> {
         ));
     }
     if let Some(a) = &f.abort {
-        let with = match a.with {
-            AbortWith::Http(code) => format!("HTTP {code}"),
-            AbortWith::Grpc(code) => format!("gRPC status {code}"),
-        };
         out.push(format!(
-            "abort with {with} for {}% of requests (FI), before any upstream is contacted",
+            "abort with {} for {}% of requests (FI), before any upstream is contacted",
+            abort_with(a.with),
             a.percent
         ));
     }
     out
+}
+
+fn abort_with(with: AbortWith) -> String {
+    match with {
+        AbortWith::Http(code) => format!("HTTP {code}"),
+        AbortWith::Grpc(code) => format!("gRPC status {code}"),
+    }
 }
 
 /// Header edits in words: `request set x-a: v`, `response remove x-b`.

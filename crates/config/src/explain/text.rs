@@ -100,8 +100,11 @@ fn listener(o: &mut Out, ex: &Explanation) {
         "Listener",
         format!("port {} ({})", l.port, l.protocol.as_str()),
     );
-    // On an HTTP port the servers that matter are those of the virtual host, shown there.
-    if l.protocol == ListenerProtocol::Tcp {
+    // The servers that matter are shown with the virtual host or TLS chain that chose them;
+    // a TCP port has no such choice, and a TLS port without a matching chain shows them all.
+    if l.protocol == ListenerProtocol::Tcp
+        || (l.protocol == ListenerProtocol::Tls && ex.chain.is_none())
+    {
         for s in &l.servers {
             o.line("Server", server(s));
         }
