@@ -299,3 +299,86 @@ async fn admin_routes_in_json_and_text() {
         "{text}"
     );
 }
+
+/// TLS passthrough by SNI: explain's destination is the backend that completes the handshake
+/// through a running gateway, and a name without a route is closed by both.
+#[tokio::test]
+async fn explain_agrees_with_the_running_gateway_on_sni_passthrough() {
+    use tokio::io::AsyncBufReadExt;
+
+    let (ha, hb) = ("a.pass.example.com", "b.pass.example.com");
+    let ca = Pki::new("backends");
+    let mut names = BTreeMap::new();
+    let mut files = Vec::new();
+    for name in ["pass-a", "pass-b"] {
+        let addr = tls_echo_backend(name, &ca.server(&[ha, hb])).await;
+        names.insert(addr, name.to_string());
+        files.push((
+            format!("svc-{name}.yaml"),
+            l4_service(name, &format!("{name}.internal"), "TLS", &[addr]),
+        ));
+    }
+    files.push((
+        "gw.yaml".into(),
+        gateway_servers(&[server(
+            443,
+            "tls-pass",
+            "TLS",
+            &["*.pass.example.com"],
+            "{mode: PASSTHROUGH}",
+        )]),
+    ));
+    files.push((
+        "vs.yaml".into(),
+        l4_virtual_service(
+            "pass",
+            &[ha, hb],
+            "  tls:\n  - match: [{sniHosts: [a.pass.example.com]}]\n    route: [{destination: {host: pass-a.internal}}]\n  - match: [{sniHosts: [b.pass.example.com]}]\n    route: [{destination: {host: pass-b.internal}}]\n",
+        ),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let g = Gateway::start_with(&refs, &["--bind", "443=127.0.0.1:0"]).await;
+    let addr = g.addr(443).await;
+    let cfg = tls_client(&ca, None);
+    for sni in [ha, hb, "c.pass.example.com"] {
+        let explained = explain_in(
+            g.dir.path(),
+            &[&format!("https://{sni}/"), "--format", "json"],
+        )
+        .json();
+        let real = match tls_connect(addr, sni, &cfg).await {
+            Ok(s) => {
+                let mut line = String::new();
+                tokio::io::BufReader::new(s)
+                    .read_line(&mut line)
+                    .await
+                    .unwrap();
+                Some(line.trim().to_string())
+            }
+            Err(_) => None,
+        };
+        let at = format!("{sni}: {explained:#}");
+        if explained["routed"] == true {
+            assert_eq!(explained["outcome"]["mode"], "tls_passthrough", "{at}");
+            let to: SocketAddr = explained["outcome"]["destinations"][0]["endpoints"]["addresses"]
+                [0]["address"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(real.as_deref(), Some(names[&to].as_str()), "{at}");
+        } else {
+            assert!(
+                explained["result"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("the connection is closed"),
+                "{at}"
+            );
+            assert_eq!(real, None, "{at}: the gateway completed a handshake");
+        }
+    }
+}
