@@ -678,3 +678,67 @@ spec:
         assert_eq!(e.result, want, "{url}");
     }
 }
+
+#[test]
+fn delegated_routes_name_the_delegate_that_wrote_them() {
+    let yaml = "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [a.svc]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [gw]
+  http:
+  - delegate: {name: child}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: child, namespace: default}
+spec:
+  http:
+  - name: api
+    match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: a.svc}}]
+";
+    let loaded = load_str("t.yaml", yaml).unwrap();
+    let b = build(
+        &loaded.resources,
+        &loaded.rejected,
+        &LastGood::new(),
+        &Instance::default(),
+    );
+    let e = explain(
+        &b.snapshot,
+        &request("http://a.example.com/api/x", None, &[]),
+    );
+    let r = &e.routes[0];
+    assert!(r.matched);
+    assert_eq!(r.virtual_service, "default/root");
+    assert_eq!(r.source.resource, "VirtualService default/child");
+    assert_eq!(r.source.field, "spec.http[0].match[0]");
+    assert!(
+        e.to_text().contains(
+            "MATCH #0 VirtualService default/root (delegate VirtualService default/child) route \"api\" spec.http[0].match[0]  t.yaml:"
+        ),
+        "{}",
+        e.to_text()
+    );
+}
