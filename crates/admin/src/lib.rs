@@ -2,8 +2,8 @@
     test,
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
-//! The admin server (default `127.0.0.1:15000`): readiness, Prometheus metrics and the
-//! compiled configuration. It only reads.
+//! The admin server (default `127.0.0.1:15000`): readiness, Prometheus metrics, the compiled
+//! configuration and its route table. It only reads.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use isthmus_api::Diagnostic;
+use isthmus_config::route_table::RouteTable;
 use isthmus_proxy::Gateway;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -75,10 +76,11 @@ fn route(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         "/stats/prometheus" | "/metrics" => metrics(admin),
         "/config_dump" => config_dump(admin),
+        "/routes" => routes(admin, req.uri().query()),
         "/listeners" => json(&admin.status.load().listeners),
         "/" => text(
             StatusCode::OK,
-            "isthmus admin: /healthz/ready /stats/prometheus /config_dump /listeners\n",
+            "isthmus admin: /healthz/ready /stats/prometheus /config_dump /routes[?format=text] /listeners\n",
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -121,6 +123,33 @@ fn metrics(admin: &Admin) -> Response<Full<Bytes>> {
         "application/openmetrics-text; version=1.0.0; charset=utf-8",
         Bytes::from(out),
     )
+}
+
+/// The route table of the current snapshot per port and host, in evaluation order: JSON, or
+/// text with `?format=text`.
+fn routes(admin: &Admin, query: Option<&str>) -> Response<Full<Bytes>> {
+    #[derive(Serialize)]
+    struct Routes {
+        generation: u64,
+        #[serde(flatten)]
+        table: RouteTable,
+    }
+    let active = admin.gateway.active.load();
+    let table = RouteTable::of(&active.snapshot);
+    let text = query.is_some_and(|q| q.split('&').any(|kv| kv == "format=text"));
+    if text {
+        let body = format!("generation {}\n{}", active.generation, table.to_text());
+        respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            Bytes::from(body),
+        )
+    } else {
+        json(&Routes {
+            generation: active.generation,
+            table,
+        })
+    }
 }
 
 fn config_dump(admin: &Admin) -> Response<Full<Bytes>> {

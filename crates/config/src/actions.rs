@@ -329,6 +329,12 @@ impl Redirect {
     }
 }
 
+/// The `Location` of `httpsRedirect` (Envoy's `require_tls`): `https://` + the Host as sent,
+/// port included, + the path and query as sent.
+pub fn https_redirect_location(authority: &str, path_and_query: &str) -> String {
+    format!("https://{authority}{path_and_query}")
+}
+
 fn split_port(authority: &str) -> (&str, Option<u16>) {
     if let Some(end) = authority.rfind(']') {
         let (h, rest) = authority.split_at(end + 1);

@@ -1,6 +1,8 @@
 //! Host names as Istio treats them: completion of short names, wildcard coverage and the
 //! intersection of Gateway and VirtualService hosts.
 
+use std::borrow::Cow;
+
 /// Completes a short name with the namespace and cluster suffix, as Istio does:
 /// `reviews` in `default` is `reviews.default.svc.cluster.local`. Names with a dot, `*`
 /// and wildcards are left alone.
@@ -59,6 +61,23 @@ pub fn parse_server_host(text: &str, gateway_ns: &str) -> ServerHost {
     ServerHost {
         namespace,
         host: host.to_ascii_lowercase(),
+    }
+}
+
+/// The host a request is routed by: its Host (or `:authority`) without the port, since
+/// gateways ignore the port when matching hosts, without a trailing dot, in lower case. The
+/// data plane and `isthmus explain` both use it.
+pub fn request_host(authority: &str) -> Cow<'_, str> {
+    let host = if authority.starts_with('[') {
+        authority.split_inclusive(']').next().unwrap_or(authority)
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
     }
 }
 
@@ -123,6 +142,20 @@ mod tests {
         ];
         for (server, vs, want) in cases {
             assert_eq!(intersect(server, vs).as_deref(), want, "{server} ∩ {vs}");
+        }
+    }
+
+    #[test]
+    fn request_hosts_lose_their_port_and_case() {
+        let cases = [
+            ("a.example.com", "a.example.com"),
+            ("A.Example.com:8080", "a.example.com"),
+            ("[::1]:80", "[::1]"),
+            ("example.com.", "example.com"),
+            ("", ""),
+        ];
+        for (authority, want) in cases {
+            assert_eq!(request_host(authority), want);
         }
     }
 

@@ -4,6 +4,9 @@
 //! case-sensitive (unless `ignoreUriCase` for the path), regexes must match the whole value,
 //! `{}` for a header means "present", and `withoutHeaders` negates.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use http::HeaderMap;
 use regex::Regex;
 use serde::{Serialize, Serializer};
@@ -57,6 +60,26 @@ impl StrMatcher {
             other => other.matches(value),
         }
     }
+}
+
+/// As written in a VirtualService: `exact "/a"`, `prefix "/a"`, `regex "/a/.*"`, `present`.
+impl fmt::Display for StrMatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StrMatcher::Exact(v) => write!(f, "exact {v:?}"),
+            StrMatcher::Prefix(v) => write!(f, "prefix {v:?}"),
+            StrMatcher::Regex(r) => write!(f, "regex {:?}", pattern_of(r)),
+            StrMatcher::Present => f.write_str("present"),
+        }
+    }
+}
+
+/// The pattern as configured, without the anchors [`full_match_regex`] adds.
+fn pattern_of(r: &Regex) -> &str {
+    let s = r.as_str();
+    s.strip_prefix("^(?:")
+        .and_then(|p| p.strip_suffix(")$"))
+        .unwrap_or(s)
 }
 
 impl Serialize for StrMatcher {
@@ -127,70 +150,254 @@ impl RequestMatch {
     }
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        if let Some(m) = &self.uri {
-            let ok = if self.ignore_uri_case {
-                m.matches_ignore_case(req.path)
-            } else {
-                m.matches(req.path)
-            };
-            if !ok {
-                return false;
-            }
+        self.first_failure(req).is_none()
+    }
+
+    /// The first condition the request fails, in evaluation order, or `None` when the request
+    /// matches. [`RequestMatch::matches`] is this, so the data plane and `isthmus explain`
+    /// cannot disagree; it allocates nothing.
+    pub fn first_failure(&self, req: &RequestView<'_>) -> Option<Condition> {
+        if let Some(m) = &self.uri
+            && !self.uri_matches(m, req.path)
+        {
+            return Some(Condition::Uri);
         }
         let pseudo = [
-            (&self.scheme, req.scheme),
-            (&self.method, req.method),
-            (&self.authority, req.authority),
+            (Condition::Scheme, &self.scheme, req.scheme),
+            (Condition::Method, &self.method, req.method),
+            (Condition::Authority, &self.authority, req.authority),
         ];
-        if pseudo
+        if let Some((c, _, _)) = pseudo
             .iter()
-            .any(|(m, v)| m.as_ref().is_some_and(|m| !m.matches(v)))
+            .find(|(_, m, v)| m.as_ref().is_some_and(|m| !m.matches(v)))
         {
-            return false;
+            return Some(*c);
         }
-        self.headers
+        if let Some(i) = self
+            .headers
             .iter()
-            .all(|(name, m)| header_matches(req.headers, name, m))
-            && !self
-                .without_headers
+            .position(|(name, m)| !header_value(req.headers, name).matches(m))
+        {
+            return Some(Condition::Header(i));
+        }
+        if let Some(i) = self
+            .without_headers
+            .iter()
+            .position(|(name, m)| header_value(req.headers, name).matches(m))
+        {
+            return Some(Condition::WithoutHeader(i));
+        }
+        self.query_params
+            .iter()
+            .position(|(name, m)| !query_value(req.query, name).is_some_and(|v| m.matches(v)))
+            .map(Condition::QueryParam)
+    }
+
+    fn uri_matches(&self, m: &StrMatcher, path: &str) -> bool {
+        if self.ignore_uri_case {
+            m.matches_ignore_case(path)
+        } else {
+            m.matches(path)
+        }
+    }
+
+    /// Why the request does not match, in words, or `None` when it matches.
+    pub fn why_not(&self, req: &RequestView<'_>) -> Option<Mismatch> {
+        let failed = self.first_failure(req)?;
+        let (condition, value, negated) = match failed {
+            Condition::Uri => (self.uri_condition()?, Value::Text(req.path.into()), false),
+            Condition::Scheme => (
+                pseudo_condition("scheme", &self.scheme)?,
+                Value::Text(req.scheme.into()),
+                false,
+            ),
+            Condition::Method => (
+                pseudo_condition("method", &self.method)?,
+                Value::Text(req.method.into()),
+                false,
+            ),
+            Condition::Authority => (
+                pseudo_condition("authority", &self.authority)?,
+                Value::Text(req.authority.into()),
+                false,
+            ),
+            Condition::Header(i) => {
+                let (name, m) = self.headers.get(i)?;
+                (
+                    format!("header {name:?} {m}"),
+                    header_value(req.headers, name),
+                    false,
+                )
+            }
+            Condition::WithoutHeader(i) => {
+                let (name, m) = self.without_headers.get(i)?;
+                (
+                    format!("withoutHeaders {name:?} {m}"),
+                    header_value(req.headers, name),
+                    true,
+                )
+            }
+            Condition::QueryParam(i) => {
+                let (name, m) = self.query_params.get(i)?;
+                let value = match query_value(req.query, name) {
+                    Some(v) => Value::Text(v.into()),
+                    None => Value::Absent,
+                };
+                (format!("query param {name:?} {m}"), value, false)
+            }
+        };
+        Some(Mismatch::new(condition, failed, value, negated))
+    }
+
+    fn uri_condition(&self) -> Option<String> {
+        let m = self.uri.as_ref()?;
+        Some(if self.ignore_uri_case {
+            format!("uri {m} (ignoring case)")
+        } else {
+            format!("uri {m}")
+        })
+    }
+
+    /// The whole match block in words: `uri prefix "/api" and header "end-user" exact "jason"`,
+    /// or `any request`.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        parts.extend(self.uri_condition());
+        for (field, m) in [
+            ("scheme", &self.scheme),
+            ("method", &self.method),
+            ("authority", &self.authority),
+        ] {
+            parts.extend(pseudo_condition(field, m));
+        }
+        parts.extend(
+            self.headers
                 .iter()
-                .any(|(name, m)| header_matches(req.headers, name, m))
-            && self
-                .query_params
+                .map(|(n, m)| format!("header {n:?} {m}")),
+        );
+        parts.extend(
+            self.without_headers
                 .iter()
-                .all(|(name, m)| query_matches(req.query, name, m))
+                .map(|(n, m)| format!("withoutHeaders {n:?} {m}")),
+        );
+        parts.extend(
+            self.query_params
+                .iter()
+                .map(|(n, m)| format!("query param {n:?} {m}")),
+        );
+        if parts.is_empty() {
+            "any request".into()
+        } else {
+            parts.join(" and ")
+        }
     }
 }
 
-/// Envoy matches a header that appears several times against its values joined by `,`.
-fn header_matches(headers: &HeaderMap, name: &str, m: &StrMatcher) -> bool {
+fn pseudo_condition(field: &str, m: &Option<StrMatcher>) -> Option<String> {
+    m.as_ref().map(|m| format!("{field} {m}"))
+}
+
+/// A condition of a match block, by its place in [`RequestMatch`] (indexes into its lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    Uri,
+    Scheme,
+    Method,
+    Authority,
+    Header(usize),
+    WithoutHeader(usize),
+    QueryParam(usize),
+}
+
+/// What a request offers for one condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value<'a> {
+    Absent,
+    /// A header value that is not visible ASCII text: no matcher accepts it.
+    NotText,
+    Text(Cow<'a, str>),
+}
+
+impl Value<'_> {
+    fn matches(&self, m: &StrMatcher) -> bool {
+        match self {
+            Value::Text(v) => m.matches(v),
+            Value::Absent | Value::NotText => false,
+        }
+    }
+}
+
+/// Why a request fails a match block: the first failing condition and what the request had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mismatch {
+    pub condition: Condition,
+    /// The condition as configured: `uri prefix "/api"`.
+    pub expected: String,
+    /// The request's value, `None` when it has none.
+    pub actual: Option<String>,
+    /// The whole reason in words.
+    pub reason: String,
+}
+
+impl Mismatch {
+    fn new(expected: String, condition: Condition, value: Value<'_>, negated: bool) -> Self {
+        let reason = match (&value, negated) {
+            (Value::Text(v), true) => format!("{expected}: the request has it ({v:?})"),
+            (Value::Text(v), false) => format!("{expected} does not match {v:?}"),
+            (Value::Absent, _) => match condition {
+                Condition::QueryParam(_) => format!("{expected}: parameter absent"),
+                _ => format!("{expected}: header absent"),
+            },
+            (Value::NotText, _) => format!("{expected}: the value is not text"),
+        };
+        let actual = match value {
+            Value::Text(v) => Some(v.into_owned()),
+            Value::Absent | Value::NotText => None,
+        };
+        Mismatch {
+            condition,
+            expected,
+            actual,
+            reason,
+        }
+    }
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// A header's value as Envoy matches it: several occurrences are joined by `,`.
+fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Value<'a> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
-        return false;
+        return Value::Absent;
     };
     let Ok(first) = first.to_str() else {
-        return false;
+        return Value::NotText;
     };
     let rest: Vec<&str> = values.filter_map(|v| v.to_str().ok()).collect();
     if rest.is_empty() {
-        return m.matches(first);
+        return Value::Text(Cow::Borrowed(first));
     }
     let mut joined = String::from(first);
     for v in rest {
         joined.push(',');
         joined.push_str(v);
     }
-    m.matches(&joined)
+    Value::Text(Cow::Owned(joined))
 }
 
 /// The first occurrence of the parameter decides, as in Envoy; `?key` has the empty value.
-fn query_matches(query: Option<&str>, name: &str, m: &StrMatcher) -> bool {
-    let Some(query) = query else { return false };
-    query
+fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
         .split('&')
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .find(|(k, _)| *k == name)
-        .is_some_and(|(_, v)| m.matches(v))
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]
@@ -343,6 +550,152 @@ mod tests {
                 "case {i}: {m:?}"
             );
         }
+    }
+
+    #[test]
+    fn why_not_names_the_first_failing_condition() {
+        let mut headers = HeaderMap::new();
+        headers.insert("end-user", HeaderValue::from_static("bob"));
+        headers.insert("x-bin", HeaderValue::from_bytes(b"\xff").unwrap());
+        let re = |p: &str| StrMatcher::Regex(full_match_regex(p).unwrap());
+        let cases: Vec<(RequestMatch, &str, Option<&str>, Option<&str>)> = vec![
+            (RequestMatch::default(), "/", None, None),
+            (
+                RequestMatch {
+                    uri: Some(StrMatcher::Prefix("/api".into())),
+                    method: Some(StrMatcher::Exact("POST".into())),
+                    ..Default::default()
+                },
+                "/v1/x",
+                None,
+                Some(r#"uri prefix "/api" does not match "/v1/x""#),
+            ),
+            (
+                RequestMatch {
+                    uri: Some(StrMatcher::Prefix("/api".into())),
+                    ignore_uri_case: true,
+                    ..Default::default()
+                },
+                "/v1",
+                None,
+                Some(r#"uri prefix "/api" (ignoring case) does not match "/v1""#),
+            ),
+            (
+                RequestMatch {
+                    uri: Some(re("/a/[0-9]+")),
+                    ..Default::default()
+                },
+                "/a/b",
+                None,
+                Some(r#"uri regex "/a/[0-9]+" does not match "/a/b""#),
+            ),
+            (
+                RequestMatch {
+                    method: Some(StrMatcher::Exact("POST".into())),
+                    ..Default::default()
+                },
+                "/",
+                None,
+                Some(r#"method exact "POST" does not match "GET""#),
+            ),
+            (
+                RequestMatch {
+                    scheme: Some(StrMatcher::Exact("https".into())),
+                    ..Default::default()
+                },
+                "/",
+                None,
+                Some(r#"scheme exact "https" does not match "http""#),
+            ),
+            (
+                RequestMatch {
+                    authority: Some(StrMatcher::Exact("b.example.com".into())),
+                    ..Default::default()
+                },
+                "/",
+                None,
+                Some(r#"authority exact "b.example.com" does not match "a.example.com:8080""#),
+            ),
+            (
+                RequestMatch {
+                    headers: vec![("x-user".into(), StrMatcher::Exact("jason".into()))],
+                    ..Default::default()
+                },
+                "/",
+                None,
+                Some(r#"header "x-user" exact "jason": header absent"#),
+            ),
+            (
+                RequestMatch {
+                    headers: vec![("end-user".into(), StrMatcher::Exact("jason".into()))],
+                    ..Default::default()
+                },
+                "/",
+                None,
+                Some(r#"header "end-user" exact "jason" does not match "bob""#),
+            ),
+            (
+                RequestMatch {
+                    headers: vec![("x-bin".into(), StrMatcher::Present)],
+                    ..Default::default()
+                },
+                "/",
+                None,
+                Some(r#"header "x-bin" present: the value is not text"#),
+            ),
+            (
+                RequestMatch {
+                    without_headers: vec![("end-user".into(), StrMatcher::Present)],
+                    ..Default::default()
+                },
+                "/",
+                None,
+                Some(r#"withoutHeaders "end-user" present: the request has it ("bob")"#),
+            ),
+            (
+                RequestMatch {
+                    query_params: vec![("v".into(), StrMatcher::Exact("1".into()))],
+                    ..Default::default()
+                },
+                "/",
+                Some("a=1"),
+                Some(r#"query param "v" exact "1": parameter absent"#),
+            ),
+            (
+                RequestMatch {
+                    query_params: vec![("v".into(), StrMatcher::Exact("1".into()))],
+                    ..Default::default()
+                },
+                "/",
+                Some("v=2&v=1"),
+                Some(r#"query param "v" exact "1" does not match "2""#),
+            ),
+        ];
+        for (i, (m, path, query, want)) in cases.into_iter().enumerate() {
+            let req = view(path, query, &headers);
+            let got = m.why_not(&req);
+            assert_eq!(got.as_ref().map(|w| w.reason.as_str()), want, "case {i}");
+            assert_eq!(
+                m.matches(&req),
+                got.is_none(),
+                "case {i}: matches and why_not agree"
+            );
+        }
+    }
+
+    #[test]
+    fn descriptions() {
+        let m = RequestMatch {
+            uri: Some(StrMatcher::Prefix("/api".into())),
+            headers: vec![("end-user".into(), StrMatcher::Exact("jason".into()))],
+            query_params: vec![("v".into(), StrMatcher::Present)],
+            ..Default::default()
+        };
+        assert_eq!(
+            m.describe(),
+            r#"uri prefix "/api" and header "end-user" exact "jason" and query param "v" present"#
+        );
+        assert_eq!(RequestMatch::default().describe(), "any request");
     }
 
     #[test]

@@ -34,12 +34,24 @@ pub enum ListenerProtocol {
     Tcp,
 }
 
+impl ListenerProtocol {
+    /// As serialized: `HTTP`, `TLS`, `TCP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerProtocol::Http => "HTTP",
+            ListenerProtocol::Tls => "TLS",
+            ListenerProtocol::Tcp => "TCP",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Listener {
     pub port: u16,
     pub protocol: ListenerProtocol,
-    /// The Gateway servers that make up this listener, as `namespace/gateway` (server name).
-    pub servers: Vec<String>,
+    /// The Gateway servers that make up this listener (serialized as `namespace/gateway
+    /// (server name)`).
+    pub servers: Vec<ServerInfo>,
     /// The route table of a plaintext HTTP port.
     pub virtual_hosts: VirtualHosts,
     /// The filter chains of a TLS port.
@@ -66,6 +78,93 @@ impl Listener {
                 }),
         }
     }
+}
+
+impl Listener {
+    /// The route of a TCP port: the first `tcp` rule takes every connection (Isthmus does not
+    /// match destination subnets), for the data plane and `isthmus explain` alike.
+    pub fn tcp_route(&self) -> Option<&crate::tls::TcpRoute> {
+        crate::tls::first_tcp_route(&self.tcp)
+    }
+}
+
+/// One Gateway server of a listener, with where it is written.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// `namespace/gateway (port name)`, as `/config_dump` shows it.
+    pub label: String,
+    /// `namespace/gateway/index`: the key of its filter chain on a TLS port.
+    pub key: String,
+    /// `namespace/name` of the Gateway.
+    pub gateway: String,
+    /// Its index in `spec.servers`.
+    pub index: usize,
+    /// The upper-case protocol it declares.
+    pub protocol: String,
+    pub hosts: Vec<crate::hosts::ServerHost>,
+    pub https_redirect: bool,
+    pub source: Source,
+}
+
+impl ServerInfo {
+    /// The hosts as written: `host` or `namespace/host`.
+    pub fn host_texts(&self) -> Vec<String> {
+        self.hosts
+            .iter()
+            .map(|h| match &h.namespace {
+                Some(ns) => format!("{ns}/{}", h.host),
+                None => h.host.clone(),
+            })
+            .collect()
+    }
+}
+
+impl Serialize for ServerInfo {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label)
+    }
+}
+
+/// Where a part of the snapshot is written, for `isthmus explain` and the admin `/routes`.
+/// The data plane never reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// `Kind namespace/name` of the resource.
+    pub resource: String,
+    /// The field path, such as `spec.http[1].match[0]`.
+    pub field: String,
+    pub file: Arc<str>,
+    pub line: usize,
+}
+
+impl Source {
+    pub fn of(r: &isthmus_api::Resource, field: &str) -> Self {
+        let origin = r.origin();
+        Source {
+            resource: r.key().to_string(),
+            field: field.to_string(),
+            file: origin.file.clone(),
+            line: origin.line_of(field),
+        }
+    }
+}
+
+/// `file:line`.
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// How a request host found its virtual host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostMatch {
+    Exact,
+    /// The longest `*.suffix` that covers the host.
+    Wildcard,
+    /// The `*` virtual host, taken when nothing more specific matches.
+    Any,
 }
 
 /// The route table of one listener, with Envoy's lookup order: exact domain, then the longest
@@ -106,16 +205,23 @@ impl VirtualHosts {
     }
 
     /// Finds the virtual host for a request host, which must already be lower-case and
-    /// without its port.
+    /// without its port (see [`crate::hosts::request_host`]).
     pub fn find(&self, host: &str) -> Option<&VirtualHost> {
-        let idx = self.exact.get(host).copied().or_else(|| {
-            self.suffixes
+        self.lookup(host).map(|(vh, _)| vh)
+    }
+
+    /// [`VirtualHosts::find`], saying how the host was matched.
+    pub fn lookup(&self, host: &str) -> Option<(&VirtualHost, HostMatch)> {
+        let (idx, how) = match self.exact.get(host) {
+            Some(i) => (*i, HostMatch::Exact),
+            None => self
+                .suffixes
                 .iter()
                 .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-                .map(|(_, i)| *i)
-                .or(self.any)
-        })?;
-        self.hosts.get(idx)
+                .map(|(_, i)| (*i, HostMatch::Wildcard))
+                .or(self.any.map(|i| (i, HostMatch::Any)))?,
+        };
+        self.hosts.get(idx).map(|vh| (vh, how))
     }
 }
 
@@ -127,12 +233,29 @@ pub struct VirtualHost {
     pub require_tls: bool,
     /// Evaluated in order; the first match wins.
     pub routes: Vec<Route>,
+    /// Match blocks of the bound VirtualServices that are not in this table (another port,
+    /// another gateway, nothing to do), for `isthmus explain`.
+    #[serde(skip)]
+    pub excluded: Vec<Excluded>,
 }
 
 impl VirtualHost {
+    /// The first route whose match the request satisfies. `isthmus explain` walks `routes` in
+    /// the same order with [`crate::matching::RequestMatch::why_not`], which fails on the same
+    /// condition as `matches` (both are `first_failure`).
     pub fn find(&self, req: &crate::matching::RequestView<'_>) -> Option<&Route> {
         self.routes.iter().find(|r| r.matcher.matches(req))
     }
+}
+
+/// A match block left out of a route table, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Excluded {
+    /// `namespace/name` of the VirtualService bound to the host.
+    pub virtual_service: String,
+    pub name: String,
+    pub source: Arc<Source>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -141,6 +264,9 @@ pub struct Route {
     pub name: String,
     /// `namespace/name` of the VirtualService the route comes from.
     pub virtual_service: String,
+    /// The match block (or the rule, without `match`) it was compiled from.
+    #[serde(skip)]
+    pub source: Arc<Source>,
     pub matcher: RequestMatch,
     pub action: Arc<RouteAction>,
 }
@@ -367,6 +493,7 @@ mod tests {
             domain: domain.into(),
             require_tls: false,
             routes: vec![],
+            excluded: vec![],
         }
     }
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::snapshot::{Forward, VirtualHosts};
+use std::sync::Arc;
+
+use crate::snapshot::{Forward, Source, VirtualHosts};
 
 /// One Gateway server on a TLS port (protocol HTTPS or TLS), chosen by the SNI of the
 /// ClientHello: an exact name, then the longest `*.suffix`, then `*`.
@@ -25,6 +27,20 @@ pub struct FilterChain {
 pub enum ChainTls {
     Terminate(TlsTermination),
     Passthrough,
+}
+
+impl ChainTls {
+    /// The Gateway's `tls.mode`: `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL` or `PASSTHROUGH`.
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            ChainTls::Passthrough => "PASSTHROUGH",
+            ChainTls::Terminate(t) => match t.client_auth {
+                ClientAuth::None => "SIMPLE",
+                ClientAuth::Required => "MUTUAL",
+                ClientAuth::Optional => "OPTIONAL_MUTUAL",
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -204,6 +220,8 @@ pub enum ChainRoutes {
 #[derive(Debug, Clone, Serialize)]
 pub struct TcpRoute {
     pub virtual_service: String,
+    #[serde(skip)]
+    pub source: Arc<Source>,
     pub forward: Forward,
 }
 
@@ -211,8 +229,21 @@ pub struct TcpRoute {
 #[derive(Debug, Clone, Serialize)]
 pub struct TlsRoute {
     pub virtual_service: String,
+    #[serde(skip)]
+    pub source: Arc<Source>,
     pub sni_hosts: Vec<String>,
     pub forward: Forward,
+}
+
+/// The route of a TCP port or a terminated TLS server: the first `tcp` rule takes every
+/// connection.
+pub fn first_tcp_route(routes: &[TcpRoute]) -> Option<&TcpRoute> {
+    routes.first()
+}
+
+/// The `tls` route of a passthrough connection: the first whose SNI names cover `sni`.
+pub fn find_tls_route<'a>(routes: &'a [TlsRoute], sni: &str) -> Option<&'a TlsRoute> {
+    routes.iter().find(|r| r.matches(sni))
 }
 
 /// Whether an SNI pattern (exact, `*.suffix` or `*`) covers a name.
@@ -229,6 +260,14 @@ impl TlsRoute {
 /// Picks the chain for an SNI: exact, then the longest wildcard, then `*`; a ClientHello
 /// without SNI takes only a `*` chain. As in Envoy, no match means the connection is closed.
 pub fn choose_chain<'a>(chains: &'a [FilterChain], sni: Option<&str>) -> Option<&'a FilterChain> {
+    match_chain(chains, sni).map(|(c, _)| c)
+}
+
+/// [`choose_chain`], with the server name that chose it.
+pub fn match_chain<'a>(
+    chains: &'a [FilterChain],
+    sni: Option<&str>,
+) -> Option<(&'a FilterChain, &'a str)> {
     let sni = sni.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
     let score = |pattern: &str| -> Option<usize> {
         match &sni {
@@ -243,12 +282,12 @@ pub fn choose_chain<'a>(chains: &'a [FilterChain], sni: Option<&str>) -> Option<
         .filter_map(|c| {
             c.server_names
                 .iter()
-                .filter_map(|p| score(p))
-                .max()
-                .map(|s| (s, c))
+                .filter_map(|p| score(p).map(|s| (s, p.as_str())))
+                .max_by_key(|(s, _)| *s)
+                .map(|(s, p)| (s, c, p))
         })
-        .max_by_key(|(s, _)| *s)
-        .map(|(_, c)| c)
+        .max_by_key(|(s, _, _)| *s)
+        .map(|(_, c, p)| (c, p))
 }
 
 #[cfg(test)]

@@ -27,6 +27,11 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run the bundled example with demo backends (the quickstart).
     Demo(DemoArgs),
+    /// Show which listener, server, virtual host and route would take a request, why the
+    /// routes before it did not match, and where it would go. Nothing is sent. Exit 0 when a
+    /// route takes the request, 1 when the gateway would answer an error itself, 2 on bad
+    /// arguments or a configuration that cannot be read.
+    Explain(ExplainArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -78,6 +83,44 @@ pub struct ValidateArgs {
     pub labels: BTreeMap<String, String>,
     #[arg(long, default_value = "istio-system")]
     pub namespace: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// The request: http://HOST[:PORT]/PATH[?QUERY] or https://... PORT is the Gateway port
+    /// (default 80 or 443); an https URL sends HOST as the TLS SNI.
+    pub url: String,
+    /// A YAML file or a folder of YAML files, read as `isthmus run` reads them. Repeatable.
+    #[arg(
+        long = "config",
+        env = "ISTHMUS_CONFIG",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub config: Vec<PathBuf>,
+    /// A request header `name: value`, as curl's -H (a Host header replaces the URL's host
+    /// for routing). Repeatable.
+    #[arg(short = 'H', long = "header")]
+    pub headers: Vec<String>,
+    /// The request method.
+    #[arg(short = 'X', long, default_value = "GET")]
+    pub method: String,
+    /// The TLS SNI to send instead of the URL's host.
+    #[arg(long)]
+    pub sni: Option<String>,
+    /// `text` (for people) or `json` (for machines).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[arg(long, env = "ISTHMUS_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
+    pub labels: BTreeMap<String, String>,
+    #[arg(long, env = "ISTHMUS_NAMESPACE", default_value = "istio-system")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod explain;
 pub mod reload;
 pub mod run;
 pub mod source;

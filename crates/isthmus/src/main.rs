@@ -8,6 +8,7 @@ fn main() -> std::process::ExitCode {
     init_logging();
     match cli.command {
         Command::Validate(args) => isthmus::validate::run(&args),
+        Command::Explain(args) => isthmus::explain::run(&args),
         Command::Run(args) => {
             exit(runtime(args.workers).and_then(|rt| rt.block_on(isthmus::run::run(args))))
         }

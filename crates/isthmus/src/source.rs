@@ -12,6 +12,8 @@ pub struct Loaded {
     pub resources: Vec<Resource>,
     pub rejected: Vec<ResourceKey>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Paths that could not be read and files that do not parse (their diagnostics say why).
+    pub failed: usize,
 }
 
 pub struct FileSource {
@@ -42,6 +44,7 @@ impl FileSource {
                 Err(e) => {
                     out.diagnostics
                         .push(file_diag(root, format!("cannot read: {e}")));
+                    out.failed += 1;
                     continue;
                 }
             };
@@ -50,6 +53,7 @@ impl FileSource {
                     Ok(l) => l,
                     Err(e) => {
                         out.diagnostics.push(e.0);
+                        out.failed += 1;
                         match self.files.get(&file) {
                             Some(prev) => {
                                 out.diagnostics.push(Diagnostic {

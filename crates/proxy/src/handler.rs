@@ -15,8 +15,12 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use isthmus_config::actions::{AbortWith, DirectResponse, Fault, Redirect, RedirectInput};
+use isthmus_config::actions::{
+    AbortWith, DirectResponse, Fault, Redirect, RedirectInput, https_redirect_location,
+};
+use isthmus_config::hosts::request_host;
 use isthmus_config::matching::RequestView;
+use isthmus_config::path;
 use isthmus_config::snapshot::{ActionKind, Forward, Route, UpstreamProtocol, WeightedDestination};
 use tokio::time::Instant;
 
@@ -28,7 +32,7 @@ use crate::headers::{
 };
 use crate::local_reply::{self, LocalReply, ResponseBody, local_response};
 use crate::metrics::RequestLabels;
-use crate::{Active, ClusterState, Gateway, mirror, path};
+use crate::{Active, ClusterState, Gateway, mirror};
 
 /// The `server` header of every response, as Istio's gateways send it.
 pub const SERVER_NAME: &str = "istio-envoy";
@@ -183,7 +187,7 @@ async fn route_request<'a>(
     // Route with borrowed views of the request; nothing is copied unless it must change.
     let (route, normalized) = {
         let authority = request_authority(&parts);
-        let host = host_without_port(authority);
+        let host = request_host(authority);
         let Some(vhost) = table.find(&host) else {
             return local(LocalReply::NoRoute, None);
         };
@@ -603,7 +607,7 @@ fn redirect(r: &Redirect, parts: &http::request::Parts, conn: &ConnInfo) -> Resp
 fn https_redirect(host: &str, parts: &http::request::Parts) -> Response<ResponseBody> {
     let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut resp = local_response(StatusCode::MOVED_PERMANENTLY, Bytes::new());
-    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{pq}")) {
+    if let Ok(v) = HeaderValue::from_str(&https_redirect_location(host, pq)) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
@@ -630,21 +634,6 @@ fn request_authority(parts: &http::request::Parts) -> &str {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or(""),
-    }
-}
-
-/// Gateways ignore the port when matching hosts; names compare in lower case.
-fn host_without_port(authority: &str) -> Cow<'_, str> {
-    let host = if authority.starts_with('[') {
-        authority.split_inclusive(']').next().unwrap_or(authority)
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    let host = host.trim_end_matches('.');
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(host)
     }
 }
 
@@ -726,20 +715,6 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_lose_their_port_and_case() {
-        let cases = [
-            ("a.example.com", "a.example.com"),
-            ("A.Example.com:8080", "a.example.com"),
-            ("[::1]:80", "[::1]"),
-            ("example.com.", "example.com"),
-            ("", ""),
-        ];
-        for (authority, want) in cases {
-            assert_eq!(host_without_port(authority), want);
-        }
-    }
 
     #[test]
     fn grpc_timeout_shortens_the_route_timeout_of_grpc_requests_only() {

@@ -26,7 +26,6 @@ pub mod listeners;
 pub mod local_reply;
 pub mod metrics;
 pub mod mirror;
-pub mod path;
 pub mod pool;
 pub mod serve;
 pub mod tcp;

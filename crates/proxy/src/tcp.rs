@@ -19,7 +19,7 @@ pub async fn connection(gw: std::sync::Arc<Gateway>, stream: TcpStream, port: u1
         .snapshot
         .listeners
         .get(&port)
-        .and_then(|l| l.tcp.first())
+        .and_then(|l| l.tcp_route())
     else {
         return;
     };

@@ -17,6 +17,9 @@ pub struct Expanded<'a> {
     /// Namespace used to complete destination hosts: the namespace of the VirtualService
     /// that wrote the route.
     pub namespace: String,
+    /// Whether `route.matches` are the blocks written at `field` (not combinations of the
+    /// root's and the delegate's).
+    pub own_matches: bool,
 }
 
 pub fn expand<'a>(
@@ -34,6 +37,7 @@ pub fn expand<'a>(
                 field,
                 origin: root,
                 namespace: vs.namespace.clone(),
+                own_matches: true,
             });
             continue;
         };
@@ -80,6 +84,7 @@ pub fn expand<'a>(
                     field: child_field,
                     origin: res,
                     namespace: delegate.namespace.clone(),
+                    own_matches: route.matches.is_empty(),
                 }),
                 None => diags.push(subject(res).warning(
                     &format!("{child_field}.match"),

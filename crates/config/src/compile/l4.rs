@@ -1,6 +1,8 @@
 //! TLS ports and TCP ports: one filter chain per HTTPS/TLS server (TLS settings, and HTTP,
 //! TCP or passthrough routes), and the TCP routes of TCP ports.
 
+use std::sync::Arc;
+
 use isthmus_api::istio::gateway::ServerTlsSettings;
 use isthmus_api::istio::virtual_service::{RouteDestination, VirtualServiceSpec};
 use isthmus_api::{Diagnostic, Object, Resource};
@@ -12,7 +14,7 @@ use super::services::Registry;
 use crate::diag::{Subject, subject};
 use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
-use crate::snapshot::Forward;
+use crate::snapshot::{Forward, Source};
 use crate::tls::{
     CertificateSource, ChainRoutes, ChainTls, ClientAuth, ClientCertChecks, FilterChain, PemSource,
     TcpRoute, TlsRoute, TlsTermination, TlsVersion, parse_certificate_hash, parse_spki_pin,
@@ -412,6 +414,7 @@ fn tls_routes(
             );
             out.push(TlsRoute {
                 virtual_service: format!("{}/{}", vs.namespace, vs.name),
+                source: Arc::new(Source::of(r, &format!("spec.tls[{i}]"))),
                 sni_hosts: sni,
                 forward,
             });
@@ -456,6 +459,7 @@ pub fn tcp_routes(
                 );
                 out.push(TcpRoute {
                     virtual_service: format!("{}/{}", vs.namespace, vs.name),
+                    source: Arc::new(Source::of(r, &format!("spec.tcp[{i}]"))),
                     forward,
                 });
             }

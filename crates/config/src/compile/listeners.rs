@@ -8,7 +8,7 @@ use isthmus_api::{Diagnostic, Resource};
 use crate::diag::subject;
 use crate::hosts::{ServerHost, parse_server_host};
 use crate::instance::Instance;
-use crate::snapshot::ListenerProtocol;
+use crate::snapshot::{ListenerProtocol, ServerInfo, Source};
 
 /// One Gateway server that this instance serves.
 pub struct ServerRef<'a> {
@@ -18,6 +18,8 @@ pub struct ServerRef<'a> {
     pub server: &'a Server,
     /// `spec.servers[N]`, for diagnostics.
     pub field: String,
+    /// `N` of `spec.servers[N]`.
+    pub index: usize,
     /// Stable identity across reloads.
     pub key: String,
     pub label: String,
@@ -29,6 +31,20 @@ pub struct ServerRef<'a> {
 impl ServerRef<'_> {
     pub fn https_redirect(&self) -> bool {
         self.server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true)
+    }
+
+    /// What the snapshot keeps of the server.
+    pub fn info(&self) -> ServerInfo {
+        ServerInfo {
+            label: self.label.clone(),
+            key: self.key.clone(),
+            gateway: format!("{}/{}", self.gateway_ns, self.gateway_name),
+            index: self.index,
+            protocol: self.protocol.clone(),
+            hosts: self.hosts.clone(),
+            https_redirect: self.https_redirect(),
+            source: Source::of(self.resource, &self.field),
+        }
     }
 }
 
@@ -113,6 +129,7 @@ pub fn collect<'a>(
                 server,
                 key: format!("{}/{}/{i}", gw.namespace, gw.name),
                 field,
+                index: i,
                 label,
                 protocol,
                 hosts,

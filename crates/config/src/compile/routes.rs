@@ -20,8 +20,8 @@ use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
 use crate::matching::{RequestMatch, StrMatcher, full_match_regex};
 use crate::snapshot::{
-    ActionKind, Forward, Listener, ListenerProtocol, Route, RouteAction, VirtualHost, VirtualHosts,
-    WeightedDestination,
+    ActionKind, Excluded, Forward, Listener, ListenerProtocol, Route, RouteAction, Source,
+    VirtualHost, VirtualHosts, WeightedDestination,
 };
 
 /// A gateway reference from `gateways:` resolved to `(namespace, name)`.
@@ -48,7 +48,7 @@ pub fn bind(
         let mut listener = Listener {
             port: *port,
             protocol: p.protocol,
-            servers: p.servers.iter().map(|s| s.label.clone()).collect(),
+            servers: p.servers.iter().map(ServerRef::info).collect(),
             virtual_hosts: VirtualHosts::default(),
             chains: Vec::new(),
             tcp: Vec::new(),
@@ -87,7 +87,7 @@ pub(super) fn http_table(
     diags: &mut Vec<Diagnostic>,
 ) -> VirtualHosts {
     // domain -> routes, in VirtualService creation order.
-    let mut domains: BTreeMap<String, Vec<Route>> = BTreeMap::new();
+    let mut domains: BTreeMap<String, Compiled> = BTreeMap::new();
     for r in resources {
         let Resource::VirtualService(vs) = r else {
             continue;
@@ -116,12 +116,13 @@ pub(super) fn http_table(
     }
     let hosts = domains
         .into_iter()
-        .map(|(domain, routes)| VirtualHost {
+        .map(|(domain, compiled)| VirtualHost {
             require_tls: redirect_hosts
                 .iter()
                 .any(|h| crate::hosts::covers(h, &domain)),
             domain,
-            routes: catch_alls_last(routes),
+            routes: catch_alls_last(compiled.routes),
+            excluded: compiled.excluded,
         })
         .collect();
     VirtualHosts::new(hosts)
@@ -136,7 +137,7 @@ fn bind_one(
     servers: &[&ServerRef<'_>],
     instance: &Instance,
     registry: &mut Registry<'_>,
-    domains: &mut BTreeMap<String, Vec<Route>>,
+    domains: &mut BTreeMap<String, Compiled>,
     diags: &mut Vec<Diagnostic>,
 ) {
     let vs_hosts: Vec<String> = vs
@@ -171,11 +172,20 @@ fn bind_one(
         if fresh.is_empty() {
             continue;
         }
-        let routes = compile_routes(r, vs, all, &ns, &name, port, registry, diags);
+        let compiled = compile_routes(r, vs, all, &ns, &name, port, registry, diags);
         for d in fresh {
-            domains.entry(d).or_default().extend(routes.iter().cloned());
+            let entry = domains.entry(d).or_default();
+            entry.routes.extend(compiled.routes.iter().cloned());
+            entry.excluded.extend(compiled.excluded.iter().cloned());
         }
     }
+}
+
+/// The routes a VirtualService gives a virtual host, and its match blocks left out.
+#[derive(Default)]
+struct Compiled {
+    routes: Vec<Route>,
+    excluded: Vec<Excluded>,
 }
 
 /// Istio moves every catch-all route behind the others once VirtualServices are merged.
@@ -195,8 +205,13 @@ fn compile_routes(
     port: u16,
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
-) -> Vec<Route> {
-    let mut out = Vec::new();
+) -> Compiled {
+    let mut out = Compiled::default();
+    let vs_name = format!("{}/{}", vs.namespace, vs.name);
+    // As Istio: nothing after a catch-all can match, so the rest of the VirtualService is
+    // dropped (merging moves catch-alls to the end, which would otherwise make those later
+    // routes reachable).
+    let mut catch_all: Option<String> = None;
     for item in delegation::expand(r, vs, all, diags) {
         let s = subject(item.origin);
         let route = &item.route;
@@ -206,15 +221,24 @@ fn compile_routes(
             route.matches.iter().map(Some).collect()
         };
         let mut forward_cache: Option<Forward> = None;
-        for m in blocks {
-            if let Some(m) = m {
-                let for_gateway = m.gateways.is_empty()
-                    || m.gateways.iter().any(|g| {
-                        gateway_ref(g, &vs.namespace) == (gw_ns.to_string(), gw_name.to_string())
-                    });
-                if !for_gateway || m.port.is_some_and(|p| p != u32::from(port)) {
-                    continue;
-                }
+        for (j, m) in blocks.into_iter().enumerate() {
+            let name = route_name(route.name.as_deref(), m.and_then(|m| m.name.as_deref()));
+            let source = Arc::new(Source::of(item.origin, &block_field(&item, m.map(|_| j))));
+            let exclude = |reason: String| Excluded {
+                virtual_service: vs_name.clone(),
+                name: name.clone(),
+                source: source.clone(),
+                reason,
+            };
+            if let Some(reason) = m.and_then(|m| not_here(m, &vs.namespace, gw_ns, gw_name, port)) {
+                out.excluded.push(exclude(reason));
+                continue;
+            }
+            if let Some(at) = &catch_all {
+                out.excluded.push(exclude(format!(
+                    "it comes after the catch-all route at {at}, so it can never match (Istio drops it)"
+                )));
+                continue;
             }
             let (headers, header_authority) = actions::header_edits(route.headers.as_ref());
             let kind = if let Some(redirect) = &route.redirect {
@@ -222,7 +246,12 @@ fn compile_routes(
             } else if let Some(direct) = &route.direct_response {
                 match actions::direct_response(direct, &base_dir(item.origin)) {
                     Some(d) => ActionKind::DirectResponse(d),
-                    None => continue,
+                    None => {
+                        out.excluded.push(exclude(
+                            "its directResponse is invalid (see the diagnostics)".into(),
+                        ));
+                        continue;
+                    }
                 }
             } else if !route.route.is_empty() {
                 let base = forward_cache.get_or_insert_with(|| {
@@ -233,6 +262,9 @@ fn compile_routes(
                     actions::rewrite(route.rewrite.as_ref(), actions::uri_of(m), header_authority);
                 ActionKind::Forward(f)
             } else {
+                out.excluded.push(exclude(
+                    "it has no route, redirect or directResponse".into(),
+                ));
                 continue;
             };
             let action = RouteAction {
@@ -242,22 +274,52 @@ fn compile_routes(
                 cors: actions::cors(route.cors_policy.as_ref()),
             };
             let matcher = m.map(request_match).unwrap_or_default();
-            let catch_all = matcher.is_catch_all();
-            out.push(Route {
-                name: route_name(route.name.as_deref(), m.and_then(|m| m.name.as_deref())),
-                virtual_service: format!("{}/{}", vs.namespace, vs.name),
+            if matcher.is_catch_all() {
+                catch_all = Some(source.field.clone());
+            }
+            out.routes.push(Route {
+                name,
+                virtual_service: vs_name.clone(),
+                source,
                 matcher,
                 action: Arc::new(action),
             });
-            if catch_all {
-                // As Istio: nothing after a catch-all can match, so the rest of the
-                // VirtualService is dropped (merging moves catch-alls to the end, which would
-                // otherwise make those later routes reachable).
-                return out;
-            }
         }
     }
     out
+}
+
+/// Why a match block does not apply to this gateway's port, if it does not.
+fn not_here(
+    m: &HttpMatchRequest,
+    vs_ns: &str,
+    gw_ns: &str,
+    gw_name: &str,
+    port: u16,
+) -> Option<String> {
+    let for_gateway = m.gateways.is_empty()
+        || m.gateways
+            .iter()
+            .any(|g| gateway_ref(g, vs_ns) == (gw_ns.to_string(), gw_name.to_string()));
+    if !for_gateway {
+        return Some(format!(
+            "match gateways {:?} do not include {gw_ns}/{gw_name}",
+            m.gateways
+        ));
+    }
+    match m.port {
+        Some(p) if p != u32::from(port) => Some(format!("match port {p} != listener port {port}")),
+        _ => None,
+    }
+}
+
+/// The field a compiled route comes from: its match block when the block is the one written
+/// there, else the rule (a delegated rule's blocks are combinations of two rules' blocks).
+fn block_field(item: &delegation::Expanded<'_>, block: Option<usize>) -> String {
+    match block {
+        Some(j) if item.own_matches => format!("{}.match[{j}]", item.field),
+        _ => item.field.clone(),
+    }
 }
 
 fn route_name(route: Option<&str>, matcher: Option<&str>) -> String {

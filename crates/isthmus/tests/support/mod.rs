@@ -744,10 +744,38 @@ pub fn validate_files(files: &[(&str, &str)]) -> ValidateOutput {
     for (name, text) in files {
         std::fs::write(dir.path().join(name), text).unwrap();
     }
+    let out = run_isthmus(&["validate".as_ref(), dir.path().as_os_str()]);
+    ValidateOutput {
+        code: out.code,
+        lines: out.stdout.lines().map(str::to_string).collect(),
+        stderr: out.stderr,
+        dir,
+    }
+}
+
+/// What a finished `isthmus` command printed and returned.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs `isthmus ARGS...` to completion (bounded by [`WAIT`]).
+pub fn run_isthmus<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> CliOutput {
     let child = Command::new(bin())
-        .arg("validate")
-        .arg(dir.path())
+        .args(args)
         .env("NO_COLOR", "1")
+        .env_remove("ISTHMUS_CONFIG")
+        .env_remove("ISTHMUS_LABELS")
+        .env_remove("ISTHMUS_NAMESPACE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -762,18 +790,21 @@ pub fn validate_files(files: &[(&str, &str)]) -> ValidateOutput {
         Ok(out) => out.unwrap(),
         Err(_) => {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            panic!("isthmus validate did not finish within {WAIT:?}");
+            panic!("isthmus did not finish within {WAIT:?}");
         }
     };
-    let code = out.status.code();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    ValidateOutput {
-        code,
-        lines: stdout.lines().map(str::to_string).collect(),
-        stderr,
-        dir,
+    CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs `isthmus explain --config DIR ARGS...`.
+pub fn explain_in(dir: &Path, args: &[&str]) -> CliOutput {
+    let mut all: Vec<std::ffi::OsString> = vec!["explain".into(), "--config".into(), dir.into()];
+    all.extend(args.iter().map(Into::into));
+    run_isthmus(&all)
 }
 
 /// The 1-based number of the first line of `text` containing `needle`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use isthmus_config::tls::{ChainRoutes, ChainTls, choose_chain};
+use isthmus_config::tls::{ChainRoutes, ChainTls, choose_chain, find_tls_route, first_tcp_route};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -57,7 +57,7 @@ pub async fn connection(
             let Some(sni) = hello.sni.as_deref() else {
                 return;
             };
-            let Some(route) = routes.iter().find(|r| r.matches(sni)) else {
+            let Some(route) = find_tls_route(routes, sni) else {
                 tracing::debug!(port = info.port, sni, "no tls route matches");
                 return;
             };
@@ -95,7 +95,7 @@ pub async fn connection(
                     serve::connection(gw, builder, tls, info, drain).await;
                 }
                 ChainRoutes::Tcp(routes) => {
-                    if let Some(r) = routes.first() {
+                    if let Some(r) = first_tcp_route(routes) {
                         tcp::splice(&gw, &active, &r.forward, tls).await;
                     }
                 }
