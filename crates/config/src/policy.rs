@@ -14,6 +14,10 @@ pub struct ClusterPolicy {
     pub outlier: Option<OutlierDetection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Slow start of endpoints added after the cluster was created (ROUND_ROBIN and
+    /// LEAST_REQUEST only, as in Istio).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Warmup>,
     /// Below this share of available endpoints (percent), ejections and failed health checks
     /// are ignored and every endpoint is used (Envoy's panic threshold; Istio's
     /// `minHealthPercent`, 0 when outlier detection is configured, else Envoy's 50).
@@ -39,6 +43,17 @@ pub enum LoadBalancer {
         table_size: u64,
     },
 }
+
+/// Envoy's slow start: a new endpoint's weight grows from `min_percent` to full over
+/// `duration_ms`, as `(age / duration)^(1 / aggression)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Warmup {
+    pub duration_ms: u64,
+    pub min_percent: f64,
+    pub aggression: f64,
+}
+
+impl Eq for Warmup {}
 
 /// What a consistent-hash balancer hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

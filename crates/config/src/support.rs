@@ -194,6 +194,10 @@ fn patterns(kind: Kind) -> Vec<String> {
                         "localityLbSetting.failover[].from",
                         "localityLbSetting.failover[].to",
                         "localityLbSetting.failoverPriority[]",
+                        "warmupDurationSecs",
+                        "warmup.duration",
+                        "warmup.minimumPercent",
+                        "warmup.aggression",
                     ] {
                         add(&format!("{level}.{lb}.{f}"));
                     }

@@ -624,3 +624,35 @@ async fn endpoint_state_survives_a_reload_that_keeps_the_endpoint() {
         BTreeMap::from([("200:a".into(), 6)])
     );
 }
+
+#[tokio::test]
+async fn a_new_endpoint_warms_up_before_taking_its_full_share() {
+    let (a, b, c) = (
+        Switchable::new("a").await,
+        Switchable::new("b").await,
+        Switchable::new("c").await,
+    );
+    let policy =
+        "{loadBalancer: {simple: ROUND_ROBIN, warmup: {duration: 4s, minimumPercent: 10}}}";
+    let g = start(&[(a.addr, 10, ""), (b.addr, 10, "")], policy, &[]).await;
+    let url = g.url(80, "/").await;
+    // The first endpoints take full traffic at once.
+    let counts = tally(&url, 20, &[]).await;
+    assert_eq!(
+        counts,
+        BTreeMap::from([("200:a".into(), 10), ("200:b".into(), 10)])
+    );
+    let before = g.generation().await;
+    let three = [(a.addr, 10, ""), (b.addr, 10, ""), (c.addr, 10, "")];
+    g.write("se.yaml", &service_entry(&three)).await;
+    g.wait_generation_after(before).await;
+    let early = tally(&url, 42, &[]).await;
+    let c_early = early.get("200:c").copied().unwrap_or(0);
+    // At full weight c would take a third (14 of 42); early in its warmup far less.
+    assert!(c_early <= 9, "{early:?}");
+    eventually("the new endpoint reaches its full share", || async {
+        let c = tally(&url, 30, &[]).await;
+        c.get("200:c") == Some(&10)
+    })
+    .await;
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -33,10 +33,14 @@ pub struct Endpoint {
     pub health: EndpointHealth,
     weight: AtomicU32,
     priority: AtomicU32,
+    /// When it joined (`health::now_ms`), and whether it slow-starts: endpoints of a
+    /// cluster's first endpoint set take full traffic at once.
+    added_at: u64,
+    slow_start: bool,
 }
 
 impl Endpoint {
-    fn new(spec: &EndpointSpec, health_checked: bool) -> Option<Arc<Self>> {
+    fn new(spec: &EndpointSpec, health_checked: bool, slow_start: bool) -> Option<Arc<Self>> {
         let authority = Authority::try_from(spec.address.to_string()).ok()?;
         Some(Arc::new(Endpoint {
             address: spec.address,
@@ -45,7 +49,18 @@ impl Endpoint {
             health: EndpointHealth::new(health_checked),
             weight: AtomicU32::new(spec.weight),
             priority: AtomicU32::new(spec.priority),
+            added_at: health::now_ms(),
+            slow_start,
         }))
+    }
+
+    pub fn age(&self, now: u64) -> u64 {
+        now.saturating_sub(self.added_at)
+    }
+
+    /// Still within its slow-start window of `duration_ms`.
+    pub fn warming(&self, now: u64, duration_ms: u64) -> bool {
+        self.slow_start && self.age(now) < duration_ms
     }
 
     pub fn weight(&self) -> u32 {
@@ -88,6 +103,8 @@ pub struct ClusterState {
     rebuilding: Mutex<()>,
     next: AtomicUsize,
     pub counters: Arc<Counters>,
+    /// Endpoints were set once: later ones slow-start.
+    populated: AtomicBool,
 }
 
 impl ClusterState {
@@ -103,6 +120,7 @@ impl ClusterState {
             rebuilding: Mutex::new(()),
             next: AtomicUsize::new(0),
             counters: Arc::default(),
+            populated: AtomicBool::new(false),
         }
     }
 
@@ -117,6 +135,7 @@ impl ClusterState {
     /// Sets the endpoints, keeping the state of those that stay.
     pub fn set_endpoints(&self, specs: impl IntoIterator<Item = EndpointSpec>) {
         let checked = self.settings.load().policy.health_check.is_some();
+        let slow_start = self.populated.swap(true, Ordering::AcqRel);
         let current = self.endpoints.load();
         let next: Vec<Arc<Endpoint>> = specs
             .into_iter()
@@ -127,7 +146,7 @@ impl ClusterState {
                         e.priority.store(spec.priority, Ordering::Relaxed);
                         Some(e.clone())
                     }
-                    None => Endpoint::new(&spec, checked),
+                    None => Endpoint::new(&spec, checked, slow_start),
                 },
             )
             .collect();
@@ -206,6 +225,19 @@ impl ClusterState {
 fn settings(c: &Cluster, previous: Option<&ClusterSettings>) -> ClusterSettings {
     let conn = &c.policy.connection;
     let pool = PoolSettings {
+        keepalive: conn.keepalive.as_ref().map(|k| {
+            let mut ka = socket2::TcpKeepalive::new();
+            if let Some(t) = k.time_secs {
+                ka = ka.with_time(Duration::from_secs(t));
+            }
+            if let Some(i) = k.interval_secs {
+                ka = ka.with_interval(Duration::from_secs(i));
+            }
+            if let Some(p) = k.probes {
+                ka = ka.with_retries(p);
+            }
+            ka
+        }),
         connect_timeout: Duration::from_millis(conn.connect_timeout_ms),
         idle_timeout: Duration::from_millis(conn.idle_timeout_ms),
         max_requests_per_connection: conn.max_requests_per_connection,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::instance::{Instance, Locality};
 use crate::policy::{
     ClusterPolicy, ConnectionSettings, HashKey, HealthCheck, HealthCheckKind, Limits, LoadBalancer,
-    OutlierDetection, TcpKeepalive,
+    OutlierDetection, TcpKeepalive, Warmup,
 };
 
 /// The DestinationRule annotation that configures active health checks.
@@ -32,8 +32,16 @@ pub fn cluster_policy(
     outlier: Option<&OutlierSpec>,
     health_check: Option<HealthCheck>,
 ) -> ClusterPolicy {
+    let load_balancer = load_balancer(lb);
+    let warmup = lb.and_then(warmup).filter(|_| {
+        matches!(
+            load_balancer,
+            LoadBalancer::RoundRobin | LoadBalancer::LeastRequest
+        )
+    });
     ClusterPolicy {
-        load_balancer: load_balancer(lb),
+        load_balancer,
+        warmup,
         limits: limits(pool),
         connection: connection(pool),
         outlier: outlier.map(outlier_detection),
@@ -78,6 +86,22 @@ fn load_balancer(lb: Option<&LoadBalancerSettings>) -> LoadBalancer {
         Some("PASSTHROUGH") => LoadBalancer::Passthrough,
         _ => LoadBalancer::LeastRequest,
     }
+}
+
+/// `warmup` (or the older `warmupDurationSecs`), with Envoy's defaults: 10% to start,
+/// aggression 1 (linear).
+fn warmup(lb: &LoadBalancerSettings) -> Option<Warmup> {
+    let (duration, min_percent, aggression) = match (&lb.warmup, &lb.warmup_duration_secs) {
+        (Some(w), _) => (w.duration?, w.minimum_percent, w.aggression),
+        (None, Some(d)) => (*d, None, None),
+        (None, None) => return None,
+    };
+    let duration_ms = u64::try_from(duration.0.as_millis()).unwrap_or(u64::MAX);
+    (duration_ms > 0).then(|| Warmup {
+        duration_ms,
+        min_percent: min_percent.unwrap_or(10.0).clamp(0.0, 100.0),
+        aggression: aggression.filter(|a| *a > 0.0).unwrap_or(1.0),
+    })
 }
 
 fn hash_key(ch: &isthmus_api::istio::destination_rule::ConsistentHashLb) -> Option<HashKey> {

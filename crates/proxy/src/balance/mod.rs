@@ -12,7 +12,7 @@ pub mod outlier;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use isthmus_config::policy::{ClusterPolicy, LoadBalancer};
+use isthmus_config::policy::{ClusterPolicy, LoadBalancer, Warmup};
 
 use crate::clusters::Endpoint;
 
@@ -20,6 +20,18 @@ use crate::clusters::Endpoint;
 const OVERPROVISIONING: u64 = 140;
 /// Entries of a weighted round-robin schedule at most.
 const MAX_SCHEDULE: u64 = 4096;
+/// How often weights of warming endpoints are recomputed.
+const WARMUP_STEP_MS: u64 = 250;
+
+/// Envoy's slow-start weight: `weight · max(min%, (age / duration)^(1 / aggression))`, at least 1.
+fn warmed(weight: u32, age_ms: u64, w: &Warmup) -> u32 {
+    let progress = (age_ms as f64 / w.duration_ms.max(1) as f64).clamp(0.0, 1.0);
+    let factor = progress
+        .powf(1.0 / w.aggression)
+        .max(w.min_percent / 100.0)
+        .min(1.0);
+    ((f64::from(weight) * factor).round() as u32).max(1)
+}
 
 /// The endpoints that can take traffic, by priority level, with each level's share.
 pub struct HostSet {
@@ -67,12 +79,19 @@ impl HostSet {
         // Panic: too few available endpoints, so health is ignored (Envoy's panic threshold).
         let panic = total > 0
             && (available as u64) * 100 < u64::from(policy.panic_threshold) * total as u64;
-        let expires = endpoints
+        let mut expires = endpoints
             .iter()
             .map(|e| e.health.ejected_until.load(Ordering::Relaxed))
             .filter(|t| *t > now)
             .min()
             .unwrap_or(u64::MAX);
+        let warmup = policy.warmup.as_ref();
+        if let Some(w) = warmup
+            && endpoints.iter().any(|e| e.warming(now, w.duration_ms))
+        {
+            // Weights of warming endpoints grow: rebuild a few times a second meanwhile.
+            expires = expires.min(now + WARMUP_STEP_MS);
+        }
         let mut priorities: Vec<u32> = endpoints.iter().map(|e| e.priority()).collect();
         priorities.sort_unstable();
         priorities.dedup();
@@ -91,7 +110,14 @@ impl HostSet {
                 continue;
             }
             health.push((OVERPROVISIONING * usable.len() as u64 / members.len() as u64).min(100));
-            levels.push(Level::new(usable, &policy.load_balancer));
+            let weights = usable
+                .iter()
+                .map(|e| match warmup {
+                    Some(w) if e.warming(now, w.duration_ms) => warmed(e.weight(), e.age(now), w),
+                    _ => e.weight(),
+                })
+                .collect();
+            levels.push(Level::new(usable, weights, &policy.load_balancer));
         }
         HostSet {
             epoch,
@@ -158,8 +184,7 @@ fn loads(health: &[u64]) -> Vec<u32> {
 }
 
 impl Level {
-    fn new(hosts: Vec<Arc<Endpoint>>, lb: &LoadBalancer) -> Self {
-        let weights: Vec<u32> = hosts.iter().map(|h| h.weight()).collect();
+    fn new(hosts: Vec<Arc<Endpoint>>, weights: Vec<u32>, lb: &LoadBalancer) -> Self {
         let mut acc = 0u64;
         let cumulative = weights
             .iter()
@@ -287,6 +312,25 @@ mod tests {
         assert_eq!(loads(&[84, 100]), vec![84, 100]);
         // Both partly down: scaled up to 100 in total.
         assert_eq!(loads(&[28, 28]), vec![50, 100]);
+    }
+
+    #[test]
+    fn warmup_weights_grow_from_the_minimum() {
+        let linear = Warmup {
+            duration_ms: 10_000,
+            min_percent: 10.0,
+            aggression: 1.0,
+        };
+        assert_eq!(warmed(100, 0, &linear), 10);
+        assert_eq!(warmed(100, 5_000, &linear), 50);
+        assert_eq!(warmed(100, 20_000, &linear), 100);
+        let eager = Warmup {
+            aggression: 2.0,
+            ..linear.clone()
+        };
+        // Square root: faster at first.
+        assert_eq!(warmed(100, 2_500, &eager), 50);
+        assert_eq!(warmed(1, 0, &linear), 1);
     }
 
     #[test]

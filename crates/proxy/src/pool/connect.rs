@@ -26,7 +26,7 @@ pub async fn http1(
 ) -> Result<H1Sender, SendError> {
     let timeout = spec.settings.connect_timeout;
     tokio::time::timeout(timeout, async {
-        let tcp = tcp(endpoint).await?;
+        let tcp = tcp(endpoint, spec.settings.keepalive.as_ref()).await?;
         match tls(tcp, &spec.key, endpoint).await? {
             Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint, guard).await,
             Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint, guard).await,
@@ -39,7 +39,7 @@ pub async fn http1(
 pub async fn http2(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H2Sender, SendError> {
     let timeout = spec.settings.connect_timeout;
     tokio::time::timeout(timeout, async {
-        let tcp = tcp(endpoint).await?;
+        let tcp = tcp(endpoint, spec.settings.keepalive.as_ref()).await?;
         match tls(tcp, &spec.key, endpoint).await? {
             Stream::Plain(s) => handshake_h2(TokioIo::new(s), endpoint).await,
             Stream::Tls(s) => handshake_h2(TokioIo::new(s), endpoint).await,
@@ -49,12 +49,20 @@ pub async fn http2(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H2Sender
     .map_err(|_| SendError::Connect)?
 }
 
-async fn tcp(endpoint: SocketAddr) -> Result<TcpStream, SendError> {
+async fn tcp(
+    endpoint: SocketAddr,
+    keepalive: Option<&socket2::TcpKeepalive>,
+) -> Result<TcpStream, SendError> {
     let stream = TcpStream::connect(endpoint).await.map_err(|e| {
         tracing::debug!(%endpoint, "upstream connect failed: {e}");
         SendError::Connect
     })?;
     let _ = stream.set_nodelay(true);
+    if let Some(k) = keepalive
+        && let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(k)
+    {
+        tracing::debug!(%endpoint, "cannot set TCP keep-alive: {e}");
+    }
     Ok(stream)
 }
 

@@ -42,8 +42,10 @@ pub enum SendError {
 
 /// How connections are opened and how long they live: Istio's defaults until a
 /// DestinationRule's `connectionPool` says otherwise.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PoolSettings {
+    /// TCP keep-alive probes (`connectionPool.tcp.tcpKeepalive`), off unless configured.
+    pub keepalive: Option<socket2::TcpKeepalive>,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     /// Requests per connection before it is closed; 0 is unlimited.
@@ -55,6 +57,7 @@ pub struct PoolSettings {
 impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
+            keepalive: None,
             connect_timeout: CONNECT_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_requests_per_connection: 0,
