@@ -726,3 +726,69 @@ async fn gateway_errors_for_grpc_requests_are_grpc_statuses() {
     assert_eq!(r.status, 404);
     assert_eq!(r.header("grpc-status"), None);
 }
+
+#[tokio::test]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_backend() {
+    let backend = ws_echo_backend("ws-a").await;
+    let g = start(vec![
+        file(
+            "svc.yaml",
+            service_as("ws-a", "ws-a.internal", &[backend.addr], "HTTP"),
+        ),
+        file("vs.yaml", vs_to("vs", WS_HOST, "ws-a.internal")),
+    ])
+    .await;
+    let tcp = tokio::net::TcpStream::connect(g.addr(80).await)
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // A first exchange, so that the gateway's SETTINGS have arrived.
+    let probe = http::Request::builder()
+        .uri(format!("http://{WS_HOST}/"))
+        .body(())
+        .unwrap();
+    let (probe, _) = client.send_request(probe, true).unwrap();
+    probe.await.unwrap();
+    let mut client = client.ready().await.unwrap();
+    assert!(
+        client.is_extended_connect_protocol_enabled(),
+        "the gateway announces SETTINGS_ENABLE_CONNECT_PROTOCOL"
+    );
+    let mut req = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("http://{WS_HOST}/chat"))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    req.extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (resp, mut send) = client.send_request(req, false).unwrap();
+    let resp = resp.await.unwrap();
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert!(resp.headers().get("upgrade").is_none());
+    let mut recv = resp.into_body();
+    // One masked text frame, as a WebSocket client sends it.
+    let payload = b"hello";
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    send.send_data(bytes::Bytes::from(frame), false).unwrap();
+    let mut got = Vec::new();
+    let want = b"ws-a: hello";
+    while got.len() < 2 + want.len() {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), recv.data())
+            .await
+            .expect("an echo within 10 s")
+            .expect("the stream stays open")
+            .unwrap();
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    // An unmasked text frame back from the server.
+    assert_eq!(got[0], 0x81);
+    assert_eq!(got[1] as usize, want.len());
+    assert_eq!(&got[2..2 + want.len()], want);
+}

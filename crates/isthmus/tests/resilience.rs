@@ -996,3 +996,53 @@ async fn mirrors_each_copy_their_own_percentage() {
     assert_eq!(primary.count(), N);
     assert_eq!(never.count(), 0, "a 0% mirror got copies");
 }
+
+#[tokio::test]
+async fn route_timeout_also_bounds_a_response_body_that_stalls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Headers and a first chunk at once, then nothing: the body never ends.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let g = start(
+        &[("stall.internal", vec![addr])],
+        "  - timeout: 0.5s\n    route: [{destination: {host: stall.internal}}]\n",
+    )
+    .await;
+    let began = std::time::Instant::now();
+    let resp = client()
+        .get(g.url(80, "/").await)
+        .header("host", HOST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.bytes())
+        .await
+        .expect("the gateway ends the body");
+    assert!(
+        body.is_err(),
+        "the stalled body is cut, not completed: {body:?}"
+    );
+    let took = began.elapsed();
+    assert!(
+        took >= ms(450) && took < ms(3000),
+        "cut after {took:?}, want about 500ms"
+    );
+}

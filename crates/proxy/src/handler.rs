@@ -111,6 +111,9 @@ enum Upgrade {
     None,
     /// `Upgrade: websocket`, which Istio allows on every route: the header's value.
     WebSocket(HeaderValue),
+    /// WebSocket over HTTP/2: an extended CONNECT with `:protocol websocket` (RFC 8441),
+    /// already turned into an HTTP/1.1-style upgrade request by [`h2_websocket_as_upgrade`].
+    H2WebSocket,
     /// Any other protocol: Envoy refuses it with 403 (h2c upgrades are ignored instead).
     Refused,
 }
@@ -119,6 +122,9 @@ impl Upgrade {
     /// Envoy's `Utility::isUpgrade`: an `Upgrade` header and an `upgrade` token in
     /// `Connection`, on HTTP/1.1 only.
     fn of(parts: &http::request::Parts) -> Upgrade {
+        if parts.extensions.get::<H2WebSocket>().is_some() {
+            return Upgrade::H2WebSocket;
+        }
         let Some(value) = parts.headers.get(header::UPGRADE) else {
             return Upgrade::None;
         };
@@ -141,6 +147,40 @@ impl Upgrade {
             Upgrade::Refused
         }
     }
+}
+
+/// Marks a request that arrived as an HTTP/2 extended CONNECT for WebSocket.
+#[derive(Clone, Copy)]
+struct H2WebSocket;
+
+/// Envoy's HTTP/2 codec turns `CONNECT` with `:protocol websocket` into the HTTP/1.1 upgrade
+/// request it stands for, so routes see `GET` with `Upgrade: websocket`; the upstream then gets
+/// an ordinary WebSocket handshake (with a fresh `Sec-WebSocket-Key`, which HTTP/2 clients do
+/// not send).
+fn h2_websocket_as_upgrade(parts: &mut http::request::Parts) {
+    let is_ws = parts.version == Version::HTTP_2
+        && parts.method == http::Method::CONNECT
+        && parts
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    if !is_ws {
+        return;
+    }
+    parts.method = http::Method::GET;
+    let h = &mut parts.headers;
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if !h.contains_key(header::SEC_WEBSOCKET_KEY) {
+        let key = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            fastrand::u128(..).to_le_bytes(),
+        );
+        if let Ok(v) = HeaderValue::from_str(&key) {
+            h.insert(header::SEC_WEBSOCKET_KEY, v);
+        }
+    }
+    parts.extensions.insert(H2WebSocket);
 }
 
 /// Envoy's answer to an upgrade the route does not allow: 403, and the connection closes so
@@ -176,6 +216,7 @@ async fn route_request<'a>(
     }
     let start = SystemTime::now();
     let (mut parts, body) = req.into_parts();
+    h2_websocket_as_upgrade(&mut parts);
     let Some(table) = active
         .snapshot
         .listeners
@@ -216,6 +257,10 @@ async fn route_request<'a>(
     let upgrade = match Upgrade::of(&parts) {
         Upgrade::Refused => return (upgrade_refused(), Outcome::none("-")),
         Upgrade::WebSocket(v) => parts.extensions.remove::<OnUpgrade>().map(|on| (v, on)),
+        Upgrade::H2WebSocket => parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .map(|on| (HeaderValue::from_static("websocket"), on)),
         Upgrade::None => None,
     };
     if let Some(p) = normalized {
@@ -313,6 +358,7 @@ async fn forward<'a>(
         return (r, o, Some(dest));
     };
     prepare_request(parts, route, f, dest, conn, start, protocol);
+    let h2_client = parts.extensions.get::<H2WebSocket>().is_some();
     let (version, downstream_upgrade) = match upgrade {
         // Upgrades go over HTTP/1.1 (Envoy would use extended CONNECT to an HTTP/2 upstream).
         Some((value, on)) => {
@@ -379,15 +425,34 @@ async fn forward<'a>(
                 }
                 _ => None,
             };
-            let mut resp = done.response.map(Either::Left);
+            let deadline = timeout.map(|t| started + t);
+            let mut resp = done.response.map(|b| {
+                Either::Left(match deadline {
+                    Some(at) => b.until(at),
+                    None => b,
+                })
+            });
             prepare_response_headers(resp.headers_mut(), elapsed);
             if let Some(cookie) = done.set_cookie.take() {
                 resp.headers_mut().append(header::SET_COOKIE, cookie);
             }
             if let Some(v) = upgraded {
-                let h = resp.headers_mut();
-                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                h.insert(header::UPGRADE, v);
+                if h2_client {
+                    // Over HTTP/2 the tunnel opens with 200 and no upgrade headers (RFC 8441).
+                    *resp.status_mut() = StatusCode::OK;
+                    let h = resp.headers_mut();
+                    for name in [
+                        header::CONNECTION,
+                        header::UPGRADE,
+                        header::SEC_WEBSOCKET_ACCEPT,
+                    ] {
+                        h.remove(name);
+                    }
+                } else {
+                    let h = resp.headers_mut();
+                    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    h.insert(header::UPGRADE, v);
+                }
             }
             (
                 resp,

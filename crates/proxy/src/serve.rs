@@ -30,6 +30,8 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(Some(2147483647))
+        // WebSocket over HTTP/2 (RFC 8441 extended CONNECT), as Envoy allows on gateways.
+        .enable_connect_protocol()
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     b
 }

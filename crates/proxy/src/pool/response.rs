@@ -2,6 +2,7 @@
 //! the body has been read to its end. A body dropped before its end closes the connection,
 //! since unread bytes would be left on it.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -16,6 +17,9 @@ use super::http1::{Conn, put_back};
 pub struct PooledBody {
     inner: Incoming,
     release: Option<Release>,
+    /// The route timeout, which runs until the response has been read to its end (Envoy's
+    /// route timeout spans the whole response).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Kept until the body ends or is dropped: the request's circuit-breaker slot and its
     /// in-flight count on the endpoint.
     hold: Option<Box<dyn Send + Sync>>,
@@ -33,6 +37,7 @@ impl PooledBody {
         let mut body = PooledBody {
             inner,
             release,
+            deadline: None,
             hold: None,
         };
         if body.inner.is_end_stream() {
@@ -46,8 +51,17 @@ impl PooledBody {
         PooledBody {
             inner,
             release: None,
+            deadline: None,
             hold: None,
         }
+    }
+
+    /// Ends the body with an error if it is not complete by `at`.
+    pub fn until(mut self, at: tokio::time::Instant) -> Self {
+        if !self.inner.is_end_stream() {
+            self.deadline = Some(Box::pin(tokio::time::sleep_until(at)));
+        }
+        self
     }
 
     /// Keeps `hold` alive until the body ends.
@@ -66,15 +80,32 @@ impl PooledBody {
     }
 }
 
+/// The response body did not end within the route timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response timeout")]
+pub struct BodyTimeout;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(d) = self.deadline.as_mut()
+            && d.as_mut().poll(cx).is_ready()
+        {
+            // The connection has unread bytes: it is closed, not pooled.
+            self.release = None;
+            self.hold = None;
+            self.deadline = None;
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+        }
+        let frame =
+            ready!(Pin::new(&mut self.inner).poll_frame(cx)).map(|f| f.map_err(BoxError::from));
         match &frame {
             Some(Ok(_)) if self.inner.is_end_stream() => self.release(),
             None => self.release(),
