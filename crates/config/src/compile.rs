@@ -33,6 +33,7 @@ pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<D
     let snapshot = Snapshot {
         listeners,
         clusters: registry.into_clusters(),
+        path_normalization: instance.path_normalization,
     };
     (snapshot, diags)
 }

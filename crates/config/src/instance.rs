@@ -14,6 +14,8 @@ pub struct Instance {
     /// Where the instance runs, `region/zone/subzone` (any part may be empty): locality load
     /// balancing prefers endpoints near it.
     pub locality: Locality,
+    /// How request paths are normalised before matching (MeshConfig `pathNormalization`).
+    pub path_normalization: crate::path::PathNormalization,
 }
 
 /// A `region/zone/subzone` locality, as ServiceEntry endpoints and `--locality` write it.
@@ -59,6 +61,7 @@ impl Default for Instance {
             namespace: "istio-system".into(),
             domain_suffix: "cluster.local".into(),
             locality: Locality::default(),
+            path_normalization: crate::path::PathNormalization::Base,
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct Snapshot {
     /// Listeners by the Gateway port number users see.
     pub listeners: BTreeMap<u16, Listener>,
     pub clusters: Vec<Cluster>,
+    /// How request paths are normalised before matching.
+    #[serde(skip_serializing_if = "crate::path::PathNormalization::is_base")]
+    pub path_normalization: crate::path::PathNormalization,
 }
 
 /// The application protocol a listener speaks.

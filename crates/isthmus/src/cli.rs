@@ -54,6 +54,35 @@ pub struct RunArgs {
     /// near it and fails over by distance.
     #[arg(long, env = "ISTHMUS_LOCALITY", default_value = "")]
     pub locality: String,
+    /// Proxies in front of the gateway whose X-Forwarded-For entries are trusted to name the
+    /// client (Istio's gatewayTopology.numTrustedProxies).
+    #[arg(long, env = "ISTHMUS_NUM_TRUSTED_PROXIES", default_value_t = 0)]
+    pub num_trusted_proxies: usize,
+    /// Every connection starts with a PROXY protocol v1/v2 header (behind a load balancer
+    /// that sends one); connections without a valid header are closed.
+    #[arg(long, env = "ISTHMUS_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+    /// Connections per Gateway port at most; new ones beyond it are closed at once.
+    #[arg(
+        long,
+        env = "ISTHMUS_MAX_CONNECTIONS_PER_LISTENER",
+        default_value_t = 100_000
+    )]
+    pub max_connections_per_listener: usize,
+    /// Header names with underscores: allow (Envoy's default), drop, or reject (400).
+    #[arg(long, env = "ISTHMUS_HEADERS_WITH_UNDERSCORES", default_value = "allow", value_parser = parse_underscores)]
+    pub headers_with_underscores: isthmus_proxy::edge::Underscores,
+    /// Path normalisation before matching: none, base (Istio's default), merge-slashes,
+    /// decode-and-merge-slashes.
+    #[arg(long, env = "ISTHMUS_PATH_NORMALIZATION", default_value = "base", value_parser = parse_path_normalization)]
+    pub path_normalization: isthmus_config::path::PathNormalization,
+    /// Streams a client may open at once on one HTTP/2 connection.
+    #[arg(
+        long,
+        env = "ISTHMUS_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 100
+    )]
+    pub http2_max_concurrent_streams: u32,
     /// Bind Gateway port PORT on HOST:PORT instead of 0.0.0.0:PORT. Repeatable.
     #[arg(long = "bind", env = "ISTHMUS_BIND", value_delimiter = ',', value_parser = parse_bind)]
     pub bind: Vec<(u16, SocketAddr)>,
@@ -163,6 +192,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     isthmus_api::duration::ProtoDuration::parse(s)
         .map(|d| d.0)
         .map_err(|e| e.to_string())
+}
+
+fn parse_underscores(text: &str) -> Result<isthmus_proxy::edge::Underscores, String> {
+    isthmus_proxy::edge::Underscores::parse(text)
+        .ok_or_else(|| format!("{text:?}: expected allow, drop or reject"))
+}
+
+fn parse_path_normalization(text: &str) -> Result<isthmus_config::path::PathNormalization, String> {
+    isthmus_config::path::PathNormalization::parse(text).ok_or_else(|| {
+        format!("{text:?}: expected none, base, merge-slashes or decode-and-merge-slashes")
+    })
 }
 
 #[cfg(test)]

@@ -25,12 +25,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
         locality: isthmus_config::instance::Locality::parse(&args.locality),
+        path_normalization: args.path_normalization,
         ..Instance::default()
     };
-    let gateway = Gateway::new(Identity {
-        workload: Arc::new(workload_name(&instance)),
-        namespace: Arc::new(instance.namespace.clone()),
-    });
+    let edge = isthmus_proxy::edge::EdgeSettings {
+        num_trusted_proxies: args.num_trusted_proxies,
+        proxy_protocol: args.proxy_protocol,
+        max_connections: args.max_connections_per_listener.max(1),
+        underscores: args.headers_with_underscores,
+        h2_max_concurrent_streams: args.http2_max_concurrent_streams.max(1),
+    };
+    let gateway = Gateway::with_edge(
+        Identity {
+            workload: Arc::new(workload_name(&instance)),
+            namespace: Arc::new(instance.namespace.clone()),
+        },
+        edge,
+    );
     let status = Arc::new(ArcSwap::from_pointee(Status::default()));
 
     let admin_listener = isthmus_admin::bind(args.admin)

@@ -39,6 +39,14 @@ async fn start(services: &[(&str, Vec<SocketAddr>)], http: &str) -> Gateway {
             format!("svc-{i}.yaml"),
             service(&format!("svc-{i}"), host, &endpoints),
         ));
+        // Round robin, so that which endpoint a first try takes is deterministic (Istio's
+        // default, LEAST_REQUEST, draws at random).
+        files.push((
+            format!("dr-{i}.yaml"),
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: dr-{i}, namespace: default}}\nspec:\n  host: {host}\n  trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}\n"
+            ),
+        ));
     }
     files.push((
         "vs.yaml".into(),

@@ -26,9 +26,10 @@ use tokio::time::Instant;
 
 use crate::body::RequestBody;
 use crate::cors::{self, Decision};
+use crate::edge;
 use crate::headers::{
-    self, TemplateContext, X_EXPECTED_TIMEOUT, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
-    X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID, X_UPSTREAM_TIME,
+    self, TemplateContext, X_EXPECTED_TIMEOUT, X_EXTERNAL_ADDRESS, X_FORWARDED_CLIENT_CERT,
+    X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID, X_UPSTREAM_TIME,
 };
 use crate::local_reply::{self, LocalReply, ResponseBody, local_response};
 use crate::metrics::RequestLabels;
@@ -216,6 +217,10 @@ async fn route_request<'a>(
     }
     let start = SystemTime::now();
     let (mut parts, body) = req.into_parts();
+    if let Err(reply) = edge::check_request(&parts, &gw.edge) {
+        return local(reply, None);
+    }
+    edge::apply_header_policy(&mut parts.headers, &gw.edge);
     h2_websocket_as_upgrade(&mut parts);
     let Some(table) = active
         .snapshot
@@ -235,7 +240,10 @@ async fn route_request<'a>(
         if vhost.require_tls && !conn.secure {
             return (https_redirect(authority, &parts), Outcome::none("-"));
         }
-        let norm = path::normalize(parts.uri.path());
+        let Some(norm) = path::normalize_with(parts.uri.path(), active.snapshot.path_normalization)
+        else {
+            return local(LocalReply::BadRequest, None);
+        };
         let view = RequestView {
             method: parts.method.as_str(),
             scheme: conn.scheme(),
@@ -357,7 +365,18 @@ async fn forward<'a>(
         let (r, o) = local(LocalReply::NoCluster, None);
         return (r, o, Some(dest));
     };
-    prepare_request(parts, route, f, dest, conn, start, protocol);
+    let client =
+        crate::edge::client_address(&parts.headers, conn.peer.ip(), gw.edge.num_trusted_proxies);
+    prepare_request(
+        parts,
+        route,
+        f,
+        dest,
+        conn,
+        start,
+        protocol,
+        gw.edge.num_trusted_proxies,
+    );
     let h2_client = parts.extensions.get::<H2WebSocket>().is_some();
     let (version, downstream_upgrade) = match upgrade {
         // Upgrades go over HTTP/1.1 (Envoy would use extended CONNECT to an HTTP/2 upstream).
@@ -402,7 +421,7 @@ async fn forward<'a>(
     let started = Instant::now();
     let send = gw
         .upstream
-        .send(cluster, parts, body, &f.retry, version, conn.peer.ip());
+        .send(cluster, parts, body, &f.retry, version, client);
     let result = match timeout {
         Some(t) => tokio::time::timeout(t, send)
             .await
@@ -514,6 +533,7 @@ async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
 
 /// Rewrites and header edits on the request, in Envoy's order: the gateway's own headers,
 /// then the destination's edits, then the route's (so the route's win).
+#[allow(clippy::too_many_arguments)]
 fn prepare_request(
     parts: &mut http::request::Parts,
     route: &Route,
@@ -522,6 +542,7 @@ fn prepare_request(
     conn: &ConnInfo,
     start: SystemTime,
     protocol: &'static str,
+    trusted_hops: usize,
 ) {
     // HTTP/2 and absolute-form requests carry the host in the URI: HTTP/1.1 upstreams need it
     // in Host.
@@ -532,7 +553,7 @@ fn prepare_request(
     }
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_envoy_headers(&mut parts.headers);
-    add_gateway_headers(&mut parts.headers, conn);
+    add_gateway_headers(&mut parts.headers, conn, trusted_hops);
     // The destination's host rewrite first: the route's wins, as in Envoy (and Istio).
     if let Some(a) = dest
         .authority
@@ -716,8 +737,16 @@ fn set_path(parts: &mut http::request::Parts, path: &str, original: Option<&str>
     }
 }
 
-fn add_gateway_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
-    // Gateways use the peer address as the client (use_remote_address): append it.
+fn add_gateway_headers(headers: &mut HeaderMap, conn: &ConnInfo, trusted_hops: usize) {
+    // Gateways use the peer address as the client (use_remote_address), or with trusted
+    // proxies in front, the address they recorded; an external client is named in
+    // x-envoy-external-address (the client's own value was stripped with x-envoy-*).
+    let client = crate::edge::client_address(headers, conn.peer.ip(), trusted_hops);
+    if !crate::edge::is_internal(client)
+        && let Ok(v) = HeaderValue::from_str(&client.to_string())
+    {
+        headers.insert(X_EXTERNAL_ADDRESS.clone(), v);
+    }
     let peer = conn.peer.ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
@@ -731,10 +760,13 @@ fn add_gateway_headers(headers: &mut HeaderMap, conn: &ConnInfo) {
     if let Some(v) = &conn.client_cert {
         headers.insert(X_FORWARDED_CLIENT_CERT.clone(), v.clone());
     }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(conn.scheme()),
-    );
+    // The scheme a trusted proxy in front recorded is kept; otherwise it is ours.
+    if trusted_hops == 0 || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(conn.scheme()),
+        );
+    }
     if !headers.contains_key(&X_REQUEST_ID) {
         // A version-4 UUID from the thread-local generator: no system call per request.
         let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();

@@ -19,6 +19,7 @@ pub mod clusters;
 pub mod cors;
 pub mod dns;
 pub mod drain;
+pub mod edge;
 pub mod forward;
 pub mod handler;
 pub mod headers;
@@ -27,6 +28,7 @@ pub mod local_reply;
 pub mod metrics;
 pub mod mirror;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod serve;
 pub mod tcp;
 pub mod tls;
@@ -57,6 +59,7 @@ pub struct Gateway {
     pub upstream: forward::Upstream,
     pub mirrors: mirror::Mirrors,
     pub identity: Identity,
+    pub edge: edge::EdgeSettings,
 }
 
 /// How this instance names itself in metrics.
@@ -68,6 +71,10 @@ pub struct Identity {
 
 impl Gateway {
     pub fn new(identity: Identity) -> Arc<Self> {
+        Self::with_edge(identity, edge::EdgeSettings::default())
+    }
+
+    pub fn with_edge(identity: Identity, edge: edge::EdgeSettings) -> Arc<Self> {
         Arc::new(Gateway {
             active: ArcSwap::from_pointee(Active {
                 generation: 0,
@@ -80,6 +87,7 @@ impl Gateway {
             upstream: forward::Upstream,
             mirrors: mirror::Mirrors::default(),
             identity,
+            edge,
         })
     }
 }

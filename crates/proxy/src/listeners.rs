@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::Gateway;
 use crate::drain::{DrainTrigger, DrainWatch};
 use crate::handler::ConnInfo;
-use crate::{serve, tcp, tls};
+use crate::{proxy_protocol, serve, tcp, tls};
 use isthmus_config::snapshot::ListenerProtocol;
 
 struct Running {
@@ -45,10 +45,10 @@ pub struct ApplyReport {
 impl Listeners {
     pub fn new(gateway: Arc<Gateway>, binds: HashMap<u16, SocketAddr>) -> Self {
         Listeners {
+            builder: Arc::new(serve::builder(&gateway.edge)),
             gateway,
             binds,
             running: BTreeMap::new(),
-            builder: Arc::new(serve::builder()),
             drain: DrainTrigger::new(),
         }
     }
@@ -130,6 +130,40 @@ impl Listeners {
     }
 }
 
+/// Serves one accepted connection by the listener's protocol, after the PROXY protocol
+/// header when the edge expects one.
+async fn serve_accepted(
+    gw: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
+    port: u16,
+    protocol: ListenerProtocol,
+    drain: [DrainWatch; 2],
+) {
+    if gw.edge.proxy_protocol {
+        match proxy_protocol::read(&mut stream).await {
+            Ok(Some(source)) => peer = source,
+            Ok(None) => {}
+            Err(e) => {
+                // As Envoy's listener filter: no valid header, no connection.
+                tracing::debug!(port, %peer, "connection closed: {e}");
+                return;
+            }
+        }
+    }
+    let local = stream.local_addr().unwrap_or(peer);
+    let info = ConnInfo::plain(port, peer, local);
+    match protocol {
+        ListenerProtocol::Http => {
+            let _ = stream.set_nodelay(true);
+            serve::connection(gw, builder, stream, info, drain).await;
+        }
+        ListenerProtocol::Tls => tls::serve::connection(gw, builder, stream, info, drain).await,
+        ListenerProtocol::Tcp => tcp::connection(gw, stream, port).await,
+    }
+}
+
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -151,26 +185,23 @@ async fn accept_loop(
     mut stopped: oneshot::Receiver<()>,
     drain: [DrainWatch; 2],
 ) {
+    let slots = Arc::new(Semaphore::new(gw.edge.max_connections));
     loop {
         tokio::select! {
             _ = &mut stopped => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let local = stream.local_addr().unwrap_or(peer);
-                    let info = ConnInfo::plain(port, peer, local);
+                    // Over the limit, the new connection is shed at once; the others go on.
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::debug!(port, %peer, "connection limit reached; connection closed");
+                        drop(stream);
+                        continue;
+                    };
                     let (gw, builder, drain) = (gw.clone(), builder.clone(), drain.clone());
-                    match protocol {
-                        ListenerProtocol::Http => {
-                            let _ = stream.set_nodelay(true);
-                            tokio::spawn(serve::connection(gw, builder, stream, info, drain));
-                        }
-                        ListenerProtocol::Tls => {
-                            tokio::spawn(tls::serve::connection(gw, builder, stream, info, drain));
-                        }
-                        ListenerProtocol::Tcp => {
-                            tokio::spawn(tcp::connection(gw, stream, port));
-                        }
-                    }
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        serve_accepted(gw, builder, stream, peer, port, protocol, drain).await;
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

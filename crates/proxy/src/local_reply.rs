@@ -30,6 +30,9 @@ pub enum LocalReply {
     FaultAbort(u16),
     /// A circuit breaker of the cluster is open (Envoy's `UO`).
     Overflow,
+    /// A request the gateway refuses to route: an invalid Host, a path that cannot be
+    /// normalised, a header name with an underscore when configured to reject them.
+    BadRequest,
 }
 
 impl LocalReply {
@@ -39,6 +42,7 @@ impl LocalReply {
             LocalReply::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
             LocalReply::Http10 => StatusCode::UPGRADE_REQUIRED,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::BadRequest => StatusCode::BAD_REQUEST,
             LocalReply::FaultAbort(code) => {
                 StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
@@ -58,6 +62,7 @@ impl LocalReply {
             LocalReply::UpstreamTimeout => "UT",
             LocalReply::FaultAbort(_) => "FI",
             LocalReply::Overflow => "UO",
+            LocalReply::BadRequest => "DPE",
         }
     }
 
@@ -65,6 +70,7 @@ impl LocalReply {
     pub fn body(self) -> &'static str {
         match self {
             LocalReply::NoRoute | LocalReply::NoCluster | LocalReply::Http10 => "",
+            LocalReply::BadRequest => "Bad Request",
             LocalReply::NoHealthyUpstream => "no healthy upstream",
             LocalReply::UpstreamTimeout => "upstream request timeout",
             LocalReply::FaultAbort(_) => "fault filter abort",

@@ -19,7 +19,7 @@ const MAX_HEADERS: usize = 100;
 /// A client that sends nothing for this long after connecting is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn builder() -> auto::Builder<TokioExecutor> {
+pub fn builder(edge: &crate::edge::EdgeSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -29,7 +29,7 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(Some(2147483647))
+        .max_concurrent_streams(Some(edge.h2_max_concurrent_streams))
         // WebSocket over HTTP/2 (RFC 8441 extended CONNECT), as Envoy allows on gateways.
         .enable_connect_protocol()
         .max_header_list_size(MAX_HEADER_BYTES as u32);

@@ -213,8 +213,15 @@ pub(super) fn put_back(idle: &Mutex<Vec<Conn>>, freed: &Notify, mut conn: Conn) 
     freed.notify_one();
 }
 
-/// A protocol error anywhere in the chain is Envoy's `UPE`; anything else a reset.
+/// A failure of the request body we were sending (the client's stream broke, e.g. a bad
+/// chunk) is the client's: 400 (Envoy's codec error, `DPE`). Otherwise a protocol error
+/// anywhere in the chain is Envoy's `UPE`; anything else a reset.
 pub(crate) fn classify(e: &(dyn std::error::Error + 'static)) -> LocalReply {
+    if e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_user)
+    {
+        return LocalReply::BadRequest;
+    }
     let mut source = Some(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>()
