@@ -187,7 +187,14 @@ pub struct L4RouteStep {
 
 /// Explains what the gateway compiled into `snapshot` would do with `req`.
 pub fn explain(snapshot: &Snapshot, req: &Request) -> Explanation {
-    let mut ex = Explanation::new(req);
+    let mut ex = Explanation::new(req, snapshot.path_normalization);
+    if crate::path::normalize_with(&req.path, snapshot.path_normalization).is_none() {
+        return ex.refused(
+            Some(400),
+            Some("DPE"),
+            "the path holds an encoded NUL (%00): refused before routing, as Envoy does".into(),
+        );
+    }
     let Some(listener) = snapshot.listeners.get(&req.port) else {
         ex.gateway_ports = snapshot
             .listeners
@@ -238,12 +245,13 @@ pub fn explain(snapshot: &Snapshot, req: &Request) -> Explanation {
 }
 
 impl Explanation {
-    fn new(req: &Request) -> Self {
-        let path = crate::path::normalize(&req.path).into_owned();
+    fn new(req: &Request, mode: crate::path::PathNormalization) -> Self {
+        let path = crate::path::normalize_with(&req.path, mode)
+            .map_or_else(|| req.path.clone(), |p| p.into_owned());
         let mut notes = Vec::new();
         if path != req.path {
             notes.push(format!(
-                "the path {} is normalised to {path} before matching (dot segments removed, as Istio's default BASE normalisation)",
+                "the path {} is normalised to {path} before matching ({mode:?} path normalisation)",
                 req.path
             ));
         }

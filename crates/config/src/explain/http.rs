@@ -46,7 +46,8 @@ pub(super) fn walk(
         return;
     }
     let scheme = if secure { "https" } else { "http" };
-    let path = crate::path::normalize(&req.path);
+    let path = crate::path::normalize_with(&req.path, snapshot.path_normalization)
+        .unwrap_or(std::borrow::Cow::Borrowed(req.path.as_str()));
     let view = RequestView {
         method: &req.method,
         scheme,
