@@ -912,3 +912,92 @@ async fn prometheus_counts_requests_by_response_code() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn twenty_reloads_under_load_lose_no_request_on_http1_or_http2() {
+    let b1 = backend("v1").await;
+    let b2 = backend("v1").await;
+    let g = start(&base_files(b1), &[]).await;
+    let url = g.url(80, "/get").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    // 8 HTTP/1.1 workers on pooled keep-alive connections and 8 HTTP/2 workers multiplexed
+    // on one connection, each keeping a request in flight all the time.
+    let mut workers = Vec::new();
+    let h1 = client();
+    let addr = g.addr(80).await;
+    // HTTP/2 carries the host in :authority: the URL names the host, resolved to the gateway.
+    let h2 = h2c_client_for(HOST, addr);
+    let h2_url = format!("http://{HOST}:{}/get", addr.port());
+    for i in 0..16 {
+        let (c, url) = if i % 2 == 0 {
+            (h1.clone(), url.clone())
+        } else {
+            (h2.clone(), h2_url.clone())
+        };
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        workers.push(tokio::spawn(async move {
+            let started = Instant::now();
+            while !stop.load(Ordering::SeqCst) && started.elapsed() < TRAFFIC_MAX_TIME {
+                match request_ok(&c, &url, HOST).await {
+                    Ok(()) => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+            }
+        }));
+    }
+    let progress = |n: usize| {
+        let ok = ok.clone();
+        async move {
+            let target = ok.load(Ordering::SeqCst) + n;
+            eventually("traffic progresses", || async {
+                ok.load(Ordering::SeqCst) >= target
+            })
+            .await;
+        }
+    };
+    progress(50).await;
+    for round in 0..20 {
+        let before = g.generation().await;
+        // The route in use changes (a response header), and its service gains and loses an
+        // endpoint: every kind of change a deploy makes.
+        let vs = if round % 2 == 0 {
+            simple_vs("vs", HOST, "httpbin.local").replace(
+                "  - route:",
+                &format!("  - headers: {{response: {{set: {{x-round: '{round}'}}}}}}\n    route:"),
+            )
+        } else {
+            simple_vs("vs", HOST, "httpbin.local")
+        };
+        g.write("vs.yaml", &vs).await;
+        let endpoints: Vec<(SocketAddr, &str)> = if round % 4 < 2 {
+            vec![(b1, "v1"), (b2, "v1")]
+        } else {
+            vec![(b1, "v1")]
+        };
+        g.write("svc.yaml", &service("httpbin", "httpbin.local", &endpoints))
+            .await;
+        g.wait_generation_after(before).await;
+        progress(10).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        tokio::time::timeout(WAIT * 2, w)
+            .await
+            .expect("worker stops")
+            .unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    let ok = ok.load(Ordering::SeqCst);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed across 20 reloads: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(ok >= 250, "only {ok} requests");
+}
