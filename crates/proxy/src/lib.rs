@@ -21,6 +21,8 @@ pub mod dns;
 pub mod drain;
 pub mod edge;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
 pub mod headers;
 pub mod listeners;

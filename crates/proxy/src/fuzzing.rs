@@ -1,0 +1,165 @@
+//! Entry points for the fuzz targets under `fuzz/` and their regression tests: each takes
+//! arbitrary bytes and must return without panicking (or hanging).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use isthmus_config::{Instance, LastGood, build};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::drain::DrainTrigger;
+use crate::handler::ConnInfo;
+use crate::{Active, ClusterRegistry, Gateway, Identity, serve};
+
+/// Loads, validates and compiles `data` as one configuration file.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(loaded) = isthmus_api::load::load_str("fuzz.yaml", text) else {
+        return;
+    };
+    let _ = build(
+        &loaded.resources,
+        &loaded.rejected,
+        &LastGood::new(),
+        &Instance::default(),
+    );
+}
+
+pub fn client_hello(data: &[u8]) {
+    let _ = crate::tls::client_hello::parse(data);
+}
+
+pub fn proxy_protocol(data: &[u8]) {
+    if let Ok(Some(h)) = crate::proxy_protocol::parse(data) {
+        assert!(
+            h.len <= data.len(),
+            "a header cannot be longer than the bytes read"
+        );
+    }
+}
+
+/// The configuration requests are routed by: matches of every kind, a rewrite, a redirect, a
+/// direct response, a fault, CORS, and a destination whose endpoint refuses connections.
+const ROUTES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: down, namespace: default}
+spec:
+  hosts: [down.internal]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: 1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http:
+  - match: [{uri: {regex: '/re/[a-z]+/(\d+)'}, headers: {x-a: {prefix: b}}}]
+    rewrite: {uriRegexRewrite: {match: '/re/([a-z]+)/(\d+)', rewrite: '/\2/\1'}}
+    route: [{destination: {host: down.internal}}]
+    retries: {attempts: 0}
+  - match: [{uri: {prefix: /redirect}, queryParams: {q: {exact: '1'}}}]
+    redirect: {uri: /elsewhere, redirectCode: 308}
+  - match: [{uri: {prefix: /fault}, method: {exact: POST}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: down.internal}}]
+  - match: [{uri: {prefix: /api}}]
+    corsPolicy: {allowOrigins: [{exact: 'https://a.example'}], allowMethods: [GET]}
+    rewrite: {uri: /v2}
+    route: [{destination: {host: down.internal}}]
+    retries: {attempts: 0}
+  - directResponse: {status: 200, body: {string: ok}}
+"#;
+
+struct Fixture {
+    runtime: tokio::runtime::Runtime,
+    gateway: Arc<Gateway>,
+    builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+}
+
+fn fixture() -> Option<&'static Fixture> {
+    static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
+    FIXTURE
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let loaded = isthmus_api::load::load_str("routes.yaml", ROUTES).ok()?;
+            let b = build(
+                &loaded.resources,
+                &loaded.rejected,
+                &LastGood::new(),
+                &Instance::default(),
+            );
+            let gateway = Gateway::new(Identity {
+                workload: Arc::new("fuzz".into()),
+                namespace: Arc::new("fuzz".into()),
+            });
+            let clusters = runtime.block_on(async {
+                let mut registry = ClusterRegistry::default();
+                let states = registry.apply(&b.snapshot.clusters);
+                // The registry owns DNS tasks; static clusters need none, so it may go.
+                states
+            });
+            gateway.active.store(Arc::new(Active {
+                generation: 1,
+                snapshot: Arc::new(b.snapshot),
+                clusters,
+                tls: Default::default(),
+            }));
+            let builder = Arc::new(serve::builder(&gateway.edge));
+            Some(Fixture {
+                runtime,
+                gateway,
+                builder,
+            })
+        })
+        .as_ref()
+}
+
+/// Sends `data` as everything a client writes on one connection, then reads the answer.
+pub fn http_request(data: &[u8]) {
+    let Some(f) = fixture() else {
+        return;
+    };
+    f.runtime.block_on(async {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let peer = SocketAddr::from(([203, 0, 113, 1], 40000));
+        let local = SocketAddr::from(([127, 0, 0, 1], 80));
+        let (a, b) = (DrainTrigger::new(), DrainTrigger::new());
+        let serve = serve::connection(
+            f.gateway.clone(),
+            f.builder.clone(),
+            server,
+            ConnInfo::plain(80, peer, local),
+            [a.watcher(), b.watcher()],
+        );
+        let talk = async {
+            let _ = client.write_all(data).await;
+            let _ = client.shutdown().await;
+            let mut out = Vec::new();
+            let _ = (&mut client).take(1 << 20).read_to_end(&mut out).await;
+        };
+        let done = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(serve, talk);
+        })
+        .await;
+        assert!(done.is_ok(), "a connection hung for 10 s");
+    });
+}
