@@ -3,10 +3,11 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 //! The admin server (default `127.0.0.1:15000`): readiness, Prometheus metrics and their
-//! summary, the compiled configuration, its route table and clusters, and two actions:
-//! changing the log filter and draining.
+//! summary, the compiled configuration, its route table and clusters, the dashboard page, and
+//! two actions: changing the log filter and draining.
 
 pub mod clusters;
+mod dashboard;
 pub mod logging;
 pub mod prom;
 mod reply;
@@ -143,12 +144,13 @@ fn get(admin: &Admin, path: &str, query: Option<&str>) -> Reply {
         "/logging" => logging::show(admin.logging.as_deref()),
         "/drain" => reply::text(StatusCode::METHOD_NOT_ALLOWED, "POST /drain to drain\n"),
         "/help" => reply::text(StatusCode::OK, HELP),
-        "/" => reply::text(StatusCode::OK, HELP),
-        _ => reply::text(StatusCode::NOT_FOUND, "not found; see /help\n"),
+        _ => dashboard::asset(path)
+            .unwrap_or_else(|| reply::text(StatusCode::NOT_FOUND, "not found; see /help\n")),
     }
 }
 
 const HELP: &str = "isthmus admin
+  GET  /                  dashboard (also /dashboard)
   GET  /healthz/ready     readiness
   GET  /stats/prometheus  Prometheus metrics
   GET  /stats/summary     recent request rate, 5xx share and latency per destination (JSON)

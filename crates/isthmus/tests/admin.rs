@@ -423,6 +423,28 @@ async fn every_endpoint_answers_in_its_formats() {
         assert_eq!(status, 200, "{path}");
         assert!(body.contains(needle), "{path}: {body}");
     }
+    let page = client()
+        .get(format!("http://{}/", g.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.headers().contains_key("content-security-policy"));
+    assert!(page.text().await.unwrap().contains("dashboard.js"));
+    for (path, kind) in [
+        ("/dashboard", "text/html"),
+        ("/dashboard/dashboard.js", "text/javascript"),
+        ("/dashboard/dashboard.css", "text/css"),
+    ] {
+        let r = client()
+            .get(format!("http://{}{path}", g.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with(kind), "{path}: {ct}");
+    }
     assert_eq!(g.admin_get("/nope").await.0, 404);
     assert_eq!(g.admin_get("/drain").await.0, 405, "draining takes a POST");
     assert_eq!(admin_post(&g, "/nope", "", None).await.0, 404);
