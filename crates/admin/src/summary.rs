@@ -14,8 +14,12 @@ use serde::Serialize;
 
 use crate::prom;
 
-/// Samples closer together than this are not taken: the last answer is computed again.
-const MIN_STEP: Duration = Duration::from_millis(500);
+/// Samples closer together than this are not taken: the last answer is computed again. The
+/// dashboard asks every second; a second viewer does not double the samples.
+const MIN_STEP: Duration = Duration::from_millis(900);
+/// Destinations kept per sample, the busiest first: the memory of the buffer stays small
+/// however many services the gateway routes to (`all` counts every destination).
+const MAX_DESTINATIONS: usize = 25;
 /// How far back the charts reach.
 const WINDOW: Duration = Duration::from_secs(120);
 /// A longer pause between samples starts the buffer afresh: an average over minutes nobody
@@ -135,6 +139,7 @@ impl Sample {
             }
             acc
         });
+        keep_busiest(&mut destinations);
         destinations.insert(ALL.to_string(), all);
         let wall_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -146,6 +151,20 @@ impl Sample {
             histogram,
             connections,
         }
+    }
+}
+
+fn keep_busiest(destinations: &mut BTreeMap<String, Totals>) {
+    if destinations.len() <= MAX_DESTINATIONS {
+        return;
+    }
+    let mut by_requests: Vec<(f64, String)> = destinations
+        .iter()
+        .map(|(name, t)| (t.requests, name.clone()))
+        .collect();
+    by_requests.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (_, name) in by_requests.into_iter().skip(MAX_DESTINATIONS) {
+        destinations.remove(&name);
     }
 }
 
@@ -183,7 +202,7 @@ fn summary(samples: &[Sample]) -> Summary {
             points: samples
                 .windows(2)
                 .filter_map(|w| match w {
-                    [a, b] => Some(point(&name, a, b)),
+                    [a, b] => point(&name, a, b),
                     _ => None,
                 })
                 .collect(),
@@ -197,11 +216,11 @@ fn summary(samples: &[Sample]) -> Summary {
     }
 }
 
-/// The rates between samples `a` and `b` for destination `name`.
-fn point(name: &str, a: &Sample, b: &Sample) -> Point {
-    let empty = Totals::default();
-    let before = a.destinations.get(name).unwrap_or(&empty);
-    let after = b.destinations.get(name).unwrap_or(&empty);
+/// The rates between samples `a` and `b` for destination `name`, if both have it (totals
+/// are counted since the start: one missing would make a spike of everything ever served).
+fn point(name: &str, a: &Sample, b: &Sample) -> Option<Point> {
+    let before = a.destinations.get(name)?;
+    let after = b.destinations.get(name)?;
     let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
     // Counters only grow; a smaller value (a destination's stats dropped) counts as none.
     let requests = (after.requests - before.requests).max(0.0);
@@ -218,14 +237,14 @@ fn point(name: &str, a: &Sample, b: &Sample) -> Point {
             (*le, (n - old).max(0.0))
         })
         .collect();
-    Point {
+    Some(Point {
         t: b.wall_ms,
         rps: round(requests / secs),
         error_rate: (requests > 0.0).then(|| round(errors / requests)),
         p50: quantile(0.5, &buckets),
         p90: quantile(0.9, &buckets),
         p99: quantile(0.99, &buckets),
-    }
+    })
 }
 
 /// Prometheus' `histogram_quantile`: linear interpolation within the bucket that holds the
@@ -320,6 +339,29 @@ mod tests {
         );
         assert_eq!(quantile(0.5, &[(5.0, 0.0)]), None);
         assert_eq!(quantile(0.5, &[]), None);
+    }
+
+    #[test]
+    fn only_the_busiest_destinations_are_kept_and_new_ones_do_not_spike() {
+        let t0 = Instant::now();
+        let line = |d: usize, n: usize| {
+            format!(
+                "istio_requests_total{{destination_service=\"d{d}\",response_code=\"200\"}} {n}\n"
+            )
+        };
+        let many: String = (0..40).map(|d| line(d, d + 1)).collect();
+        let a = sample(t0, &many);
+        assert_eq!(a.destinations.len(), MAX_DESTINATIONS + 1);
+        assert!(a.destinations.contains_key("d39") && !a.destinations.contains_key("d0"));
+        assert_eq!(a.destinations[ALL].requests, (1..=40).sum::<usize>() as f64);
+        // d0 becomes busy: no point until two samples have it.
+        let b = sample(
+            t0 + Duration::from_secs(1),
+            &format!("{many}{}", line(0, 1000)),
+        );
+        let s = summary(&[a, b]);
+        let d0 = s.series.iter().find(|x| x.destination == "d0").unwrap();
+        assert!(d0.points.is_empty(), "{d0:?}");
     }
 
     #[test]
