@@ -248,7 +248,8 @@ async fn logging_shows_and_changes_the_filter() {
 
 #[tokio::test]
 async fn post_drain_fails_readiness_finishes_requests_and_exits_zero() {
-    let slow = recording_backend("slow", |_| Answer::ok().after(Duration::from_millis(1500))).await;
+    // Long enough for the checks below to finish while it is in flight, on a loaded machine.
+    let slow = recording_backend("slow", |_| Answer::ok().after(Duration::from_secs(3))).await;
     let mut g = start_service(&[slow.addr], "").await;
     let addr = g.addr(80).await;
     let url = g.url(80, "/slow").await;

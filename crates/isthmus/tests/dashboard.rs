@@ -26,6 +26,8 @@ use tokio::time::Instant;
 
 /// Starting a browser on a loaded 2-core machine can take a while; still bounded.
 const BROWSER_WAIT: Duration = Duration::from_secs(60);
+/// What the page shows after a few polls (every 1 to 2 s).
+const PAGE_WAIT: Duration = Duration::from_secs(20);
 
 fn find(env: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env) {
@@ -351,13 +353,13 @@ async fn drive(s: &Session<'_>, g: &Gateway) -> Result<(String, PathBuf), String
     s.wait_for(
         "requests per second above 0",
         "return Number(document.getElementById('rps-now').dataset.value) > 0",
-        WAIT,
+        PAGE_WAIT,
     )
     .await?;
     s.wait_for(
         "the ejected endpoint",
         "return !!document.querySelector('tr[data-health=\"ejected\"]')",
-        WAIT,
+        PAGE_WAIT,
     )
     .await?;
     // A few more samples so that the charts show lines, not dots.
