@@ -8,8 +8,10 @@
 pub mod cli;
 pub mod demo;
 pub mod explain;
+pub mod logging;
 pub mod reload;
 pub mod run;
 pub mod source;
 pub mod validate;
+pub mod versions;
 pub mod watch;

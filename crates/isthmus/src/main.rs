@@ -5,7 +5,7 @@ use isthmus::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    isthmus::logging::init();
     match cli.command {
         Command::Validate(args) => isthmus::validate::run(&args),
         Command::Explain(args) => isthmus::explain::run(&args),
@@ -31,15 +31,6 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         b.worker_threads(n);
     }
     Ok(b.enable_all().build()?)
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use isthmus_admin::Status;
+use isthmus_admin::{ResourceVersion, Status};
 use isthmus_api::{Diagnostic, Severity};
 use isthmus_config::snapshot::ListenerProtocol;
 use isthmus_config::{Instance, LastGood, build};
@@ -15,6 +15,7 @@ use isthmus_proxy::tls::server_config;
 use isthmus_proxy::{Active, ClusterRegistry, Gateway};
 
 use crate::source::FileSource;
+use crate::versions::Versions;
 
 pub struct Controller {
     pub source: FileSource,
@@ -25,6 +26,7 @@ pub struct Controller {
     clusters: ClusterRegistry,
     last_good: LastGood,
     generation: u64,
+    versions: Versions,
     /// Certificate files of the current configuration, with their modification time and size.
     tls_files: Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
 }
@@ -89,6 +91,7 @@ impl Controller {
             clusters: ClusterRegistry::default(),
             last_good: LastGood::new(),
             generation: 0,
+            versions: Versions::default(),
             tls_files: Vec::new(),
         }
     }
@@ -109,6 +112,7 @@ impl Controller {
         diagnostics.dedup();
         self.last_good = b.accepted;
         self.generation += 1;
+        let resources = self.versions.update(&loaded.resources, self.generation);
         let clusters = self.clusters.apply(&b.snapshot.clusters);
         let ports: BTreeMap<u16, ListenerProtocol> = b
             .snapshot
@@ -144,7 +148,7 @@ impl Controller {
                 message: format!("cannot bind Gateway port {port} on {addr}: {e}"),
             });
         }
-        self.publish(diagnostics, report.failed.is_empty());
+        self.publish(diagnostics, resources, report.failed.is_empty());
     }
 
     /// rustls configurations for the snapshot's terminating chains. A chain whose certificates
@@ -195,7 +199,12 @@ impl Controller {
         tls_fingerprints(&files) != self.tls_files
     }
 
-    fn publish(&self, diagnostics: Vec<Diagnostic>, all_bound: bool) {
+    fn publish(
+        &self,
+        diagnostics: Vec<Diagnostic>,
+        resources: Vec<ResourceVersion>,
+        all_bound: bool,
+    ) {
         let m = &self.gateway.metrics;
         let errors = diagnostics.iter().filter(|d| d.is_error()).count();
         for d in &diagnostics {
@@ -228,6 +237,7 @@ impl Controller {
             ready: all_bound,
             listeners: self.listeners.bound(),
             diagnostics,
+            resources,
         }));
     }
 }

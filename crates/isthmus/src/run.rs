@@ -48,13 +48,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the admin server on {}", args.admin))?;
     let admin_addr = admin_listener.local_addr()?;
-    tokio::spawn(isthmus_admin::serve(
-        admin_listener,
-        Arc::new(Admin {
-            gateway: gateway.clone(),
-            status: status.clone(),
-        }),
-    ));
+    // `POST /drain` asks the loop below to drain, as SIGTERM does.
+    let (drain_requests, mut drain_requested) = tokio::sync::mpsc::channel(1);
+    let admin = Admin::new(gateway.clone(), status.clone())
+        .with_logging(crate::logging::control())
+        .with_drain(drain_requests);
+    tokio::spawn(isthmus_admin::serve(admin_listener, Arc::new(admin)));
     tracing::info!("admin listening on {admin_addr}");
 
     let (_watcher, mut changes) =
@@ -86,6 +85,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            Some(()) = drain_requested.recv() => break,
         }
     }
     tracing::info!(timeout = ?args.drain_timeout, "draining");

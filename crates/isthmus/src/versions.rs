@@ -1,0 +1,105 @@
+//! Resource versions for `/config_dump`: a content hash of each loaded resource, and the
+//! configuration generation that first served that content. Files carry no Kubernetes
+//! `resourceVersion`, so the hash plays its part: it changes exactly when the resource does
+//! (comments, formatting and the resource's position in its file do not count).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+
+use isthmus_admin::ResourceVersion;
+use isthmus_api::{Object, Resource, ResourceKey};
+
+#[derive(Default)]
+pub struct Versions {
+    /// (resource, file) -> (version, generation it first appeared in).
+    seen: HashMap<(ResourceKey, String), (String, u64)>,
+}
+
+impl Versions {
+    /// The versions of `resources` as loaded for `generation`.
+    pub fn update(&mut self, resources: &[Resource], generation: u64) -> Vec<ResourceVersion> {
+        let mut seen = HashMap::with_capacity(resources.len());
+        let out = resources
+            .iter()
+            .map(|r| {
+                let key = r.key();
+                let origin = r.origin();
+                let version = version(r);
+                let id = (key.clone(), origin.file.to_string());
+                let since = match self.seen.get(&id) {
+                    Some((v, g)) if *v == version => *g,
+                    _ => generation,
+                };
+                seen.insert(id, (version.clone(), since));
+                ResourceVersion {
+                    kind: key.kind.to_string(),
+                    namespace: key.namespace,
+                    name: key.name,
+                    file: origin.file.to_string(),
+                    line: origin.line(),
+                    version,
+                    generation: since,
+                }
+            })
+            .collect();
+        self.seen = seen;
+        out
+    }
+}
+
+/// 16 hex digits of FNV-1a over the resource's API version, metadata and spec.
+fn version(r: &Resource) -> String {
+    let text = match r {
+        Resource::Gateway(o) => content(o),
+        Resource::VirtualService(o) => content(o),
+        Resource::DestinationRule(o) => content(o),
+        Resource::ServiceEntry(o) => content(o),
+        Resource::Secret(o) => content(o),
+    };
+    format!("{:016x}", fnv1a(text.as_bytes()))
+}
+
+fn content<S: Debug>(o: &Object<S>) -> String {
+    format!("{}\n{:?}\n{:?}", o.api_version, o.meta, o.spec)
+}
+
+/// FNV-1a, 64 bits: stable across builds and processes, unlike the standard library's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isthmus_api::load::load_str;
+
+    fn load(text: &str) -> Vec<Resource> {
+        load_str("gw.yaml", text).unwrap().resources
+    }
+
+    const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]\n";
+
+    #[test]
+    fn versions_change_with_content_only() {
+        let mut v = Versions::default();
+        let first = v.update(&load(GW), 1);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].generation, 1);
+        assert_eq!((first[0].file.as_str(), first[0].line), ("gw.yaml", 1));
+        // A comment above it moves it but changes nothing that matters.
+        let moved = v.update(&load(&format!("# hello\n{GW}")), 2);
+        assert_eq!(moved[0].version, first[0].version);
+        assert_eq!((moved[0].generation, moved[0].line), (1, 2));
+        let changed = v.update(&load(&GW.replace("80", "81")), 3);
+        assert_ne!(changed[0].version, first[0].version);
+        assert_eq!(changed[0].generation, 3);
+    }
+
+    #[test]
+    fn fnv_reference_values() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}
