@@ -403,7 +403,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_takes_it_back() {
     let (a, b) = (Switchable::new("a").await, Switchable::new("b").await);
     let g = start(
         &[(a.addr, 1, ""), (b.addr, 1, "")],
-        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 1s, maxEjectionPercent: 100}}",
+        "{loadBalancer: {simple: ROUND_ROBIN}, outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 4s, maxEjectionPercent: 100}}",
         &[],
     )
     .await;
@@ -517,7 +517,7 @@ async fn locality_failover_serves_locally_then_from_the_failover_region_then_loc
     let eu = Switchable::new("eu").await;
     let g = start(
         &[(east.addr, 1, "us-east/a"), (west.addr, 1, "us-west/b"), (eu.addr, 1, "eu/c")],
-        "{loadBalancer: {localityLbSetting: {failover: [{from: us-east, to: eu}]}}, outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}}",
+        "{loadBalancer: {localityLbSetting: {failover: [{from: us-east, to: eu}]}}, outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 5s, maxEjectionPercent: 100}}",
         &["--locality", "us-east/a/x"],
     )
     .await;
