@@ -83,10 +83,10 @@ impl Controller {
         Controller {
             source,
             instance,
+            clusters: ClusterRegistry::new(gateway.metrics.istio.clone()),
             gateway,
             listeners,
             status,
-            clusters: ClusterRegistry::default(),
             last_good: LastGood::new(),
             generation: 0,
             tls_files: Vec::new(),
@@ -110,6 +110,10 @@ impl Controller {
         self.last_good = b.accepted;
         self.generation += 1;
         let clusters = self.clusters.apply(&b.snapshot.clusters);
+        self.gateway
+            .metrics
+            .upstreams
+            .set_clusters(clusters.clone());
         let ports: BTreeMap<u16, ListenerProtocol> = b
             .snapshot
             .listeners

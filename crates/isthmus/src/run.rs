@@ -26,10 +26,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         ..Instance::default()
     };
-    let gateway = Gateway::new(Identity {
-        workload: Arc::new(workload_name(&instance)),
-        namespace: Arc::new(instance.namespace.clone()),
-    });
+    let identity = Identity {
+        workload: workload_name(&instance),
+        namespace: instance.namespace.clone(),
+        labels: instance.labels.clone(),
+    };
+    let gateway = Gateway::new(&identity, &args.telemetry.settings())?;
     let status = Arc::new(ArcSwap::from_pointee(Status::default()));
 
     let admin_listener = isthmus_admin::bind(args.admin)

@@ -184,6 +184,7 @@ async fn send(
     let spec = ConnSpec {
         key: conn_key(settings, endpoint.address, &req, h2)?,
         settings: &settings.pool,
+        open: &endpoint.pool.open,
     };
     if h2 {
         endpoint.pool.http2.send(endpoint.address, &spec, req).await

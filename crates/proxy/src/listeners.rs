@@ -168,7 +168,7 @@ async fn accept_loop(
                             tokio::spawn(tls::serve::connection(gw, builder, stream, info, drain));
                         }
                         ListenerProtocol::Tcp => {
-                            tokio::spawn(tcp::connection(gw, stream, port));
+                            tokio::spawn(tcp::connection(gw, stream, info));
                         }
                     }
                 }

@@ -8,7 +8,7 @@ use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::{ConnKey, ConnSpec, SendError};
+use super::{ConnKey, ConnSpec, OpenGuard, SendError};
 use crate::body::UpstreamBody;
 
 /// Istio's HTTP/2 flow-control windows for upstream connections.
@@ -23,8 +23,8 @@ pub async fn http1(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H1Sender
     tokio::time::timeout(timeout, async {
         let tcp = tcp(endpoint).await?;
         match tls(tcp, &spec.key, endpoint).await? {
-            Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint).await,
-            Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint).await,
+            Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint, spec).await,
+            Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint, spec).await,
         }
     })
     .await
@@ -36,8 +36,8 @@ pub async fn http2(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H2Sender
     tokio::time::timeout(timeout, async {
         let tcp = tcp(endpoint).await?;
         match tls(tcp, &spec.key, endpoint).await? {
-            Stream::Plain(s) => handshake_h2(TokioIo::new(s), endpoint).await,
-            Stream::Tls(s) => handshake_h2(TokioIo::new(s), endpoint).await,
+            Stream::Plain(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
+            Stream::Tls(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
         }
     })
     .await
@@ -72,12 +72,18 @@ async fn tls(tcp: TcpStream, key: &ConnKey, endpoint: SocketAddr) -> Result<Stre
     Ok(Stream::Tls(Box::new(stream)))
 }
 
-async fn handshake_h1<T>(io: T, endpoint: SocketAddr) -> Result<H1Sender, SendError>
+async fn handshake_h1<T>(
+    io: T,
+    endpoint: SocketAddr,
+    spec: &ConnSpec<'_>,
+) -> Result<H1Sender, SendError>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::handshake(io).await.map_err(|_| SendError::Connect)?;
+    let open = OpenGuard::new(spec.open);
     tokio::spawn(async move {
+        let _open = open;
         // Upgrades (WebSocket) take the connection over after a 101.
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(%endpoint, "upstream connection ended: {e}");
@@ -86,7 +92,11 @@ where
     Ok(sender)
 }
 
-async fn handshake_h2<T>(io: T, endpoint: SocketAddr) -> Result<H2Sender, SendError>
+async fn handshake_h2<T>(
+    io: T,
+    endpoint: SocketAddr,
+    spec: &ConnSpec<'_>,
+) -> Result<H2Sender, SendError>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
@@ -97,7 +107,9 @@ where
         .handshake(io)
         .await
         .map_err(|_| SendError::Connect)?;
+    let open = OpenGuard::new(spec.open);
     tokio::spawn(async move {
+        let _open = open;
         if let Err(e) = conn.await {
             tracing::debug!(%endpoint, "upstream HTTP/2 connection ended: {e}");
         }

@@ -91,6 +91,14 @@ impl Http1Pool {
         }
     }
 
+    /// Idle connections kept (for the admin's gauges).
+    pub fn idle(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     async fn checkout(&self, spec: &ConnSpec<'_>) -> Option<Conn> {
         loop {
             let mut conn = self.pop(spec)?;

@@ -9,6 +9,7 @@ mod http2;
 mod response;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustls::ClientConfig;
@@ -101,6 +102,8 @@ impl PartialEq for ConnKey {
 pub struct ConnSpec<'a> {
     pub key: ConnKey,
     pub settings: &'a PoolSettings,
+    /// The endpoint's count of open connections, which a new connection joins.
+    pub open: &'a Arc<AtomicUsize>,
 }
 
 /// The connections of one endpoint.
@@ -108,4 +111,28 @@ pub struct ConnSpec<'a> {
 pub struct EndpointPool {
     pub http1: http1::Http1Pool,
     pub http2: http2::Http2Pool,
+    /// Connections open to the endpoint (for the admin's gauges).
+    pub open: Arc<AtomicUsize>,
+}
+
+impl EndpointPool {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a connection as open for as long as its task holds this.
+pub(crate) struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(count.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
