@@ -47,8 +47,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ));
     tracing::info!("admin listening on {admin_addr}");
 
+    let own_files: Vec<std::path::PathBuf> = match &args.telemetry.access_log {
+        isthmus_proxy::access_log::Target::File(p) => vec![p.clone()],
+        _ => Vec::new(),
+    };
     let (_watcher, mut changes) =
-        watch::watch(&args.config).context("cannot watch the configuration paths")?;
+        watch::watch(&args.config, &own_files).context("cannot watch the configuration paths")?;
     let listeners = Listeners::new(gateway.clone(), args.binds());
     let mut controller = Controller::new(
         FileSource::new(args.config.clone()),
