@@ -647,10 +647,13 @@ async fn text_access_log_has_istios_default_format() {
     assert_text_line(
         &lines[0],
         &format!(
-            "* \"GET /ok/item?x=1 HTTP/1.1\" 200 - via_upstream - \"-\" 0 {} * * \"127.0.0.1\" \"telemetry-test/1.0\" \"req-1\" \"{HOST}\" \"{backend_addr}\" outbound|80||httpbin.local - {http} {client} - ok-route",
+            "* \"GET /ok/item?x=1 HTTP/1.1\" 200 - via_upstream - \"-\" 0 {} * * \"127.0.0.1\" \"telemetry-test/1.0\" \"req-1\" \"{HOST}\" \"{backend_addr}\" outbound|80||httpbin.local * {http} {client} - ok-route",
             reply.body.len()
         ),
     );
+    // The gateway's end of its upstream connection.
+    let upstream_local: SocketAddr = lines[0].split(' ').nth(19).unwrap().parse().unwrap();
+    assert_eq!(upstream_local.ip(), backend_addr.ip());
 
     // No route: nothing upstream; the gateway made a request id.
     let (client, reply) = raw_http_from(
@@ -762,11 +765,11 @@ async fn json_access_log_uses_istios_keys() {
     }
     assert!(ok["duration"].is_u64());
     assert!(ok["upstream_service_time"].is_string());
+    assert_eq!(ok["upstream_host"], fx.backend.to_string());
+    let upstream_local = ok["upstream_local_address"].as_str().unwrap();
     assert!(
-        ok["upstream_host"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:")
+        upstream_local.parse::<SocketAddr>().is_ok(),
+        "{upstream_local}"
     );
     assert!(ok["start_time"].as_str().unwrap().ends_with('Z'));
 

@@ -224,7 +224,7 @@ async fn run_route<'a>(
     if let Some(policy) = &action.cors {
         match cors::decide(policy, &parts.method, &parts.headers) {
             Decision::Pass => {}
-            Decision::Respond(resp) => return (resp, Outcome::answered("cors_response")),
+            Decision::Respond(resp) => return (*resp, Outcome::answered("cors_response")),
             Decision::Decorate(h) => cors_headers = Some(h),
         }
     }
@@ -404,6 +404,7 @@ async fn forward<'a>(
             }
             outcome.upstream = Some(UpstreamInfo {
                 host: done.endpoint,
+                local: done.response.body().local_addr(),
                 service_ms,
             });
             let resp = upstream_response(done, downstream_upgrade, service_ms);

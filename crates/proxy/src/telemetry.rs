@@ -43,6 +43,8 @@ pub struct Outcome<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamInfo {
     pub host: SocketAddr,
+    /// The gateway's end of the upstream connection.
+    pub local: Option<SocketAddr>,
     pub service_ms: u64,
 }
 
@@ -221,7 +223,7 @@ impl Exchange {
             authority: text(&r.authority),
             upstream_host: log.upstream.map(|u| u.host),
             upstream_cluster: cluster.map(|c| c.name.as_str()),
-            upstream_local: None,
+            upstream_local: log.upstream.and_then(|u| u.local),
             downstream_local: Some(r.local),
             downstream_remote: Some(r.peer),
             server_name: r.server_name.as_deref(),

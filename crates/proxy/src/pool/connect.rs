@@ -18,27 +18,40 @@ const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 pub type H1Sender = http1::SendRequest<UpstreamBody>;
 pub type H2Sender = http2::SendRequest<UpstreamBody>;
 
-pub async fn http1(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H1Sender, SendError> {
+/// A new connection's sender and its local address (for the access log).
+pub type Opened<S> = (S, Option<SocketAddr>);
+
+pub async fn http1(
+    endpoint: SocketAddr,
+    spec: &ConnSpec<'_>,
+) -> Result<Opened<H1Sender>, SendError> {
     let timeout = spec.settings.connect_timeout;
     tokio::time::timeout(timeout, async {
         let tcp = tcp(endpoint).await?;
-        match tls(tcp, &spec.key, endpoint).await? {
+        let local = tcp.local_addr().ok();
+        let sender = match tls(tcp, &spec.key, endpoint).await? {
             Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint, spec).await,
             Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint, spec).await,
-        }
+        }?;
+        Ok((sender, local))
     })
     .await
     .map_err(|_| SendError::Connect)?
 }
 
-pub async fn http2(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H2Sender, SendError> {
+pub async fn http2(
+    endpoint: SocketAddr,
+    spec: &ConnSpec<'_>,
+) -> Result<Opened<H2Sender>, SendError> {
     let timeout = spec.settings.connect_timeout;
     tokio::time::timeout(timeout, async {
         let tcp = tcp(endpoint).await?;
-        match tls(tcp, &spec.key, endpoint).await? {
+        let local = tcp.local_addr().ok();
+        let sender = match tls(tcp, &spec.key, endpoint).await? {
             Stream::Plain(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
             Stream::Tls(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
-        }
+        }?;
+        Ok((sender, local))
     })
     .await
     .map_err(|_| SendError::Connect)?

@@ -28,6 +28,8 @@ pub struct Http1Pool {
 
 pub(super) struct Conn {
     sender: H1Sender,
+    /// The connection's own address, for the access log.
+    local: Option<SocketAddr>,
     key: ConnKey,
     opened: Instant,
     /// Requests sent on it so far.
@@ -67,8 +69,10 @@ impl Http1Pool {
                 Some(c) => c,
                 None => {
                     let now = Instant::now();
+                    let (sender, local) = connect::http1(endpoint, spec).await?;
                     Conn {
-                        sender: connect::http1(endpoint, spec).await?,
+                        sender,
+                        local,
                         key: spec.key.clone(),
                         opened: now,
                         used: 0,
@@ -139,11 +143,12 @@ impl Http1Pool {
                 .get(header::CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
             || conn.worn_out(settings, Instant::now());
+        let local = conn.local;
         let release = (!closing).then(|| Release {
             conn,
             idle: self.idle.clone(),
         });
-        resp.map(|body| PooledBody::new(body, release))
+        resp.map(|body| PooledBody::new(body, release, local))
     }
 }
 

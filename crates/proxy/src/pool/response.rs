@@ -2,6 +2,7 @@
 //! the body has been read to its end. A body dropped before its end closes the connection,
 //! since unread bytes would be left on it.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -15,6 +16,8 @@ use super::http1::{Conn, put_back};
 pub struct PooledBody {
     inner: Incoming,
     release: Option<Release>,
+    /// The local address of the connection it came on (Envoy's `%UPSTREAM_LOCAL_ADDRESS%`).
+    local: Option<SocketAddr>,
 }
 
 /// A connection and the idle list it goes back to.
@@ -24,8 +27,16 @@ pub(super) struct Release {
 }
 
 impl PooledBody {
-    pub(super) fn new(inner: Incoming, release: Option<Release>) -> Self {
-        let mut body = PooledBody { inner, release };
+    pub(super) fn new(
+        inner: Incoming,
+        release: Option<Release>,
+        local: Option<SocketAddr>,
+    ) -> Self {
+        let mut body = PooledBody {
+            inner,
+            release,
+            local,
+        };
         if body.inner.is_end_stream() {
             body.release();
         }
@@ -37,7 +48,18 @@ impl PooledBody {
         PooledBody {
             inner,
             release: None,
+            local: None,
         }
+    }
+
+    pub(super) fn with_local(mut self, local: Option<SocketAddr>) -> Self {
+        self.local = local;
+        self
+    }
+
+    /// The local address of the upstream connection, when known.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
     }
 
     fn release(&mut self) {
