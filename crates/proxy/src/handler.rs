@@ -86,7 +86,9 @@ pub async fn handle(
     if grpc {
         resp = local_reply::grpc_local_reply(resp, head);
     }
-    let exchange = Exchange::new(gw.clone(), active.clone(), arrival, outcome, &resp);
+    // The request's own handles move into the record: no reference count is touched.
+    let outcome = outcome.detach(arrival.log.is_some());
+    let exchange = Exchange::new(gw, active, arrival, outcome, &resp);
     resp.map(|b| TelemetryBody::new(b, exchange))
 }
 
@@ -195,7 +197,7 @@ async fn route_request<'a>(
     };
     let (resp, mut outcome) =
         run_route(gw, active, route, conn, &mut parts, body, normalized, start).await;
-    outcome.route = Some(route.name.as_str());
+    outcome.route = Some(Cow::Borrowed(route.name.as_str()));
     (resp, outcome)
 }
 

@@ -3,6 +3,7 @@
 //! to its end, or dropped when the client goes away), so the duration and the bytes sent
 //! cover the whole response, as Envoy measures them.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,8 +33,9 @@ pub struct Outcome<'a> {
     pub flags: ResponseFlags,
     /// Envoy's `%RESPONSE_CODE_DETAILS%`.
     pub details: &'static str,
-    /// The route's name, once a route matched.
-    pub route: Option<&'a str>,
+    /// The route's name, once a route matched (borrowed from the snapshot until the access
+    /// log needs it).
+    pub route: Option<Cow<'a, str>>,
     pub upstream: Option<UpstreamInfo>,
     /// The request body's bytes, once it was read.
     pub received: Option<Received>,
@@ -49,6 +51,21 @@ pub struct UpstreamInfo {
 }
 
 impl Outcome<'_> {
+    /// The outcome without borrows, keeping the route's name only if it is to be logged.
+    pub fn detach(self, keep_route: bool) -> Outcome<'static> {
+        Outcome {
+            cluster: self.cluster,
+            flags: self.flags,
+            details: self.details,
+            route: self
+                .route
+                .filter(|r| keep_route && !r.is_empty())
+                .map(|r| Cow::Owned(r.into_owned())),
+            upstream: self.upstream,
+            received: self.received,
+        }
+    }
+
     /// An answer the gateway made itself, with no error (redirects, direct responses).
     pub fn answered(details: &'static str) -> Self {
         Outcome {
@@ -105,7 +122,7 @@ impl RequestLog {
 struct ResponseLog {
     request: RequestLog,
     details: &'static str,
-    route: Option<String>,
+    route: Option<Cow<'static, str>>,
     upstream: Option<UpstreamInfo>,
 }
 
@@ -149,7 +166,7 @@ impl Exchange {
         gw: Arc<Gateway>,
         active: Arc<Active>,
         arrival: Arrival,
-        outcome: Outcome<'_>,
+        outcome: Outcome<'static>,
         resp: &Response<ResponseBody>,
     ) -> Exchange {
         let Arrival {
@@ -166,7 +183,7 @@ impl Exchange {
             Box::new(ResponseLog {
                 request,
                 details: outcome.details,
-                route: outcome.route.filter(|r| !r.is_empty()).map(str::to_string),
+                route: outcome.route,
                 upstream: outcome.upstream,
             })
         });
