@@ -313,7 +313,7 @@ async fn forward_with_faults<'a>(
         let outcome = Outcome {
             cluster,
             flags,
-            ..Outcome::answered(LocalReply::FaultAbort(0).details())
+            ..Outcome::answered("fault_filter_abort")
         };
         return (resp, outcome, None);
     }
