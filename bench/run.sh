@@ -9,14 +9,18 @@
 # Knobs (environment variables):
 #   DURATION     seconds of each measured wrk run                 (default 10)
 #   RUNS         measured runs per proxy; the median is reported  (default 3)
-#   PROXIES      which rows to run, in order, space separated     (default "direct nginx haproxy isthmus")
+#   PROXIES      which rows to run, in order, space separated
+#                  (default "direct nginx haproxy isthmus isthmus-rich isthmus-logged")
 #                  direct  = wrk straight to the backend (baseline, no proxy)
 #                  nginx | haproxy | isthmus | isthmus-rich (the same
-#                  route with a regex match and request/response header edits)
+#                  route with a regex match and request/response header edits) |
+#                  isthmus-logged (the plain route with the access log on, to a file) |
+#                  isthmus-base (the plain route on ISTHMUS_BASE_BIN, e.g. a build of main)
 #   CONNECTIONS  wrk connections kept open (closed loop)          (default 32)
 #   WARMUP       seconds of the discarded warm-up run             (default 2)
 #   ISTHMUS_BIN  Isthmus binary (built with `cargo build --release` if missing)
 #                                                                 (default <repo>/target/release/isthmus)
+#   ISTHMUS_BASE_BIN  another Isthmus binary for the isthmus-base row (never built)
 #   TLS          1: clients speak HTTPS (TLS 1.3, one ECDSA P-256 certificate for every
 #                  proxy) and the proxies terminate it; upstreams stay plaintext (default 0)
 #   NEW_CONN     1: every request on a new connection (Connection: close), so req/s with
@@ -37,10 +41,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
-PROXIES=${PROXIES:-"direct nginx haproxy isthmus isthmus-rich"}
+PROXIES=${PROXIES:-"direct nginx haproxy isthmus isthmus-rich isthmus-logged"}
 CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-2}
 ISTHMUS_BIN=${ISTHMUS_BIN:-$ROOT/target/release/isthmus}
+ISTHMUS_BASE_BIN=${ISTHMUS_BASE_BIN:-}
 OUT=${OUT:-}
 TLS=${TLS:-0}
 NEW_CONN=${NEW_CONN:-0}
@@ -90,10 +95,14 @@ ensure_tools() {
 
 # Build Isthmus only when the binary is absent; a stale binary is reported
 # in the header (path + mtime) rather than silently rebuilt.
-# Any Isthmus row (plain or rich) needs the binary.
-has_isthmus() { has_proxy isthmus || has_proxy isthmus-rich; }
+# Any Isthmus row built from this tree (plain, rich, logged) needs the binary;
+# isthmus-base runs ISTHMUS_BASE_BIN, which is never built here.
+has_isthmus() { has_proxy isthmus || has_proxy isthmus-rich || has_proxy isthmus-logged; }
 
 ensure_isthmus() {
+    if has_proxy isthmus-base && [[ ! -x $ISTHMUS_BASE_BIN ]]; then
+        die "isthmus-base needs ISTHMUS_BASE_BIN, an Isthmus binary (got '$ISTHMUS_BASE_BIN')"
+    fi
     has_isthmus || return 0
     if [[ ! -x $ISTHMUS_BIN ]]; then
         log "building Isthmus (cargo build --release)"
@@ -341,13 +350,16 @@ EOF
 }
 
 write_isthmus_conf() {
-    mkdir -p "$WORK/isthmus" "$WORK/isthmus-rich"
+    mkdir -p "$WORK/isthmus" "$WORK/isthmus-rich" "$WORK/isthmus-logged" "$WORK/isthmus-base"
     isthmus_common >"$WORK/isthmus/bench.yaml"
     cat >>"$WORK/isthmus/bench.yaml" <<EOF
   http:
   - route:
     - destination: {host: backend.bench.local, port: {number: 80}}
 EOF
+    # The logged and base rows serve the same route.
+    cp "$WORK/isthmus/bench.yaml" "$WORK/isthmus-logged/bench.yaml"
+    cp "$WORK/isthmus/bench.yaml" "$WORK/isthmus-base/bench.yaml"
     # The rich route: what a typical production route does per request, a regex
     # match and header edits on both sides, including a rendered operator.
     isthmus_common >"$WORK/isthmus-rich/bench.yaml"
@@ -453,18 +465,24 @@ start_proxy() {
         start_bg haproxy taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg"
         PROXY_URL="$SCHEME://127.0.0.1:$HAPROXY_PORT/"
         ;;
-    isthmus | isthmus-rich)
+    isthmus | isthmus-rich | isthmus-logged | isthmus-base)
+        local bin=$ISTHMUS_BIN extra=()
+        [[ $1 == isthmus-base ]] && bin=$ISTHMUS_BASE_BIN
+        # The access log goes to a file outside the watched config folder, as
+        # a deployment would write it; a fresh file for every run.
+        [[ $1 == isthmus-logged ]] && extra=(--access-log "$WORK/isthmus-logged.access.log")
+        rm -f "$WORK/isthmus-logged.access.log"
         start_bg "$1" env ISTHMUS_WORKERS=1 RUST_LOG=warn \
-            taskset -c "$PROXY_CPU" "$ISTHMUS_BIN" run --config "$WORK/$1" \
+            taskset -c "$PROXY_CPU" "$bin" run --config "$WORK/$1" \
             --bind "80=127.0.0.1:$ISTHMUS_PORT" --bind "443=127.0.0.1:$ISTHMUS_PORT" \
-            --admin "127.0.0.1:$ISTHMUS_ADMIN_PORT"
+            --admin "127.0.0.1:$ISTHMUS_ADMIN_PORT" "${extra[@]}"
         PROXY_URL="$SCHEME://127.0.0.1:$ISTHMUS_PORT/"
         if ! wait_ok "$LAST_PID" "http://127.0.0.1:$ISTHMUS_ADMIN_PORT/healthz/ready"; then
             tail -n 20 "$WORK/$1.log" >&2
             die "isthmus not ready on :$ISTHMUS_ADMIN_PORT/healthz/ready within ${READY_TIMEOUT}s"
         fi
         ;;
-    *) die "unknown proxy '$1' (expected direct, nginx, haproxy, isthmus, isthmus-rich)" ;;
+    *) die "unknown proxy '$1' (expected direct, nginx, haproxy, isthmus, isthmus-rich, isthmus-logged, isthmus-base)" ;;
     esac
     PROXY_PID=$LAST_PID
     wait_route "$1" "$PROXY_PID" "$PROXY_URL"
@@ -539,6 +557,7 @@ bench_once() { # proxy run
     lcore_pct=$(core_busy_pct "$lcore0" "$(core_jiffies "$LOAD_CPU")")
     rss_load=$(rss_kb "$PROXY_PID")
     [[ -d /proc/$PROXY_PID ]] || die "$name died during the load"
+    [[ $name == isthmus-logged ]] && report_access_log
     stop_proxy "$name"
 
     read -r rps p50 p99 reqs errs < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
@@ -552,6 +571,16 @@ bench_once() { # proxy run
         "$rss_idle" "$rss_load" "$pcore_pct" "$lcore_pct" >>"$RESULTS"
     log "  $rps req/s, p50 $p50, p99 $p99, $cpu_us_req CPU µs/req (${cpu_pct}% of a core), RSS ${rss_idle}→${rss_load} kB, errors $errs; core busy: proxy ${pcore_pct}%, load ${lcore_pct}%"
     sleep 1 # let the proxy's sockets close before the next load
+}
+
+# The logged row's proof of work: lines written and lines dropped (the writer
+# drops rather than slow traffic down; see README, Telemetry).
+report_access_log() {
+    local dropped lines
+    dropped=$(curl -fsS "http://127.0.0.1:$ISTHMUS_ADMIN_PORT/stats/prometheus" |
+        awk '$1 == "isthmus_access_log_dropped_total" { print $2 }')
+    lines=$(wc -l <"$WORK/isthmus-logged.access.log")
+    log "  access log: $lines lines written, ${dropped:-?} dropped (warm-up and checks included)"
 }
 
 # ---------------------------------------------------------------- report
@@ -580,6 +609,9 @@ print_header() {
     if has_isthmus; then
         isthmus_info="$ISTHMUS_BIN (built $(date -r "$ISTHMUS_BIN" '+%F %T'), git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none))"
     fi
+    if has_proxy isthmus-base; then
+        isthmus_info="$isthmus_info; isthmus-base: $ISTHMUS_BASE_BIN (built $(date -r "$ISTHMUS_BASE_BIN" '+%F %T'))"
+    fi
     echo
     echo "Isthmus proxy benchmark — $(date '+%F %T %Z')"
     echo "  cpu:      $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
@@ -597,11 +629,11 @@ print_header() {
 
 print_table() {
     local p label
-    printf '%-10s %9s %8s %8s %10s %6s %9s %9s %6s %6s %6s\n' \
+    printf '%-14s %9s %8s %8s %10s %6s %9s %9s %6s %6s %6s\n' \
         proxy req/s p50_us p99_us CPU_us/req proc% RSSidleMB RSSloadMB core$PROXY_CPU% core$LOAD_CPU% errors
     for p in $PROXIES; do
         label=$p; [[ $p == direct ]] && label="direct*"
-        printf '%-10s %9.0f %8.0f %8.0f %10.2f %6.0f %9.1f %9.1f %6.0f %6.0f %6d\n' "$label" \
+        printf '%-14s %9.0f %8.0f %8.0f %10.2f %6.0f %9.1f %9.1f %6.0f %6.0f %6d\n' "$label" \
             "${MED[$p,3]}" "${MED[$p,4]}" "${MED[$p,5]}" "${MED[$p,8]}" "${MED[$p,9]}" \
             "$(awk -v k="${MED[$p,10]}" 'BEGIN { print k / 1024 }')" \
             "$(awk -v k="${MED[$p,11]}" 'BEGIN { print k / 1024 }')" \
@@ -625,10 +657,10 @@ print_ratios() { # reference proxy
     local ref=$1 p
     has_proxy "$ref" || return 0
     echo "Ratios vs $ref (proxy / $ref; req/s: higher is better, everything else: lower is better)"
-    printf '%-10s %8s %8s %8s %11s %10s %10s\n' proxy req/s p50 p99 CPU/req RSS_idle RSS_load
+    printf '%-14s %8s %8s %8s %11s %10s %10s\n' proxy req/s p50 p99 CPU/req RSS_idle RSS_load
     for p in $PROXIES; do
         [[ $p == direct ]] && continue
-        printf '%-10s %8s %8s %8s %11s %10s %10s\n' "$p" \
+        printf '%-14s %8s %8s %8s %11s %10s %10s\n' "$p" \
             "$(ratio "${MED[$p,3]}" "${MED[$ref,3]}")" "$(ratio "${MED[$p,4]}" "${MED[$ref,4]}")" \
             "$(ratio "${MED[$p,5]}" "${MED[$ref,5]}")" "$(ratio "${MED[$p,8]}" "${MED[$ref,8]}")" \
             "$(ratio "${MED[$p,10]}" "${MED[$ref,10]}")" "$(ratio "${MED[$p,11]}" "${MED[$ref,11]}")"
@@ -644,7 +676,7 @@ validate_knobs() {
     [[ $RUNS =~ ^[0-9]+$ && $RUNS -gt 0 ]] || die "RUNS must be a positive integer"
     [[ $CONNECTIONS =~ ^[0-9]+$ && $CONNECTIONS -gt 0 ]] || die "CONNECTIONS must be a positive integer"
     for p in $PROXIES; do
-        case $p in direct | nginx | haproxy | isthmus | isthmus-rich) ;; *) die "unknown proxy '$p' in PROXIES" ;; esac
+        case $p in direct | nginx | haproxy | isthmus | isthmus-rich | isthmus-logged | isthmus-base) ;; *) die "unknown proxy '$p' in PROXIES" ;; esac
     done
     (($(nproc) >= 2)) || log "WARNING: fewer than 2 cores: proxy and load generator will compete"
 }
@@ -700,6 +732,7 @@ main() {
     print_table
     print_ratios nginx
     print_ratios haproxy
+    print_ratios isthmus
 }
 
 # Run only when executed, so the functions can be sourced for a quick check.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use isthmus_proxy::access_log::{Format as LogFormat, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,6 +96,44 @@ pub struct RunArgs {
     /// Worker threads for traffic (default: one per core).
     #[arg(long, env = "ISTHMUS_WORKERS")]
     pub workers: Option<usize>,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Access log and tracing.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// The access log: `off` (Istio's default), `stdout`, or a file path (appended to).
+    #[arg(long = "access-log", env = "ISTHMUS_ACCESS_LOG", default_value = "off")]
+    pub access_log: Target,
+    /// Access log encoding: `text` (Istio's default format) or `json`.
+    #[arg(
+        long = "access-log-format",
+        env = "ISTHMUS_ACCESS_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub access_log_format: LogFormat,
+    /// Percentage of requests without a sampling decision whose new trace is sampled
+    /// (Istio's default: 1).
+    #[arg(long = "trace-sampling", env = "ISTHMUS_TRACE_SAMPLING", default_value = "1", value_parser = parse_percent)]
+    pub trace_sampling: f64,
+}
+
+impl TelemetryArgs {
+    pub fn settings(&self) -> isthmus_proxy::Telemetry {
+        isthmus_proxy::Telemetry {
+            access_log: self.access_log.clone(),
+            access_log_format: self.access_log_format,
+            trace_sampling: self.trace_sampling,
+        }
+    }
+}
+
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.trim().trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100")),
+    }
 }
 
 impl RunArgs {
@@ -219,5 +258,9 @@ mod tests {
         );
         assert!(parse_bind("80:8080").is_err());
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_percent("1").unwrap(), 1.0);
+        assert_eq!(parse_percent("0.5%").unwrap(), 0.5);
+        assert!(parse_percent("101").is_err());
+        assert!(parse_percent("x").is_err());
     }
 }

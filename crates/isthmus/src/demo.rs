@@ -140,6 +140,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         admin: args.admin,
         drain_timeout: Duration::from_secs(5),
         workers: None,
+        // Istio's demo profile: access log on stdout, every request traced.
+        telemetry: crate::cli::TelemetryArgs {
+            access_log: isthmus_proxy::access_log::Target::Stdout,
+            access_log_format: isthmus_proxy::access_log::Format::Text,
+            trace_sampling: 100.0,
+        },
     })
     .await
 }

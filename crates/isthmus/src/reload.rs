@@ -85,10 +85,10 @@ impl Controller {
         Controller {
             source,
             instance,
+            clusters: ClusterRegistry::new(gateway.metrics.istio.clone()),
             gateway,
             listeners,
             status,
-            clusters: ClusterRegistry::default(),
             last_good: LastGood::new(),
             generation: 0,
             versions: Versions::default(),
@@ -114,6 +114,10 @@ impl Controller {
         self.generation += 1;
         let resources = self.versions.update(&loaded.resources, self.generation);
         let clusters = self.clusters.apply(&b.snapshot.clusters);
+        self.gateway
+            .metrics
+            .upstreams
+            .set_clusters(clusters.clone());
         let ports: BTreeMap<u16, ListenerProtocol> = b
             .snapshot
             .listeners

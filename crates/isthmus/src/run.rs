@@ -35,13 +35,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         underscores: args.headers_with_underscores,
         h2_max_concurrent_streams: args.http2_max_concurrent_streams.max(1),
     };
-    let gateway = Gateway::with_edge(
-        Identity {
-            workload: Arc::new(workload_name(&instance)),
-            namespace: Arc::new(instance.namespace.clone()),
-        },
-        edge,
-    );
+    let identity = Identity {
+        workload: workload_name(&instance),
+        namespace: instance.namespace.clone(),
+        labels: instance.labels.clone(),
+    };
+    let gateway = Gateway::with_edge(&identity, &args.telemetry.settings(), edge)?;
     let status = Arc::new(ArcSwap::from_pointee(Status::default()));
 
     let admin_listener = isthmus_admin::bind(args.admin)
@@ -56,8 +55,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn(isthmus_admin::serve(admin_listener, Arc::new(admin)));
     tracing::info!("admin listening on {admin_addr}");
 
+    let own_files: Vec<std::path::PathBuf> = match &args.telemetry.access_log {
+        isthmus_proxy::access_log::Target::File(p) => vec![p.clone()],
+        _ => Vec::new(),
+    };
     let (_watcher, mut changes) =
-        watch::watch(&args.config).context("cannot watch the configuration paths")?;
+        watch::watch(&args.config, &own_files).context("cannot watch the configuration paths")?;
     let listeners = Listeners::new(gateway.clone(), args.binds());
     let mut controller = Controller::new(
         FileSource::new(args.config.clone()),

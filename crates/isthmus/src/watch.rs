@@ -12,12 +12,19 @@ use tokio::sync::mpsc;
 /// while staying well inside the promise of "live within 1 s".
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
 
-/// Starts watching; each burst of changes sends one `()` on the returned channel.
-pub fn watch(roots: &[PathBuf]) -> notify::Result<(RecommendedWatcher, mpsc::Receiver<()>)> {
+/// Starts watching; each burst of changes sends one `()` on the returned channel. Changes
+/// to the files in `ignore` alone (the gateway's own access log, which may live in a watched
+/// folder) are not changes of the configuration.
+pub fn watch(
+    roots: &[PathBuf],
+    ignore: &[PathBuf],
+) -> notify::Result<(RecommendedWatcher, mpsc::Receiver<()>)> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
+    let ignore: Vec<PathBuf> = ignore.iter().filter_map(|p| absolute(p)).collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(e) = event
             && !e.kind.is_access()
+            && !only_ignored(&e.paths, &ignore)
         {
             let _ = raw_tx.send(());
         }
@@ -39,6 +46,17 @@ pub fn watch(roots: &[PathBuf]) -> notify::Result<(RecommendedWatcher, mpsc::Rec
     Ok((watcher, rx))
 }
 
+fn absolute(p: &Path) -> Option<PathBuf> {
+    std::path::absolute(p).ok()
+}
+
+fn only_ignored(paths: &[PathBuf], ignore: &[PathBuf]) -> bool {
+    !paths.is_empty()
+        && paths
+            .iter()
+            .all(|p| absolute(p).is_some_and(|p| ignore.contains(&p)))
+}
+
 fn watched_dir(root: &Path) -> PathBuf {
     if root.is_dir() {
         root.to_path_buf()
@@ -47,5 +65,24 @@ fn watched_dir(root: &Path) -> PathBuf {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_on_ignored_files_alone_are_not_changes() {
+        let log = PathBuf::from("/etc/gw/access.log");
+        let ignore = [log.clone()];
+        assert!(only_ignored(std::slice::from_ref(&log), &ignore));
+        assert!(!only_ignored(
+            &[log.clone(), PathBuf::from("/etc/gw/vs.yaml")],
+            &ignore
+        ));
+        assert!(!only_ignored(&[PathBuf::from("/etc/gw/vs.yaml")], &ignore));
+        // An event without paths may be anything (a rescan): reload.
+        assert!(!only_ignored(&[], &ignore));
     }
 }

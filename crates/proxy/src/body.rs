@@ -3,7 +3,9 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -23,9 +25,30 @@ pub enum RequestBody {
         trailers: Option<HeaderMap>,
     },
     /// Too large to keep: the part read so far and the rest of the stream. Sent once.
-    Streaming { head: Vec<Bytes>, rest: Incoming },
-    /// A streaming body already sent.
-    Consumed,
+    /// `received` counts its bytes as they pass.
+    Streaming {
+        head: Vec<Bytes>,
+        rest: Incoming,
+        received: Arc<AtomicU64>,
+    },
+    /// A streaming body already sent (it still counts its bytes as they pass).
+    Consumed(Arc<AtomicU64>),
+}
+
+/// How many body bytes a request has sent: known once read whole, or counted as it streams.
+#[derive(Debug, Clone)]
+pub enum Received {
+    Bytes(u64),
+    Counted(Arc<AtomicU64>),
+}
+
+impl Received {
+    pub fn get(&self) -> u64 {
+        match self {
+            Received::Bytes(n) => *n,
+            Received::Counted(c) => c.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl RequestBody {
@@ -38,10 +61,7 @@ impl RequestBody {
     pub async fn read(mut body: Incoming) -> Result<RequestBody, hyper::Error> {
         let declared = body.size_hint().exact();
         if !body.is_end_stream() && declared.is_none_or(|n| n > MAX_REPLAY_BYTES as u64) {
-            return Ok(RequestBody::Streaming {
-                head: Vec::new(),
-                rest: body,
-            });
+            return Ok(RequestBody::streaming(Vec::new(), body));
         }
         let mut data = Vec::new();
         let mut size = 0usize;
@@ -64,10 +84,7 @@ impl RequestBody {
                         size += chunk.len();
                         data.push(chunk);
                         if size > MAX_REPLAY_BYTES {
-                            return Ok(RequestBody::Streaming {
-                                head: data,
-                                rest: body,
-                            });
+                            return Ok(RequestBody::streaming(data, body));
                         }
                     }
                     Err(frame) => {
@@ -75,6 +92,27 @@ impl RequestBody {
                         return Ok(RequestBody::Replayable { data, trailers });
                     }
                 },
+            }
+        }
+    }
+
+    fn streaming(head: Vec<Bytes>, rest: Incoming) -> RequestBody {
+        let read: usize = head.iter().map(Bytes::len).sum();
+        RequestBody::Streaming {
+            head,
+            rest,
+            received: Arc::new(AtomicU64::new(read as u64)),
+        }
+    }
+
+    /// The body bytes received from the client so far (or, for a stream, as they come).
+    pub fn received(&self) -> Received {
+        match self {
+            RequestBody::Replayable { data, .. } => {
+                Received::Bytes(data.iter().map(|d| d.len() as u64).sum())
+            }
+            RequestBody::Streaming { received, .. } | RequestBody::Consumed(received) => {
+                Received::Counted(received.clone())
             }
         }
     }
@@ -89,15 +127,22 @@ impl RequestBody {
             RequestBody::Replayable { data, trailers } => {
                 Some(UpstreamBody::buffered(data.clone(), trailers.clone()))
             }
-            RequestBody::Streaming { .. } => match std::mem::replace(self, RequestBody::Consumed) {
-                RequestBody::Streaming { head, rest } => Some(UpstreamBody {
-                    chunks: head.into(),
-                    trailers: None,
-                    rest: Some(rest),
-                }),
-                _ => None,
-            },
-            RequestBody::Consumed => None,
+            RequestBody::Streaming { received, .. } => {
+                let left = RequestBody::Consumed(received.clone());
+                match std::mem::replace(self, left) {
+                    RequestBody::Streaming {
+                        head,
+                        rest,
+                        received,
+                    } => Some(UpstreamBody {
+                        chunks: head.into(),
+                        trailers: None,
+                        rest: Some((rest, received)),
+                    }),
+                    _ => None,
+                }
+            }
+            RequestBody::Consumed(_) => None,
         }
     }
 
@@ -107,16 +152,17 @@ impl RequestBody {
             RequestBody::Replayable { data, trailers } => {
                 Some(UpstreamBody::buffered(data.clone(), trailers.clone()))
             }
-            RequestBody::Streaming { .. } | RequestBody::Consumed => None,
+            RequestBody::Streaming { .. } | RequestBody::Consumed(_) => None,
         }
     }
 }
 
-/// The body sent upstream: buffered chunks, then trailers or the rest of a stream.
+/// The body sent upstream: buffered chunks, then trailers or the rest of a stream (whose
+/// bytes are counted as they pass).
 pub struct UpstreamBody {
     chunks: VecDeque<Bytes>,
     trailers: Option<HeaderMap>,
-    rest: Option<Incoming>,
+    rest: Option<(Incoming, Arc<AtomicU64>)>,
 }
 
 impl UpstreamBody {
@@ -151,23 +197,29 @@ impl Body for UpstreamBody {
         if let Some(t) = self.trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(t))));
         }
-        match self.rest.as_mut() {
-            Some(rest) => Pin::new(rest).poll_frame(cx),
-            None => Poll::Ready(None),
+        let Some((rest, received)) = self.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(rest).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            received.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
         self.chunks.is_empty()
             && self.trailers.is_none()
-            && self.rest.as_ref().is_none_or(Body::is_end_stream)
+            && self.rest.as_ref().is_none_or(|(r, _)| r.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
         let buffered: u64 = self.chunks.iter().map(|c| c.len() as u64).sum();
         match &self.rest {
             None => SizeHint::with_exact(buffered),
-            Some(rest) => {
+            Some((rest, _)) => {
                 let h = rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(h.lower() + buffered);

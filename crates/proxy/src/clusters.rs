@@ -19,7 +19,7 @@ use crate::balance::health::{self, EndpointHealth};
 use crate::balance::limits::Counters;
 use crate::balance::{HostSet, health_check, outlier};
 use crate::dns;
-use crate::metrics::DestinationLabels;
+use crate::metrics::{DestinationLabels, DestinationStats, IstioMetrics};
 use crate::pool::{EndpointPool, PoolSettings};
 use crate::tls::client_config::UpstreamTlsConfig;
 
@@ -95,6 +95,8 @@ pub struct ClusterState {
     pub name: String,
     pub labels: DestinationLabels,
     service: String,
+    /// Its Istio metrics, looked up once here so that requests never hash a label set.
+    pub stats: Arc<DestinationStats>,
     settings: ArcSwap<ClusterSettings>,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     hosts: ArcSwap<HostSet>,
@@ -108,11 +110,12 @@ pub struct ClusterState {
 }
 
 impl ClusterState {
-    fn new(c: &Cluster) -> Self {
+    fn new(c: &Cluster, labels: DestinationLabels, istio: &IstioMetrics) -> Self {
         ClusterState {
             name: c.name.clone(),
-            labels: DestinationLabels::new(&c.service, &c.service_namespace),
             service: c.service.clone(),
+            stats: istio.destination(&labels),
+            labels,
             settings: ArcSwap::from_pointee(settings(c, None)),
             endpoints: ArcSwap::from_pointee(Vec::new()),
             hosts: ArcSwap::from_pointee(HostSet::empty()),
@@ -274,12 +277,19 @@ impl Drop for Entry {
 }
 
 /// Owner of every cluster's state; used by the reload path only, never per request.
-#[derive(Default)]
 pub struct ClusterRegistry {
     entries: HashMap<String, Entry>,
+    istio: Arc<IstioMetrics>,
 }
 
 impl ClusterRegistry {
+    pub fn new(istio: Arc<IstioMetrics>) -> Self {
+        ClusterRegistry {
+            entries: HashMap::new(),
+            istio,
+        }
+    }
+
     /// States for the clusters of a new snapshot, index for index. A cluster that stays keeps
     /// its state (endpoints and their connections); its settings are updated, and its endpoint
     /// source is restarted only if it changed. State of vanished clusters is dropped.
@@ -288,14 +298,10 @@ impl ClusterRegistry {
         let states = clusters
             .iter()
             .map(|c| {
+                let labels = DestinationLabels::of_cluster(c);
                 let mut entry = match self.entries.remove(&c.name) {
-                    Some(e)
-                        if e.state.labels
-                            == DestinationLabels::new(&c.service, &c.service_namespace) =>
-                    {
-                        Self::update(e, c)
-                    }
-                    _ => Self::start(Arc::new(ClusterState::new(c)), c),
+                    Some(e) if e.state.labels == labels => Self::update(e, c),
+                    _ => Self::start(Arc::new(ClusterState::new(c, labels, &self.istio)), c),
                 };
                 Self::health_checks(&mut entry, c);
                 let state = entry.state.clone();

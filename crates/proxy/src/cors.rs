@@ -12,7 +12,7 @@ pub enum Decision {
     /// Not a CORS request, or a preflight to forward (unmatched, `FORWARD`).
     Pass,
     /// Answer now (a preflight).
-    Respond(Response<ResponseBody>),
+    Respond(Box<Response<ResponseBody>>),
     /// Forward, then add these headers to the response.
     Decorate(HeaderMap),
 }
@@ -31,10 +31,12 @@ pub fn decide(cors: &Cors, method: &Method, headers: &HeaderMap) -> Decision {
     let allowed = origin.to_str().is_ok_and(|o| cors.allows(o));
     let preflight = is_preflight(method, headers);
     match (preflight, allowed) {
-        (true, true) => Decision::Respond(preflight_response(cors, Some(origin), headers)),
+        (true, true) => {
+            Decision::Respond(Box::new(preflight_response(cors, Some(origin), headers)))
+        }
         // `IGNORE`: Envoy answers as for an allowed origin, but without allow-origin.
         (true, false) if !cors.forward_unmatched_preflights => {
-            Decision::Respond(preflight_response(cors, None, headers))
+            Decision::Respond(Box::new(preflight_response(cors, None, headers)))
         }
         (false, true) => Decision::Decorate(simple_headers(cors, origin)),
         _ => Decision::Pass,

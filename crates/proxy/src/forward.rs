@@ -314,6 +314,7 @@ async fn send(
         limits: settings
             .limited
             .then_some((&cluster.counters, &settings.policy.limits)),
+        open: &endpoint.pool.open,
     };
     if h2 {
         endpoint.pool.http2.send(endpoint.address, &spec, req).await

@@ -107,12 +107,14 @@ fn fixture() -> Option<&'static Fixture> {
                 &LastGood::new(),
                 &Instance::default(),
             );
-            let gateway = Gateway::new(Identity {
-                workload: Arc::new("fuzz".into()),
-                namespace: Arc::new("fuzz".into()),
-            });
+            let identity = Identity {
+                workload: "fuzz".into(),
+                namespace: "fuzz".into(),
+                labels: Default::default(),
+            };
+            let gateway = Gateway::new(&identity, &crate::Telemetry::default()).ok()?;
             let clusters = runtime.block_on(async {
-                let mut registry = ClusterRegistry::default();
+                let mut registry = ClusterRegistry::new(gateway.metrics.istio.clone());
                 let states = registry.apply(&b.snapshot.clusters);
                 // The registry owns DNS tasks; static clusters need none, so it may go.
                 states

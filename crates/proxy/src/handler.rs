@@ -32,8 +32,9 @@ use crate::headers::{
     X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID, X_UPSTREAM_TIME,
 };
 use crate::local_reply::{self, LocalReply, ResponseBody, local_response};
-use crate::metrics::RequestLabels;
-use crate::{Active, ClusterState, Gateway, mirror};
+use crate::response_flags::ResponseFlags;
+use crate::telemetry::{Arrival, Exchange, Outcome, RequestLog, TelemetryBody, UpstreamInfo};
+use crate::{Active, Gateway, mirror, trace_context};
 
 /// The `server` header of every response, as Istio's gateways send it.
 pub const SERVER_NAME: &str = "istio-envoy";
@@ -49,10 +50,17 @@ pub struct ConnInfo {
     pub secure: bool,
     /// The filter chain that terminated TLS, whose route table serves the connection.
     pub chain: Option<Arc<str>>,
+    /// The SNI of the TLS connection, for the access log.
+    pub sni: Option<Arc<str>>,
     /// `x-forwarded-client-cert` for every request: set from the client certificate once the
     /// handshake verified it, so it is computed once per connection, not per request.
     pub client_cert: Option<HeaderValue>,
 }
+
+/// The trusted client address of a request (the peer, or what trusted proxies recorded),
+/// found before the gateway appends to `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+struct ClientAddr(std::net::IpAddr);
 
 impl ConnInfo {
     pub fn plain(port: u16, peer: SocketAddr, local: SocketAddr) -> Self {
@@ -62,6 +70,7 @@ impl ConnInfo {
             local,
             secure: false,
             chain: None,
+            sni: None,
             client_cert: None,
         }
     }
@@ -71,40 +80,35 @@ impl ConnInfo {
     }
 }
 
-/// What is recorded once the request is answered.
-struct Outcome<'a> {
-    cluster: Option<&'a ClusterState>,
-    flags: &'static str,
-}
-
-impl Outcome<'_> {
-    fn none(flags: &'static str) -> Self {
-        Outcome {
-            cluster: None,
-            flags,
-        }
-    }
-}
-
 pub async fn handle(
     gw: Arc<Gateway>,
     conn: &ConnInfo,
     req: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> Response<TelemetryBody> {
     let active = gw.active.load_full();
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let protocol = if grpc { "grpc" } else { "http" };
-    let grpc_errors = local_reply::is_grpc(req.headers());
-    let head = req.method() == Method::HEAD;
-    let (mut resp, outcome) = route_request(&gw, &active, conn, req).await;
-    if grpc_errors {
+    let (mut parts, body) = req.into_parts();
+    // gRPC as Envoy and Istio's metrics tell it (gRPC-Web is HTTP).
+    let grpc = local_reply::is_grpc(&parts.headers);
+    let head = parts.method == Method::HEAD;
+    let mut arrival = Arrival::of(&parts, grpc);
+    // What Envoy's connection manager adds before routing, so routes and logs see it; the
+    // client's own x-envoy-* and x-forwarded-client-cert go first.
+    headers::strip_envoy_headers(&mut parts.headers);
+    let hops = gw.edge.num_trusted_proxies;
+    let client = edge::client_address(&parts.headers, conn.peer.ip(), hops);
+    parts.extensions.insert(ClientAddr(client));
+    add_gateway_headers(&mut parts.headers, conn, client, hops);
+    if gw.access_log.is_some() {
+        arrival.log = Some(RequestLog::capture(&parts, conn, SystemTime::now()));
+    }
+    let (mut resp, outcome) = route_request(&gw, &active, conn, parts, body).await;
+    if grpc {
         resp = local_reply::grpc_local_reply(resp, head);
     }
-    record(&gw, &resp, &outcome, protocol);
-    resp
+    // The request's own handles move into the record: no reference count is touched.
+    let outcome = outcome.detach(arrival.log.is_some());
+    let exchange = Exchange::new(gw, active, arrival, outcome, &resp);
+    resp.map(|b| TelemetryBody::new(b, exchange))
 }
 
 /// What an HTTP/1.1 `Connection: upgrade` request asks for.
@@ -193,32 +197,27 @@ fn upgrade_refused() -> Response<ResponseBody> {
     r
 }
 
-fn local<'a>(
-    r: LocalReply,
-    cluster: Option<&'a ClusterState>,
-) -> (Response<ResponseBody>, Outcome<'a>) {
-    (
-        r.response(),
-        Outcome {
-            cluster,
-            flags: r.flag(),
-        },
-    )
+fn local<'a>(r: LocalReply) -> (Response<ResponseBody>, Outcome<'a>) {
+    let outcome = Outcome {
+        flags: r.flag(),
+        ..Outcome::answered(r.details())
+    };
+    (r.response(), outcome)
 }
 
 async fn route_request<'a>(
     gw: &Arc<Gateway>,
     active: &'a Arc<Active>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut parts: http::request::Parts,
+    body: Incoming,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
-    if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
-        return local(LocalReply::Http10, None);
+    if parts.version == Version::HTTP_10 || parts.version == Version::HTTP_09 {
+        return local(LocalReply::Http10);
     }
     let start = SystemTime::now();
-    let (mut parts, body) = req.into_parts();
     if let Err(reply) = edge::check_request(&parts, &gw.edge) {
-        return local(reply, None);
+        return local(reply);
     }
     edge::apply_header_policy(&mut parts.headers, &gw.edge);
     h2_websocket_as_upgrade(&mut parts);
@@ -228,21 +227,22 @@ async fn route_request<'a>(
         .get(&conn.port)
         .and_then(|l| l.http_routes(conn.chain.as_deref()))
     else {
-        return local(LocalReply::NoRoute, None);
+        return local(LocalReply::NoRoute);
     };
     // Route with borrowed views of the request; nothing is copied unless it must change.
     let (route, normalized) = {
         let authority = request_authority(&parts);
         let host = request_host(authority);
         let Some(vhost) = table.find(&host) else {
-            return local(LocalReply::NoRoute, None);
+            return local(LocalReply::NoRoute);
         };
         if vhost.require_tls && !conn.secure {
-            return (https_redirect(authority, &parts), Outcome::none("-"));
+            let redirect = https_redirect(authority, &parts);
+            return (redirect, Outcome::answered(DIRECT_RESPONSE));
         }
         let Some(norm) = path::normalize_with(parts.uri.path(), active.snapshot.path_normalization)
         else {
-            return local(LocalReply::BadRequest, None);
+            return local(LocalReply::BadRequest);
         };
         let view = RequestView {
             method: parts.method.as_str(),
@@ -260,10 +260,28 @@ async fn route_request<'a>(
         (route, normalized)
     };
     let Some(route) = route else {
-        return local(LocalReply::NoRoute, None);
+        return local(LocalReply::NoRoute);
     };
-    let upgrade = match Upgrade::of(&parts) {
-        Upgrade::Refused => return (upgrade_refused(), Outcome::none("-")),
+    let (resp, mut outcome) =
+        run_route(gw, active, route, conn, &mut parts, body, normalized, start).await;
+    outcome.route = Some(Cow::Borrowed(route.name.as_str()));
+    (resp, outcome)
+}
+
+/// Applies the matched route's action and its response edits.
+#[allow(clippy::too_many_arguments)]
+async fn run_route<'a>(
+    gw: &Arc<Gateway>,
+    active: &'a Arc<Active>,
+    route: &'a Route,
+    conn: &ConnInfo,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    normalized: Option<String>,
+    start: SystemTime,
+) -> (Response<ResponseBody>, Outcome<'a>) {
+    let upgrade = match Upgrade::of(parts) {
+        Upgrade::Refused => return (upgrade_refused(), Outcome::answered("upgrade_failed")),
         Upgrade::WebSocket(v) => parts.extensions.remove::<OnUpgrade>().map(|on| (v, on)),
         Upgrade::H2WebSocket => parts
             .extensions
@@ -272,14 +290,14 @@ async fn route_request<'a>(
         Upgrade::None => None,
     };
     if let Some(p) = normalized {
-        set_path(&mut parts, &p, None);
+        set_path(parts, &p, None);
     }
     let action = &route.action;
     let mut cors_headers = None;
     if let Some(policy) = &action.cors {
         match cors::decide(policy, &parts.method, &parts.headers) {
             Decision::Pass => {}
-            Decision::Respond(resp) => return (resp, Outcome::none("-")),
+            Decision::Respond(resp) => return (*resp, Outcome::answered("cors_response")),
             Decision::Decorate(h) => cors_headers = Some(h),
         }
     }
@@ -289,35 +307,21 @@ async fn route_request<'a>(
         "HTTP/1.1"
     };
     let (mut resp, outcome, dest) = match &action.kind {
-        ActionKind::Redirect(r) => (redirect(r, &parts, conn), Outcome::none("-"), None),
-        ActionKind::DirectResponse(d) => (direct(d), Outcome::none("-"), None),
+        ActionKind::Redirect(r) => (
+            redirect(r, parts, conn),
+            Outcome::answered(DIRECT_RESPONSE),
+            None,
+        ),
+        ActionKind::DirectResponse(d) => (direct(d), Outcome::answered(DIRECT_RESPONSE), None),
         ActionKind::Forward(f) => {
-            let (abort, delayed) = match &action.fault {
-                Some(fault) => inject_fault(fault, &parts.headers).await,
-                None => (None, false),
+            let request = Forwarding {
+                route,
+                f,
+                conn,
+                start,
+                protocol: ctx_protocol,
             };
-            match abort {
-                Some((resp, flags)) => (resp, Outcome::none(flags), None),
-                None => {
-                    let (resp, mut outcome, dest) = forward(
-                        gw,
-                        active,
-                        route,
-                        f,
-                        &mut parts,
-                        body,
-                        conn,
-                        start,
-                        ctx_protocol,
-                        upgrade,
-                    )
-                    .await;
-                    if delayed && outcome.flags == "-" {
-                        outcome.flags = "DI";
-                    }
-                    (resp, outcome, dest)
-                }
-            }
+            forward_with_faults(gw, active, &request, parts, body, upgrade).await
         }
     };
     // Response edits: the destination's first, then the route's, so the route's win.
@@ -339,45 +343,84 @@ async fn route_request<'a>(
     (resp, outcome)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn forward<'a>(
-    gw: &Arc<Gateway>,
-    active: &'a Arc<Active>,
+/// Envoy's `%RESPONSE_CODE_DETAILS%` of redirects and direct responses.
+const DIRECT_RESPONSE: &str = "direct_response";
+
+/// A forwarding route and the request's context.
+struct Forwarding<'a, 'c> {
     route: &'a Route,
     f: &'a Forward,
-    parts: &mut http::request::Parts,
-    body: Incoming,
-    conn: &ConnInfo,
+    conn: &'c ConnInfo,
     start: SystemTime,
     protocol: &'static str,
-    upgrade: Option<(HeaderValue, OnUpgrade)>,
-) -> (
+}
+
+type Answer<'a> = (
     Response<ResponseBody>,
     Outcome<'a>,
     Option<&'a WeightedDestination>,
-) {
-    let point = fastrand::u32(0..f.total_weight().max(1));
-    let Some(dest) = f.pick(point) else {
-        let (r, o) = local(LocalReply::NoCluster, None);
+);
+
+/// Picks the destination (as Envoy does when it resolves the route, so a fault's answer is
+/// counted against it), then injects the route's fault, if any, then forwards.
+async fn forward_with_faults<'a>(
+    gw: &Arc<Gateway>,
+    active: &'a Arc<Active>,
+    request: &Forwarding<'a, '_>,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+) -> Answer<'a> {
+    let f = request.f;
+    let dest = f.pick(fastrand::u32(0..f.total_weight().max(1)));
+    let cluster = dest
+        .and_then(|d| d.cluster)
+        .filter(|i| active.clusters.get(*i).is_some());
+    let (abort, delayed) = match &request.route.action.fault {
+        Some(fault) => inject_fault(fault, &parts.headers).await,
+        None => (None, ResponseFlags::NONE),
+    };
+    if let Some((resp, flags)) = abort {
+        let outcome = Outcome {
+            cluster,
+            flags,
+            ..Outcome::answered("fault_filter_abort")
+        };
+        return (resp, outcome, None);
+    }
+    let (resp, mut outcome, dest) = forward(gw, active, request, dest, parts, body, upgrade).await;
+    outcome.flags |= delayed;
+    (resp, outcome, dest)
+}
+
+async fn forward<'a>(
+    gw: &Arc<Gateway>,
+    active: &'a Arc<Active>,
+    request: &Forwarding<'a, '_>,
+    dest: Option<&'a WeightedDestination>,
+    parts: &mut http::request::Parts,
+    body: Incoming,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+) -> Answer<'a> {
+    let Some(dest) = dest else {
+        let (r, o) = local(LocalReply::NoCluster);
         return (r, o, None);
     };
-    let Some(cluster) = dest.cluster.and_then(|i| active.clusters.get(i)) else {
-        let (r, o) = local(LocalReply::NoCluster, None);
+    let Some((index, cluster)) = dest
+        .cluster
+        .and_then(|i| active.clusters.get(i).map(|c| (i, c)))
+    else {
+        let (r, o) = local(LocalReply::NoCluster);
         return (r, o, Some(dest));
     };
-    let client =
-        crate::edge::client_address(&parts.headers, conn.peer.ip(), gw.edge.num_trusted_proxies);
-    prepare_request(
-        parts,
-        route,
-        f,
-        dest,
-        conn,
-        start,
-        protocol,
-        gw.edge.num_trusted_proxies,
-    );
+    let f = request.f;
+    prepare_request(parts, request, dest);
+    trace_context::propagate(&mut parts.headers, gw.trace_sampling);
     let h2_client = parts.extensions.get::<H2WebSocket>().is_some();
+    let client = parts
+        .extensions
+        .get::<ClientAddr>()
+        .map_or(request.conn.peer.ip(), |c| c.0);
     let (version, downstream_upgrade) = match upgrade {
         // Upgrades go over HTTP/1.1 (Envoy would use extended CONNECT to an HTTP/2 upstream).
         Some((value, on)) => {
@@ -389,21 +432,16 @@ async fn forward<'a>(
         }
         None => (upstream_version(active, dest, parts.version), None),
     };
-    let body = match RequestBody::read(body).await {
-        Ok(b) => b,
-        Err(_) => {
-            // The client went away or sent a broken body.
-            let mut r = LocalReply::UpstreamReset.response();
-            *r.status_mut() = StatusCode::BAD_REQUEST;
-            return (
-                r,
-                Outcome {
-                    cluster: Some(cluster),
-                    flags: "DPE",
-                },
-                Some(dest),
-            );
-        }
+    let Ok(body) = RequestBody::read(body).await else {
+        // The client went away or sent a broken body.
+        let mut r = LocalReply::UpstreamReset.response();
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        let outcome = Outcome {
+            cluster: Some(index),
+            flags: ResponseFlags::DPE,
+            ..Outcome::answered("downstream_protocol_error")
+        };
+        return (r, outcome, Some(dest));
     };
     // An upgrade is not mirrored: a shadow that switched protocols would be left hanging.
     if !f.mirrors.is_empty() && downstream_upgrade.is_none() {
@@ -418,6 +456,7 @@ async fn forward<'a>(
             HeaderValue::from(t.as_millis() as u64),
         );
     }
+    let received = body.received();
     let started = Instant::now();
     let send = gw
         .upstream
@@ -432,73 +471,85 @@ async fn forward<'a>(
             })),
         None => send.await,
     };
+    let mut outcome = Outcome {
+        cluster: Some(index),
+        received: Some(received),
+        ..Outcome::answered("via_upstream")
+    };
     match result {
-        Ok(mut done) => {
-            let elapsed = started.elapsed().as_millis();
-            let switched = done.response.status() == StatusCode::SWITCHING_PROTOCOLS;
-            let upgraded = match downstream_upgrade {
-                Some(down) if switched => {
-                    let up = hyper::upgrade::on(&mut done.response);
-                    tokio::spawn(splice(down, up));
-                    done.response.headers().get(header::UPGRADE).cloned()
-                }
-                _ => None,
-            };
-            let deadline = timeout.map(|t| started + t);
-            let mut resp = done.response.map(|b| {
-                Either::Left(match deadline {
-                    Some(at) => b.until(at),
-                    None => b,
-                })
+        Ok(done) => {
+            let service_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if done.exhausted {
+                outcome.flags = ResponseFlags::URX;
+            }
+            outcome.upstream = Some(UpstreamInfo {
+                host: done.endpoint,
+                local: done.response.body().local_addr(),
+                service_ms,
             });
-            prepare_response_headers(resp.headers_mut(), elapsed);
-            if let Some(cookie) = done.set_cookie.take() {
-                resp.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            if let Some(v) = upgraded {
-                if h2_client {
-                    // Over HTTP/2 the tunnel opens with 200 and no upgrade headers (RFC 8441).
-                    *resp.status_mut() = StatusCode::OK;
-                    let h = resp.headers_mut();
-                    for name in [
-                        header::CONNECTION,
-                        header::UPGRADE,
-                        header::SEC_WEBSOCKET_ACCEPT,
-                    ] {
-                        h.remove(name);
-                    }
-                } else {
-                    let h = resp.headers_mut();
-                    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                    h.insert(header::UPGRADE, v);
-                }
-            }
-            (
-                resp,
-                Outcome {
-                    cluster: Some(cluster),
-                    flags: if done.exhausted { "URX" } else { "-" },
-                },
-                Some(dest),
-            )
+            let deadline = timeout.map(|t| started + t);
+            let resp = upstream_response(done, downstream_upgrade, service_ms, deadline, h2_client);
+            (resp, outcome, Some(dest))
         }
         Err(failed) => {
-            let flags = match (failed.reply.flag(), failed.exhausted) {
-                ("UF", true) => "UF,URX",
-                ("UT", true) => "UT,URX",
-                ("UC", true) => "UC,URX",
-                (f, _) => f,
-            };
-            (
-                failed.reply.response(),
-                Outcome {
-                    cluster: Some(cluster),
-                    flags,
-                },
-                Some(dest),
-            )
+            outcome.flags = failed.reply.flag();
+            if failed.exhausted {
+                outcome.flags |= ResponseFlags::URX;
+            }
+            outcome.details = failed.reply.details();
+            (failed.reply.response(), outcome, Some(dest))
         }
     }
+}
+
+/// The upstream's response for the client: hop-by-hop headers out, the gateway's in, and a
+/// switched protocol spliced.
+fn upstream_response(
+    mut done: crate::forward::Forwarded,
+    downstream_upgrade: Option<OnUpgrade>,
+    service_ms: u64,
+    deadline: Option<Instant>,
+    h2_client: bool,
+) -> Response<ResponseBody> {
+    let switched = done.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgraded = match downstream_upgrade {
+        Some(down) if switched => {
+            let up = hyper::upgrade::on(&mut done.response);
+            tokio::spawn(splice(down, up));
+            done.response.headers().get(header::UPGRADE).cloned()
+        }
+        _ => None,
+    };
+    // The route timeout runs on until the body has ended, as Envoy's.
+    let mut resp = done.response.map(|b| {
+        Either::Left(match deadline {
+            Some(at) => b.until(at),
+            None => b,
+        })
+    });
+    prepare_response_headers(resp.headers_mut(), service_ms);
+    if let Some(cookie) = done.set_cookie.take() {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if let Some(v) = upgraded {
+        if h2_client {
+            // Over HTTP/2 the tunnel opens with 200 and no upgrade headers (RFC 8441).
+            *resp.status_mut() = StatusCode::OK;
+            let h = resp.headers_mut();
+            for name in [
+                header::CONNECTION,
+                header::UPGRADE,
+                header::SEC_WEBSOCKET_ACCEPT,
+            ] {
+                h.remove(name);
+            }
+        } else {
+            let h = resp.headers_mut();
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, v);
+        }
+    }
+    resp
 }
 
 /// The HTTP version to the cluster of `dest`: its own, or the client's (`useClientProtocol`).
@@ -533,17 +584,18 @@ async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
 
 /// Rewrites and header edits on the request, in Envoy's order: the gateway's own headers,
 /// then the destination's edits, then the route's (so the route's win).
-#[allow(clippy::too_many_arguments)]
 fn prepare_request(
     parts: &mut http::request::Parts,
-    route: &Route,
-    f: &Forward,
+    request: &Forwarding<'_, '_>,
     dest: &WeightedDestination,
-    conn: &ConnInfo,
-    start: SystemTime,
-    protocol: &'static str,
-    trusted_hops: usize,
 ) {
+    let Forwarding {
+        route,
+        f,
+        conn,
+        start,
+        protocol,
+    } = *request;
     // HTTP/2 and absolute-form requests carry the host in the URI: HTTP/1.1 upstreams need it
     // in Host.
     if let Some(a) = parts.uri.authority()
@@ -552,8 +604,6 @@ fn prepare_request(
         parts.headers.insert(header::HOST, v);
     }
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::strip_envoy_headers(&mut parts.headers);
-    add_gateway_headers(&mut parts.headers, conn, trusted_hops);
     // The destination's host rewrite first: the route's wins, as in Envoy (and Istio).
     if let Some(a) = dest
         .authority
@@ -630,18 +680,21 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
 }
 
 /// Fault injection: the delay first, then the abort, each drawn by its percentage. Returns the
-/// abort response, if any, and whether the request was delayed.
+/// abort response with its flags, if any, and `DI` if the request was delayed.
 async fn inject_fault(
     fault: &Fault,
     headers: &HeaderMap,
-) -> (Option<(Response<ResponseBody>, &'static str)>, bool) {
+) -> (
+    Option<(Response<ResponseBody>, ResponseFlags)>,
+    ResponseFlags,
+) {
     let draw = |percent: f64| percent >= 100.0 || fastrand::f64() * 100.0 < percent;
-    let mut delayed = false;
+    let mut delayed = ResponseFlags::NONE;
     if let Some(d) = fault.delay
         && draw(d.percent)
     {
         tokio::time::sleep(d.delay).await;
-        delayed = true;
+        delayed = ResponseFlags::DI;
     }
     if let Some(a) = fault.abort
         && draw(a.percent)
@@ -650,7 +703,7 @@ async fn inject_fault(
             AbortWith::Http(code) => LocalReply::FaultAbort(code).response(),
             AbortWith::Grpc(code) => grpc_abort(code, headers),
         };
-        return (Some((resp, if delayed { "DI,FI" } else { "FI" })), delayed);
+        return (Some((resp, delayed | ResponseFlags::FI)), delayed);
     }
     (None, delayed)
 }
@@ -737,12 +790,16 @@ fn set_path(parts: &mut http::request::Parts, path: &str, original: Option<&str>
     }
 }
 
-fn add_gateway_headers(headers: &mut HeaderMap, conn: &ConnInfo, trusted_hops: usize) {
+fn add_gateway_headers(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    client: std::net::IpAddr,
+    trusted_hops: usize,
+) {
     // Gateways use the peer address as the client (use_remote_address), or with trusted
     // proxies in front, the address they recorded; an external client is named in
-    // x-envoy-external-address (the client's own value was stripped with x-envoy-*).
-    let client = crate::edge::client_address(headers, conn.peer.ip(), trusted_hops);
-    if !crate::edge::is_internal(client)
+    // x-envoy-external-address. The peer is appended to X-Forwarded-For either way.
+    if !edge::is_internal(client)
         && let Ok(v) = HeaderValue::from_str(&client.to_string())
     {
         headers.insert(X_EXTERNAL_ADDRESS.clone(), v);
@@ -777,36 +834,10 @@ fn add_gateway_headers(headers: &mut HeaderMap, conn: &ConnInfo, trusted_hops: u
     }
 }
 
-fn prepare_response_headers(headers: &mut HeaderMap, upstream_ms: u128) {
+fn prepare_response_headers(headers: &mut HeaderMap, upstream_ms: u64) {
     headers::strip_hop_by_hop(headers);
     headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
-    headers.insert(
-        X_UPSTREAM_TIME.clone(),
-        HeaderValue::from(upstream_ms as u64),
-    );
-}
-
-fn record(
-    gw: &Gateway,
-    resp: &Response<ResponseBody>,
-    outcome: &Outcome<'_>,
-    protocol: &'static str,
-) {
-    let dest = outcome
-        .cluster
-        .map_or(&gw.unknown_destination, |c| &c.labels);
-    let labels = RequestLabels {
-        reporter: "source",
-        source_workload: gw.identity.workload.clone(),
-        source_workload_namespace: gw.identity.namespace.clone(),
-        destination_service: dest.service.clone(),
-        destination_service_name: dest.name.clone(),
-        destination_service_namespace: dest.namespace.clone(),
-        request_protocol: protocol,
-        response_code: resp.status().as_u16(),
-        response_flags: outcome.flags,
-    };
-    gw.metrics.requests.get_or_create(&labels).inc();
+    headers.insert(X_UPSTREAM_TIME.clone(), HeaderValue::from(upstream_ms));
 }
 
 #[cfg(test)]

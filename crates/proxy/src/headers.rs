@@ -28,7 +28,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .filter(|n| n != header::HOST)
+        // A client must not be able to remove what the gateway itself tells the upstream.
+        .filter(|n| {
+            n != header::HOST
+                && *n != X_FORWARDED_FOR
+                && *n != X_FORWARDED_PROTO
+                && *n != X_REQUEST_ID
+        })
         .collect();
     for name in listed {
         headers.remove(name);

@@ -13,6 +13,7 @@
 //! Configuration reaches the data plane only as an [`Active`] snapshot swapped in with one
 //! atomic store; no request takes a lock to read it.
 
+pub mod access_log;
 pub mod balance;
 pub mod body;
 pub mod clusters;
@@ -31,9 +32,12 @@ pub mod metrics;
 pub mod mirror;
 pub mod pool;
 pub mod proxy_protocol;
+pub mod response_flags;
 pub mod serve;
 pub mod tcp;
+pub mod telemetry;
 pub mod tls;
+pub mod trace_context;
 
 use std::sync::Arc;
 
@@ -41,7 +45,7 @@ use arc_swap::ArcSwap;
 use isthmus_config::Snapshot;
 
 pub use clusters::{ClusterRegistry, ClusterState};
-pub use metrics::Metrics;
+pub use metrics::{Identity, Metrics};
 
 /// A compiled snapshot with the run-time state of its clusters, index for index.
 pub struct Active {
@@ -55,41 +59,68 @@ pub struct Active {
 /// Everything a request needs, shared by all connections.
 pub struct Gateway {
     pub active: ArcSwap<Active>,
-    /// Metric labels of requests that reach no cluster.
-    pub unknown_destination: metrics::DestinationLabels,
     pub metrics: Metrics,
     pub upstream: forward::Upstream,
     pub mirrors: mirror::Mirrors,
-    pub identity: Identity,
     pub edge: edge::EdgeSettings,
+    /// The access log, when it is on.
+    pub access_log: Option<access_log::AccessLog>,
+    /// Percentage of new traces that are sampled.
+    pub trace_sampling: f64,
 }
 
-/// How this instance names itself in metrics.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub workload: Arc<String>,
-    pub namespace: Arc<String>,
+/// Access log and tracing settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Telemetry {
+    pub access_log: access_log::Target,
+    pub access_log_format: access_log::Format,
+    /// Percentage (0–100) of requests without a sampling decision whose new trace is sampled.
+    pub trace_sampling: f64,
+}
+
+impl Default for Telemetry {
+    /// Istio's defaults: no access log, 1% of new traces sampled.
+    fn default() -> Self {
+        Telemetry {
+            access_log: access_log::Target::Off,
+            access_log_format: access_log::Format::Text,
+            trace_sampling: 1.0,
+        }
+    }
 }
 
 impl Gateway {
-    pub fn new(identity: Identity) -> Arc<Self> {
-        Self::with_edge(identity, edge::EdgeSettings::default())
+    pub fn new(
+        identity: &Identity,
+        telemetry: &Telemetry,
+    ) -> Result<Arc<Self>, access_log::AccessLogError> {
+        Self::with_edge(identity, telemetry, edge::EdgeSettings::default())
     }
 
-    pub fn with_edge(identity: Identity, edge: edge::EdgeSettings) -> Arc<Self> {
-        Arc::new(Gateway {
+    pub fn with_edge(
+        identity: &Identity,
+        telemetry: &Telemetry,
+        edge: edge::EdgeSettings,
+    ) -> Result<Arc<Self>, access_log::AccessLogError> {
+        let metrics = Metrics::new(identity);
+        let access_log = access_log::AccessLog::start(
+            &telemetry.access_log,
+            telemetry.access_log_format,
+            metrics.access_log_dropped.clone(),
+        )?;
+        Ok(Arc::new(Gateway {
             active: ArcSwap::from_pointee(Active {
                 generation: 0,
                 snapshot: Arc::new(Snapshot::default()),
                 clusters: Vec::new(),
                 tls: Default::default(),
             }),
-            unknown_destination: metrics::DestinationLabels::unknown(),
-            metrics: Metrics::new(),
+            metrics,
             upstream: forward::Upstream,
             mirrors: mirror::Mirrors::default(),
-            identity,
+            access_log,
+            trace_sampling: telemetry.trace_sampling.clamp(0.0, 100.0),
             edge,
-        })
+        }))
     }
 }

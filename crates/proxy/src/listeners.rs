@@ -160,7 +160,7 @@ async fn serve_accepted(
             serve::connection(gw, builder, stream, info, drain).await;
         }
         ListenerProtocol::Tls => tls::serve::connection(gw, builder, stream, info, drain).await,
-        ListenerProtocol::Tcp => tcp::connection(gw, stream, port).await,
+        ListenerProtocol::Tcp => tcp::connection(gw, stream, info).await,
     }
 }
 

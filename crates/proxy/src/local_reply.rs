@@ -4,6 +4,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
+use crate::response_flags::ResponseFlags;
+
 /// The body of every response: streamed from the upstream, or made here.
 pub type ResponseBody = Either<crate::pool::PooledBody, Full<Bytes>>;
 
@@ -50,19 +52,42 @@ impl LocalReply {
         }
     }
 
-    pub fn flag(self) -> &'static str {
+    pub fn flag(self) -> ResponseFlags {
         match self {
-            LocalReply::NoRoute => "NR",
-            LocalReply::NoCluster => "NC",
-            LocalReply::NoHealthyUpstream => "UH",
-            LocalReply::ConnectFailure => "UF",
-            LocalReply::UpstreamReset => "UC",
-            LocalReply::UpstreamProtocolError => "UPE",
-            LocalReply::Http10 => "-",
-            LocalReply::UpstreamTimeout => "UT",
-            LocalReply::FaultAbort(_) => "FI",
-            LocalReply::Overflow => "UO",
-            LocalReply::BadRequest => "DPE",
+            LocalReply::NoRoute => ResponseFlags::NR,
+            LocalReply::NoCluster => ResponseFlags::NC,
+            LocalReply::NoHealthyUpstream => ResponseFlags::UH,
+            LocalReply::ConnectFailure => ResponseFlags::UF,
+            LocalReply::UpstreamReset => ResponseFlags::UC,
+            LocalReply::UpstreamProtocolError => ResponseFlags::UPE,
+            LocalReply::Http10 => ResponseFlags::NONE,
+            LocalReply::UpstreamTimeout => ResponseFlags::UT,
+            LocalReply::FaultAbort(_) => ResponseFlags::FI,
+            LocalReply::Overflow => ResponseFlags::UO,
+            LocalReply::BadRequest => ResponseFlags::DPE,
+        }
+    }
+
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` for this reply.
+    pub fn details(self) -> &'static str {
+        match self {
+            LocalReply::NoRoute => "route_not_found",
+            LocalReply::NoCluster => "cluster_not_found",
+            LocalReply::NoHealthyUpstream => "no_healthy_upstream",
+            LocalReply::ConnectFailure => {
+                "upstream_reset_before_response_started{connection_failure}"
+            }
+            LocalReply::UpstreamReset => {
+                "upstream_reset_before_response_started{connection_termination}"
+            }
+            LocalReply::UpstreamProtocolError => {
+                "upstream_reset_before_response_started{protocol_error}"
+            }
+            LocalReply::Http10 => "low_version",
+            LocalReply::UpstreamTimeout => "response_timeout",
+            LocalReply::FaultAbort(_) => "fault_filter_abort",
+            LocalReply::Overflow => "upstream_reset_before_response_started{overflow}",
+            LocalReply::BadRequest => "bad_request",
         }
     }
 

@@ -119,10 +119,13 @@ async fn http_get(
         connect_timeout: timeout,
         ..PoolSettings::default()
     };
+    // Health-check connections are not the endpoint's pool: they count in a gauge of their own.
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let spec = ConnSpec {
         key,
         settings: &pool,
         limits: None,
+        open: &open,
     };
     let mut sender = crate::pool::connect_http1(e.address, &spec).await.ok()?;
     let mut req = Request::new(UpstreamBody::empty());

@@ -8,7 +8,7 @@ use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::{ConnKey, ConnSpec, SendError};
+use super::{ConnKey, ConnSpec, OpenGuard, SendError};
 use crate::body::UpstreamBody;
 
 /// Istio's HTTP/2 flow-control windows for upstream connections.
@@ -18,32 +18,42 @@ const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 pub type H1Sender = http1::SendRequest<UpstreamBody>;
 pub type H2Sender = http2::SendRequest<UpstreamBody>;
 
+/// A new connection's sender and its local address (for the access log).
+pub type Opened<S> = (S, Option<SocketAddr>);
+
 /// Opens an HTTP/1.1 connection; `guard` lives as long as the connection does.
 pub async fn http1(
     endpoint: SocketAddr,
     spec: &ConnSpec<'_>,
     guard: Option<Box<dyn Send + 'static>>,
-) -> Result<H1Sender, SendError> {
+) -> Result<Opened<H1Sender>, SendError> {
     let timeout = spec.settings.connect_timeout;
     tokio::time::timeout(timeout, async {
         let tcp = tcp(endpoint, spec.settings.keepalive.as_ref()).await?;
-        match tls(tcp, &spec.key, endpoint).await? {
-            Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint, guard).await,
-            Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint, guard).await,
-        }
+        let local = tcp.local_addr().ok();
+        let sender = match tls(tcp, &spec.key, endpoint).await? {
+            Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint, spec, guard).await,
+            Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint, spec, guard).await,
+        }?;
+        Ok((sender, local))
     })
     .await
     .map_err(|_| SendError::Connect)?
 }
 
-pub async fn http2(endpoint: SocketAddr, spec: &ConnSpec<'_>) -> Result<H2Sender, SendError> {
+pub async fn http2(
+    endpoint: SocketAddr,
+    spec: &ConnSpec<'_>,
+) -> Result<Opened<H2Sender>, SendError> {
     let timeout = spec.settings.connect_timeout;
     tokio::time::timeout(timeout, async {
         let tcp = tcp(endpoint, spec.settings.keepalive.as_ref()).await?;
-        match tls(tcp, &spec.key, endpoint).await? {
-            Stream::Plain(s) => handshake_h2(TokioIo::new(s), endpoint).await,
-            Stream::Tls(s) => handshake_h2(TokioIo::new(s), endpoint).await,
-        }
+        let local = tcp.local_addr().ok();
+        let sender = match tls(tcp, &spec.key, endpoint).await? {
+            Stream::Plain(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
+            Stream::Tls(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
+        }?;
+        Ok((sender, local))
     })
     .await
     .map_err(|_| SendError::Connect)?
@@ -88,13 +98,16 @@ async fn tls(tcp: TcpStream, key: &ConnKey, endpoint: SocketAddr) -> Result<Stre
 async fn handshake_h1<T>(
     io: T,
     endpoint: SocketAddr,
+    spec: &ConnSpec<'_>,
     guard: Option<Box<dyn Send + 'static>>,
 ) -> Result<H1Sender, SendError>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::handshake(io).await.map_err(|_| SendError::Connect)?;
+    let open = OpenGuard::new(spec.open);
     tokio::spawn(async move {
+        let _open = open;
         // Released when the connection ends: its circuit-breaker slot.
         let _guard = guard;
         // Upgrades (WebSocket) take the connection over after a 101.
@@ -105,7 +118,11 @@ where
     Ok(sender)
 }
 
-async fn handshake_h2<T>(io: T, endpoint: SocketAddr) -> Result<H2Sender, SendError>
+async fn handshake_h2<T>(
+    io: T,
+    endpoint: SocketAddr,
+    spec: &ConnSpec<'_>,
+) -> Result<H2Sender, SendError>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
@@ -116,7 +133,9 @@ where
         .handshake(io)
         .await
         .map_err(|_| SendError::Connect)?;
+    let open = OpenGuard::new(spec.open);
     tokio::spawn(async move {
+        let _open = open;
         if let Err(e) = conn.await {
             tracing::debug!(%endpoint, "upstream HTTP/2 connection ended: {e}");
         }

@@ -45,6 +45,8 @@ impl Drop for Opened {
 
 pub(super) struct Conn {
     sender: H1Sender,
+    /// The connection's own address, for the access log.
+    local: Option<SocketAddr>,
     key: ConnKey,
     opened: Instant,
     /// Requests sent on it so far.
@@ -143,13 +145,23 @@ impl Http1Pool {
         guard: Option<Box<dyn Send + 'static>>,
     ) -> Result<Conn, SendError> {
         let now = Instant::now();
+        let (sender, local) = connect::http1(endpoint, spec, guard).await?;
         Ok(Conn {
-            sender: connect::http1(endpoint, spec, guard).await?,
+            sender,
+            local,
             key: spec.key.clone(),
             opened: now,
             used: 0,
             idle_since: now,
         })
+    }
+
+    /// Idle connections kept (for the admin's gauges).
+    pub fn idle(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     async fn checkout(&self, spec: &ConnSpec<'_>) -> Option<Conn> {
@@ -192,12 +204,13 @@ impl Http1Pool {
                 .get(header::CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
             || conn.worn_out(settings, Instant::now());
+        let local = conn.local;
         let release = (!closing).then(|| Release {
             conn,
             idle: self.idle.clone(),
             freed: self.freed.clone(),
         });
-        resp.map(|body| PooledBody::new(body, release))
+        resp.map(|body| PooledBody::new(body, release, local))
     }
 }
 

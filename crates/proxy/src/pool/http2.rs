@@ -27,6 +27,7 @@ struct Conn {
     id: u64,
     key: ConnKey,
     sender: H2Sender,
+    local: Option<SocketAddr>,
 }
 
 impl Http2Pool {
@@ -43,7 +44,7 @@ impl Http2Pool {
             let (conn, reused) = self.conn(endpoint, spec).await?;
             let may_retry = reused && !retried;
             retried = true;
-            let mut sender = conn.sender;
+            let (mut sender, local) = (conn.sender, conn.local);
             if sender.ready().await.is_err() {
                 self.discard(conn.id).await;
                 if may_retry {
@@ -52,7 +53,7 @@ impl Http2Pool {
                 return Err(SendError::Reset(LocalReply::UpstreamReset));
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(PooledBody::unpooled)),
+                Ok(resp) => return Ok(resp.map(|b| PooledBody::unpooled(b).with_local(local))),
                 Err(mut e) => {
                     // A connection that failed a request gets no new ones.
                     self.discard(conn.id).await;
@@ -83,10 +84,12 @@ impl Http2Pool {
             return Ok((c.clone(), true));
         }
         *cached = None;
+        let (sender, local) = connect::http2(endpoint, spec).await?;
         let conn = Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             key: spec.key.clone(),
-            sender: connect::http2(endpoint, spec).await?,
+            sender,
+            local,
         };
         *cached = Some(conn.clone());
         Ok((conn, false))

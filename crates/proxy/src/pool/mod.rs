@@ -9,6 +9,7 @@ mod http2;
 mod response;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustls::ClientConfig;
@@ -111,6 +112,8 @@ pub struct ConnSpec<'a> {
     pub settings: &'a PoolSettings,
     /// The cluster's circuit breakers, if any limit applies.
     pub limits: Option<(&'a Arc<Counters>, &'a Limits)>,
+    /// The endpoint's count of open connections, which a new connection joins.
+    pub open: &'a Arc<AtomicUsize>,
 }
 
 /// Opens one HTTP/1.1 connection outside any pool (health checks).
@@ -118,7 +121,9 @@ pub async fn connect_http1(
     endpoint: std::net::SocketAddr,
     spec: &ConnSpec<'_>,
 ) -> Result<connect::H1Sender, SendError> {
-    connect::http1(endpoint, spec, None).await
+    connect::http1(endpoint, spec, None)
+        .await
+        .map(|(sender, _)| sender)
 }
 
 /// The connections of one endpoint.
@@ -126,4 +131,28 @@ pub async fn connect_http1(
 pub struct EndpointPool {
     pub http1: http1::Http1Pool,
     pub http2: http2::Http2Pool,
+    /// Connections open to the endpoint (for the admin's gauges).
+    pub open: Arc<AtomicUsize>,
+}
+
+impl EndpointPool {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a connection as open for as long as its task holds this.
+pub(crate) struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(count.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

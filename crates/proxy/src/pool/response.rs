@@ -3,6 +3,7 @@
 //! since unread bytes would be left on it.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -23,6 +24,8 @@ pub struct PooledBody {
     /// Kept until the body ends or is dropped: the request's circuit-breaker slot and its
     /// in-flight count on the endpoint.
     hold: Option<Box<dyn Send + Sync>>,
+    /// The local address of the connection it came on (Envoy's `%UPSTREAM_LOCAL_ADDRESS%`).
+    local: Option<SocketAddr>,
 }
 
 /// A connection and the idle list it goes back to.
@@ -33,10 +36,15 @@ pub(super) struct Release {
 }
 
 impl PooledBody {
-    pub(super) fn new(inner: Incoming, release: Option<Release>) -> Self {
+    pub(super) fn new(
+        inner: Incoming,
+        release: Option<Release>,
+        local: Option<SocketAddr>,
+    ) -> Self {
         let mut body = PooledBody {
             inner,
             release,
+            local,
             deadline: None,
             hold: None,
         };
@@ -51,9 +59,20 @@ impl PooledBody {
         PooledBody {
             inner,
             release: None,
+            local: None,
             deadline: None,
             hold: None,
         }
+    }
+
+    pub(super) fn with_local(mut self, local: Option<SocketAddr>) -> Self {
+        self.local = local;
+        self
+    }
+
+    /// The local address of the upstream connection, when known.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
     }
 
     /// Ends the body with an error if it is not complete by `at`.

@@ -48,6 +48,7 @@ pub async fn connection(
         tracing::debug!(port = info.port, sni = ?hello.sni, "no filter chain matches");
         return;
     };
+    info.sni = hello.sni.as_deref().map(Arc::from);
     let io = Prefixed::new(head, stream);
     match &chain.tls {
         ChainTls::Passthrough => {
@@ -61,7 +62,7 @@ pub async fn connection(
                 tracing::debug!(port = info.port, sni, "no tls route matches");
                 return;
             };
-            tcp::splice(&gw, &active, &route.forward, io).await;
+            tcp::splice(&gw, &active, &route.forward, io, &info).await;
         }
         ChainTls::Terminate(_) => {
             let Some(config) = active.tls.get(&chain.key).cloned() else {
@@ -96,7 +97,7 @@ pub async fn connection(
                 }
                 ChainRoutes::Tcp(routes) => {
                     if let Some(r) = first_tcp_route(routes) {
-                        tcp::splice(&gw, &active, &r.forward, tls).await;
+                        tcp::splice(&gw, &active, &r.forward, tls, &info).await;
                     }
                 }
                 ChainRoutes::Tls(_) => {}

@@ -1,0 +1,370 @@
+//! What is recorded when an HTTP exchange ends: Istio's request metrics and the access log
+//! line. The response body carries the record and writes it when the body is done with (read
+//! to its end, or dropped when the client goes away), so the duration and the bytes sent
+//! cover the whole response, as Envoy measures them.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use crate::access_log::Entry;
+use crate::body::Received;
+use crate::handler::ConnInfo;
+use crate::local_reply::ResponseBody;
+use crate::metrics::{Protocol, RequestKey};
+use crate::response_flags::ResponseFlags;
+use crate::{Active, Gateway};
+
+/// How a request was answered, as the handler saw it.
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    /// Index of the route's destination cluster in [`Active::clusters`], if any.
+    pub cluster: Option<usize>,
+    pub flags: ResponseFlags,
+    /// Envoy's `%RESPONSE_CODE_DETAILS%`.
+    pub details: &'static str,
+    /// The route's name, once a route matched (borrowed from the snapshot until the access
+    /// log needs it).
+    pub route: Option<Cow<'a, str>>,
+    pub upstream: Option<UpstreamInfo>,
+    /// The request body's bytes, once it was read.
+    pub received: Option<Received>,
+}
+
+/// The endpoint that answered, and how long it took to send the response headers.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamInfo {
+    pub host: SocketAddr,
+    /// The gateway's end of the upstream connection.
+    pub local: Option<SocketAddr>,
+    pub service_ms: u64,
+}
+
+impl Outcome<'_> {
+    /// The outcome without borrows, keeping the route's name only if it is to be logged.
+    pub fn detach(self, keep_route: bool) -> Outcome<'static> {
+        Outcome {
+            cluster: self.cluster,
+            flags: self.flags,
+            details: self.details,
+            route: self
+                .route
+                .filter(|r| keep_route && !r.is_empty())
+                .map(|r| Cow::Owned(r.into_owned())),
+            upstream: self.upstream,
+            received: self.received,
+        }
+    }
+
+    /// An answer the gateway made itself, with no error (redirects, direct responses).
+    pub fn answered(details: &'static str) -> Self {
+        Outcome {
+            cluster: None,
+            flags: ResponseFlags::NONE,
+            details,
+            route: None,
+            upstream: None,
+            received: None,
+        }
+    }
+}
+
+/// The request's side of the access log line, taken before the request is routed (and
+/// possibly rewritten). Only made when the access log is on.
+pub struct RequestLog {
+    start: SystemTime,
+    method: Method,
+    path: Option<PathAndQuery>,
+    version: Version,
+    forwarded_for: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+    authority: Option<HeaderValue>,
+    local: SocketAddr,
+    peer: SocketAddr,
+    server_name: Option<Arc<str>>,
+}
+
+impl RequestLog {
+    pub fn capture(parts: &http::request::Parts, conn: &ConnInfo, start: SystemTime) -> Self {
+        let h = &parts.headers;
+        let authority = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => h.get(header::HOST).cloned(),
+        };
+        RequestLog {
+            start,
+            method: parts.method.clone(),
+            path: parts.uri.path_and_query().cloned(),
+            version: parts.version,
+            forwarded_for: h.get(&crate::headers::X_FORWARDED_FOR).cloned(),
+            user_agent: h.get(header::USER_AGENT).cloned(),
+            request_id: h.get(&crate::headers::X_REQUEST_ID).cloned(),
+            authority,
+            local: conn.local,
+            peer: conn.peer,
+            server_name: conn.sni.clone(),
+        }
+    }
+}
+
+/// The log fields known once the response is ready.
+struct ResponseLog {
+    request: RequestLog,
+    details: &'static str,
+    route: Option<Cow<'static, str>>,
+    upstream: Option<UpstreamInfo>,
+}
+
+/// Everything recorded when the exchange ends.
+pub struct Exchange {
+    gw: Arc<Gateway>,
+    active: Arc<Active>,
+    cluster: Option<usize>,
+    key: RequestKey,
+    start: Instant,
+    /// Request headers and body, as HTTP/1.1 would put them on the wire.
+    request_head: u64,
+    received: Received,
+    response_head: u64,
+    log: Option<Box<ResponseLog>>,
+}
+
+/// What is known of a request when it arrives.
+pub struct Arrival {
+    pub start: Instant,
+    pub protocol: Protocol,
+    /// The request line and headers, as [`request_head_size`] counts them.
+    pub request_head: u64,
+    pub log: Option<RequestLog>,
+}
+
+impl Arrival {
+    /// Takes what the metrics need from a request as it came, before the gateway adds to it.
+    pub fn of(parts: &http::request::Parts, grpc: bool) -> Self {
+        Arrival {
+            start: Instant::now(),
+            protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
+            request_head: request_head_size(parts),
+            log: None,
+        }
+    }
+}
+
+impl Exchange {
+    pub fn new(
+        gw: Arc<Gateway>,
+        active: Arc<Active>,
+        arrival: Arrival,
+        outcome: Outcome<'static>,
+        resp: &Response<ResponseBody>,
+    ) -> Exchange {
+        let Arrival {
+            start,
+            protocol,
+            request_head,
+            log,
+        } = arrival;
+        let grpc_status = match protocol {
+            Protocol::Grpc => grpc_status(resp.headers()),
+            _ => None,
+        };
+        let log = log.map(|request| {
+            Box::new(ResponseLog {
+                request,
+                details: outcome.details,
+                route: outcome.route,
+                upstream: outcome.upstream,
+            })
+        });
+        Exchange {
+            gw,
+            active,
+            cluster: outcome.cluster,
+            key: RequestKey {
+                protocol,
+                code: resp.status().as_u16(),
+                grpc_status,
+                flags: outcome.flags,
+            },
+            start,
+            request_head,
+            received: outcome.received.unwrap_or(Received::Bytes(0)),
+            response_head: response_head_size(resp),
+            log,
+        }
+    }
+
+    /// Records the metrics and the log line of an exchange whose response sent `sent` body
+    /// bytes.
+    fn finish(self, sent: u64) {
+        let elapsed = self.start.elapsed();
+        let received = self.received.get();
+        let cluster = self.cluster.and_then(|i| self.active.clusters.get(i));
+        let stats = cluster.map_or(self.gw.metrics.istio.unknown(), |c| &c.stats);
+        stats.record_request(
+            self.key,
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            self.request_head + received,
+            self.response_head + sent,
+        );
+        let (Some(log), Some(sink)) = (self.log, &self.gw.access_log) else {
+            return;
+        };
+        let r = &log.request;
+        sink.log(&Entry {
+            start: Some(r.start),
+            method: Some(r.method.as_str()),
+            path: r.path.as_ref().map(PathAndQuery::as_str),
+            protocol: Some(version_name(r.version)),
+            code: self.key.code,
+            flags: self.key.flags,
+            details: Some(log.details),
+            bytes_received: received,
+            bytes_sent: sent,
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            upstream_service_time: log.upstream.map(|u| u.service_ms),
+            x_forwarded_for: text(&r.forwarded_for),
+            user_agent: text(&r.user_agent),
+            request_id: text(&r.request_id),
+            authority: text(&r.authority),
+            upstream_host: log.upstream.map(|u| u.host),
+            upstream_cluster: cluster.map(|c| c.name.as_str()),
+            upstream_local: log.upstream.and_then(|u| u.local),
+            downstream_local: Some(r.local),
+            downstream_remote: Some(r.peer),
+            server_name: r.server_name.as_deref(),
+            route_name: log.route.as_deref(),
+        });
+    }
+}
+
+fn text(v: &Option<HeaderValue>) -> Option<&str> {
+    v.as_ref().and_then(|v| v.to_str().ok())
+}
+
+/// Envoy's `%PROTOCOL%`.
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// `grpc-status` of a response's headers or trailers.
+fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// The size of the header block: each `name: value\r\n`, and the final `\r\n`.
+fn header_block_size(h: &HeaderMap) -> u64 {
+    let fields: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    (fields + 2) as u64
+}
+
+/// The request line and headers as the client sent them, in HTTP/1.1 form.
+pub fn request_head_size(parts: &http::request::Parts) -> u64 {
+    let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    // "METHOD target HTTP/1.1\r\n"
+    (parts.method.as_str().len() + target + 12) as u64 + header_block_size(&parts.headers)
+}
+
+/// The status line and headers of a response, in HTTP/1.1 form.
+fn response_head_size<B>(resp: &Response<B>) -> u64 {
+    let reason = resp.status().canonical_reason().map_or(0, str::len);
+    // "HTTP/1.1 200 OK\r\n"
+    (15 + reason) as u64 + header_block_size(resp.headers())
+}
+
+/// A response body that records its exchange when it is done with.
+pub struct TelemetryBody {
+    inner: ResponseBody,
+    sent: u64,
+    exchange: Option<Exchange>,
+}
+
+impl TelemetryBody {
+    pub fn new(inner: ResponseBody, exchange: Exchange) -> Self {
+        TelemetryBody {
+            inner,
+            sent: 0,
+            exchange: Some(exchange),
+        }
+    }
+}
+
+impl Drop for TelemetryBody {
+    fn drop(&mut self) {
+        if let Some(e) = self.exchange.take() {
+            e.finish(self.sent);
+        }
+    }
+}
+
+impl Body for TelemetryBody {
+    type Data = Bytes;
+    type Error = <ResponseBody as Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame {
+            if let Some(data) = f.data_ref() {
+                self.sent += data.len() as u64;
+            } else if let Some(trailers) = f.trailers_ref()
+                && let Some(e) = self.exchange.as_mut()
+                && e.key.protocol == Protocol::Grpc
+            {
+                // A streamed gRPC response ends with its status in the trailers.
+                e.key.grpc_status = grpc_status(trailers).or(e.key.grpc_status);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_sizes_count_as_http1_would() {
+        let req = http::Request::get("/a?b=1")
+            .header("host", "x.example")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        // "GET /a?b=1 HTTP/1.1\r\n" + "host: x.example\r\n" + "\r\n"
+        assert_eq!(request_head_size(&parts), 21 + 17 + 2);
+        let resp = Response::builder()
+            .status(200)
+            .header("content-length", "2")
+            .body(())
+            .unwrap();
+        // "HTTP/1.1 200 OK\r\n" + "content-length: 2\r\n" + "\r\n"
+        assert_eq!(response_head_size(&resp), 17 + 19 + 2);
+    }
+}

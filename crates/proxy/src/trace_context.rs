@@ -1,0 +1,427 @@
+//! Trace context propagation, as Envoy does for a traced request: the incoming context (W3C
+//! `traceparent`, else B3 single `b3`, else B3 multi `x-b3-*`) is continued with a new span
+//! for the gateway's hop, or a new trace is started; its sampling decision is kept, and only
+//! when it has none does `--trace-sampling` decide.
+//!
+//! The upstream request carries the gateway's span as the current one: `traceparent` keeps
+//! the trace id and flags with the gateway's span id as parent-id; `x-b3-spanid` is the
+//! gateway's span and `x-b3-parentspanid` the caller's. Both header families are written so
+//! that a backend reading either sees one trace; a `b3` header is rewritten when it came in.
+//! Nothing is exported yet: [`Span`] holds what an OTLP exporter would need.
+
+use std::ops::Range;
+
+use bytes::{BufMut, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+pub static B3: HeaderName = HeaderName::from_static("b3");
+pub static B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+pub static B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+pub static B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+pub static B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+pub static B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+
+/// The gateway's span of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub trace_id: u128,
+    pub span_id: u64,
+    /// The caller's span, if the request carried one.
+    pub parent_id: Option<u64>,
+    pub sampled: bool,
+}
+
+/// Which header the incoming context came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    TraceParent,
+    B3Single,
+    B3Multi,
+}
+
+/// The context a request arrived with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Incoming {
+    source: Source,
+    trace_id: u128,
+    /// A 64-bit B3 trace id, written back at that width.
+    short_id: bool,
+    span_id: Option<u64>,
+    sampled: Option<bool>,
+    /// B3 debug (`x-b3-flags: 1`, or `d`): always sampled.
+    debug: bool,
+    /// `traceparent` trace-flags, kept as they came (bit 0 is the sampling decision).
+    flags: u8,
+}
+
+/// Continues or starts the trace of a request and rewrites its trace headers for the
+/// upstream. `sampling` is the percentage of new traces that are sampled.
+pub fn propagate(headers: &mut HeaderMap, sampling: f64) -> Span {
+    let incoming = extract(headers);
+    let sampled = match incoming.and_then(|i| i.sampled) {
+        Some(s) => s,
+        None => sampling >= 100.0 || fastrand::f64() * 100.0 < sampling,
+    };
+    let span = Span {
+        trace_id: incoming
+            .map(|i| i.trace_id)
+            .unwrap_or_else(|| fastrand::u128(1..)),
+        span_id: fastrand::u64(1..),
+        parent_id: incoming.and_then(|i| i.span_id),
+        sampled,
+    };
+    inject(headers, &span, incoming);
+    span
+}
+
+fn extract(headers: &HeaderMap) -> Option<Incoming> {
+    let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(tp) = get(&TRACEPARENT).and_then(parse_traceparent) {
+        return Some(tp);
+    }
+    if let Some(b3) = get(&B3).and_then(parse_b3_single) {
+        return Some(b3);
+    }
+    let trace = get(&B3_TRACE_ID)?;
+    let (trace_id, short_id) = parse_b3_trace_id(trace)?;
+    let debug = get(&B3_FLAGS) == Some("1");
+    let sampled = match get(&B3_SAMPLED) {
+        Some("1" | "true") => Some(true),
+        Some("0" | "false") => Some(false),
+        _ => None,
+    };
+    Some(Incoming {
+        source: Source::B3Multi,
+        trace_id,
+        short_id,
+        span_id: get(&B3_SPAN_ID).and_then(parse_span_id),
+        sampled: if debug { Some(true) } else { sampled },
+        debug,
+        flags: 0,
+    })
+}
+
+/// `version-traceid-parentid-flags`, all lower-case hex (W3C Trace Context level 1). Later
+/// versions may append fields, which are ignored.
+fn parse_traceparent(v: &str) -> Option<Incoming> {
+    let mut parts = v.split('-');
+    let version = parts.next().filter(|p| p.len() == 2 && is_hex(p))?;
+    let trace = parts.next().filter(|p| p.len() == 32 && is_hex(p))?;
+    let parent = parts.next().filter(|p| p.len() == 16 && is_hex(p))?;
+    let flags = parts.next().filter(|p| p.len() == 2 && is_hex(p))?;
+    if version == "ff" || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
+    let span_id = u64::from_str_radix(parent, 16).ok().filter(|&s| s != 0)?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(Incoming {
+        source: Source::TraceParent,
+        trace_id,
+        short_id: false,
+        span_id: Some(span_id),
+        sampled: Some(flags & 1 == 1),
+        debug: false,
+        flags,
+    })
+}
+
+/// `traceid-spanid[-sampled[-parentspanid]]`. A lone sampling state (`0`, `1`, `d`) carries
+/// no context and is not read here.
+fn parse_b3_single(v: &str) -> Option<Incoming> {
+    let mut parts = v.split('-');
+    let (trace_id, short_id) = parse_b3_trace_id(parts.next()?)?;
+    let span_id = parse_span_id(parts.next()?)?;
+    let (sampled, debug) = match parts.next() {
+        None => (None, false),
+        Some("1") => (Some(true), false),
+        Some("0") => (Some(false), false),
+        Some("d") => (Some(true), true),
+        Some(_) => return None,
+    };
+    Some(Incoming {
+        source: Source::B3Single,
+        trace_id,
+        short_id,
+        span_id: Some(span_id),
+        sampled,
+        debug,
+        flags: 0,
+    })
+}
+
+/// A B3 trace id: 16 or 32 hex digits, not all zero.
+fn parse_b3_trace_id(v: &str) -> Option<(u128, bool)> {
+    if !(v.len() == 16 || v.len() == 32) || !is_hex_any_case(v) {
+        return None;
+    }
+    let id = u128::from_str_radix(v, 16).ok().filter(|&t| t != 0)?;
+    Some((id, v.len() == 16))
+}
+
+fn parse_span_id(v: &str) -> Option<u64> {
+    if v.len() != 16 || !is_hex_any_case(v) {
+        return None;
+    }
+    u64::from_str_radix(v, 16).ok().filter(|&s| s != 0)
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_hex_any_case(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Where each outgoing value sits in the shared buffer.
+struct Values {
+    traceparent: Range<usize>,
+    trace_id: Range<usize>,
+    span_id: Range<usize>,
+    parent_id: Option<Range<usize>>,
+    single: Option<Range<usize>>,
+}
+
+/// Writes the outgoing headers. All values are cut from one buffer: one allocation.
+fn inject(headers: &mut HeaderMap, span: &Span, incoming: Option<Incoming>) {
+    let mut buf = BytesMut::with_capacity(200);
+    let at = write_values(&mut buf, span, incoming);
+    let buf = buf.freeze();
+    let value = |r: Range<usize>| HeaderValue::from_maybe_shared(buf.slice(r)).ok();
+    let mut set = |name: &HeaderName, v: Option<HeaderValue>| match v {
+        Some(v) => {
+            headers.insert(name.clone(), v);
+        }
+        None => {
+            headers.remove(name);
+        }
+    };
+    set(&TRACEPARENT, value(at.traceparent));
+    set(&B3_TRACE_ID, value(at.trace_id));
+    set(&B3_SPAN_ID, value(at.span_id));
+    set(&B3_PARENT_SPAN_ID, at.parent_id.and_then(value));
+    let sampled = HeaderValue::from_static(if span.sampled { "1" } else { "0" });
+    set(&B3_SAMPLED, Some(sampled));
+    if let Some(r) = at.single {
+        set(&B3, value(r));
+    }
+    // tracestate belongs to the traceparent it came with; a new trace starts without one.
+    if incoming.is_none_or(|i| i.source != Source::TraceParent) {
+        headers.remove(&TRACESTATE);
+    }
+}
+
+fn write_values(buf: &mut BytesMut, span: &Span, incoming: Option<Incoming>) -> Values {
+    let trace_width = if incoming.is_some_and(|i| i.short_id) {
+        16
+    } else {
+        32
+    };
+    // trace-flags other than "sampled" pass through as they came.
+    let flags = incoming
+        .filter(|i| i.source == Source::TraceParent)
+        .map_or(0, |i| i.flags & !1)
+        | u8::from(span.sampled);
+    let start = buf.len();
+    buf.put_slice(b"00-");
+    hex(buf, span.trace_id, 32);
+    buf.put_u8(b'-');
+    hex(buf, u128::from(span.span_id), 16);
+    buf.put_u8(b'-');
+    hex(buf, u128::from(flags), 2);
+    let traceparent = start..buf.len();
+    let trace_id = push_hex(buf, span.trace_id, trace_width);
+    let span_id = push_hex(buf, u128::from(span.span_id), 16);
+    let parent_id = span.parent_id.map(|p| push_hex(buf, u128::from(p), 16));
+    let single = incoming.filter(|i| i.source == Source::B3Single).map(|i| {
+        let start = buf.len();
+        hex(buf, span.trace_id, trace_width);
+        buf.put_u8(b'-');
+        hex(buf, u128::from(span.span_id), 16);
+        buf.put_slice(match (i.debug, span.sampled) {
+            (true, _) => b"-d",
+            (false, true) => b"-1",
+            (false, false) => b"-0",
+        });
+        if let Some(p) = span.parent_id {
+            buf.put_u8(b'-');
+            hex(buf, u128::from(p), 16);
+        }
+        start..buf.len()
+    });
+    Values {
+        traceparent,
+        trace_id,
+        span_id,
+        parent_id,
+        single,
+    }
+}
+
+/// Appends `width` lower-case hex digits of `v` and returns where they are.
+fn push_hex(buf: &mut BytesMut, v: u128, width: usize) -> Range<usize> {
+    let start = buf.len();
+    hex(buf, v, width);
+    start..buf.len()
+}
+
+fn hex(buf: &mut BytesMut, v: u128, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..width).rev() {
+        let nibble = (v >> (i * 4)) & 0xf;
+        buf.put_u8(DIGITS.get(nibble as usize).copied().unwrap_or(b'0'));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn traceparent_keeps_trace_and_flags_with_a_new_parent() {
+        let mut h = headers(&[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ]);
+        let span = propagate(&mut h, 0.0);
+        assert_eq!(span.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
+        assert_eq!(span.parent_id, Some(0xb7ad6b7169203331));
+        assert!(span.sampled);
+        let tp = get(&h, "traceparent").unwrap();
+        assert_eq!(
+            tp,
+            format!(
+                "00-0af7651916cd43dd8448eb211c80319c-{:016x}-01",
+                span.span_id
+            )
+        );
+        assert_ne!(span.span_id, 0xb7ad6b7169203331);
+        assert_eq!(get(&h, "tracestate"), Some("congo=t61rcWkgMzE"));
+        assert_eq!(
+            get(&h, "x-b3-traceid"),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+        assert_eq!(get(&h, "x-b3-parentspanid"), Some("b7ad6b7169203331"));
+        assert_eq!(get(&h, "x-b3-sampled"), Some("1"));
+    }
+
+    #[test]
+    fn an_unsampled_traceparent_stays_unsampled_even_at_100_percent() {
+        let mut h = headers(&[(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        )]);
+        let span = propagate(&mut h, 100.0);
+        assert!(!span.sampled);
+        assert!(get(&h, "traceparent").unwrap().ends_with("-00"));
+        assert_eq!(get(&h, "x-b3-sampled"), Some("0"));
+    }
+
+    #[test]
+    fn b3_multi_gets_the_callers_span_as_parent() {
+        let mut h = headers(&[
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-parentspanid", "0020000000000001"),
+            ("x-b3-sampled", "0"),
+        ]);
+        let span = propagate(&mut h, 100.0);
+        assert!(!span.sampled);
+        assert_eq!(get(&h, "x-b3-traceid"), Some("463ac35c9f6413ad"));
+        assert_eq!(get(&h, "x-b3-parentspanid"), Some("a2fb4a1d1a96d312"));
+        assert_eq!(
+            get(&h, "x-b3-spanid"),
+            Some(format!("{:016x}", span.span_id).as_str())
+        );
+        assert_eq!(get(&h, "x-b3-sampled"), Some("0"));
+        // The 64-bit id is padded for W3C.
+        assert!(
+            get(&h, "traceparent")
+                .unwrap()
+                .starts_with("00-0000000000000000463ac35c9f6413ad-")
+        );
+    }
+
+    #[test]
+    fn b3_debug_and_single_header() {
+        let mut h = headers(&[(
+            "b3",
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d-05e3ac9a4f6e3b90",
+        )]);
+        let span = propagate(&mut h, 0.0);
+        assert!(span.sampled);
+        assert_eq!(span.parent_id, Some(0xe457b5a2e4d86bd1));
+        assert_eq!(
+            get(&h, "b3").unwrap(),
+            format!(
+                "80f198ee56343ba864fe8b2a57d3eff7-{:016x}-d-e457b5a2e4d86bd1",
+                span.span_id
+            )
+        );
+        let mut h = headers(&[
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-flags", "1"),
+        ]);
+        assert!(propagate(&mut h, 0.0).sampled);
+        assert_eq!(get(&h, "x-b3-flags"), Some("1"));
+    }
+
+    #[test]
+    fn no_context_starts_a_trace_sampled_by_percentage() {
+        let mut h = headers(&[("tracestate", "orphan=1")]);
+        let span = propagate(&mut h, 100.0);
+        assert!(span.sampled);
+        assert_eq!(span.parent_id, None);
+        assert_eq!(
+            get(&h, "traceparent").unwrap(),
+            format!("00-{:032x}-{:016x}-01", span.trace_id, span.span_id)
+        );
+        assert_eq!(get(&h, "x-b3-parentspanid"), None);
+        assert_eq!(get(&h, "tracestate"), None);
+        assert!(!propagate(&mut HeaderMap::new(), 0.0).sampled);
+    }
+
+    #[test]
+    fn malformed_contexts_are_ignored() {
+        for bad in [
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+        assert!(
+            parse_traceparent("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x")
+                .is_some()
+        );
+        assert_eq!(parse_b3_single("1"), None);
+        assert_eq!(parse_b3_single("463ac35c9f6413ad-a2fb4a1d1a96d312-x"), None);
+    }
+}
