@@ -180,12 +180,19 @@ impl ClusterState {
         hosts.pick(&settings.policy.load_balancer, key, counter, avoid)
     }
 
-    /// Rebuilds the host set; a request that finds another rebuilding uses the current one.
+    /// Rebuilds the host set, unless another request just did.
     fn rebuild(&self, now: u64) {
-        let Ok(_guard) = self.rebuilding.try_lock() else {
-            return;
-        };
+        // Waiting for another rebuild is brief (the set is small and built without I/O), and
+        // using the stale set instead could mean the empty set a new cluster starts with.
+        let _guard = self
+            .rebuilding
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let epoch = self.epoch.load(Ordering::Acquire);
+        let current = self.hosts.load();
+        if current.epoch == epoch && now < current.expires {
+            return;
+        }
         let settings = self.settings.load();
         let endpoints = self.endpoints.load();
         let set = HostSet::build(&endpoints, &settings.policy, epoch, now);
