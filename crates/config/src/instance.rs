@@ -14,6 +14,35 @@ pub struct Instance {
     /// Where the instance runs, `region/zone/subzone` (any part may be empty): locality load
     /// balancing prefers endpoints near it.
     pub locality: Locality,
+    /// What forward-proxy ports do with a host no ServiceEntry declares (Istio's mesh-wide
+    /// `outboundTrafficPolicy.mode`).
+    pub outbound_policy: OutboundPolicy,
+}
+
+/// Istio's `outboundTrafficPolicy.mode`: whether traffic for a host that no ServiceEntry
+/// declares passes through to that host (`PassthroughCluster`) or is refused
+/// (`BlackHoleCluster`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundPolicy {
+    /// Istio's default.
+    #[default]
+    AllowAny,
+    RegistryOnly,
+}
+
+impl std::str::FromStr for OutboundPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "ALLOW_ANY" => Ok(OutboundPolicy::AllowAny),
+            "REGISTRY_ONLY" => Ok(OutboundPolicy::RegistryOnly),
+            _ => Err(format!(
+                "{s:?} is not an outbound traffic policy (ALLOW_ANY or REGISTRY_ONLY)"
+            )),
+        }
+    }
 }
 
 /// A `region/zone/subzone` locality, as ServiceEntry endpoints and `--locality` write it.
@@ -59,6 +88,7 @@ impl Default for Instance {
             namespace: "istio-system".into(),
             domain_suffix: "cluster.local".into(),
             locality: Locality::default(),
+            outbound_policy: OutboundPolicy::default(),
         }
     }
 }

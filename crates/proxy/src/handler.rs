@@ -26,13 +26,14 @@ use tokio::time::Instant;
 
 use crate::body::RequestBody;
 use crate::cors::{self, Decision};
+use crate::egress::forward_proxy::{Fallback, fallback};
 use crate::headers::{
     self, TemplateContext, X_EXPECTED_TIMEOUT, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR,
     X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID, X_UPSTREAM_TIME,
 };
 use crate::local_reply::{self, LocalReply, ResponseBody, local_response};
 use crate::metrics::RequestLabels;
-use crate::{Active, ClusterState, Gateway, mirror};
+use crate::{Active, ClusterState, Gateway, egress, metrics, mirror};
 
 /// The `server` header of every response, as Istio's gateways send it.
 pub const SERVER_NAME: &str = "istio-envoy";
@@ -176,22 +177,33 @@ async fn route_request<'a>(
     }
     let start = SystemTime::now();
     let (mut parts, body) = req.into_parts();
-    let Some(table) = active
-        .snapshot
-        .listeners
-        .get(&conn.port)
-        .and_then(|l| l.http_routes(conn.chain.as_deref()))
-    else {
+    let listener = active.snapshot.listeners.get(&conn.port);
+    // A forward-proxy port (plaintext): its registry and outbound policy.
+    let outbound = listener
+        .and_then(|l| l.outbound.as_ref())
+        .filter(|_| conn.chain.is_none());
+    if parts.method == Method::CONNECT {
+        let t = egress::connect::open(active, outbound, &mut parts).await;
+        let outcome = Outcome {
+            cluster: t.cluster,
+            flags: t.flags,
+        };
+        return (t.response, outcome);
+    }
+    let Some(table) = listener.and_then(|l| l.http_routes(conn.chain.as_deref())) else {
         return local(LocalReply::NoRoute, None);
     };
+    // Metric labels of a request outside the registry (PassthroughCluster).
+    let mut external = None;
     // Route with borrowed views of the request; nothing is copied unless it must change.
     let (route, normalized) = {
         let authority = request_authority(&parts);
         let host = request_host(authority);
-        let Some(vhost) = table.find(&host) else {
-            return local(LocalReply::NoRoute, None);
-        };
-        if vhost.require_tls && !conn.secure {
+        let vhost = table.find(&host);
+        if let Some(vh) = vhost
+            && vh.require_tls
+            && !conn.secure
+        {
             return (https_redirect(authority, &parts), Outcome::none("-"));
         }
         let norm = path::normalize(parts.uri.path());
@@ -203,7 +215,17 @@ async fn route_request<'a>(
             query: parts.uri.query(),
             headers: &parts.headers,
         };
-        let route = vhost.find(&view);
+        let route = match (vhost, outbound) {
+            (Some(vh), _) => vh.find(&view),
+            (None, None) => None,
+            (None, Some(o)) => match fallback(o, &host, authority, conn.scheme()) {
+                Fallback::Route(r, labels) => {
+                    external = labels;
+                    Some(r)
+                }
+                Fallback::Blocked(resp) => return (*resp, Outcome::none("-")),
+            },
+        };
         let normalized = match norm {
             Cow::Owned(p) => Some(p),
             Cow::Borrowed(_) => None,
@@ -282,6 +304,9 @@ async fn route_request<'a>(
     headers::apply(&action.headers.response, resp.headers_mut(), &ctx);
     if let Some(h) = cors_headers {
         resp.headers_mut().extend(h);
+    }
+    if let Some(labels) = external {
+        resp.extensions_mut().insert(labels);
     }
     (resp, outcome)
 }
@@ -695,9 +720,13 @@ fn record(
     outcome: &Outcome<'_>,
     protocol: &'static str,
 ) {
-    let dest = outcome
-        .cluster
-        .map_or(&gw.unknown_destination, |c| &c.labels);
+    // Traffic outside the registry is labelled per request (see `egress::forward_proxy`).
+    let dest = match resp.extensions().get::<metrics::DestinationLabels>() {
+        Some(external) => external,
+        None => outcome
+            .cluster
+            .map_or(&gw.unknown_destination, |c| &c.labels),
+    };
     let labels = RequestLabels {
         reporter: "source",
         source_workload: gw.identity.workload.clone(),

@@ -19,6 +19,7 @@ pub mod clusters;
 pub mod cors;
 pub mod dns;
 pub mod drain;
+pub mod egress;
 pub mod forward;
 pub mod handler;
 pub mod headers;

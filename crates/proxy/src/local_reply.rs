@@ -30,6 +30,9 @@ pub enum LocalReply {
     FaultAbort(u16),
     /// A circuit breaker of the cluster is open (Envoy's `UO`).
     Overflow,
+    /// The host of an original-destination request did not resolve (Envoy's dynamic forward
+    /// proxy: `DF`).
+    DnsFailure,
 }
 
 impl LocalReply {
@@ -58,6 +61,7 @@ impl LocalReply {
             LocalReply::UpstreamTimeout => "UT",
             LocalReply::FaultAbort(_) => "FI",
             LocalReply::Overflow => "UO",
+            LocalReply::DnsFailure => "DF",
         }
     }
 
@@ -80,6 +84,7 @@ impl LocalReply {
             LocalReply::Overflow => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
+            LocalReply::DnsFailure => "DNS resolution failure",
         }
     }
 
