@@ -134,6 +134,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         admin: args.admin,
         drain_timeout: Duration::from_secs(5),
         workers: None,
+        outbound_traffic_policy: Default::default(),
+        resolve: Vec::new(),
+        hosts_file: None,
     })
     .await
 }

@@ -25,8 +25,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
         locality: isthmus_config::instance::Locality::parse(&args.locality),
+        outbound_policy: args.outbound_traffic_policy,
         ..Instance::default()
     };
+    isthmus_proxy::dns::configure(args.resolve.clone(), args.hosts_file.clone());
     let gateway = Gateway::new(Identity {
         workload: Arc::new(workload_name(&instance)),
         namespace: Arc::new(instance.namespace.clone()),
