@@ -172,9 +172,6 @@ async fn route_request<'a>(
     conn: &ConnInfo,
     req: Request<Incoming>,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
-    if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
-        return local(LocalReply::Http10, None);
-    }
     let start = SystemTime::now();
     let (mut parts, body) = req.into_parts();
     let listener = active.snapshot.listeners.get(&conn.port);
@@ -182,6 +179,8 @@ async fn route_request<'a>(
     let outbound = listener
         .and_then(|l| l.outbound.as_ref())
         .filter(|_| conn.chain.is_none());
+    // Before the HTTP/1.0 check: proxy clients (Python's http.client among them) send
+    // `CONNECT ... HTTP/1.0`, and a tunnel has no HTTP/1.0 semantics to refuse.
     if parts.method == Method::CONNECT {
         let t = egress::connect::open(active, outbound, &mut parts).await;
         let outcome = Outcome {
@@ -189,6 +188,9 @@ async fn route_request<'a>(
             flags: t.flags,
         };
         return (t.response, outcome);
+    }
+    if parts.version == Version::HTTP_10 || parts.version == Version::HTTP_09 {
+        return local(LocalReply::Http10, None);
     }
     let Some(table) = listener.and_then(|l| l.http_routes(conn.chain.as_deref())) else {
         return local(LocalReply::NoRoute, None);
