@@ -8,6 +8,7 @@
 
 mod actions;
 mod delegation;
+mod egress;
 mod l4;
 mod listeners;
 mod policy;
@@ -41,3 +42,7 @@ pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<D
 #[cfg(test)]
 #[path = "compile_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "egress_tests.rs"]
+mod egress_tests;

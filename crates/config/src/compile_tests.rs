@@ -148,7 +148,7 @@ spec:
                     .collect::<Vec<_>>()
                     .join(",")
             ),
-            EndpointSource::Dns(_) => c.name.clone(),
+            EndpointSource::Dns(_) | EndpointSource::OriginalDestination { .. } => c.name.clone(),
         })
         .collect();
     assert_eq!(

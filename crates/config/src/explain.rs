@@ -220,7 +220,15 @@ pub fn explain(snapshot: &Snapshot, req: &Request) -> Explanation {
     });
     match (listener.protocol, req.scheme) {
         (ListenerProtocol::Http, Scheme::Http) => {
-            http::walk(&mut ex, snapshot, &listener.virtual_hosts, req, false, &listener.servers);
+            http::walk(
+                &mut ex,
+                snapshot,
+                &listener.virtual_hosts,
+                req,
+                false,
+                &listener.servers,
+                listener.outbound.as_ref(),
+            );
             ex.finish()
         }
         (ListenerProtocol::Http, Scheme::Https) => ex.refused(

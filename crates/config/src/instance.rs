@@ -16,6 +16,35 @@ pub struct Instance {
     pub locality: Locality,
     /// How request paths are normalised before matching (MeshConfig `pathNormalization`).
     pub path_normalization: crate::path::PathNormalization,
+    /// What forward-proxy ports do with a host no ServiceEntry declares (Istio's mesh-wide
+    /// `outboundTrafficPolicy.mode`).
+    pub outbound_policy: OutboundPolicy,
+}
+
+/// Istio's `outboundTrafficPolicy.mode`: whether traffic for a host that no ServiceEntry
+/// declares passes through to that host (`PassthroughCluster`) or is refused
+/// (`BlackHoleCluster`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundPolicy {
+    /// Istio's default.
+    #[default]
+    AllowAny,
+    RegistryOnly,
+}
+
+impl std::str::FromStr for OutboundPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "ALLOW_ANY" => Ok(OutboundPolicy::AllowAny),
+            "REGISTRY_ONLY" => Ok(OutboundPolicy::RegistryOnly),
+            _ => Err(format!(
+                "{s:?} is not an outbound traffic policy (ALLOW_ANY or REGISTRY_ONLY)"
+            )),
+        }
+    }
 }
 
 /// A `region/zone/subzone` locality, as ServiceEntry endpoints and `--locality` write it.
@@ -62,6 +91,7 @@ impl Default for Instance {
             domain_suffix: "cluster.local".into(),
             locality: Locality::default(),
             path_normalization: crate::path::PathNormalization::Base,
+            outbound_policy: OutboundPolicy::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod actions;
 pub mod build;
 pub mod compile;
 pub mod diag;
+pub mod egress;
 pub mod explain;
 pub mod hosts;
 pub mod instance;

@@ -116,6 +116,11 @@ pub struct RequestMatch {
     pub without_headers: Vec<(String, StrMatcher)>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub query_params: Vec<(String, StrMatcher)>,
+    /// The port the request is for (its authority's, or the scheme's default): the `port` of a
+    /// mesh rule on a forward-proxy port, where one listener serves every destination port.
+    /// Gateway rules compare `port` with the listener when they are compiled instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// What a request offers to matching; built once per request by the data plane.
@@ -147,6 +152,7 @@ impl RequestMatch {
             && self.headers.is_empty()
             && self.without_headers.is_empty()
             && self.query_params.is_empty()
+            && self.port.is_none()
     }
 
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
@@ -157,6 +163,11 @@ impl RequestMatch {
     /// matches. [`RequestMatch::matches`] is this, so the data plane and `isthmus explain`
     /// cannot disagree; it allocates nothing.
     pub fn first_failure(&self, req: &RequestView<'_>) -> Option<Condition> {
+        if let Some(p) = self.port
+            && p != crate::egress::destination_port(req.authority, req.scheme)
+        {
+            return Some(Condition::Port);
+        }
         if let Some(m) = &self.uri
             && !self.uri_matches(m, req.path)
         {
@@ -205,6 +216,15 @@ impl RequestMatch {
     pub fn why_not(&self, req: &RequestView<'_>) -> Option<Mismatch> {
         let failed = self.first_failure(req)?;
         let (condition, value, negated) = match failed {
+            Condition::Port => (
+                format!("port {}", self.port?),
+                Value::Text(
+                    crate::egress::destination_port(req.authority, req.scheme)
+                        .to_string()
+                        .into(),
+                ),
+                false,
+            ),
             Condition::Uri => (self.uri_condition()?, Value::Text(req.path.into()), false),
             Condition::Scheme => (
                 pseudo_condition("scheme", &self.scheme)?,
@@ -262,6 +282,7 @@ impl RequestMatch {
     /// or `any request`.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = Vec::new();
+        parts.extend(self.port.map(|p| format!("port {p}")));
         parts.extend(self.uri_condition());
         for (field, m) in [
             ("scheme", &self.scheme),
@@ -301,6 +322,8 @@ fn pseudo_condition(field: &str, m: &Option<StrMatcher>) -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
+    /// The destination port (mesh rules on forward-proxy ports).
+    Port,
     Uri,
     Scheme,
     Method,

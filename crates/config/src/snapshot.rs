@@ -63,6 +63,10 @@ pub struct Listener {
     /// The routes of a TCP port.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tcp: Vec<crate::tls::TcpRoute>,
+    /// A forward-proxy port (Gateway annotation `isthmus.io/forward-proxy`): what a request
+    /// that no virtual host takes does, by the service registry and the outbound policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<crate::egress::Outbound>,
 }
 
 impl Listener {
@@ -453,8 +457,12 @@ impl UpstreamProtocol {
 pub enum EndpointSource {
     /// Addresses known at compile time (ServiceEntry `resolution: STATIC`).
     Static(Vec<Endpoint>),
-    /// Names resolved and refreshed at run time (`resolution: DNS`).
+    /// Names resolved and refreshed at run time (`resolution: DNS` and `DNS_ROUND_ROBIN`).
     Dns(Vec<DnsTarget>),
+    /// The original destination (`resolution: NONE` and `DYNAMIC_DNS`, and Istio's
+    /// `PassthroughCluster`): each request's own host (Host, SNI or CONNECT target) is
+    /// resolved when it is sent, on this port, or on the request's port when `None`.
+    OriginalDestination { port: Option<u16> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -478,6 +486,9 @@ fn is_zero(n: &u32) -> bool {
 pub struct DnsTarget {
     pub hostname: String,
     pub port: u16,
+    /// `DNS_ROUND_ROBIN` (Envoy's LOGICAL_DNS): only the first address of an answer is used.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub first_only: bool,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -27,7 +27,10 @@ pub fn validate(r: &Resource) -> Vec<Diagnostic> {
     let s = subject(r);
     let mut out = Vec::new();
     match r {
-        Resource::Gateway(o) => gateway(&s, &o.spec, &mut out),
+        Resource::Gateway(o) => {
+            gateway(&s, &o.spec, &mut out);
+            forward_proxy_annotation(&s, o, &mut out);
+        }
         Resource::VirtualService(o) => virtual_service(&s, &o.spec, &mut out),
         Resource::DestinationRule(o) => {
             destination_rule(&s, &o.spec, &mut out);
@@ -279,6 +282,63 @@ fn destination_rule(s: &Subject<'_>, spec: &DestinationRuleSpec, out: &mut Vec<D
     }
 }
 
+/// The `isthmus.io/forward-proxy` annotation parses, names servers of the Gateway, and names
+/// only plaintext HTTP servers (a TLS or TCP port has no request to read a destination from).
+fn forward_proxy_annotation(
+    s: &Subject<'_>,
+    gw: &isthmus_api::Object<GatewaySpec>,
+    out: &mut Vec<Diagnostic>,
+) {
+    use crate::egress::{FORWARD_PROXY_ANNOTATION, ForwardProxyPorts};
+    let Some(text) = gw.meta.annotations.get(FORWARD_PROXY_ANNOTATION) else {
+        return;
+    };
+    let field = format!("metadata.annotations.{FORWARD_PROXY_ANNOTATION}");
+    let marked = match ForwardProxyPorts::parse(text) {
+        Ok(m) => m,
+        Err(e) => {
+            out.push(s.error(&field, e));
+            return;
+        }
+    };
+    let servers: Vec<(u32, Option<&str>, String)> = gw
+        .spec
+        .servers
+        .iter()
+        .filter_map(|sv| sv.port.as_ref())
+        .map(|p| {
+            (
+                p.number.unwrap_or(0),
+                p.name.as_deref(),
+                p.protocol.as_deref().unwrap_or("").to_ascii_uppercase(),
+            )
+        })
+        .collect();
+    if let ForwardProxyPorts::Listed(items) = &marked {
+        for item in items {
+            let names_one = servers
+                .iter()
+                .any(|(n, name, _)| *item == n.to_string() || Some(item.as_str()) == *name);
+            if !names_one {
+                out.push(s.warning(
+                    &field,
+                    format!("{item:?} is neither the port number nor the port name of a server of this Gateway"),
+                ));
+            }
+        }
+    }
+    let explicit = matches!(marked, ForwardProxyPorts::Listed(_));
+    for (i, (number, name, protocol)) in servers.iter().enumerate() {
+        let http = matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB");
+        if explicit && marked.covers(*number, *name) && !http {
+            out.push(s.warning(
+                &format!("spec.servers[{i}].port.protocol"),
+                format!("{FORWARD_PROXY_ANNOTATION} names this {protocol} server, but only plaintext HTTP servers can be forward proxies; it is served as a plain Gateway server"),
+            ));
+        }
+    }
+}
+
 /// The `isthmus.io/health-check` annotation parses.
 fn health_check_annotation(
     s: &Subject<'_>,
@@ -467,6 +527,7 @@ fn service_entry(s: &Subject<'_>, spec: &ServiceEntrySpec, out: &mut Vec<Diagnos
             ),
         ));
     }
+    resolution_rules(s, spec, resolution, out);
     for (i, e) in spec.endpoints.iter().enumerate() {
         let f = format!("spec.endpoints[{i}].address");
         let Some(addr) = e.address.as_deref().filter(|a| !a.is_empty()) else {
@@ -495,6 +556,41 @@ fn service_entry(s: &Subject<'_>, spec: &ServiceEntrySpec, out: &mut Vec<Diagnos
                 ));
             }
         }
+    }
+}
+
+/// Istio's rules tying endpoints and hosts to the resolution.
+fn resolution_rules(
+    s: &Subject<'_>,
+    spec: &ServiceEntrySpec,
+    resolution: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    match resolution {
+        // The destination comes from each request, so endpoints would never be used.
+        "NONE" | "DYNAMIC_DNS" if !spec.endpoints.is_empty() => out.push(s.error(
+            "spec.endpoints",
+            format!("no endpoints may be given with resolution {resolution}: the request's own host (Host, SNI or CONNECT target) is the destination"),
+        )),
+        "DNS" | "DNS_ROUND_ROBIN" => {
+            if spec.endpoints.is_empty() {
+                for (i, h) in spec.hosts.iter().enumerate() {
+                    if h.contains('*') {
+                        out.push(s.error(
+                            &format!("spec.hosts[{i}]"),
+                            format!("{h:?} is a wildcard, but with resolution {resolution} and no endpoints the hosts themselves are resolved, so they must be names (use resolution NONE or DYNAMIC_DNS for wildcard hosts)"),
+                        ));
+                    }
+                }
+            }
+            if resolution == "DNS_ROUND_ROBIN" && spec.endpoints.len() > 1 {
+                out.push(s.error(
+                    "spec.endpoints",
+                    "resolution DNS_ROUND_ROBIN takes at most one endpoint (it uses the first address of one name)",
+                ));
+            }
+        }
+        _ => {}
     }
 }
 

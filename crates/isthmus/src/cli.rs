@@ -2,11 +2,12 @@
 //! case with an `ISTHMUS_` prefix (README lists them).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use isthmus_config::instance::OutboundPolicy;
 use isthmus_proxy::access_log::{Format as LogFormat, Target};
 
 #[derive(Debug, Parser)]
@@ -96,6 +97,22 @@ pub struct RunArgs {
     /// Worker threads for traffic (default: one per core).
     #[arg(long, env = "ISTHMUS_WORKERS")]
     pub workers: Option<usize>,
+    /// What forward-proxy ports do with a host no ServiceEntry declares: ALLOW_ANY passes it
+    /// through (PassthroughCluster), REGISTRY_ONLY answers 502 (BlackHoleCluster).
+    #[arg(
+        long,
+        env = "ISTHMUS_OUTBOUND_TRAFFIC_POLICY",
+        default_value = "ALLOW_ANY"
+    )]
+    pub outbound_traffic_policy: OutboundPolicy,
+    /// Answer NAME with ADDRESS before asking DNS, like curl's --resolve (NAME may be
+    /// `*.suffix`). Repeatable.
+    #[arg(long = "resolve", env = "ISTHMUS_RESOLVE", value_delimiter = ',', value_parser = isthmus_proxy::dns::parse_resolve)]
+    pub resolve: Vec<(String, IpAddr)>,
+    /// A file in /etc/hosts format (names may be `*.suffix`) consulted before DNS, read again
+    /// when it changes.
+    #[arg(long, env = "ISTHMUS_HOSTS_FILE")]
+    pub hosts_file: Option<PathBuf>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -183,6 +200,13 @@ pub struct ExplainArgs {
     pub labels: BTreeMap<String, String>,
     #[arg(long, env = "ISTHMUS_NAMESPACE", default_value = "istio-system")]
     pub namespace: String,
+    /// The outbound traffic policy, as `isthmus run` takes it (forward-proxy ports).
+    #[arg(
+        long,
+        env = "ISTHMUS_OUTBOUND_TRAFFIC_POLICY",
+        default_value = "ALLOW_ANY"
+    )]
+    pub outbound_traffic_policy: OutboundPolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

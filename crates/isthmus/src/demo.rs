@@ -146,6 +146,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             access_log_format: isthmus_proxy::access_log::Format::Text,
             trace_sampling: 100.0,
         },
+        outbound_traffic_policy: Default::default(),
+        resolve: Vec::new(),
+        hosts_file: None,
     })
     .await
 }

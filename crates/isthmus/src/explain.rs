@@ -33,6 +33,7 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
     let instance = Instance {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
+        outbound_policy: args.outbound_traffic_policy,
         ..Instance::default()
     };
     let loaded = FileSource::new(args.config.clone()).load();

@@ -26,8 +26,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         locality: isthmus_config::instance::Locality::parse(&args.locality),
         path_normalization: args.path_normalization,
+        outbound_policy: args.outbound_traffic_policy,
         ..Instance::default()
     };
+    isthmus_proxy::dns::configure(args.resolve.clone(), args.hosts_file.clone());
     let edge = isthmus_proxy::edge::EdgeSettings {
         num_trusted_proxies: args.num_trusted_proxies,
         proxy_protocol: args.proxy_protocol,

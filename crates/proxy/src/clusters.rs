@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::uri::Authority;
 use isthmus_config::policy::{ClusterPolicy, HealthCheck, Limits};
 use isthmus_config::snapshot::{Cluster, EndpointSource, UpstreamProtocol};
@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use crate::balance::health::{self, EndpointHealth};
 use crate::balance::limits::Counters;
 use crate::balance::{HostSet, health_check, outlier};
-use crate::dns;
+use crate::dns::{self, LookupError};
+use crate::egress::original_dst::{OriginalDst, Target};
 use crate::metrics::{DestinationLabels, DestinationStats, IstioMetrics};
 use crate::pool::{EndpointPool, PoolSettings};
 use crate::tls::client_config::UpstreamTlsConfig;
@@ -40,7 +41,11 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(spec: &EndpointSpec, health_checked: bool, slow_start: bool) -> Option<Arc<Self>> {
+    pub(crate) fn new(
+        spec: &EndpointSpec,
+        health_checked: bool,
+        slow_start: bool,
+    ) -> Option<Arc<Self>> {
         let authority = Authority::try_from(spec.address.to_string()).ok()?;
         Some(Arc::new(Endpoint {
             address: spec.address,
@@ -107,6 +112,8 @@ pub struct ClusterState {
     pub counters: Arc<Counters>,
     /// Endpoints were set once: later ones slow-start.
     populated: AtomicBool,
+    /// Set for original-destination clusters: their endpoints come from each request.
+    original: ArcSwapOption<OriginalDst>,
 }
 
 impl ClusterState {
@@ -124,7 +131,32 @@ impl ClusterState {
             next: AtomicUsize::new(0),
             counters: Arc::default(),
             populated: AtomicBool::new(false),
+            original: ArcSwapOption::empty(),
         }
+    }
+
+    /// Whether the endpoint of a request is the host it names (resolution NONE, DYNAMIC_DNS,
+    /// `PassthroughCluster`), so [`ClusterState::pick`] needs its [`Target`].
+    pub fn is_original_destination(&self) -> bool {
+        self.original.load().is_some()
+    }
+
+    /// An endpoint for a request: by the cluster's policy ([`ClusterState::choose`]), or, for
+    /// an original-destination cluster, an address of `target` (resolved, or from the answers
+    /// kept for their TTL). `Ok(None)` when there is no endpoint (or no target to resolve).
+    pub async fn pick(
+        &self,
+        target: Option<Target<'_>>,
+        key: Option<u64>,
+        avoid: &[SocketAddr],
+    ) -> Result<Option<Arc<Endpoint>>, LookupError> {
+        let Some(original) = self.original.load_full() else {
+            return Ok(self.choose(key, avoid));
+        };
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        Ok(original.resolve(target).await?.pick(avoid))
     }
 
     pub fn service(&self) -> &str {
@@ -374,7 +406,15 @@ impl ClusterRegistry {
                 None
             }
             EndpointSource::Dns(targets) => Some(dns::spawn(state.clone(), targets.clone())),
+            EndpointSource::OriginalDestination { .. } => {
+                state.set_endpoints([]);
+                None
+            }
         };
+        state.original.store(match &c.endpoints {
+            EndpointSource::OriginalDestination { port } => Some(Arc::new(OriginalDst::new(*port))),
+            _ => None,
+        });
         Entry {
             state,
             source: c.endpoints.clone(),

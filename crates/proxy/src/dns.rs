@@ -1,9 +1,12 @@
-//! DNS resolution of `resolution: DNS` ServiceEntries: every address of every name, refreshed
-//! when the answer's TTL runs out.
+//! Name resolution: `resolution: DNS` ServiceEntries (every address of every name, refreshed
+//! when the answer's TTL runs out) and the per-request lookups of original-destination
+//! clusters. Names given with `--resolve` or in the `--hosts-file` are answered locally before
+//! the system resolver is asked; so are `/etc/hosts` entries (hickory reads them).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ResolveHosts, ResolverConfig};
@@ -20,6 +23,153 @@ const MIN_REFRESH: Duration = Duration::from_secs(1);
 const MAX_REFRESH: Duration = Duration::from_secs(300);
 /// Retry interval after a failed lookup (Istio waits 60 s; a gateway should recover sooner).
 const RETRY: Duration = Duration::from_secs(5);
+/// How long a local answer (`--resolve`, `--hosts-file`) is used before it is read again, so an
+/// edited hosts file takes effect within about a second.
+const LOCAL_TTL: Duration = Duration::from_secs(1);
+
+/// Why a name has no address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("no DNS resolver could be built from the system configuration")]
+    NoResolver,
+    #[error("DNS lookup of {name} failed: {reason}")]
+    Failed { name: String, reason: String },
+}
+
+/// The addresses of a name and until when they may be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub addresses: Vec<IpAddr>,
+    pub valid_until: Instant,
+}
+
+/// A hosts file's entries, with the modification time and length they were read at.
+type HostsRead = (Option<(SystemTime, u64)>, Arc<Vec<(String, IpAddr)>>);
+
+/// Names answered before the system resolver: `--resolve NAME:ADDR` (NAME may be `*.suffix`)
+/// and a hosts file in `/etc/hosts` format, read again when it changes.
+#[derive(Default)]
+struct LocalNames {
+    fixed: Vec<(String, IpAddr)>,
+    file: Option<PathBuf>,
+    /// The file's modification time and length when it was last read, and its entries.
+    read: Mutex<Option<HostsRead>>,
+}
+
+static LOCAL: OnceLock<LocalNames> = OnceLock::new();
+
+/// Sets the names answered locally; called once, before any lookup. Later calls are ignored.
+pub fn configure(resolve: Vec<(String, IpAddr)>, hosts_file: Option<PathBuf>) {
+    let fixed = resolve
+        .into_iter()
+        .map(|(n, ip)| (normalize(&n), ip))
+        .collect();
+    let _ = LOCAL.set(LocalNames {
+        fixed,
+        file: hosts_file,
+        read: Mutex::new(None),
+    });
+}
+
+/// Parses `--resolve NAME:ADDR` (the first `:` separates them, so ADDR may be IPv6).
+pub fn parse_resolve(text: &str) -> Result<(String, IpAddr), String> {
+    let (name, addr) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not NAME:ADDRESS"))?;
+    let addr = addr.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    if name.is_empty() {
+        return Err(format!("{text:?} has no name"));
+    }
+    Ok((name.to_string(), ip))
+}
+
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `/etc/hosts` format: `ADDRESS NAME [ALIAS...]`, `#` starts a comment; lines that do not
+/// parse are skipped.
+fn parse_hosts(text: &str) -> Vec<(String, IpAddr)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        out.extend(words.map(|name| (normalize(name), ip)));
+    }
+    out
+}
+
+/// The addresses `entries` give `name`: its exact entries, else those of the longest
+/// `*.suffix` that covers it.
+fn local_match(entries: &[(String, IpAddr)], name: &str) -> Vec<IpAddr> {
+    let exact: Vec<IpAddr> = entries
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, ip)| *ip)
+        .collect();
+    if !exact.is_empty() {
+        return exact;
+    }
+    let best = entries
+        .iter()
+        .filter_map(|(n, _)| n.strip_prefix('*'))
+        .filter(|suffix| name.len() > suffix.len() && name.ends_with(suffix))
+        .max_by_key(|suffix| suffix.len());
+    match best {
+        Some(suffix) => entries
+            .iter()
+            .filter(|(n, _)| n.strip_prefix('*') == Some(suffix))
+            .map(|(_, ip)| *ip)
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+impl LocalNames {
+    async fn lookup(&self, name: &str) -> Vec<IpAddr> {
+        let found = local_match(&self.fixed, name);
+        if !found.is_empty() {
+            return found;
+        }
+        match self.file_entries().await {
+            Some(entries) => local_match(&entries, name),
+            None => Vec::new(),
+        }
+    }
+
+    /// The hosts file's entries, read again if its modification time or length changed. The
+    /// file is read on the blocking pool (tokio::fs), never on a worker.
+    async fn file_entries(&self) -> Option<Arc<Vec<(String, IpAddr)>>> {
+        let path = self.file.as_ref()?;
+        let stamp = tokio::fs::metadata(path)
+            .await
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if let Ok(read) = self.read.lock()
+            && let Some((at, entries)) = read.as_ref()
+            && *at == stamp
+        {
+            return Some(entries.clone());
+        }
+        let entries = match tokio::fs::read_to_string(path).await {
+            Ok(text) => Arc::new(parse_hosts(&text)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read the hosts file: {e}");
+                Arc::new(Vec::new())
+            }
+        };
+        if let Ok(mut read) = self.read.lock() {
+            *read = Some((stamp, entries.clone()));
+        }
+        Some(entries)
+    }
+}
 
 fn resolver() -> Option<&'static TokioResolver> {
     static RESOLVER: OnceLock<Option<TokioResolver>> = OnceLock::new();
@@ -41,6 +191,40 @@ fn resolver() -> Option<&'static TokioResolver> {
         .as_ref()
 }
 
+/// The addresses of `name`: an IP address is its own answer; then the local names; then the
+/// system resolver (which caches answers for their TTL).
+pub async fn lookup(name: &str) -> Result<Answer, LookupError> {
+    let now = Instant::now();
+    if let Ok(ip) = name.trim_start_matches('[').trim_end_matches(']').parse() {
+        return Ok(Answer {
+            addresses: vec![ip],
+            valid_until: now + MAX_REFRESH,
+        });
+    }
+    let name = normalize(name);
+    if let Some(local) = LOCAL.get() {
+        let addresses = local.lookup(&name).await;
+        if !addresses.is_empty() {
+            return Ok(Answer {
+                addresses,
+                valid_until: now + LOCAL_TTL,
+            });
+        }
+    }
+    let resolver = resolver().ok_or(LookupError::NoResolver)?;
+    let answer = resolver
+        .lookup_ip(name.as_str())
+        .await
+        .map_err(|e| LookupError::Failed {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(Answer {
+        addresses: answer.iter().collect(),
+        valid_until: Instant::from_std(answer.valid_until()),
+    })
+}
+
 pub fn spawn(state: Arc<ClusterState>, targets: Vec<DnsTarget>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -59,21 +243,20 @@ async fn resolve_all(targets: &[DnsTarget]) -> (Option<Vec<EndpointSpec>>, Insta
     let mut refresh = now + MAX_REFRESH;
     let mut out = Vec::new();
     for t in targets {
-        if let Ok(ip) = t.hostname.parse::<IpAddr>() {
-            out.push(spec(t, SocketAddr::new(ip, t.port)));
-            continue;
-        }
-        let Some(resolver) = resolver() else {
-            return (None, now + RETRY);
-        };
-        match resolver.lookup_ip(t.hostname.as_str()).await {
+        match lookup(&t.hostname).await {
             Ok(answer) => {
-                let valid = Instant::from_std(answer.valid_until());
-                refresh = refresh.min(valid.max(now + MIN_REFRESH));
-                out.extend(answer.iter().map(|ip| spec(t, SocketAddr::new(ip, t.port))));
+                refresh = refresh.min(answer.valid_until.max(now + MIN_REFRESH));
+                let take = if t.first_only { 1 } else { usize::MAX };
+                out.extend(
+                    answer
+                        .addresses
+                        .iter()
+                        .take(take)
+                        .map(|ip| spec(t, SocketAddr::new(*ip, t.port))),
+                );
             }
             Err(e) => {
-                tracing::warn!(host = %t.hostname, "DNS lookup failed: {e}");
+                tracing::warn!(host = %t.hostname, "{e}");
                 return (None, now + RETRY);
             }
         }
@@ -86,5 +269,49 @@ fn spec(t: &DnsTarget, address: SocketAddr) -> EndpointSpec {
         address,
         weight: t.weight,
         priority: t.priority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_flags() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            parse_resolve("api.example.com:127.0.0.1"),
+            Ok(("api.example.com".into(), ip("127.0.0.1")))
+        );
+        assert_eq!(
+            parse_resolve("*.example.org:[::1]"),
+            Ok(("*.example.org".into(), ip("::1")))
+        );
+        assert_eq!(
+            parse_resolve("v6.example.org:::1"),
+            Ok(("v6.example.org".into(), ip("::1")))
+        );
+        assert!(parse_resolve("api.example.com").is_err());
+        assert!(parse_resolve("api.example.com:nope").is_err());
+        assert!(parse_resolve(":127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn local_names_exact_then_longest_wildcard() {
+        let entries = parse_hosts(
+            "# test names\n127.0.0.1 a.example.com A2.Example.com.\n127.0.0.2 *.example.com\n127.0.0.3 *.b.example.com # deeper\n::1 a.example.com\nnot-an-ip x.example.com\n",
+        );
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases = [
+            ("a.example.com", vec![ip("127.0.0.1"), ip("::1")]),
+            ("a2.example.com", vec![ip("127.0.0.1")]),
+            ("c.example.com", vec![ip("127.0.0.2")]),
+            ("x.b.example.com", vec![ip("127.0.0.3")]),
+            ("example.com", vec![]),
+            ("x.example.com", vec![ip("127.0.0.2")]),
+        ];
+        for (name, want) in cases {
+            assert_eq!(local_match(&entries, name), want, "{name}");
+        }
     }
 }

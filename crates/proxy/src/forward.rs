@@ -17,9 +17,12 @@ use crate::balance::limits::{Which, acquire};
 use crate::balance::{hash, outlier};
 use crate::body::{RequestBody, UpstreamBody};
 use crate::clusters::{ClusterSettings, ClusterState, Endpoint};
+use crate::egress::original_dst::Target;
 use crate::headers::X_ATTEMPT_COUNT;
 use crate::local_reply::LocalReply;
 use crate::pool::{ConnKey, ConnSpec, PooledBody, SendError};
+use isthmus_config::egress::destination_port;
+use isthmus_config::hosts::request_host as routing_host;
 
 /// Sends requests upstream; the connections themselves are kept by each endpoint.
 #[derive(Default)]
@@ -113,6 +116,17 @@ impl Upstream {
             None
         };
         let mut retry_slot = None;
+        // The destination the request names by its Host (after rewrites, as Envoy's dynamic
+        // forward proxy uses it), for original-destination clusters: 80 when no port is given.
+        let named = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|_| cluster.is_original_destination())
+            .map(|a| (routing_host(a), destination_port(a, "http")));
+        let destination = named
+            .as_ref()
+            .map(|(host, port)| Target { host, port: *port });
         let mut tried: Vec<SocketAddr> = Vec::new();
         let max = 1 + policy.attempts;
         let mut attempt = 0;
@@ -130,8 +144,13 @@ impl Upstream {
             } else {
                 &[]
             };
-            let Some(target) = cluster.choose(key, avoid) else {
-                return fail(LocalReply::NoHealthyUpstream, false);
+            let target = match cluster.pick(destination, key, avoid).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return fail(LocalReply::NoHealthyUpstream, false),
+                Err(e) => {
+                    tracing::debug!(cluster = %cluster.name, "{e}");
+                    return fail(LocalReply::DnsFailure, false);
+                }
             };
             let in_flight = InFlight::new(target.clone());
             let Some(b) = body.take_for_attempt() else {

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::body::RequestBody;
 use crate::cors::{self, Decision};
 use crate::edge;
+use crate::egress::forward_proxy::{Fallback, fallback};
 use crate::headers::{
     self, TemplateContext, X_EXPECTED_TIMEOUT, X_EXTERNAL_ADDRESS, X_FORWARDED_CLIENT_CERT,
     X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID, X_UPSTREAM_TIME,
@@ -34,7 +35,7 @@ use crate::headers::{
 use crate::local_reply::{self, LocalReply, ResponseBody, local_response};
 use crate::response_flags::ResponseFlags;
 use crate::telemetry::{Arrival, Exchange, Outcome, RequestLog, TelemetryBody, UpstreamInfo};
-use crate::{Active, Gateway, mirror, trace_context};
+use crate::{Active, Gateway, egress, mirror, trace_context};
 
 /// The `server` header of every response, as Istio's gateways send it.
 pub const SERVER_NAME: &str = "istio-envoy";
@@ -212,6 +213,29 @@ async fn route_request<'a>(
     mut parts: http::request::Parts,
     body: Incoming,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
+    let listener = active.snapshot.listeners.get(&conn.port);
+    // A forward-proxy port (plaintext): its registry and outbound policy.
+    let outbound = listener
+        .and_then(|l| l.outbound.as_ref())
+        .filter(|_| conn.chain.is_none());
+    // Before the HTTP/1.0 check: proxy clients (Python's http.client among them) send
+    // `CONNECT ... HTTP/1.0`, and a tunnel has no HTTP/1.0 semantics to refuse.
+    // (An extended CONNECT, with `:protocol`, is a WebSocket, not a tunnel.)
+    if parts.method == Method::CONNECT && parts.extensions.get::<hyper::ext::Protocol>().is_none() {
+        let t = egress::connect::open(active, outbound, &mut parts).await;
+        let cluster = t.cluster.and_then(|c| {
+            active
+                .clusters
+                .iter()
+                .position(|x| std::ptr::eq(x.as_ref(), c))
+        });
+        let outcome = Outcome {
+            cluster,
+            flags: t.flags,
+            ..Outcome::answered("via_upstream")
+        };
+        return (t.response, outcome);
+    }
     if parts.version == Version::HTTP_10 || parts.version == Version::HTTP_09 {
         return local(LocalReply::Http10);
     }
@@ -221,22 +245,20 @@ async fn route_request<'a>(
     }
     edge::apply_header_policy(&mut parts.headers, &gw.edge);
     h2_websocket_as_upgrade(&mut parts);
-    let Some(table) = active
-        .snapshot
-        .listeners
-        .get(&conn.port)
-        .and_then(|l| l.http_routes(conn.chain.as_deref()))
-    else {
+    let Some(table) = listener.and_then(|l| l.http_routes(conn.chain.as_deref())) else {
         return local(LocalReply::NoRoute);
     };
+    // Metric labels of a request outside the registry (PassthroughCluster).
+    let mut external = None;
     // Route with borrowed views of the request; nothing is copied unless it must change.
     let (route, normalized) = {
         let authority = request_authority(&parts);
         let host = request_host(authority);
-        let Some(vhost) = table.find(&host) else {
-            return local(LocalReply::NoRoute);
-        };
-        if vhost.require_tls && !conn.secure {
+        let vhost = table.find(&host);
+        if let Some(vh) = vhost
+            && vh.require_tls
+            && !conn.secure
+        {
             let redirect = https_redirect(authority, &parts);
             return (redirect, Outcome::answered(DIRECT_RESPONSE));
         }
@@ -252,7 +274,17 @@ async fn route_request<'a>(
             query: parts.uri.query(),
             headers: &parts.headers,
         };
-        let route = vhost.find(&view);
+        let route = match (vhost, outbound) {
+            (Some(vh), _) => vh.find(&view),
+            (None, None) => None,
+            (None, Some(o)) => match fallback(o, &host, authority, conn.scheme()) {
+                Fallback::Route(r, labels) => {
+                    external = labels;
+                    Some(r)
+                }
+                Fallback::Blocked(resp) => return (*resp, Outcome::answered(DIRECT_RESPONSE)),
+            },
+        };
         let normalized = match norm {
             Cow::Owned(p) => Some(p),
             Cow::Borrowed(_) => None,
@@ -262,9 +294,12 @@ async fn route_request<'a>(
     let Some(route) = route else {
         return local(LocalReply::NoRoute);
     };
-    let (resp, mut outcome) =
+    let (mut resp, mut outcome) =
         run_route(gw, active, route, conn, &mut parts, body, normalized, start).await;
     outcome.route = Some(Cow::Borrowed(route.name.as_str()));
+    if let Some(labels) = external {
+        resp.extensions_mut().insert(labels);
+    }
     (resp, outcome)
 }
 

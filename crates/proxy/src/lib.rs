@@ -21,6 +21,7 @@ pub mod cors;
 pub mod dns;
 pub mod drain;
 pub mod edge;
+pub mod egress;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

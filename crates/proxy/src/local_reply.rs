@@ -35,6 +35,9 @@ pub enum LocalReply {
     /// A request the gateway refuses to route: an invalid Host, a path that cannot be
     /// normalised, a header name with an underscore when configured to reject them.
     BadRequest,
+    /// The host of an original-destination request did not resolve (Envoy's dynamic forward
+    /// proxy: `DF`).
+    DnsFailure,
 }
 
 impl LocalReply {
@@ -65,6 +68,7 @@ impl LocalReply {
             LocalReply::FaultAbort(_) => ResponseFlags::FI,
             LocalReply::Overflow => ResponseFlags::UO,
             LocalReply::BadRequest => ResponseFlags::DPE,
+            LocalReply::DnsFailure => ResponseFlags::DF,
         }
     }
 
@@ -88,6 +92,7 @@ impl LocalReply {
             LocalReply::FaultAbort(_) => "fault_filter_abort",
             LocalReply::Overflow => "upstream_reset_before_response_started{overflow}",
             LocalReply::BadRequest => "bad_request",
+            LocalReply::DnsFailure => "dns_resolution_failure",
         }
     }
 
@@ -111,6 +116,7 @@ impl LocalReply {
             LocalReply::Overflow => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
             }
+            LocalReply::DnsFailure => "DNS resolution failure",
         }
     }
 

@@ -47,6 +47,8 @@ impl ResponseFlags {
     pub const UPE: ResponseFlags = bit(23);
     /// No cluster found for the route's destination.
     pub const NC: ResponseFlags = bit(24);
+    /// DNS resolution failed (dynamic forward proxy).
+    pub const DF: ResponseFlags = bit(26);
 
     pub const fn union(self, other: ResponseFlags) -> ResponseFlags {
         ResponseFlags(self.0 | other.0)

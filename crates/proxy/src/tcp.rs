@@ -17,7 +17,9 @@ use tokio::time::Instant;
 
 use crate::access_log::Entry;
 use crate::balance::outlier;
+use crate::egress::original_dst::Target;
 use crate::handler::ConnInfo;
+use crate::local_reply::LocalReply;
 use crate::metrics::{DestinationStats, TcpSeries};
 use crate::response_flags::ResponseFlags;
 use crate::{Active, ClusterState, Gateway};
@@ -39,7 +41,7 @@ pub async fn connection(gw: Arc<Gateway>, stream: TcpStream, info: ConnInfo) {
     else {
         return;
     };
-    splice(&gw, &active, &route.forward, stream, &info).await;
+    splice(&gw, &active, &route.forward, None, stream, &info).await;
 }
 
 /// What one connection did, for its metrics and log line.
@@ -92,9 +94,17 @@ impl Session<'_> {
     }
 }
 
-/// Connects to a destination of `forward` and copies bytes between it and `client`.
-pub async fn splice<S>(gw: &Gateway, active: &Active, forward: &Forward, client: S, conn: &ConnInfo)
-where
+/// Connects to a destination of `forward` and copies bytes between it and `client`. `target`
+/// is the destination the connection names (SNI, CONNECT target), for original-destination
+/// clusters.
+pub async fn splice<S>(
+    gw: &Gateway,
+    active: &Active,
+    forward: &Forward,
+    target: Option<Target<'_>>,
+    client: S,
+    conn: &ConnInfo,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let point = fastrand::u32(0..forward.total_weight().max(1));
@@ -114,11 +124,11 @@ where
         return;
     };
     session.cluster = Some(cluster);
-    let (target, upstream) = match connect(cluster).await {
+    let (upstream_host, upstream) = match connect(cluster, target).await {
         Ok(c) => c,
-        Err(flags) => {
-            tracing::debug!(cluster = %cluster.name, "no endpoint accepted the connection");
-            session.refused(flags);
+        Err(reply) => {
+            tracing::debug!(cluster = %cluster.name, details = reply.details(), "no endpoint accepted the connection");
+            session.refused(reply.flag());
             return;
         }
     };
@@ -136,30 +146,57 @@ where
         tracing::debug!(cluster = %cluster.name, "tcp proxy ended: {e}");
     }
     series.value.closed.fetch_add(1, Ordering::Relaxed);
-    session.log(ResponseFlags::NONE, &totals, Some(target), upstream_local);
+    session.log(
+        ResponseFlags::NONE,
+        &totals,
+        Some(upstream_host),
+        upstream_local,
+    );
 }
 
-/// Opens a connection to an endpoint of `cluster`, trying others if one refuses. Fails with
-/// `UH` when the cluster has no endpoint, `UF` when none accepted.
-async fn connect(cluster: &ClusterState) -> Result<(SocketAddr, TcpStream), ResponseFlags> {
+/// Opens a connection to an endpoint of `cluster`, trying up to [`CONNECT_ATTEMPTS`] of them.
+/// The error says why, as the local reply an HTTP request would get.
+pub async fn connect(
+    cluster: &ClusterState,
+    target: Option<Target<'_>>,
+) -> Result<(SocketAddr, TcpStream), LocalReply> {
     let connect_timeout = cluster.settings().pool.connect_timeout;
     let mut tried = Vec::new();
     for _ in 0..CONNECT_ATTEMPTS {
-        let Some(target) = cluster.choose(None, &tried) else {
-            return Err(ResponseFlags::UH);
+        let chosen = cluster.pick(target, None, &tried).await.map_err(|e| {
+            tracing::debug!(cluster = %cluster.name, "{e}");
+            LocalReply::DnsFailure
+        })?;
+        let Some(endpoint) = chosen else {
+            break;
         };
-        match tokio::time::timeout(connect_timeout, TcpStream::connect(target.address)).await {
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(endpoint.address)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                return Ok((target.address, s));
+                return Ok((endpoint.address, s));
             }
             _ => {
-                cluster.report(&target, outlier::Outcome::LocalFailure);
-                tried.push(target.address);
+                cluster.report(&endpoint, outlier::Outcome::LocalFailure);
+                tried.push(endpoint.address);
             }
         }
     }
-    Err(ResponseFlags::UF)
+    Err(if tried.is_empty() {
+        LocalReply::NoHealthyUpstream
+    } else {
+        LocalReply::ConnectFailure
+    })
+}
+
+/// Copies bytes both ways until both sides are closed (half-closes are passed on), for
+/// CONNECT tunnels.
+pub async fn pipe<S>(cluster: &ClusterState, mut client: S, mut upstream: TcpStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(cluster = %cluster.name, "tcp proxy ended: {e}");
+    }
 }
 
 /// Copies both ways until both sides have closed, or until no byte has moved for `idle`

@@ -131,6 +131,9 @@ pub struct Exchange {
     gw: Arc<Gateway>,
     active: Arc<Active>,
     cluster: Option<usize>,
+    /// Stats of a destination outside the registry (egress pass-through and blocked hosts),
+    /// labelled per request: found under a lock, which only those requests take.
+    external: Option<Arc<crate::metrics::DestinationStats>>,
     key: RequestKey,
     start: Instant,
     /// Request headers and body, as HTTP/1.1 would put them on the wire.
@@ -187,10 +190,15 @@ impl Exchange {
                 upstream: outcome.upstream,
             })
         });
+        let external = resp
+            .extensions()
+            .get::<crate::metrics::DestinationLabels>()
+            .map(|labels| gw.metrics.istio.destination(labels));
         Exchange {
             gw,
             active,
             cluster: outcome.cluster,
+            external,
             key: RequestKey {
                 protocol,
                 code: resp.status().as_u16(),
@@ -211,7 +219,10 @@ impl Exchange {
         let elapsed = self.start.elapsed();
         let received = self.received.get();
         let cluster = self.cluster.and_then(|i| self.active.clusters.get(i));
-        let stats = cluster.map_or(self.gw.metrics.istio.unknown(), |c| &c.stats);
+        let stats = match &self.external {
+            Some(s) => s,
+            None => cluster.map_or(self.gw.metrics.istio.unknown(), |c| &c.stats),
+        };
         stats.record_request(
             self.key,
             u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),

@@ -6,6 +6,7 @@ use isthmus_api::istio::gateway::Server;
 use isthmus_api::{Diagnostic, Resource};
 
 use crate::diag::subject;
+use crate::egress::{FORWARD_PROXY_ANNOTATION, ForwardProxyPorts};
 use crate::hosts::{ServerHost, parse_server_host};
 use crate::instance::Instance;
 use crate::snapshot::{ListenerProtocol, ServerInfo, Source};
@@ -26,6 +27,8 @@ pub struct ServerRef<'a> {
     /// The upper-case protocol the server declares.
     pub protocol: String,
     pub hosts: Vec<ServerHost>,
+    /// A forward proxy (Gateway annotation `isthmus.io/forward-proxy`).
+    pub outbound: bool,
 }
 
 impl ServerRef<'_> {
@@ -75,6 +78,13 @@ pub fn collect<'a>(
             continue;
         }
         let s = subject(r);
+        // Validation reports a value that does not parse; it marks nothing.
+        let forward_proxy = gw
+            .meta
+            .annotations
+            .get(FORWARD_PROXY_ANNOTATION)
+            .and_then(|v| ForwardProxyPorts::parse(v).ok())
+            .unwrap_or(ForwardProxyPorts::None);
         for (i, server) in gw.spec.servers.iter().enumerate() {
             let field = format!("spec.servers[{i}]");
             let Some(port) = &server.port else { continue };
@@ -122,6 +132,8 @@ pub fn collect<'a>(
                     }
                 }
             }
+            let outbound = fam == ListenerProtocol::Http
+                && forward_proxy.covers(u32::from(number), port.name.as_deref());
             entry.servers.push(ServerRef {
                 resource: r,
                 gateway_ns: &gw.namespace,
@@ -133,6 +145,7 @@ pub fn collect<'a>(
                 label,
                 protocol,
                 hosts,
+                outbound,
             });
         }
     }

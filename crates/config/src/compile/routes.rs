@@ -52,11 +52,16 @@ pub fn bind(
             virtual_hosts: VirtualHosts::default(),
             chains: Vec::new(),
             tcp: Vec::new(),
+            outbound: None,
         };
         match p.protocol {
             ListenerProtocol::Http => {
                 listener.virtual_hosts =
                     http_table(resources, instance, *port, &all, registry, diags);
+                if p.servers.iter().any(|s| s.outbound) {
+                    report_shared_forward_proxy(*port, &p.servers, diags);
+                    listener.outbound = Some(super::egress::outbound(instance, registry));
+                }
             }
             ListenerProtocol::Tls => {
                 listener.chains = p
@@ -96,6 +101,17 @@ pub(super) fn http_table(
             continue;
         }
         bind_one(
+            r,
+            vs,
+            resources,
+            port,
+            servers,
+            instance,
+            registry,
+            &mut domains,
+            diags,
+        );
+        bind_mesh(
             r,
             vs,
             resources,
@@ -172,12 +188,96 @@ fn bind_one(
         if fresh.is_empty() {
             continue;
         }
-        let compiled = compile_routes(r, vs, all, &ns, &name, port, registry, diags);
+        let binding = Binding::Gateway {
+            ns: &ns,
+            name: &name,
+        };
+        let compiled = compile_routes(r, vs, all, binding, port, registry, diags);
         for d in fresh {
             let entry = domains.entry(d).or_default();
             entry.routes.extend(compiled.routes.iter().cloned());
             entry.excluded.extend(compiled.excluded.iter().cloned());
         }
+    }
+}
+
+/// On a forward-proxy port, a VirtualService written for the mesh (no `gateways`, or `mesh`
+/// among them) applies as it would in the sidecar of the workload that sends through the
+/// proxy: its `mesh` rules, for its hosts that the forward-proxy servers admit. A
+/// VirtualService that names a Gateway of the port is bound by that name instead (above), so
+/// rules written for the egress gateway itself are not applied twice.
+#[allow(clippy::too_many_arguments)]
+fn bind_mesh(
+    r: &Resource,
+    vs: &Object<VirtualServiceSpec>,
+    all: &[&Resource],
+    port: u16,
+    servers: &[&ServerRef<'_>],
+    instance: &Instance,
+    registry: &mut Registry<'_>,
+    domains: &mut BTreeMap<String, Compiled>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == MESH);
+    let names_a_gateway_here = vs.spec.gateways.iter().any(|g| {
+        let (ns, name) = gateway_ref(g, &vs.namespace);
+        servers
+            .iter()
+            .any(|s| s.gateway_ns == ns && s.gateway_name == name)
+    });
+    if !for_mesh || names_a_gateway_here {
+        return;
+    }
+    let mut bound: BTreeSet<String> = BTreeSet::new();
+    for server in servers.iter().filter(|s| s.outbound) {
+        for sh in &server.hosts {
+            if sh.namespace.as_deref().is_some_and(|n| n != vs.namespace) {
+                continue;
+            }
+            for h in &vs.spec.hosts {
+                let h = complete(h, &vs.namespace, &instance.domain_suffix);
+                bound.extend(intersect(&sh.host, &h));
+            }
+        }
+    }
+    if bound.is_empty() {
+        return;
+    }
+    let compiled = compile_routes(r, vs, all, Binding::Mesh, port, registry, diags);
+    for d in bound {
+        let entry = domains.entry(d).or_default();
+        entry.routes.extend(compiled.routes.iter().cloned());
+        entry.excluded.extend(compiled.excluded.iter().cloned());
+    }
+}
+
+/// Istio's name for the sidecars in `gateways`.
+const MESH: &str = "mesh";
+
+/// Whom a VirtualService's rules are compiled for.
+#[derive(Clone, Copy)]
+enum Binding<'a> {
+    /// A Gateway of this instance.
+    Gateway { ns: &'a str, name: &'a str },
+    /// The mesh, on a forward-proxy port.
+    Mesh,
+}
+
+/// Servers of a forward-proxy port that are not forward proxies themselves still share its
+/// route table, so requests for their hosts are also served as the proxy serves them.
+fn report_shared_forward_proxy(port: u16, servers: &[ServerRef<'_>], diags: &mut Vec<Diagnostic>) {
+    let Some(proxy) = servers.iter().find(|s| s.outbound) else {
+        return;
+    };
+    for s in servers.iter().filter(|s| !s.outbound) {
+        diags.push(subject(s.resource).warning(
+            &s.field,
+            format!(
+                "port {port} is a forward proxy ({} has the {} annotation); this server shares its route table, so requests for hosts no route takes follow the outbound traffic policy here too",
+                proxy.label,
+                crate::egress::FORWARD_PROXY_ANNOTATION
+            ),
+        ));
     }
 }
 
@@ -200,8 +300,7 @@ fn compile_routes(
     r: &Resource,
     vs: &Object<VirtualServiceSpec>,
     all: &[&Resource],
-    gw_ns: &str,
-    gw_name: &str,
+    binding: Binding<'_>,
     port: u16,
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
@@ -230,7 +329,7 @@ fn compile_routes(
                 source: source.clone(),
                 reason,
             };
-            if let Some(reason) = m.and_then(|m| not_here(m, &vs.namespace, gw_ns, gw_name, port)) {
+            if let Some(reason) = m.and_then(|m| not_here(m, &vs.namespace, binding, port)) {
                 out.excluded.push(exclude(reason));
                 continue;
             }
@@ -273,7 +372,10 @@ fn compile_routes(
                 fault: actions::fault(route.fault.as_ref()),
                 cors: actions::cors(route.cors_policy.as_ref()),
             };
-            let matcher = m.map(request_match).unwrap_or_default();
+            let mut matcher = m.map(request_match).unwrap_or_default();
+            if let Binding::Mesh = binding {
+                matcher.port = m.and_then(|m| m.port).and_then(|p| u16::try_from(p).ok());
+            }
             if matcher.is_catch_all() {
                 catch_all = Some(source.field.clone());
             }
@@ -290,13 +392,20 @@ fn compile_routes(
 }
 
 /// Why a match block does not apply to this gateway's port, if it does not.
-fn not_here(
-    m: &HttpMatchRequest,
-    vs_ns: &str,
-    gw_ns: &str,
-    gw_name: &str,
-    port: u16,
-) -> Option<String> {
+fn not_here(m: &HttpMatchRequest, vs_ns: &str, binding: Binding<'_>, port: u16) -> Option<String> {
+    let (gw_ns, gw_name) = match binding {
+        Binding::Gateway { ns, name } => (ns, name),
+        // A mesh rule's port is the destination's, matched per request.
+        Binding::Mesh if m.gateways.is_empty() || m.gateways.iter().any(|g| g == MESH) => {
+            return None;
+        }
+        Binding::Mesh => {
+            return Some(format!(
+                "match gateways {:?} do not include mesh (this forward-proxy port applies the mesh rules of VirtualServices that name none of its Gateways)",
+                m.gateways
+            ));
+        }
+    };
     let for_gateway = m.gateways.is_empty()
         || m.gateways
             .iter()
@@ -546,6 +655,7 @@ fn request_match(m: &HttpMatchRequest) -> RequestMatch {
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), string_matcher(v, false)?)))
             .collect(),
+        port: None,
     }
 }
 

@@ -168,6 +168,53 @@ impl<'a> Registry<'a> {
         Ok((name, i))
     }
 
+    /// Clusters for every port of every ServiceEntry host, for the registry of forward-proxy
+    /// ports: `(host, port, cluster name, cluster index)`, sorted by host and port.
+    pub fn all_services(&mut self) -> Vec<(String, u16, String, usize)> {
+        let mut wanted: Vec<(String, u16)> = self
+            .services
+            .iter()
+            .flat_map(|(host, svc)| {
+                svc.entry
+                    .spec
+                    .ports
+                    .iter()
+                    .filter_map(|p| p.number.and_then(|n| u16::try_from(n).ok()))
+                    .map(move |n| (host.clone(), n))
+            })
+            .collect();
+        wanted.sort();
+        wanted
+            .into_iter()
+            .filter_map(|(host, port)| {
+                let (name, i) = self.cluster(&host, Some(port), None).ok()?;
+                Some((host, port, name, i))
+            })
+            .collect()
+    }
+
+    /// Istio's `PassthroughCluster`: each request goes to the host and port it names.
+    pub fn passthrough(&mut self) -> (String, usize) {
+        let name = crate::egress::PASSTHROUGH_CLUSTER.to_string();
+        if let Some(i) = self.by_name.get(&name) {
+            return (name, *i);
+        }
+        let i = self.clusters.len();
+        self.clusters.push(Cluster {
+            name: name.clone(),
+            service: name.clone(),
+            service_namespace: String::new(),
+            port: 0,
+            subset: None,
+            endpoints: EndpointSource::OriginalDestination { port: None },
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+            policy: policy::cluster_policy(None, None, None, None),
+        });
+        self.by_name.insert(name.clone(), i);
+        (name, i)
+    }
+
     /// The traffic policy of a cluster, and its endpoints with priorities and weights by
     /// locality.
     fn policy(
@@ -237,6 +284,8 @@ impl<'a> Registry<'a> {
                     e.weight = weight;
                 }
             }
+            // One endpoint per request, chosen by the request itself.
+            EndpointSource::OriginalDestination { .. } => {}
         }
         (compiled, source)
     }
@@ -582,13 +631,21 @@ fn endpoints(
         .endpoints
         .iter()
         .filter(|e| subset.iter().all(|(k, v)| e.labels.get(k) == Some(v)));
-    match se.spec.resolution.as_deref().unwrap_or("NONE") {
+    let resolution = se.spec.resolution.as_deref().unwrap_or("NONE");
+    match resolution {
+        // Envoy's ORIGINAL_DST (NONE) and dynamic forward proxy (DYNAMIC_DNS) clusters: the
+        // address comes from each request; endpoints are not used (validation rejects them).
+        "NONE" | "DYNAMIC_DNS" => EndpointSource::OriginalDestination {
+            port: u16::try_from(default_port).ok(),
+        },
         "DNS" | "DNS_ROUND_ROBIN" => {
+            let first_only = resolution == "DNS_ROUND_ROBIN";
             let mut targets: Vec<DnsTarget> = selected
                 .filter_map(|e| {
                     Some(DnsTarget {
                         hostname: e.address.clone()?,
                         port: port_of(e),
+                        first_only,
                         labels: e.labels.clone(),
                         locality: e.locality.clone(),
                         weight: e.weight.unwrap_or(1),
@@ -605,6 +662,7 @@ fn endpoints(
                     .map(|h| DnsTarget {
                         hostname: h.clone(),
                         port: u16::try_from(default_port).unwrap_or(0),
+                        first_only,
                         labels: BTreeMap::new(),
                         locality: None,
                         weight: 1,
@@ -631,20 +689,13 @@ fn endpoints(
     }
 }
 
-/// Reports ServiceEntries whose resolution this version does not serve.
+/// Reports ServiceEntry endpoints this version does not serve.
 pub fn check_service_entries(resources: &[&Resource], diags: &mut Vec<Diagnostic>) {
     for r in resources {
         let Resource::ServiceEntry(se) = r else {
             continue;
         };
         let s: Subject<'_> = subject(r);
-        match se.spec.resolution.as_deref().unwrap_or("NONE") {
-            "NONE" | "DYNAMIC_DNS" => diags.push(s.warning(
-                "spec.resolution",
-                "resolution NONE and DYNAMIC_DNS (forwarding to the original destination) are not served by this version of Isthmus; the service has no endpoints",
-            )),
-            _ => {}
-        }
         for (i, e) in se.spec.endpoints.iter().enumerate() {
             if e.address
                 .as_deref()

@@ -47,6 +47,9 @@ pub enum Endpoints {
     Static { addresses: Vec<StaticEndpoint> },
     /// `name:port` resolved by DNS at run time.
     Dns { names: Vec<String> },
+    /// The request's own host, resolved when it is sent (`resolution: NONE`, `DYNAMIC_DNS`,
+    /// `PassthroughCluster`), on `port` or the request's port.
+    OriginalDestination { port: Option<u16> },
     /// No cluster: the service, its port or the subset is unknown (503, `NC`).
     Unknown { reason: String },
 }
@@ -65,6 +68,7 @@ impl DestinationStep {
         match &self.endpoints {
             Endpoints::Static { addresses } => !addresses.is_empty(),
             Endpoints::Dns { names } => !names.is_empty(),
+            Endpoints::OriginalDestination { .. } => true,
             Endpoints::Unknown { .. } => false,
         }
     }
@@ -126,6 +130,9 @@ fn endpoints(c: &Cluster) -> Endpoints {
                 .map(|t| format!("{}:{}", t.hostname, t.port))
                 .collect(),
         },
+        EndpointSource::OriginalDestination { port } => {
+            Endpoints::OriginalDestination { port: *port }
+        }
     }
 }
 

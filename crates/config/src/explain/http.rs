@@ -2,6 +2,7 @@
 //! reason each one before the match failed.
 
 use crate::actions::{RedirectInput, https_redirect_location};
+use crate::egress::{Outbound, OutboundDecision, destination_port};
 use crate::hosts::{covers, request_host};
 use crate::matching::RequestView;
 use crate::snapshot::{ServerInfo, Snapshot, VirtualHost, VirtualHosts};
@@ -18,11 +19,15 @@ pub(super) fn walk(
     req: &Request,
     secure: bool,
     servers: &[ServerInfo],
+    outbound: Option<&Outbound>,
 ) {
     let host = request_host(&req.authority);
     let Some((vh, how)) = table.lookup(&host) else {
         ex.domains = table.hosts.iter().map(|v| v.domain.clone()).collect();
-        ex.outcome = no_virtual_host(&host, req.port, &ex.domains);
+        ex.outcome = match outbound {
+            Some(o) => outbound_outcome(ex, snapshot, o, &host, req),
+            None => no_virtual_host(&host, req.port, &ex.domains),
+        };
         return;
     };
     ex.virtual_host = Some(VirtualHostStep {
@@ -116,6 +121,51 @@ fn excluded(vh: &VirtualHost) -> Vec<ExcludedStep> {
             reason: e.reason.clone(),
         })
         .collect()
+}
+
+/// A forward-proxy port: the registry, then the outbound traffic policy, as the data plane
+/// decides with the same [`Outbound::decide`].
+fn outbound_outcome(
+    ex: &mut Explanation,
+    snapshot: &Snapshot,
+    outbound: &Outbound,
+    host: &str,
+    req: &Request,
+) -> Outcome {
+    let port = destination_port(&req.authority, "http");
+    let route = match outbound.decide(host, port) {
+        OutboundDecision::Registered(svc) => {
+            ex.notes.push(format!(
+                "no virtual host matches {host:?} on this forward-proxy port: ServiceEntry host {} port {port} takes it, with Istio's default route",
+                svc.host
+            ));
+            &svc.route
+        }
+        OutboundDecision::Passthrough(route) => {
+            ex.notes.push(format!(
+                "no virtual host matches {host:?} and no ServiceEntry declares it on port {port}: ALLOW_ANY passes it through to {host}:{port} (PassthroughCluster)"
+            ));
+            route
+        }
+        OutboundDecision::Blocked => {
+            return Outcome::Refused {
+                status: Some(502),
+                flag: None,
+                reason: format!(
+                    "no virtual host matches {host:?} and no ServiceEntry declares it on port {port}: REGISTRY_ONLY refuses it with 502 (Istio's block_all route, BlackHoleCluster)"
+                ),
+            };
+        }
+    };
+    let path = crate::path::normalize(&req.path);
+    let input = RedirectInput {
+        scheme: "http",
+        authority: &req.authority,
+        path: &path,
+        query: req.query.as_deref(),
+        listener_port: req.port,
+    };
+    http_outcome(snapshot, &route.action, &input)
 }
 
 fn no_virtual_host(host: &str, port: u16, domains: &[String]) -> Outcome {

@@ -36,7 +36,7 @@ pub(super) fn tls(ex: &mut Explanation, snapshot: &Snapshot, listener: &Listener
     match (&chain.tls, &chain.routes) {
         (ChainTls::Terminate(_), ChainRoutes::Http(table)) => {
             let servers: Vec<_> = server.into_iter().cloned().collect();
-            super::http::walk(ex, snapshot, table, req, true, &servers);
+            super::http::walk(ex, snapshot, table, req, true, &servers, None);
         }
         (ChainTls::Terminate(_), ChainRoutes::Tcp(routes)) => {
             tcp_routes(ex, snapshot, routes, TunnelMode::TlsTerminatedTcp);

@@ -409,6 +409,13 @@ fn destination(o: &mut Out, d: &DestinationStep, weighted: bool, http: bool) {
         Endpoints::Dns { names } => {
             o.more(pad, format!("endpoints (DNS) {}", names.join(", ")));
         }
+        Endpoints::OriginalDestination { port } => {
+            let port = port.map_or("the request's port".to_string(), |p| format!("port {p}"));
+            o.more(
+                pad,
+                format!("endpoints (original destination) the request's host, resolved per request, {port}"),
+            );
+        }
         Endpoints::Unknown { reason } => o.more(pad, format!("no cluster: {reason}")),
     }
 }

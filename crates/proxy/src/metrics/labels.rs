@@ -79,6 +79,7 @@ impl DestinationLabels {
         let endpoints: Vec<&BTreeMap<String, String>> = match &c.endpoints {
             EndpointSource::Static(eps) => eps.iter().map(|e| &e.labels).collect(),
             EndpointSource::Dns(targets) => targets.iter().map(|t| &t.labels).collect(),
+            EndpointSource::OriginalDestination { .. } => Vec::new(),
         };
         let shared = |keys: &[&str]| keys.iter().find_map(|k| common_label(&endpoints, k));
         DestinationLabels {

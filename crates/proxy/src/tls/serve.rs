@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use super::prefixed::Prefixed;
 use super::{client_hello, xfcc};
 use crate::drain::DrainWatch;
+use crate::egress::original_dst::Target;
 use crate::handler::ConnInfo;
 use crate::{Gateway, serve, tcp};
 
@@ -62,7 +63,12 @@ pub async fn connection(
                 tracing::debug!(port = info.port, sni, "no tls route matches");
                 return;
             };
-            tcp::splice(&gw, &active, &route.forward, io, &info).await;
+            let host = sni.to_ascii_lowercase();
+            let target = Target {
+                host: &host,
+                port: info.port,
+            };
+            tcp::splice(&gw, &active, &route.forward, Some(target), io, &info).await;
         }
         ChainTls::Terminate(_) => {
             let Some(config) = active.tls.get(&chain.key).cloned() else {
@@ -97,7 +103,12 @@ pub async fn connection(
                 }
                 ChainRoutes::Tcp(routes) => {
                     if let Some(r) = first_tcp_route(routes) {
-                        tcp::splice(&gw, &active, &r.forward, tls, &info).await;
+                        let host = hello.sni.as_deref().map(str::to_ascii_lowercase);
+                        let target = host.as_deref().map(|host| Target {
+                            host,
+                            port: info.port,
+                        });
+                        tcp::splice(&gw, &active, &r.forward, target, tls, &info).await;
                     }
                 }
                 ChainRoutes::Tls(_) => {}

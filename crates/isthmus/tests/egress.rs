@@ -1,0 +1,833 @@
+//! The egress gateway end to end: Istio's egress-gateway pattern (HTTP and TLS passthrough by
+//! SNI), forward-proxy ports with the outbound traffic policy, CONNECT tunnels, TLS origination,
+//! wildcard hosts, DNS refresh and the timeout of an external host.
+//!
+//! The "external" services are local servers on 127.0.0.0/8. Their names (`edition.cnn.com`,
+//! `api.external.test`, ...) reach the gateway's resolver through `--resolve` and
+//! `--hosts-file`; nothing is sent to a real external address.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+// === Fixtures ===
+
+/// An Istio acceptance manifest, verbatim.
+fn manifest(task: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/acceptance-data/istio")
+        .join(task)
+        .join("config.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// `text` with `from` replaced by `to`, which must occur exactly once.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} in\n{text}");
+    text.replacen(from, to, 1)
+}
+
+/// The forward-proxy Gateway: port 3128 (HTTP, every host) of the egress instance.
+const FORWARD_PROXY: &str = "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: egress-proxy
+  namespace: istio-system
+  annotations: {isthmus.io/forward-proxy: 'true'}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 3128, name: http-proxy, protocol: HTTP}
+    hosts: ['*']
+";
+
+/// A MESH_EXTERNAL ServiceEntry with one port.
+fn external_service(name: &str, host: &str, port: u16, protocol: &str, resolution: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: ['{host}']\n  location: MESH_EXTERNAL\n  ports: [{{number: {port}, name: p{port}, protocol: {protocol}}}]\n  resolution: {resolution}\n"
+    )
+}
+
+/// Starts the egress instance (`istio=egressgateway`) on `files`, with Gateway ports 80, 443
+/// and 3128 on 127.0.0.1, the outbound `policy`, and `extra` arguments (`--resolve ...`).
+async fn start_egress(files: &[(&str, String)], policy: &str, extra: &[&str]) -> Gateway {
+    let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let mut args = vec![
+        "--labels",
+        "istio=egressgateway",
+        "--bind",
+        "443=127.0.0.1:0",
+        "--bind",
+        "3128=127.0.0.1:0",
+        "--outbound-traffic-policy",
+        policy,
+    ];
+    args.extend_from_slice(extra);
+    let g = Gateway::start_with(&refs, &args).await;
+    let errors: Vec<String> = g
+        .diagnostics()
+        .await
+        .into_iter()
+        .filter(|d| d.contains(": error:"))
+        .collect();
+    assert!(errors.is_empty(), "configuration errors: {errors:#?}");
+    g
+}
+
+/// A client that sends every request through the forward proxy at `proxy`.
+fn proxied(proxy: SocketAddr) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
+        .timeout(WAIT)
+}
+
+async fn get_via(proxy: SocketAddr, url: &str) -> Reply {
+    let client = proxied(proxy).build().unwrap();
+    Reply::from(client.get(url).send().await.unwrap()).await
+}
+
+/// `istio_requests_total` for these labels.
+async fn requests(g: &Gateway, labels: &[(&str, &str)]) -> f64 {
+    metric_sum(&g.prometheus().await, "istio_requests_total", labels)
+}
+
+/// Runs a command of a proxy-aware client with `env` (and no proxy settings of the test's own
+/// environment), within a time limit: exit success, stdout, stderr.
+async fn run_client(
+    program: &str,
+    args: Vec<String>,
+    env: Vec<(&str, String)>,
+) -> (bool, String, String) {
+    let mut cmd = Command::new(program);
+    cmd.args(&args).stdin(Stdio::null());
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("cannot run the client"));
+    let out = tokio::time::timeout(WAIT + Duration::from_secs(5), out)
+        .await
+        .expect("the client did not finish")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// curl through the proxy (`--proxy`), with a time limit.
+async fn curl_proxy(proxy: SocketAddr, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec![
+        "-sS".to_string(),
+        "--max-time".into(),
+        "10".into(),
+        "--proxy".into(),
+        format!("http://{proxy}"),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    run_client("curl", all, vec![]).await
+}
+
+/// A GET with Python requests, which takes the proxy from `HTTP_PROXY`/`HTTPS_PROXY`; prints
+/// the status and the body.
+async fn python_get(proxy: SocketAddr, url: &str, ca: Option<&Path>) -> (bool, String, String) {
+    let script = "import sys, requests\nverify = sys.argv[2] if len(sys.argv) > 2 else True\nr = requests.get(sys.argv[1], verify=verify, timeout=10)\nprint(r.status_code)\nprint(r.text)\n";
+    let mut args = vec!["-c".to_string(), script.into(), url.into()];
+    if let Some(ca) = ca {
+        args.push(ca.display().to_string());
+    }
+    let proxy = format!("http://{proxy}");
+    run_client(
+        "python3",
+        args,
+        vec![("HTTP_PROXY", proxy.clone()), ("HTTPS_PROXY", proxy)],
+    )
+    .await
+}
+
+/// An HTTPS server with `leaf` (requiring a client certificate from `client_ca` when given)
+/// that answers every request with JSON: its name, the SNI, the Host, the path and whether a
+/// client certificate came.
+async fn https_backend(name: &str, leaf: &Leaf, client_ca: Option<&Pki>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_https(listener, name, leaf, client_ca)
+}
+
+fn serve_https(
+    listener: TcpListener,
+    name: &str,
+    leaf: &Leaf,
+    client_ca: Option<&Pki>,
+) -> SocketAddr {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(ca.roots()),
+                provider,
+            )
+            .build()
+            .unwrap(),
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(vec![leaf.der()], leaf.key())
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let addr = listener.local_addr().unwrap();
+    let name: Arc<str> = Arc::from(name);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, name) = (acceptor.clone(), name.clone());
+            tokio::spawn(async move {
+                let Ok(Ok(tls)) = tokio::time::timeout(WAIT, acceptor.accept(stream)).await else {
+                    return;
+                };
+                let (_, conn) = tls.get_ref();
+                let sni = conn.server_name().unwrap_or("").to_string();
+                let client_cert = conn.peer_certificates().is_some();
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let body = serde_json::json!({
+                        "backend": &*name,
+                        "sni": sni,
+                        "host": req.headers().get("host").and_then(|h| h.to_str().ok()),
+                        "path": req.uri().path(),
+                        "client_cert": client_cert,
+                    });
+                    async move {
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(
+                            body.to_string(),
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+// === Istio's egress-gateway pattern ===
+
+/// Istio's "egress gateway for HTTP traffic" task, its manifest as written: a Gateway of the
+/// egress instance for `edition.cnn.com`, a VirtualService bound to it routing to the
+/// ServiceEntry. The ServiceEntry's port gets a `targetPort` (the stand-in server's port), and
+/// the resolution is each of DNS (the host resolved), STATIC and NONE (the Host resolved per
+/// request).
+#[tokio::test]
+async fn istio_egress_gateway_pattern_for_http_with_each_resolution() {
+    let cnn = backend("cnn").await;
+    let base = edit(
+        &manifest("egress-gateway-http"),
+        "    name: http-port\n    protocol: HTTP\n",
+        &format!(
+            "    name: http-port\n    protocol: HTTP\n    targetPort: {}\n",
+            cnn.port()
+        ),
+    );
+    let static_endpoints = "resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]\n";
+    for (resolution, text) in [
+        ("DNS", base.clone()),
+        ("STATIC", edit(&base, "resolution: DNS\n", static_endpoints)),
+        (
+            "NONE",
+            edit(&base, "resolution: DNS\n", "resolution: NONE\n"),
+        ),
+    ] {
+        let g = start_egress(
+            &[("task.yaml", text)],
+            "REGISTRY_ONLY",
+            &["--resolve", "edition.cnn.com:127.0.0.1"],
+        )
+        .await;
+        let r = get(&g.url(80, "/politics").await, "edition.cnn.com", &[]).await;
+        assert_eq!(r.status, 200, "{resolution}: {}\n{}", r.body, g.log());
+        assert_eq!(r.backend(), Some("cnn"), "{resolution}");
+        assert_eq!(
+            r.json()["headers"]["host"],
+            "edition.cnn.com",
+            "{resolution}"
+        );
+        let other = get(&g.url(80, "/").await, "other.example.com", &[]).await;
+        assert_eq!(
+            other.status, 404,
+            "{resolution}: only the Gateway's host is served"
+        );
+        let labels = [
+            ("destination_service", "edition.cnn.com"),
+            ("response_code", "200"),
+            ("source_workload", "istio-egressgateway"),
+        ];
+        assert_eq!(requests(&g, &labels).await, 1.0, "{resolution}");
+    }
+}
+
+/// Istio's "egress gateway for HTTPS traffic" task (TLS passthrough by SNI on port 443): the
+/// client's TLS goes through untouched to the external server, whose certificate it verifies.
+#[tokio::test]
+async fn istio_egress_gateway_pattern_for_tls_passthrough() {
+    let ca = Pki::new("external");
+    let leaf = ca.server(&["edition.cnn.com"]);
+    let cnn = tls_echo_backend("cnn", &leaf).await;
+    let base = edit(
+        &manifest("egress-gateway-tls-passthrough"),
+        "    name: tls\n    protocol: TLS\n  resolution: DNS",
+        &format!(
+            "    name: tls\n    protocol: TLS\n    targetPort: {}\n  resolution: DNS",
+            cnn.port()
+        ),
+    );
+    for (resolution, text) in [
+        ("DNS", base.clone()),
+        ("NONE", edit(&base, "resolution: DNS", "resolution: NONE")),
+    ] {
+        let g = start_egress(
+            &[("task.yaml", text)],
+            "REGISTRY_ONLY",
+            &["--resolve", "edition.cnn.com:127.0.0.1"],
+        )
+        .await;
+        let addr = g.addr(443).await;
+        let mut s = tls_connect(addr, "edition.cnn.com", &tls_client(&ca, None))
+            .await
+            .unwrap_or_else(|e| panic!("{resolution}: {e}\n{}", g.log()));
+        assert_eq!(peer_certificate(&s), leaf.der(), "{resolution}");
+        assert_eq!(read_line(&mut s).await.unwrap(), "cnn\n", "{resolution}");
+        let echoed = send_and_read_to_end(&mut s, b"hello").await.unwrap();
+        assert_eq!(echoed, "hello<eof>", "{resolution}");
+        // A name no server of the Gateway declares has no filter chain: closed.
+        assert!(
+            tls_connect(addr, "other.example.com", &tls_client(&ca, None))
+                .await
+                .is_err(),
+            "{resolution}"
+        );
+    }
+}
+
+// === Forward-proxy ports and the outbound traffic policy ===
+
+#[tokio::test]
+async fn registry_only_answers_502_until_a_service_entry_is_added_live() {
+    let api = backend("api").await;
+    let g = start_egress(
+        &[("proxy.yaml", FORWARD_PROXY.to_string())],
+        "REGISTRY_ONLY",
+        &["--resolve", "api.external.test:127.0.0.1"],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let url = format!("http://api.external.test:{}/get", api.port());
+    let r = get_via(proxy, &url).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert_eq!(r.body, "");
+    let blocked = [
+        ("destination_service", "api.external.test"),
+        ("destination_service_name", "BlackHoleCluster"),
+        ("response_code", "502"),
+    ];
+    assert_eq!(requests(&g, &blocked).await, 1.0);
+    assert!(g.log().contains("REGISTRY_ONLY"), "{}", g.log());
+    // curl says the same.
+    let (_, out, _) = curl_proxy(proxy, &["-o", "/dev/null", "-w", "%{http_code}", &url]).await;
+    assert_eq!(out, "502");
+
+    g.write(
+        "api.yaml",
+        &external_service("api", "api.external.test", api.port(), "HTTP", "DNS"),
+    )
+    .await;
+    let r = get_via(proxy, &url).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, g.log());
+    assert_eq!(r.backend(), Some("api"));
+    assert_eq!(r.json()["path"], "/get");
+    assert_eq!(
+        r.json()["headers"]["host"],
+        format!("api.external.test:{}", api.port())
+    );
+    let (ok, out, err) = curl_proxy(proxy, &[&url]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("\"backend\": \"api\""), "{out}");
+    let allowed = [
+        ("destination_service", "api.external.test"),
+        ("destination_service_name", "api.external.test"),
+        ("response_code", "200"),
+    ];
+    assert_eq!(requests(&g, &allowed).await, 2.0);
+    // A port the ServiceEntry does not declare is still outside the registry.
+    let other_port = format!(
+        "http://api.external.test:{}/get",
+        api.port().wrapping_add(1)
+    );
+    assert_eq!(get_via(proxy, &other_port).await.status, 502);
+}
+
+#[tokio::test]
+async fn allow_any_passes_unknown_hosts_through_to_the_host_they_name() {
+    let web = backend("web").await;
+    let g = start_egress(
+        &[("proxy.yaml", FORWARD_PROXY.to_string())],
+        "ALLOW_ANY",
+        &["--resolve", "*.anywhere.test:127.0.0.1"],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let url = format!("http://www.anywhere.test:{}/page?q=1", web.port());
+    let r = get_via(proxy, &url).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, g.log());
+    assert_eq!(r.backend(), Some("web"));
+    assert_eq!(r.json()["query"], "q=1");
+    // Proxy headers stay with the proxy; the gateway's own are added.
+    assert!(r.json()["headers"].get("proxy-connection").is_none());
+    assert!(r.json()["headers"]["x-forwarded-for"].is_string());
+    // curl and Python requests with the proxy from the environment.
+    let (ok, out, err) = run_client(
+        "curl",
+        vec!["-sS".into(), "--max-time".into(), "10".into(), url.clone()],
+        vec![("http_proxy", format!("http://{proxy}"))],
+    )
+    .await;
+    assert!(ok && out.contains("\"backend\": \"web\""), "{out}{err}");
+    let (ok, out, err) = python_get(proxy, &url, None).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("200\n") && out.contains("\"backend\": \"web\""),
+        "{out}"
+    );
+    let passthrough = [
+        ("destination_service", "www.anywhere.test"),
+        ("destination_service_name", "PassthroughCluster"),
+        ("response_code", "200"),
+    ];
+    assert_eq!(requests(&g, &passthrough).await, 3.0);
+}
+
+/// `CONNECT host:port` tunnels, with curl's `--proxy` and Python requests' `HTTPS_PROXY`: the
+/// client's TLS reaches the external server, which it verifies. A wildcard ServiceEntry with
+/// resolution NONE admits any name under it; other names are refused under REGISTRY_ONLY.
+#[tokio::test]
+async fn connect_tunnels_follow_the_registry_and_the_policy() {
+    let ca = Pki::new("external");
+    let leaf = ca.server(&["secure.external.test", "*.wiki.test"]);
+    let secure = https_backend("secure", &leaf, None).await;
+    let port = secure.port();
+    let files = [
+        ("proxy.yaml", FORWARD_PROXY.to_string()),
+        (
+            "secure.yaml",
+            external_service("secure", "secure.external.test", port, "TLS", "DNS"),
+        ),
+        (
+            "wiki.yaml",
+            external_service("wiki", "*.wiki.test", port, "TLS", "NONE"),
+        ),
+    ];
+    let g = start_egress(
+        &files,
+        "REGISTRY_ONLY",
+        &[
+            "--resolve",
+            "secure.external.test:127.0.0.1",
+            "--resolve",
+            "*.wiki.test:127.0.0.1",
+            "--resolve",
+            "blocked.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let ca_file = write_file(g.dir.path(), "ca.pem.txt", &ca.ca_pem);
+    let ca_arg = ca_file.display().to_string();
+    for (host, backend_sni) in [
+        ("secure.external.test", "secure.external.test"),
+        ("en.wiki.test", "en.wiki.test"),
+    ] {
+        let url = format!("https://{host}:{port}/tunnel");
+        let (ok, out, err) = curl_proxy(proxy, &["--cacert", &ca_arg, &url]).await;
+        assert!(ok, "{host}: {err}\n{}", g.log());
+        let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(body["sni"], backend_sni);
+        assert_eq!(body["path"], "/tunnel");
+    }
+    let (ok, out, err) = python_get(
+        proxy,
+        &format!("https://secure.external.test:{port}/py"),
+        Some(&ca_file),
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("200\n") && out.contains("\"/py\""), "{out}");
+    // reqwest's CONNECT, too.
+    let client = proxied(proxy)
+        .tls_certs_only([ca.reqwest_certificate()])
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://secure.external.test:{port}/rq"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let (ok, _, err) = curl_proxy(
+        proxy,
+        &[
+            "--cacert",
+            &ca_arg,
+            &format!("https://blocked.test:{port}/"),
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("502"), "{err}");
+    let tunnels = [
+        ("destination_service", "secure.external.test"),
+        ("response_code", "200"),
+    ];
+    assert_eq!(requests(&g, &tunnels).await, 3.0);
+    let blocked = [
+        ("destination_service", "blocked.test"),
+        ("destination_service_name", "BlackHoleCluster"),
+        ("response_code", "502"),
+    ];
+    assert_eq!(requests(&g, &blocked).await, 1.0);
+}
+
+// === TLS origination ===
+
+/// Istio's "egress TLS origination" task, its manifest as written (port 80 of the ServiceEntry
+/// targets the server's TLS port; the DestinationRule originates TLS on it), with the CA added
+/// to the DestinationRule: a plain-HTTP request through the forward proxy reaches the external
+/// server over verified TLS, with the host as SNI. With a wrong CA the handshake fails: 503.
+#[tokio::test]
+async fn tls_origination_for_plain_http_requests_verifies_the_external_server() {
+    let ca = Pki::new("external");
+    let cnn = https_backend("cnn", &ca.server(&["edition.cnn.com"]), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_file(dir.path(), "ca.pem", &ca.ca_pem);
+    let wrong = write_file(dir.path(), "wrong.pem", &Pki::new("other").ca_pem);
+    let task = |ca_file: &Path| {
+        let t = edit(
+            &manifest("egress-tls-origination"),
+            "    targetPort: 443\n",
+            &format!("    targetPort: {}\n", cnn.port()),
+        );
+        edit(
+            &t,
+            "        mode: SIMPLE",
+            &format!(
+                "        mode: SIMPLE\n        caCertificates: {}",
+                ca_file.display()
+            ),
+        )
+    };
+    let g = start_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            ("task.yaml", task(&good)),
+        ],
+        "REGISTRY_ONLY",
+        &["--resolve", "edition.cnn.com:127.0.0.1"],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let r = get_via(proxy, "http://edition.cnn.com/politics").await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, g.log());
+    assert_eq!(r.json()["backend"], "cnn");
+    assert_eq!(r.json()["sni"], "edition.cnn.com");
+    assert_eq!(r.json()["path"], "/politics");
+
+    g.write("task.yaml", &task(&wrong)).await;
+    let r = get_via(proxy, "http://edition.cnn.com/politics").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("connection failure"), "{}", r.body);
+}
+
+/// TLS origination at the egress gateway in Istio's gateway pattern, MUTUAL: the workload
+/// sends plain HTTP to the Gateway's port 80; the VirtualService routes to the external
+/// service's port 443, where the DestinationRule opens TLS with a client certificate (and the
+/// SNI it names). Without the client certificate the external server refuses the handshake.
+#[tokio::test]
+async fn mutual_tls_origination_through_the_egress_gateway() {
+    let server_ca = Pki::new("external");
+    let client_ca = Pki::new("client");
+    let bank = https_backend(
+        "bank",
+        &server_ca.server(&["api.bank.test"]),
+        Some(&client_ca),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = client_ca.client("egress.example.com");
+    let ca = write_file(dir.path(), "ca.pem", &server_ca.ca_pem);
+    let cert = write_file(dir.path(), "client.pem", &client.cert_pem);
+    let key = write_file(dir.path(), "client.key", &client.key_pem);
+    let gateway = "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-egressgateway}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [api.bank.test]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bank-through-egress}
+spec:
+  hosts: [api.bank.test]
+  gateways: [istio-egressgateway]
+  http:
+  - route:
+    - destination: {host: api.bank.test, port: {number: 443}}
+";
+    let service = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: bank}}\nspec:\n  hosts: [api.bank.test]\n  ports: [{{number: 443, name: https, protocol: HTTPS, targetPort: {}}}]\n  resolution: DNS\n",
+        bank.port()
+    );
+    let rule = |mutual: bool| {
+        let identity = if mutual {
+            format!(
+                "mode: MUTUAL, clientCertificate: '{}', privateKey: '{}', ",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            "mode: SIMPLE, ".to_string()
+        };
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: bank}}\nspec:\n  host: api.bank.test\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 443}}\n      tls: {{{identity}caCertificates: '{}', sni: api.bank.test}}\n",
+            ca.display()
+        )
+    };
+    let g = start_egress(
+        &[
+            ("gw.yaml", gateway.to_string()),
+            ("se.yaml", service),
+            ("dr.yaml", rule(true)),
+        ],
+        "REGISTRY_ONLY",
+        &["--resolve", "api.bank.test:127.0.0.1"],
+    )
+    .await;
+    let r = get(&g.url(80, "/balance").await, "api.bank.test", &[]).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, g.log());
+    assert_eq!(r.json()["client_cert"], true);
+    assert_eq!(r.json()["sni"], "api.bank.test");
+    let labels = [
+        ("destination_service", "api.bank.test"),
+        ("response_code", "200"),
+    ];
+    assert_eq!(requests(&g, &labels).await, 1.0);
+
+    g.write("dr.yaml", &rule(false)).await;
+    let r = get(&g.url(80, "/balance").await, "api.bank.test", &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+}
+
+// === Timeouts, wildcard hosts and DNS ===
+
+/// Istio's "egress traffic control with a timeout" task, its manifest as written: the
+/// VirtualService (for the mesh, no `gateways`) sets a 3 s timeout on `httpbin.org`, and the
+/// forward-proxy port applies it as the workload's sidecar would.
+#[tokio::test]
+async fn the_timeout_of_an_external_host_applies_through_the_forward_proxy() {
+    let httpbin = backend("httpbin").await;
+    let task = edit(
+        &manifest("egress-serviceentry-timeout"),
+        "    protocol: HTTP\n",
+        &format!("    protocol: HTTP\n    targetPort: {}\n", httpbin.port()),
+    );
+    let g = start_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            ("task.yaml", task),
+        ],
+        "REGISTRY_ONLY",
+        &["--resolve", "httpbin.org:127.0.0.1"],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let r = get_via(proxy, "http://httpbin.org/delay/1").await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, g.log());
+    let started = Instant::now();
+    let r = get_via(proxy, "http://httpbin.org/delay/5").await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert_eq!(r.body, "upstream request timeout");
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_millis(4900),
+        "{took:?}"
+    );
+    let timed_out = [
+        ("destination_service", "httpbin.org"),
+        ("response_code", "504"),
+        ("response_flags", "UT"),
+    ];
+    assert_eq!(requests(&g, &timed_out).await, 1.0);
+}
+
+/// Wildcard ServiceEntry hosts: with DYNAMIC_DNS (and NONE) any name under `*.wikipedia.test`
+/// goes to the address that name resolves to, on the request's host; other names are outside
+/// the registry.
+#[tokio::test]
+async fn wildcard_hosts_resolve_each_name_they_cover() {
+    let en = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = en.local_addr().unwrap().port();
+    isthmus::demo::spawn_backend("en", en);
+    // The same port on another loopback address, for another name.
+    let de = TcpListener::bind(("127.0.0.2", port)).await.unwrap();
+    isthmus::demo::spawn_backend("de", de);
+    let files = [
+        ("proxy.yaml", FORWARD_PROXY.to_string()),
+        (
+            "wiki.yaml",
+            external_service("wikipedia", "*.wikipedia.test", port, "HTTP", "DYNAMIC_DNS"),
+        ),
+    ];
+    let g = start_egress(
+        &files,
+        "REGISTRY_ONLY",
+        &[
+            "--resolve",
+            "en.wikipedia.test:127.0.0.1",
+            "--resolve",
+            "de.wikipedia.test:127.0.0.2",
+            "--resolve",
+            "wikipedia.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    for (name, want) in [("en", "en"), ("de", "de")] {
+        let r = get_via(proxy, &format!("http://{name}.wikipedia.test:{port}/wiki")).await;
+        assert_eq!(r.status, 200, "{name}: {}\n{}", r.body, g.log());
+        assert_eq!(r.backend(), Some(want));
+    }
+    let r = get_via(proxy, &format!("http://wikipedia.test:{port}/")).await;
+    assert_eq!(r.status, 502, "the bare domain is not under the wildcard");
+    let labels = [
+        ("destination_service", "*.wikipedia.test"),
+        ("response_code", "200"),
+    ];
+    assert_eq!(requests(&g, &labels).await, 2.0);
+}
+
+/// `resolution: DNS` uses every address of the name and follows changes of the answer (the
+/// hosts file is read again when it changes); `DNS_ROUND_ROBIN` uses the first address only.
+#[tokio::test]
+async fn dns_endpoints_are_refreshed_and_round_robin_takes_the_first_address() {
+    let one = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = one.local_addr().unwrap().port();
+    isthmus::demo::spawn_backend("one", one);
+    let two = TcpListener::bind(("127.0.0.2", port)).await.unwrap();
+    isthmus::demo::spawn_backend("two", two);
+    let hosts_dir = tempfile::tempdir().unwrap();
+    let hosts = hosts_dir.path().join("hosts");
+    write_atomic(
+        &hosts,
+        "127.0.0.1 multi.test rr.test\n127.0.0.2 multi.test rr.test\n",
+    );
+    let files = [
+        ("proxy.yaml", FORWARD_PROXY.to_string()),
+        (
+            "multi.yaml",
+            external_service("multi", "multi.test", port, "HTTP", "DNS"),
+        ),
+        (
+            "rr.yaml",
+            external_service("rr", "rr.test", port, "HTTP", "DNS_ROUND_ROBIN"),
+        ),
+    ];
+    let hosts_arg = hosts.display().to_string();
+    let g = start_egress(&files, "REGISTRY_ONLY", &["--hosts-file", &hosts_arg]).await;
+    let proxy = g.addr(3128).await;
+    let client = proxied(proxy).build().unwrap();
+    let backend_of = |host: &'static str| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://{host}:{port}/"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-backend"].to_str().unwrap().to_string()
+        }
+    };
+    // Each request is a real exchange; the loop is bounded by WAIT.
+    let deadline = Instant::now() + WAIT;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "only {seen:?} answered for multi.test"
+        );
+        seen.insert(backend_of("multi.test").await);
+    }
+    for _ in 0..6 {
+        assert_eq!(backend_of("rr.test").await, "one");
+    }
+    write_atomic(&hosts, "127.0.0.2 multi.test rr.test\n");
+    eventually("multi.test follows the new answer", || async {
+        let mut last = Vec::new();
+        for _ in 0..4 {
+            last.push(backend_of("multi.test").await);
+        }
+        last.iter().all(|b| b == "two")
+    })
+    .await;
+    eventually("rr.test follows the new answer", || async {
+        backend_of("rr.test").await == "two"
+    })
+    .await;
+}
