@@ -85,6 +85,40 @@ pub struct RunArgs {
         default_value_t = 100
     )]
     pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window per stream granted to clients, in bytes (65535 to
+    /// 2147483647; Envoy's edge best practice: 64 KiB).
+    #[arg(
+        long,
+        env = "ISTHMUS_HTTP2_INITIAL_STREAM_WINDOW_SIZE",
+        default_value_t = isthmus_proxy::edge::DEFAULT_H2_STREAM_WINDOW,
+        value_parser = parse_window
+    )]
+    pub http2_initial_stream_window_size: u32,
+    /// HTTP/2 flow-control window per connection granted to clients, in bytes (65535 to
+    /// 2147483647; Envoy's edge best practice: 1 MiB).
+    #[arg(
+        long,
+        env = "ISTHMUS_HTTP2_INITIAL_CONNECTION_WINDOW_SIZE",
+        default_value_t = isthmus_proxy::edge::DEFAULT_H2_CONNECTION_WINDOW,
+        value_parser = parse_window
+    )]
+    pub http2_initial_connection_window_size: u32,
+    /// A request's headers must be complete this long after their first byte (the first
+    /// request's: after the connection opened); the connection is closed otherwise. 0: off.
+    #[arg(long, env = "ISTHMUS_REQUEST_HEADERS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_headers_timeout: Duration,
+    /// A downstream HTTP connection without a request in flight for this long is closed
+    /// (GOAWAY on HTTP/2). 0: never.
+    #[arg(long, env = "ISTHMUS_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Request bodies up to this many bytes are buffered so retries and mirrors can resend
+    /// them; larger bodies stream once, without retries or mirror copies.
+    #[arg(
+        long,
+        env = "ISTHMUS_MAX_REQUEST_BUFFER_BYTES",
+        default_value_t = isthmus_proxy::edge::DEFAULT_MAX_REQUEST_BUFFER
+    )]
+    pub max_request_buffer_bytes: usize,
     /// Bind Gateway port PORT on HOST:PORT instead of 0.0.0.0:PORT. Repeatable.
     #[arg(long = "bind", env = "ISTHMUS_BIND", value_delimiter = ',', value_parser = parse_bind)]
     pub bind: Vec<(u16, SocketAddr)>,
@@ -257,6 +291,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| e.to_string())
 }
 
+/// An HTTP/2 window: RFC 9113 allows at most 2^31-1, and less than the protocol's initial
+/// 65535 would only slow clients down.
+fn parse_window(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if (65_535..=0x7fff_ffff).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?}: expected a number of bytes from 65535 to 2147483647"
+        )),
+    }
+}
+
+/// A zero duration turns a timeout off.
+pub fn optional(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
 fn parse_underscores(text: &str) -> Result<isthmus_proxy::edge::Underscores, String> {
     isthmus_proxy::edge::Underscores::parse(text)
         .ok_or_else(|| format!("{text:?}: expected allow, drop or reject"))
@@ -286,5 +336,9 @@ mod tests {
         assert_eq!(parse_percent("0.5%").unwrap(), 0.5);
         assert!(parse_percent("101").is_err());
         assert!(parse_percent("x").is_err());
+        assert_eq!(parse_window("65536").unwrap(), 65536);
+        assert!(parse_window("1024").is_err());
+        assert!(parse_window("2147483648").is_err());
+        assert_eq!(parse_duration("0s").map(optional).unwrap(), None);
     }
 }

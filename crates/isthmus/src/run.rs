@@ -36,6 +36,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections_per_listener.max(1),
         underscores: args.headers_with_underscores,
         h2_max_concurrent_streams: args.http2_max_concurrent_streams.max(1),
+        h2_initial_stream_window: args.http2_initial_stream_window_size,
+        h2_initial_connection_window: args.http2_initial_connection_window_size,
+        request_headers_timeout: crate::cli::optional(args.request_headers_timeout),
+        idle_timeout: crate::cli::optional(args.idle_timeout),
+        max_request_buffer: args.max_request_buffer_bytes,
     };
     let identity = Identity {
         workload: workload_name(&instance),

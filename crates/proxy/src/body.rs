@@ -1,5 +1,7 @@
 //! Request bodies on their way upstream. A body small enough is buffered so that a retry or a
-//! mirror can send it again; a larger one streams once, its already-read head first.
+//! mirror can send it again; a larger one streams once, its already-read head first. The
+//! limit is `--max-request-buffer-bytes` ([`crate::edge::EdgeSettings::max_request_buffer`]):
+//! no request makes the gateway hold more than that of its body.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -12,10 +14,6 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-
-/// Bodies up to this size are kept for retries and mirrors (Envoy's EDGE profile buffers 32 KiB
-/// per connection; a request-sized 64 KiB covers typical API payloads).
-pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
 
 /// A request body read as far as needed to decide whether it can be replayed.
 pub enum RequestBody {
@@ -52,15 +50,15 @@ impl Received {
 }
 
 impl RequestBody {
-    /// Reads `body` until its end or until more than [`MAX_REPLAY_BYTES`] were read.
+    /// Reads `body` until its end or until more than `limit` bytes were read.
     ///
     /// Only a body whose length is declared and small enough is read ahead: a body of unknown
     /// length (a chunked upload, a gRPC stream) is forwarded as it comes, because its sender
     /// may be waiting for the answer before it sends more (bidirectional streaming). Such a
     /// body is not replayed for retries or mirrors.
-    pub async fn read(mut body: Incoming) -> Result<RequestBody, hyper::Error> {
+    pub async fn read(mut body: Incoming, limit: usize) -> Result<RequestBody, hyper::Error> {
         let declared = body.size_hint().exact();
-        if !body.is_end_stream() && declared.is_none_or(|n| n > MAX_REPLAY_BYTES as u64) {
+        if !body.is_end_stream() && declared.is_none_or(|n| n > limit as u64) {
             return Ok(RequestBody::streaming(Vec::new(), body));
         }
         let mut data = Vec::new();
@@ -83,7 +81,7 @@ impl RequestBody {
                     Ok(chunk) => {
                         size += chunk.len();
                         data.push(chunk);
-                        if size > MAX_REPLAY_BYTES {
+                        if size > limit {
                             return Ok(RequestBody::streaming(data, body));
                         }
                     }

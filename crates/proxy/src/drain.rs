@@ -12,11 +12,20 @@ pub struct DrainTrigger {
     done_rx: mpsc::Receiver<()>,
 }
 
-/// Held by each listener and connection. Dropping it tells the trigger the holder is done.
+/// Held by each listener and connection, and by the tunnels (WebSocket, CONNECT) that outlive
+/// their HTTP connection. Dropping it tells the trigger the holder is done.
 #[derive(Clone)]
 pub struct DrainWatch {
     signal: watch::Receiver<bool>,
     _alive: Option<mpsc::Sender<()>>,
+}
+
+impl std::fmt::Debug for DrainWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrainWatch")
+            .field("draining", &self.is_draining())
+            .finish()
+    }
 }
 
 impl Default for DrainTrigger {

@@ -3,6 +3,7 @@
 //! limits the accept loops enforce.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use http::{HeaderMap, header};
 
@@ -44,7 +45,43 @@ pub struct EdgeSettings {
     pub underscores: Underscores,
     /// Streams a client may open at once on one HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
+    /// The HTTP/2 flow-control windows the gateway grants a client: how much it may send on
+    /// one stream, and on the whole connection, before the gateway has passed it on.
+    pub h2_initial_stream_window: u32,
+    pub h2_initial_connection_window: u32,
+    /// A request head must be complete this long after its first byte (the first request of
+    /// a connection: after the connection opened). `None`: no limit.
+    pub request_headers_timeout: Option<Duration>,
+    /// A connection without a request in flight for this long is closed. `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Request bodies up to this size are kept so that retries and mirrors can send them
+    /// again; larger ones stream once (no retry, no mirror copy), as Envoy gives up
+    /// buffering beyond its buffer limit.
+    pub max_request_buffer: usize,
 }
+
+impl EdgeSettings {
+    pub fn timeouts(&self) -> crate::activity::Timeouts {
+        crate::activity::Timeouts {
+            request_headers: self.request_headers_timeout,
+            idle: self.idle_timeout,
+        }
+    }
+}
+
+/// Envoy's edge best practice for HTTP/2 windows: 64 KiB per stream (Envoy's own default is
+/// 256 MiB, which lets one client make the gateway buffer that much per stream when the
+/// upstream is slow), 1 MiB per connection.
+pub const DEFAULT_H2_STREAM_WINDOW: u32 = 64 * 1024;
+pub const DEFAULT_H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Envoy's `request_headers_timeout` is off by default; 10 s after the first byte is ample
+/// for any real client and bounds what a slowloris can hold.
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Envoy's default `common_http_protocol_options.idle_timeout` (Istio keeps it).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default `per_connection_buffer_limit_bytes`, which bounds what its router buffers
+/// for retries and shadows (Istio keeps it).
+pub const DEFAULT_MAX_REQUEST_BUFFER: usize = 1024 * 1024;
 
 impl Default for EdgeSettings {
     fn default() -> Self {
@@ -56,6 +93,11 @@ impl Default for EdgeSettings {
             // Envoy's edge best practice (Istio's EDGE profile): a client cannot make the
             // gateway hold thousands of streams on one connection.
             h2_max_concurrent_streams: 100,
+            h2_initial_stream_window: DEFAULT_H2_STREAM_WINDOW,
+            h2_initial_connection_window: DEFAULT_H2_CONNECTION_WINDOW,
+            request_headers_timeout: Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_request_buffer: DEFAULT_MAX_REQUEST_BUFFER,
         }
     }
 }

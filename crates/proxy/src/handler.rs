@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::body::RequestBody;
 use crate::cors::{self, Decision};
+use crate::drain::DrainWatch;
 use crate::edge;
 use crate::egress::forward_proxy::{Fallback, fallback};
 use crate::headers::{
@@ -56,6 +57,9 @@ pub struct ConnInfo {
     /// `x-forwarded-client-cert` for every request: set from the client certificate once the
     /// handshake verified it, so it is computed once per connection, not per request.
     pub client_cert: Option<HeaderValue>,
+    /// Held by the tunnels (WebSocket, CONNECT) the connection opens: they outlive the HTTP
+    /// connection, and a drain must wait for them (up to its deadline) as for the connection.
+    pub drain: Option<DrainWatch>,
 }
 
 /// The trusted client address of a request (the peer, or what trusted proxies recorded),
@@ -73,6 +77,7 @@ impl ConnInfo {
             chain: None,
             sni: None,
             client_cert: None,
+            drain: None,
         }
     }
 
@@ -222,7 +227,7 @@ async fn route_request<'a>(
     // `CONNECT ... HTTP/1.0`, and a tunnel has no HTTP/1.0 semantics to refuse.
     // (An extended CONNECT, with `:protocol`, is a WebSocket, not a tunnel.)
     if parts.method == Method::CONNECT && parts.extensions.get::<hyper::ext::Protocol>().is_none() {
-        let t = egress::connect::open(active, outbound, &mut parts).await;
+        let t = egress::connect::open(active, outbound, &mut parts, conn.drain.clone()).await;
         let cluster = t.cluster.and_then(|c| {
             active
                 .clusters
@@ -467,7 +472,7 @@ async fn forward<'a>(
         }
         None => (upstream_version(active, dest, parts.version), None),
     };
-    let Ok(body) = RequestBody::read(body).await else {
+    let Ok(body) = RequestBody::read(body, gw.edge.max_request_buffer).await else {
         // The client went away or sent a broken body.
         let mut r = LocalReply::UpstreamReset.response();
         *r.status_mut() = StatusCode::BAD_REQUEST;
@@ -523,7 +528,8 @@ async fn forward<'a>(
                 service_ms,
             });
             let deadline = timeout.map(|t| started + t);
-            let resp = upstream_response(done, downstream_upgrade, service_ms, deadline, h2_client);
+            let tunnel = downstream_upgrade.map(|on| (on, request.conn.drain.clone()));
+            let resp = upstream_response(done, tunnel, service_ms, deadline, h2_client);
             (resp, outcome, Some(dest))
         }
         Err(failed) => {
@@ -538,19 +544,22 @@ async fn forward<'a>(
 }
 
 /// The upstream's response for the client: hop-by-hop headers out, the gateway's in, and a
-/// switched protocol spliced.
+/// switched protocol spliced (the tunnel holding the connection's drain watch).
 fn upstream_response(
     mut done: crate::forward::Forwarded,
-    downstream_upgrade: Option<OnUpgrade>,
+    downstream_upgrade: Option<(OnUpgrade, Option<DrainWatch>)>,
     service_ms: u64,
     deadline: Option<Instant>,
     h2_client: bool,
 ) -> Response<ResponseBody> {
     let switched = done.response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upgraded = match downstream_upgrade {
-        Some(down) if switched => {
+        Some((down, hold)) if switched => {
             let up = hyper::upgrade::on(&mut done.response);
-            tokio::spawn(splice(down, up));
+            tokio::spawn(async move {
+                splice(down, up).await;
+                drop(hold);
+            });
             done.response.headers().get(header::UPGRADE).cloned()
         }
         _ => None,

@@ -14,6 +14,7 @@
 //! atomic store; no request takes a lock to read it.
 
 pub mod access_log;
+pub mod activity;
 pub mod balance;
 pub mod body;
 pub mod clusters;

@@ -43,6 +43,7 @@ pub async fn open<'a>(
     active: &'a Active,
     outbound: Option<&'a Outbound>,
     parts: &mut http::request::Parts,
+    hold: Option<crate::drain::DrainWatch>,
 ) -> Tunnel<'a> {
     let Some(outbound) = outbound else {
         return Tunnel::reply(LocalReply::NoRoute, None);
@@ -80,7 +81,12 @@ pub async fn open<'a>(
         // A connection that cannot be taken over (not HTTP/1.1 or HTTP/2).
         return Tunnel::reply(LocalReply::UpstreamProtocolError, Some(cluster));
     };
-    tokio::spawn(splice(shared.clone(), on_upgrade, upstream));
+    let owned = shared.clone();
+    tokio::spawn(async move {
+        splice(owned, on_upgrade, upstream).await;
+        // Until the tunnel ends, a drain waits for it.
+        drop(hold);
+    });
     let mut response = local_response(StatusCode::OK, Bytes::new());
     if let Some(l) = labels {
         response.extensions_mut().insert(l);

@@ -1,0 +1,428 @@
+//! What one downstream HTTP connection is doing, for the protections hyper does not give:
+//!
+//! - the request-headers timeout (slowloris): a request head must be complete within the
+//!   timeout of its first byte, and the first request of a connection within the timeout of
+//!   the connection's start (hyper's own HTTP/1 timer also runs while a keep-alive connection
+//!   waits, and hyper-util's protocol detection has none at all);
+//! - the idle timeout: a connection without a request in flight is closed after it, as
+//!   Envoy's `common_http_protocol_options.idle_timeout`;
+//! - premature resets (HTTP/2 rapid reset, CVE-2023-44487): streams the client cancels before
+//!   their answer, shortly after opening them, are counted, and a connection made mostly of
+//!   them is closed, as Envoy 1.27.1+ does (`overload.premature_reset_*`).
+//!
+//! One [`Activity`] per connection; [`Activity::watch`] resolves when the connection must end.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A stream cancelled by the client within this time of its start is a premature reset
+/// (Envoy's `overload.premature_reset_min_stream_lifetime_seconds`, default 1).
+pub const PREMATURE_RESET_LIFETIME: Duration = Duration::from_secs(1);
+/// Envoy's `overload.premature_reset_total_stream_count` (default 500): once this many streams
+/// closed, a connection is closed when half of them were premature resets; before that, when
+/// premature resets reach half of it.
+pub const PREMATURE_RESET_TOTAL: u64 = 500;
+
+/// The timeouts a connection is held to; `None` turns one off.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub request_headers: Option<Duration>,
+    pub idle: Option<Duration>,
+}
+
+/// Why [`Activity::watch`] says the connection must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A request head (or the first request) did not arrive in time: close at once.
+    HeadersTimeout,
+    /// Nothing in flight for the idle timeout: close gracefully (GOAWAY on HTTP/2).
+    Idle,
+    /// Mostly premature resets: close at once, as Envoy aborts such a connection.
+    TooManyResets,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Requests in flight: from the service call until the response body is done.
+    active: usize,
+    /// When the current request head started arriving (the connection's start for the
+    /// first), while no request is in flight.
+    head_since: Option<Instant>,
+    /// When the last request finished.
+    idle_since: Instant,
+    /// Whether the connection speaks HTTP/2: after its first stream, bytes between requests
+    /// are PINGs and WINDOW_UPDATEs, not a request head, so they arm no timer.
+    http2: bool,
+    started_streams: u64,
+    closed_streams: u64,
+    premature_resets: u64,
+    /// The first bytes were read (protocol known).
+    seen_bytes: bool,
+}
+
+#[derive(Debug)]
+pub struct Activity {
+    state: Mutex<State>,
+    /// Cheap check for the read path: whether a read may arm the headers timer.
+    arm_on_read: AtomicBool,
+    abusive: AtomicBool,
+    changed: Notify,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(Activity {
+            state: Mutex::new(State {
+                active: 0,
+                head_since: Some(now),
+                idle_since: now,
+                http2: false,
+                started_streams: 0,
+                closed_streams: 0,
+                premature_resets: 0,
+                seen_bytes: false,
+            }),
+            arm_on_read: AtomicBool::new(true),
+            abusive: AtomicBool::new(false),
+            changed: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent whatever panicked while holding it: take it back.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Called with the bytes of every read from the client.
+    fn on_read(&self, data: &[u8]) {
+        if data.is_empty() || !self.arm_on_read.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut s = self.lock();
+        if !s.seen_bytes {
+            s.seen_bytes = true;
+            s.http2 = data.starts_with(b"PRI * HTTP/2.0");
+        }
+        let arms = s.active == 0 && !(s.http2 && s.started_streams > 0);
+        if arms && s.head_since.is_none() {
+            s.head_since = Some(Instant::now());
+            drop(s);
+            self.changed.notify_one();
+        }
+        self.arm_on_read.store(false, Ordering::Relaxed);
+    }
+
+    /// A request's head is complete and its handling starts.
+    pub fn stream_started(self: &Arc<Self>) -> StreamGuard {
+        let mut s = self.lock();
+        s.active += 1;
+        s.started_streams += 1;
+        s.head_since = None;
+        self.arm_on_read.store(false, Ordering::Relaxed);
+        drop(s);
+        self.changed.notify_one();
+        StreamGuard {
+            activity: self.clone(),
+            started: Instant::now(),
+            responded: false,
+        }
+    }
+
+    fn stream_ended(&self, started: Instant, responded: bool) {
+        let mut s = self.lock();
+        s.active = s.active.saturating_sub(1);
+        s.closed_streams += 1;
+        if !responded && started.elapsed() < PREMATURE_RESET_LIFETIME {
+            s.premature_resets += 1;
+        }
+        if premature_resets_excessive(s.premature_resets, s.closed_streams) {
+            self.abusive.store(true, Ordering::Relaxed);
+        }
+        if s.active == 0 {
+            s.idle_since = Instant::now();
+            // Bytes from now on start the next request head (HTTP/1).
+            self.arm_on_read
+                .store(!(s.http2 && s.started_streams > 0), Ordering::Relaxed);
+        }
+        drop(s);
+        self.changed.notify_one();
+    }
+
+    /// Resolves when the connection must end, by `timeouts` or for premature resets.
+    pub async fn watch(&self, timeouts: Timeouts) -> Ending {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the state is read, so a change in between is not missed.
+            changed.as_mut().enable();
+            if self.abusive.load(Ordering::Relaxed) {
+                return Ending::TooManyResets;
+            }
+            let deadline = {
+                let s = self.lock();
+                match (s.head_since, timeouts.request_headers, timeouts.idle) {
+                    (Some(since), Some(t), _) if s.active == 0 => {
+                        Some((since + t, Ending::HeadersTimeout))
+                    }
+                    (None, _, Some(t)) if s.active == 0 => Some((s.idle_since + t, Ending::Idle)),
+                    _ => None,
+                }
+            };
+            match deadline {
+                Some((at, ending)) if at <= Instant::now() => return ending,
+                Some((at, _)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = &mut changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+}
+
+/// Envoy's rule (`ConnectionManagerImpl::maybeDrainDueToPrematureResets`).
+fn premature_resets_excessive(premature: u64, closed: u64) -> bool {
+    if closed < PREMATURE_RESET_TOTAL {
+        premature * 2 >= PREMATURE_RESET_TOTAL
+    } else {
+        premature * 2 >= closed
+    }
+}
+
+/// One request in flight. Dropped when its response body ends (or is dropped); dropped
+/// before [`StreamGuard::responded`], it was cancelled by the client.
+#[derive(Debug)]
+pub struct StreamGuard {
+    activity: Arc<Activity>,
+    started: Instant,
+    responded: bool,
+}
+
+impl StreamGuard {
+    pub fn responded(&mut self) {
+        self.responded = true;
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.activity.stream_ended(self.started, self.responded);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+pub struct Tracked<B> {
+    inner: B,
+    guard: Option<StreamGuard>,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, guard: StreamGuard) -> Self {
+        Tracked {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B> Body for Tracked<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            // Done: the request is no longer in flight, even if hyper keeps the body.
+            self.guard = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client's side of a connection, telling its [`Activity`] when bytes arrive.
+pub struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Watched<S> {
+    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Watched { inner, activity }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled
+            && let Some(new) = buf.filled().get(before..)
+        {
+            self.activity.on_read(new);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envoys_premature_reset_rule() {
+        // Before 500 closed streams: 250 premature resets close the connection.
+        assert!(!premature_resets_excessive(249, 300));
+        assert!(premature_resets_excessive(250, 300));
+        // After: half of the closed streams.
+        assert!(!premature_resets_excessive(400, 1000));
+        assert!(premature_resets_excessive(500, 1000));
+        // Ordinary traffic with the odd cancellation never trips it.
+        assert!(!premature_resets_excessive(10, 100_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_request_must_arrive_within_the_headers_timeout() {
+        let a = Activity::new();
+        let t = Timeouts {
+            request_headers: Some(Duration::from_secs(10)),
+            idle: Some(Duration::from_secs(3600)),
+        };
+        let started = Instant::now();
+        assert_eq!(a.watch(t).await, Ending::HeadersTimeout);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_after_the_last_response_and_headers_timed_from_the_first_byte() {
+        let a = Activity::new();
+        let t = Timeouts {
+            request_headers: Some(Duration::from_secs(10)),
+            idle: Some(Duration::from_secs(60)),
+        };
+        a.on_read(b"GET / HTTP/1.1\r\n\r\n");
+        let mut g = a.stream_started();
+        g.responded();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        drop(g);
+        let idle_from = Instant::now();
+        assert_eq!(a.watch(t).await, Ending::Idle);
+        assert_eq!(idle_from.elapsed(), Duration::from_secs(60));
+
+        // A new request head starting arms the headers timer from its first byte.
+        a.on_read(b"GET");
+        let from = Instant::now();
+        assert_eq!(a.watch(t).await, Ending::HeadersTimeout);
+        assert_eq!(from.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_frames_between_streams_do_not_arm_the_headers_timer() {
+        let a = Activity::new();
+        let t = Timeouts {
+            request_headers: Some(Duration::from_secs(10)),
+            idle: Some(Duration::from_secs(60)),
+        };
+        a.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let mut g = a.stream_started();
+        g.responded();
+        drop(g);
+        a.on_read(b"\0\0\x08\x06\0\0\0\0\0ping-ping");
+        let from = Instant::now();
+        assert_eq!(a.watch(t).await, Ending::Idle);
+        assert_eq!(from.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_holds_no_timer() {
+        let a = Activity::new();
+        let t = Timeouts {
+            request_headers: Some(Duration::from_secs(1)),
+            idle: Some(Duration::from_secs(1)),
+        };
+        let g = a.stream_started();
+        let watch = a.watch(t);
+        tokio::pin!(watch);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(100), &mut watch)
+                .await
+                .is_err()
+        );
+        drop(g);
+        assert_eq!(watch.await, Ending::Idle);
+    }
+
+    #[tokio::test]
+    async fn cancelled_streams_close_the_connection() {
+        let a = Activity::new();
+        for _ in 0..PREMATURE_RESET_TOTAL / 2 {
+            drop(a.stream_started());
+        }
+        let t = Timeouts {
+            request_headers: None,
+            idle: None,
+        };
+        assert_eq!(a.watch(t).await, Ending::TooManyResets);
+    }
+}
