@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -845,6 +846,109 @@ async fn the_drain_timeout_bounds_the_shutdown() {
     let result = tokio::time::timeout(WAIT, slow).await.unwrap().unwrap();
     assert!(result.is_err(), "{result:?}");
     held.release();
+}
+
+/// Port 80 sends `ws.example.com` to a WebSocket echo backend, port 81 (TCP) to a TCP echo
+/// backend.
+async fn tunnel_files() -> Vec<(&'static str, String)> {
+    let ws = ws_echo_backend("ws").await;
+    let echo = tcp_echo_backend("tcp").await;
+    vec![
+        (
+            "gw.yaml",
+            gateway_servers(&[
+                server(80, "http", "HTTP", &["*"], ""),
+                server(81, "tcp", "TCP", &["*"], ""),
+            ]),
+        ),
+        ("ws.yaml", service("ws", "ws.local", &[(ws.addr, "v1")])),
+        ("wsvs.yaml", simple_vs("wsvs", WS_HOST, "ws.local")),
+        ("tcp.yaml", l4_service("echo", "echo.local", "TCP", &[echo])),
+        (
+            "tcpvs.yaml",
+            l4_virtual_service(
+                "tcp",
+                &["*"],
+                "  tcp:\n  - match: [{port: 81}]\n    route: [{destination: {host: echo.local}}]\n",
+            ),
+        ),
+    ]
+}
+
+const WS_HOST: &str = "ws.example.com";
+
+/// One echo through the TCP route: what comes back.
+async fn tcp_echo(s: &mut tokio::net::TcpStream, text: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(text.as_bytes()).await?;
+    let mut buf = vec![0u8; text.len()];
+    tokio::time::timeout(WAIT, s.read_exact(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other("no echo within the wait"))??;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Opens a TCP tunnel (past the backend's greeting) and a WebSocket through the gateway.
+async fn open_tunnels(g: &Gateway) -> (tokio::net::TcpStream, Ws) {
+    let mut tcp = tokio::net::TcpStream::connect(g.addr(81).await)
+        .await
+        .unwrap();
+    assert_eq!(read_line(&mut tcp).await.unwrap(), "tcp\n");
+    let (mut ws, _) = ws_connect(g.addr(80).await, WS_HOST, "/chat").await.unwrap();
+    assert_eq!(ws_echo(&mut ws, "before").await, "ws: before");
+    (tcp, ws)
+}
+
+#[tokio::test]
+async fn sigterm_lets_tcp_and_websocket_tunnels_run_until_the_drain_timeout() {
+    let mut g = start(&tunnel_files().await, &["--drain-timeout", "3s"]).await;
+    let (http, tcp_addr) = (g.addr(80).await, g.addr(81).await);
+    let (mut tcp, mut ws) = open_tunnels(&g).await;
+
+    let signalled = Instant::now();
+    g.signal("TERM");
+    eventually("new HTTP connections refused", || refused(http)).await;
+    eventually("new TCP connections refused", || refused(tcp_addr)).await;
+    // The tunnels opened before go on carrying bytes while the gateway drains.
+    assert_eq!(tcp_echo(&mut tcp, "during").await.unwrap(), "during");
+    assert_eq!(ws_echo(&mut ws, "during").await, "ws: during");
+    assert!(g.is_running(), "exited with tunnels open");
+
+    // At the drain timeout the process exits and the tunnels are closed.
+    assert_eq!(g.exit_code_within(WAIT).await, Some(0), "{}", g.log());
+    let took = signalled.elapsed();
+    assert!(took >= Duration::from_secs(3), "exited after {took:?}");
+    wait_log(&g, "drain timeout reached").await;
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest)).await;
+    assert!(end.is_ok(), "the TCP tunnel stayed open");
+    assert!(ws_next(&mut ws).await.is_none(), "the WebSocket stayed open");
+}
+
+#[tokio::test]
+async fn post_drain_finishes_as_soon_as_the_tunnels_close() {
+    // A drain timeout far above the test's waits: exiting shows the drain completed.
+    let mut g = start(&tunnel_files().await, &["--drain-timeout", "60s"]).await;
+    let http = g.addr(80).await;
+    let (mut tcp, mut ws) = open_tunnels(&g).await;
+    let resp = client()
+        .post(format!("http://{}/drain", g.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    eventually("new connections refused", || refused(http)).await;
+    assert_eq!(tcp_echo(&mut tcp, "draining").await.unwrap(), "draining");
+    assert_eq!(ws_echo(&mut ws, "draining").await, "ws: draining");
+    assert!(g.is_running(), "exited with tunnels open");
+
+    // The clients close their tunnels: nothing is left in flight, the gateway exits.
+    ws.close(None).await.unwrap();
+    assert!(ws_next(&mut ws).await.is_none());
+    drop(ws);
+    drop(tcp);
+    assert_eq!(g.exit_code_within(WAIT).await, Some(0), "{}", g.log());
+    wait_log(&g, "drained; exiting").await;
 }
 
 // === Endpoints and metrics ===
