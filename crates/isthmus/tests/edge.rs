@@ -322,3 +322,622 @@ async fn connections_over_the_listener_limit_are_shed_and_the_others_go_on() {
     .await;
     assert!(public.count() >= 5);
 }
+
+// === HTTP/2 written frame by frame ===
+
+/// The pieces of HTTP/2 a hostile client writes by hand (RFC 9113).
+mod h2raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    pub const HEADERS: u8 = 0x1;
+    pub const SETTINGS: u8 = 0x4;
+    pub const GOAWAY: u8 = 0x7;
+    pub const WINDOW_UPDATE: u8 = 0x8;
+    pub const CONTINUATION: u8 = 0x9;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap();
+        let mut f = len.to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// An HPACK integer with an `n`-bit prefix, `high` holding the bits above it.
+    pub fn integer(high: u8, n: u32, mut v: usize) -> Vec<u8> {
+        let max = (1usize << n) - 1;
+        if v < max {
+            return vec![high | v as u8];
+        }
+        let mut out = vec![high | max as u8];
+        v -= max;
+        while v >= 128 {
+            out.push((v % 128) as u8 | 0x80);
+            v /= 128;
+        }
+        out.push(v as u8);
+        out
+    }
+
+    /// `GET http://HOST/` as an HPACK block (static-table entries and literals, no Huffman).
+    pub fn get(host: &str) -> Vec<u8> {
+        // :method GET, :scheme http, :path /.
+        let mut b = vec![0x82, 0x86, 0x84];
+        // :authority (static index 1), a literal value without indexing.
+        b.push(0x01);
+        b.extend(integer(0, 7, host.len()));
+        b.extend_from_slice(host.as_bytes());
+        b
+    }
+
+    /// The start of a literal header whose value is `len` bytes long: the value itself follows.
+    pub fn literal_start(name: &str, len: usize) -> Vec<u8> {
+        let mut b = vec![0x00];
+        b.extend(integer(0, 7, name.len()));
+        b.extend_from_slice(name.as_bytes());
+        b.extend(integer(0, 7, len));
+        b
+    }
+
+    pub struct Frame {
+        pub kind: u8,
+        pub stream: u32,
+        pub payload: Vec<u8>,
+    }
+
+    /// The next frame, or `None` once the connection is closed or reset.
+    pub async fn read(s: &mut TcpStream) -> Option<Frame> {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).await.ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.ok()?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        Some(Frame {
+            kind: head[3],
+            stream,
+            payload,
+        })
+    }
+
+    /// The error code of a GOAWAY frame.
+    pub fn goaway_code(f: &Frame) -> Option<u32> {
+        (f.kind == GOAWAY && f.payload.len() >= 8)
+            .then(|| u32::from_be_bytes(f.payload[4..8].try_into().unwrap()))
+    }
+
+    /// Connects and sends the preface with empty SETTINGS.
+    pub async fn connect(addr: std::net::SocketAddr) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut hello = PREFACE.to_vec();
+        hello.extend(frame(SETTINGS, 0, 0, &[]));
+        s.write_all(&hello).await.unwrap();
+        s
+    }
+}
+
+/// The gateway's SETTINGS (id -> value) and the increment of its first connection-level
+/// WINDOW_UPDATE.
+async fn server_settings(addr: SocketAddr) -> (std::collections::HashMap<u16, u32>, u32) {
+    let mut s = h2raw::connect(addr).await;
+    tokio::time::timeout(WAIT, async {
+        let (mut settings, mut window) = (None, None);
+        while settings.is_none() || window.is_none() {
+            let f = h2raw::read(&mut s).await.expect("connection closed");
+            if f.kind == h2raw::SETTINGS && !f.payload.is_empty() {
+                let map = f
+                    .payload
+                    .chunks(6)
+                    .map(|c| {
+                        (
+                            u16::from_be_bytes([c[0], c[1]]),
+                            u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                        )
+                    })
+                    .collect();
+                settings = Some(map);
+            } else if f.kind == h2raw::WINDOW_UPDATE && f.stream == 0 {
+                window = Some(u32::from_be_bytes(f.payload[..4].try_into().unwrap()));
+            }
+        }
+        (settings.unwrap(), window.unwrap())
+    })
+    .await
+    .expect("no SETTINGS and WINDOW_UPDATE from the gateway")
+}
+
+#[tokio::test]
+async fn http2_settings_announce_the_limits_and_windows() {
+    const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    const INITIAL_WINDOW_SIZE: u16 = 0x4;
+    const MAX_HEADER_LIST_SIZE: u16 = 0x6;
+    let (g, _, _) = start(&[]).await;
+    let (settings, window) = server_settings(g.addr(80).await).await;
+    assert_eq!(settings.get(&MAX_CONCURRENT_STREAMS), Some(&100));
+    assert_eq!(settings.get(&INITIAL_WINDOW_SIZE), Some(&65_536));
+    assert_eq!(settings.get(&MAX_HEADER_LIST_SIZE), Some(&(60 * 1024)));
+    // The connection window starts at 65535 and is raised to 1 MiB.
+    assert_eq!(65_535 + window, 1024 * 1024);
+    drop(g);
+
+    let (g, _, _) = start(&[
+        "--http2-initial-stream-window-size",
+        "131072",
+        "--http2-initial-connection-window-size",
+        "4194304",
+    ])
+    .await;
+    let (settings, window) = server_settings(g.addr(80).await).await;
+    assert_eq!(settings.get(&INITIAL_WINDOW_SIZE), Some(&131_072));
+    assert_eq!(65_535 + window, 4 * 1024 * 1024);
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_off_without_growing_memory() {
+    let (g, _, public) = start(&[]).await;
+    let addr = g.addr(80).await;
+    let before = rss_kib(g.pid());
+    // Endless CONTINUATION frames after a HEADERS frame without END_HEADERS: many tiny ones
+    // (the frame count is the limit), then full ones carrying a 64 MiB header value (the
+    // header-list size is).
+    for (frame_size, frames) in [(1usize, 200_000usize), (16 * 1024, 4096)] {
+        let s = h2raw::connect(addr).await;
+        let (mut rd, mut wr) = s.into_split();
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            // Collect frames until the gateway closes the connection.
+            let mut out = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            out
+        });
+        let mut block = h2raw::get(HOST);
+        block.extend(h2raw::literal_start("x-flood", 64 << 20));
+        let mut out = h2raw::frame(h2raw::HEADERS, h2raw::END_STREAM, 1, &block);
+        let payload = vec![b'a'; frame_size];
+        let mut sent = 0;
+        while sent < frames {
+            out.extend(h2raw::frame(h2raw::CONTINUATION, 0, 1, &payload));
+            sent += 1;
+            if out.len() >= 64 * 1024 || sent == frames {
+                if wr.write_all(&out).await.is_err() {
+                    break;
+                }
+                out.clear();
+            }
+        }
+        let bytes = tokio::time::timeout(WAIT, reader)
+            .await
+            .expect("the gateway kept the flooding connection open")
+            .unwrap();
+        // What the gateway said before closing: GOAWAY with ENHANCE_YOUR_CALM (too many
+        // CONTINUATION frames, or a header list far over the limit) or another connection
+        // error; never a response.
+        let mut cursor = bytes.as_slice();
+        let mut codes = Vec::new();
+        while cursor.len() >= 9 {
+            let len = u32::from_be_bytes([0, cursor[0], cursor[1], cursor[2]]) as usize;
+            let Some(payload) = cursor.get(9..9 + len) else {
+                break;
+            };
+            assert_ne!(cursor[3], h2raw::HEADERS, "the flood got a response");
+            if cursor[3] == h2raw::GOAWAY {
+                codes.push(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+            }
+            cursor = &cursor[9 + len..];
+        }
+        assert!(
+            codes
+                .iter()
+                .all(|c| [h2raw::ENHANCE_YOUR_CALM, 0x1, 0x9].contains(c)),
+            "frames of {frame_size} bytes: GOAWAY codes {codes:?}"
+        );
+    }
+    let grown = rss_kib(g.pid()).saturating_sub(before);
+    assert!(grown < 32 * 1024, "the gateway grew by {grown} KiB");
+    assert_eq!(public.count(), 0);
+    // Other clients are served.
+    assert_eq!(raw_http(addr, &req("/", "")).await.status, 200);
+}
+
+#[tokio::test]
+async fn http2_header_blocks_over_the_limit_get_431_and_the_connection_goes_on() {
+    let (g, _, public) = start(&[]).await;
+    let tcp = TcpStream::connect(g.addr(80).await).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let send = |big: bool| {
+        let client = client.clone();
+        async move {
+            let mut b = http::Request::get(format!("http://{HOST}/"));
+            if big {
+                b = b.header("x-big", "a".repeat(70 * 1024));
+            }
+            let mut client = client.ready().await.unwrap();
+            let (resp, _) = client.send_request(b.body(()).unwrap(), true).unwrap();
+            tokio::time::timeout(WAIT, resp)
+                .await
+                .unwrap()
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(send(true).await, 431);
+    assert_eq!(send(false).await, 200);
+    assert_eq!(public.count(), 1);
+}
+
+#[tokio::test]
+async fn http2_rapid_reset_closes_the_connection_and_other_clients_are_served() {
+    let (g, _, public) = start(&[]).await;
+    let addr = g.addr(80).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    const STREAMS: usize = 20_000;
+    let flood = async {
+        let mut sent = 0;
+        while sent < STREAMS {
+            let Ok(ready) = client.clone().ready().await else {
+                break;
+            };
+            client = ready;
+            let req = http::Request::get(format!("http://{HOST}/"))
+                .body(())
+                .unwrap();
+            let Ok((_, mut stream)) = client.send_request(req, true) else {
+                break;
+            };
+            // Cancelled at once: the CVE-2023-44487 pattern.
+            stream.send_reset(h2::Reason::CANCEL);
+            sent += 1;
+            if sent % 64 == 0 {
+                // Let the connection task write what was queued.
+                tokio::task::yield_now().await;
+            }
+        }
+        sent
+    };
+    // Meanwhile another client, on its own connection, keeps getting answers.
+    let other = async {
+        let c = h2c_client_for(HOST, addr);
+        for i in 0..20 {
+            let r = c
+                .get(format!("http://{HOST}:{}/other/{i}", addr.port()))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("request {i} of the other client failed: {e}"));
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    };
+    let (sent, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(flood, other)
+    })
+    .await
+    .expect("the flood or the other client did not finish in 30 s");
+    let ended = tokio::time::timeout(WAIT, driver)
+        .await
+        .expect("the flooding connection was not closed")
+        .unwrap();
+    assert!(sent < STREAMS, "all {sent} streams were accepted");
+    if let Err(e) = &ended
+        && let Some(reason) = e.reason()
+    {
+        assert_eq!(reason, h2::Reason::ENHANCE_YOUR_CALM, "{e}");
+    }
+    // The gateway did a bounded amount of work for the flood.
+    let flooded = public
+        .seen()
+        .iter()
+        .filter(|s| !s.path.starts_with("/other"))
+        .count();
+    assert!(
+        flooded < 1000,
+        "{flooded} cancelled requests reached the backend"
+    );
+    eprintln!("rapid reset: {sent} streams sent, {flooded} reached the backend, {ended:?}");
+}
+
+// === Slow clients ===
+
+/// Writes `head` and then one more header byte every 100 ms; how long until the gateway
+/// closed the connection (without an answer).
+async fn dribble(addr: SocketAddr, head: &[u8]) -> Duration {
+    let started = tokio::time::Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(head).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if wr.write_all(b"X").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, rd.read_to_end(&mut out))
+        .await
+        .expect("the slow client was not cut off");
+    writer.abort();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn slowloris_request_heads_are_cut_off_at_the_headers_timeout() {
+    let (g, _, public) = start(&["--request-headers-timeout", "1s"]).await;
+    let addr = g.addr(80).await;
+    // A head that never ends, one byte at a time.
+    let took = dribble(
+        addr,
+        format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: ").as_bytes(),
+    )
+    .await;
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    // A connection that sends nothing at all.
+    let started = tokio::time::Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the silent connection was not closed")
+        .ok();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    // HTTP/2: a HEADERS frame without END_HEADERS, and nothing more.
+    let mut s = h2raw::connect(addr).await;
+    let block = h2raw::get(HOST);
+    s.write_all(&h2raw::frame(h2raw::HEADERS, h2raw::END_STREAM, 1, &block))
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while let Some(f) = h2raw::read(&mut s).await {
+            assert_ne!(f.kind, h2raw::HEADERS, "a response to an incomplete head");
+        }
+    })
+    .await
+    .expect("the stalled HTTP/2 connection was not closed");
+    // A second request on a keep-alive connection gets the same limit from its first byte.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the incomplete second head was not cut off")
+        .ok();
+    // Only what was left of the first answer, if anything: no answer to the second head.
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("HTTP/1.1 "), "{text}");
+    assert_eq!(public.count(), 1);
+    // Complete requests are still served.
+    assert_eq!(raw_http(addr, &req("/", "")).await.status, 200);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_busy_ones_are_not() {
+    let slow = recording_backend("slow", |_| Answer::ok().after(Duration::from_secs(3))).await;
+    let files = [
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
+        (
+            "s.yaml".to_string(),
+            service("slow", "slow.internal", &[(slow.addr, "v1")]),
+        ),
+        (
+            "vs.yaml".to_string(),
+            virtual_service(
+                "vs",
+                "default",
+                &[HOST],
+                &["gw"],
+                &http_routes(&[("", "slow.internal")]),
+            ),
+        ),
+    ];
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let g = Gateway::start_with(&refs, &["--idle-timeout", "2s"]).await;
+    let addr = g.addr(80).await;
+    // A request taking longer than the idle timeout is not cut: it is not idle.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Then the keep-alive connection idles, and is closed after the idle timeout.
+    let idle_from = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the idle connection stayed open")
+        .ok();
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.contains("HTTP/1.1 "), "{text}");
+    let idled = idle_from.elapsed();
+    assert!(
+        idled >= Duration::from_millis(1800),
+        "closed after {idled:?}"
+    );
+
+    // HTTP/2: one request, then GOAWAY (no error) once idle.
+    let mut s = h2raw::connect(addr).await;
+    let block = h2raw::get(HOST);
+    let flags = h2raw::END_STREAM | h2raw::END_HEADERS;
+    s.write_all(&h2raw::frame(h2raw::HEADERS, flags, 1, &block))
+        .await
+        .unwrap();
+    let goaway = tokio::time::timeout(WAIT, async {
+        while let Some(f) = h2raw::read(&mut s).await {
+            if let Some(code) = h2raw::goaway_code(&f) {
+                return Some(code);
+            }
+        }
+        None
+    })
+    .await
+    .expect("the idle HTTP/2 connection stayed open");
+    assert_eq!(goaway, Some(0));
+    assert_eq!(slow.count(), 2);
+}
+
+// === Request bodies kept for retries and mirrors ===
+
+#[tokio::test]
+async fn bodies_over_the_buffer_limit_stream_once_without_retries_or_mirror_copies() {
+    let flaky = recording_backend("flaky", |_| Answer::status(503)).await;
+    let shadow = recording_backend("shadow", |_| Answer::ok()).await;
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: default}}
+spec:
+  hosts: ['{HOST}']
+  gateways: [gw]
+  http:
+  - route: [{{destination: {{host: flaky.internal}}}}]
+    retries: {{attempts: 2, retryOn: 5xx}}
+    mirror: {{host: shadow.internal}}
+"
+    );
+    let files = [
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
+        (
+            "f.yaml".to_string(),
+            service("flaky", "flaky.internal", &[(flaky.addr, "v1")]),
+        ),
+        (
+            "s.yaml".to_string(),
+            service("shadow", "shadow.internal", &[(shadow.addr, "v1")]),
+        ),
+        ("vs.yaml".to_string(), vs),
+    ];
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let g = Gateway::start_with(&refs, &["--max-request-buffer-bytes", "1024"]).await;
+    let url = g.url(80, "/upload").await;
+    let post = |size: usize| {
+        let url = url.clone();
+        async move {
+            client()
+                .post(url)
+                .header("host", HOST)
+                .body(vec![b'x'; size])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Within the limit: buffered, so retried twice and mirrored, whole each time.
+    assert_eq!(post(1000).await, 503);
+    flaky.wait_count(3).await;
+    assert!(flaky.seen().iter().all(|s| s.body_bytes == 1000));
+    assert_eq!(shadow.next().await.body_bytes, 1000);
+    // Over the limit: sent once, whole, without retries or a mirror copy (as Envoy gives up
+    // retrying and shadowing past its buffer limit).
+    assert_eq!(post(5000).await, 503);
+    flaky.wait_count(4).await;
+    let seen = flaky.seen();
+    assert_eq!(seen.len(), 4, "a request over the buffer limit was retried");
+    assert_eq!(seen[3].body_bytes, 5000);
+    eventually("the mirror copy counted as dropped", || async {
+        metric_sum(&g.prometheus().await, "isthmus_mirror_dropped_total", &[]) >= 1.0
+    })
+    .await;
+    assert_eq!(shadow.count(), 1);
+}
+
+#[tokio::test]
+async fn streams_cancelled_after_the_gateway_took_them_close_the_connection() {
+    // Each stream is reset only once its request reached the backend, so h2's guard for
+    // streams reset before they are accepted never sees them: Envoy's premature-reset rule
+    // (250 streams cancelled within 1 s of opening) closes the connection.
+    let held = recording_backend("held", |_| Answer::ok().after(Duration::from_secs(20))).await;
+    let files = [
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
+        (
+            "h.yaml".to_string(),
+            service("held", "held.internal", &[(held.addr, "v1")]),
+        ),
+        (
+            "vs.yaml".to_string(),
+            virtual_service(
+                "vs",
+                "default",
+                &[HOST],
+                &["gw"],
+                &http_routes(&[("", "held.internal")]),
+            ),
+        ),
+    ];
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let g = Gateway::start_with(&refs, &[]).await;
+    let tcp = TcpStream::connect(g.addr(80).await).await.unwrap();
+    let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut driver = tokio::spawn(conn);
+    let (mut sent, mut closed) = (0, false);
+    while sent < 600 {
+        let Ok(ready) = client.clone().ready().await else {
+            break;
+        };
+        client = ready;
+        let req = http::Request::get(format!("http://{HOST}/{sent}"))
+            .body(())
+            .unwrap();
+        let Ok((_, mut stream)) = client.send_request(req, true) else {
+            break;
+        };
+        sent += 1;
+        // Wait for the request to arrive; a closed connection never delivers it.
+        tokio::select! {
+            () = held.wait_count(sent) => stream.send_reset(h2::Reason::CANCEL),
+            _ = &mut driver => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    if !closed {
+        tokio::time::timeout(WAIT, driver)
+            .await
+            .expect("the connection of cancelled streams was not closed")
+            .unwrap()
+            .ok();
+    }
+    // The stream in flight when the connection closed was not cancelled.
+    let cancelled = sent - 1;
+    assert!(
+        (250..=260).contains(&cancelled),
+        "closed after {cancelled} cancelled streams"
+    );
+}

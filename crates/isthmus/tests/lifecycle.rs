@@ -894,7 +894,9 @@ async fn open_tunnels(g: &Gateway) -> (tokio::net::TcpStream, Ws) {
         .await
         .unwrap();
     assert_eq!(read_line(&mut tcp).await.unwrap(), "tcp\n");
-    let (mut ws, _) = ws_connect(g.addr(80).await, WS_HOST, "/chat").await.unwrap();
+    let (mut ws, _) = ws_connect(g.addr(80).await, WS_HOST, "/chat")
+        .await
+        .unwrap();
     assert_eq!(ws_echo(&mut ws, "before").await, "ws: before");
     (tcp, ws)
 }
@@ -922,7 +924,10 @@ async fn sigterm_lets_tcp_and_websocket_tunnels_run_until_the_drain_timeout() {
     let mut rest = Vec::new();
     let end = tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest)).await;
     assert!(end.is_ok(), "the TCP tunnel stayed open");
-    assert!(ws_next(&mut ws).await.is_none(), "the WebSocket stayed open");
+    assert!(
+        ws_next(&mut ws).await.is_none(),
+        "the WebSocket stayed open"
+    );
 }
 
 #[tokio::test]
