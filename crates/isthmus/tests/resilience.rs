@@ -675,7 +675,7 @@ async fn per_try_timeout_moves_on_to_another_endpoint() {
 }
 
 #[tokio::test]
-async fn request_bodies_are_replayed_on_retry_up_to_64_kib() {
+async fn request_bodies_are_replayed_on_retry_up_to_the_buffer_limit() {
     let first_fails = |name: &'static str| {
         recording_backend(name, |s| {
             if s.index == 0 {
@@ -703,7 +703,8 @@ async fn request_bodies_are_replayed_on_retry_up_to_64_kib() {
     .await;
     let caller = Caller::new(&g).await;
 
-    const SMALL: usize = 10 * 1024;
+    // Within the default `--max-request-buffer-bytes` (1 MiB, Envoy's buffer limit).
+    const SMALL: usize = 100 * 1024;
     let t = caller
         .send("POST", "/small", &[], Some(vec![b's'; SMALL]))
         .await;
@@ -717,7 +718,7 @@ async fn request_bodies_are_replayed_on_retry_up_to_64_kib() {
     );
 
     // Too large to keep for a replay: sent once, and the 503 reaches the client.
-    const LARGE: usize = 100 * 1024;
+    const LARGE: usize = 2 * 1024 * 1024;
     let t = caller
         .send("POST", "/large", &[], Some(vec![b'l'; LARGE]))
         .await;
