@@ -14,7 +14,23 @@ pub struct Instance {
     /// Where the instance runs, `region/zone/subzone` (any part may be empty): locality load
     /// balancing prefers endpoints near it.
     pub locality: Locality,
+    /// The Gateway API GatewayClass this instance serves (`--gateway-class`).
+    pub gateway_class: String,
+    /// `(namespace, name)` of the only Gateway API Gateway this instance serves
+    /// (`--gateway`); `None` serves every Gateway of the class.
+    pub gateway: Option<(String, String)>,
+    /// The Ingress class this instance serves (`--ingress-class`).
+    pub ingress_class: String,
 }
+
+/// The controller name of Isthmus's GatewayClasses.
+pub const GATEWAY_CONTROLLER: &str = "isthmus.io/gateway-controller";
+
+/// The controller name of Isthmus's IngressClasses.
+pub const INGRESS_CONTROLLER: &str = "isthmus.io/ingress-controller";
+
+/// The default GatewayClass and Ingress class name.
+pub const DEFAULT_CLASS: &str = "isthmus";
 
 /// A `region/zone/subzone` locality, as ServiceEntry endpoints and `--locality` write it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -59,6 +75,9 @@ impl Default for Instance {
             namespace: "istio-system".into(),
             domain_suffix: "cluster.local".into(),
             locality: Locality::default(),
+            gateway_class: DEFAULT_CLASS.into(),
+            gateway: None,
+            ingress_class: DEFAULT_CLASS.into(),
         }
     }
 }

@@ -308,6 +308,11 @@ pub struct Forward {
     pub retry: RetryPolicy,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    /// The status for a pick of a destination without a cluster. `None` is Envoy's 503 (`NC`)
+    /// of Istio routes; Gateway API routes answer 500 for an invalid backend's share, as the
+    /// specification requires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_backend_status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -345,6 +350,7 @@ impl Forward {
             timeout_ms,
             retry,
             mirrors,
+            invalid_backend_status: None,
         }
     }
 

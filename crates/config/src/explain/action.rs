@@ -172,6 +172,10 @@ pub struct ForwardStep {
     pub headers: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<String>,
+    /// The status a destination without a cluster answers when it is not Envoy's 503 (500
+    /// for Gateway API routes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_backend_status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -270,6 +274,7 @@ fn forward(snapshot: &Snapshot, action: &RouteAction, f: &Forward, path: &str) -
         .map(|p| p.apply(path))
         .filter(|p| p != path);
     ForwardStep {
+        invalid_backend_status: f.invalid_backend_status,
         destinations: destinations(snapshot, f),
         upstream_path,
         upstream_host: f.rewrite.as_ref().and_then(|r| r.authority.clone()),
