@@ -354,7 +354,10 @@ async fn forward<'a>(
         return (r, o, None);
     };
     let Some(cluster) = dest.cluster.and_then(|i| active.clusters.get(i)) else {
-        let (r, o) = local(LocalReply::NoCluster, None);
+        let reply = f
+            .invalid_backend_status
+            .map_or(LocalReply::NoCluster, LocalReply::InvalidBackend);
+        let (r, o) = local(reply, None);
         return (r, o, Some(dest));
     };
     prepare_request(parts, route, f, dest, conn, start, protocol);

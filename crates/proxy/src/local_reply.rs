@@ -14,6 +14,9 @@ pub enum LocalReply {
     NoRoute,
     /// The destination names no known cluster.
     NoCluster,
+    /// A Gateway API backend that is invalid or unknown: the route's own status (500 for
+    /// HTTPRoute), flagged `NC` as Envoy flags a missing cluster.
+    InvalidBackend(u16),
     /// The cluster has no endpoint.
     NoHealthyUpstream,
     /// Every connection attempt failed.
@@ -39,7 +42,7 @@ impl LocalReply {
             LocalReply::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
             LocalReply::Http10 => StatusCode::UPGRADE_REQUIRED,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            LocalReply::FaultAbort(code) => {
+            LocalReply::FaultAbort(code) | LocalReply::InvalidBackend(code) => {
                 StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
             _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -49,7 +52,7 @@ impl LocalReply {
     pub fn flag(self) -> &'static str {
         match self {
             LocalReply::NoRoute => "NR",
-            LocalReply::NoCluster => "NC",
+            LocalReply::NoCluster | LocalReply::InvalidBackend(_) => "NC",
             LocalReply::NoHealthyUpstream => "UH",
             LocalReply::ConnectFailure => "UF",
             LocalReply::UpstreamReset => "UC",
@@ -64,7 +67,10 @@ impl LocalReply {
     /// Envoy's bodies; 404 and NC have none, exactly as Envoy answers them.
     pub fn body(self) -> &'static str {
         match self {
-            LocalReply::NoRoute | LocalReply::NoCluster | LocalReply::Http10 => "",
+            LocalReply::NoRoute
+            | LocalReply::NoCluster
+            | LocalReply::InvalidBackend(_)
+            | LocalReply::Http10 => "",
             LocalReply::NoHealthyUpstream => "no healthy upstream",
             LocalReply::UpstreamTimeout => "upstream request timeout",
             LocalReply::FaultAbort(_) => "fault filter abort",
