@@ -134,6 +134,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         admin: args.admin,
         drain_timeout: Duration::from_secs(5),
         workers: None,
+        classes: crate::cli::ClassArgs {
+            gateway_class: isthmus_config::instance::DEFAULT_CLASS.into(),
+            gateway: None,
+            ingress_class: isthmus_config::instance::DEFAULT_CLASS.into(),
+        },
     })
     .await
 }

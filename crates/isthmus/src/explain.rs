@@ -30,11 +30,12 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let instance = Instance {
+    let mut instance = Instance {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
         ..Instance::default()
     };
+    args.classes.apply(&mut instance);
     let loaded = FileSource::new(args.config.clone()).load();
     let b = build(
         &loaded.resources,

@@ -21,12 +21,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let instance = Instance {
+    let mut instance = Instance {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
         locality: isthmus_config::instance::Locality::parse(&args.locality),
         ..Instance::default()
     };
+    args.classes.apply(&mut instance);
     let gateway = Gateway::new(Identity {
         workload: Arc::new(workload_name(&instance)),
         namespace: Arc::new(instance.namespace.clone()),
