@@ -4,13 +4,14 @@
 //! selector matches this instance, group their servers by port, bind the VirtualServices that
 //! name those Gateways, intersect hosts into virtual hosts, merge routes in creation order with
 //! catch-alls last, and resolve every destination to a cluster of the service registry
-//! (ServiceEntries, with DestinationRule subsets). Gateway API resources compile into the same
-//! listeners and clusters (see [`gateway_api`]), and share ports with Istio's by
-//! [`merge::merge`].
+//! (ServiceEntries, with DestinationRule subsets). Gateway API resources and Ingresses compile
+//! into the same listeners and clusters (see [`gateway_api`] and [`ingress`]), and share ports
+//! with Istio's by [`merge::merge`].
 
 mod actions;
 mod delegation;
 mod gateway_api;
+mod ingress;
 mod l4;
 mod listeners;
 mod merge;
@@ -36,6 +37,8 @@ pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<D
     let mut listeners = routes::bind(resources, instance, &ports, &mut registry, &mut diags);
     let kube = gateway_api::compile(resources, instance, &mut registry, &mut diags);
     merge::merge(&mut listeners, kube, &mut diags);
+    let ingresses = ingress::compile(resources, instance, &mut registry, &mut diags);
+    merge::merge(&mut listeners, ingresses, &mut diags);
     let snapshot = Snapshot {
         listeners,
         clusters: registry.into_clusters(),

@@ -296,8 +296,14 @@ fn patterns(kind: Kind) -> Vec<String> {
             ] {
                 add(&format!("spec.{f}"));
             }
+            // `resource` backends are reported by the compiler (the path is not served).
             for at in ["spec.defaultBackend", "spec.rules[].http.paths[].backend"] {
-                for f in ["service.name", "service.port.name", "service.port.number"] {
+                for f in [
+                    "service.name",
+                    "service.port.name",
+                    "service.port.number",
+                    "resource.*",
+                ] {
                     add(&format!("{at}.{f}"));
                 }
             }
@@ -653,7 +659,12 @@ mod tests {
                 "spec.rules[0].http.paths[0].backend.service.port.number",
                 true,
             ),
-            (Kind::Ingress, "spec.defaultBackend.resource.kind", false),
+            (Kind::Ingress, "spec.defaultBackend.resource.kind", true),
+            (
+                Kind::Ingress,
+                "spec.rules[0].http.paths[0].backend.service.weight",
+                false,
+            ),
             (Kind::IngressClass, "spec.parameters.kind", false),
         ];
         for (kind, path, want) in cases {
