@@ -382,6 +382,10 @@ pub struct WeightedDestination {
     /// A `request.set` of `:authority`/`host` at destination level rewrites the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    /// A path rewrite of this destination alone (a Gateway API backend's URLRewrite); the
+    /// route's own path rewrite, if any, wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<crate::actions::PathRewrite>,
 }
 
 /// An upstream service port (optionally one subset of it) and how to find its endpoints.
@@ -536,6 +540,7 @@ mod tests {
             weight: w,
             headers: HeaderEdits::default(),
             authority: None,
+            path: None,
         };
         let f = Forward::new(vec![d(80), d(0), d(20)]);
         assert_eq!(f.total_weight(), 100);

@@ -417,9 +417,15 @@ fn http_route_rules(add: &mut impl FnMut(&str)) {
     }
     route_filters(add, "spec.rules[].filters[]", true);
     backend_ref(add, "spec.rules[].backendRefs[]", true);
-    // Backends act on header modifiers only.
+    // Backends act on header modifiers and URL rewrites.
     add("spec.rules[].backendRefs[].filters[].type");
     header_modifiers(add, "spec.rules[].backendRefs[].filters[]");
+    add("spec.rules[].backendRefs[].filters[].urlRewrite.hostname");
+    for f in ["type", "replaceFullPath", "replacePrefixMatch"] {
+        add(&format!(
+            "spec.rules[].backendRefs[].filters[].urlRewrite.path.{f}"
+        ));
+    }
     for f in [
         "timeouts.request",
         "timeouts.backendRequest",
@@ -630,6 +636,11 @@ mod tests {
             (
                 Kind::HttpRoute,
                 "spec.rules[0].backendRefs[0].filters[0].urlRewrite.hostname",
+                true,
+            ),
+            (
+                Kind::HttpRoute,
+                "spec.rules[0].backendRefs[0].filters[0].requestRedirect.port",
                 false,
             ),
             (

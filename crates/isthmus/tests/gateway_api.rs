@@ -885,6 +885,20 @@ async fn url_rewrites_replace_the_host_and_path_segments() {
         );
     }
     drop(g);
+    // HTTPRouteBackendURLRewrite: the rewrite of one backend, after the rule's match.
+    let g = start("httproute-backend-url-rewrite", Vec::new(), &[]).await;
+    for (path, want) in [
+        ("/full/original", "/rewritten-full"),
+        ("/prefix/original", "/rewritten-prefix/original"),
+    ] {
+        let r = echo(&g, &get(path)).await;
+        assert_eq!(
+            (r.backend(), seen_path(&r).as_str()),
+            (Some(V1), want),
+            "{path}: {r:?}"
+        );
+    }
+    drop(g);
     let g = start("httproute-rewrite-host", Vec::new(), &[]).await;
     let seen_host = |r: &Reply| {
         r.json()["headers"]["host"]
@@ -1438,6 +1452,23 @@ spec:
         out.file("ok.yaml")
     );
     assert!(out.has_prefix(&want), "{want}\n{}", out.lines.join("\n"));
+}
+
+#[test]
+fn explain_shows_a_backend_s_own_path_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("scenario.yaml"),
+        scenario("httproute-backend-url-rewrite"),
+    )
+    .unwrap();
+    let out = explain_in(dir.path(), &["http://example.com/prefix/original"]);
+    assert!(
+        out.stdout
+            .contains("path rewritten to /rewritten-prefix/original"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[tokio::test]

@@ -755,3 +755,78 @@ spec:
         assert!(has(&diags, needle), "{needle}: {diags:#?}");
     }
 }
+
+#[test]
+fn tls_listeners_that_terminate_give_each_sni_name_its_tcp_route() {
+    let listeners = "  - name: tls
+    port: 8443
+    protocol: TLS
+    hostname: '*.example.com'
+    tls: {mode: Terminate, certificateRefs: [{name: cert}]}
+    allowedRoutes: {kinds: [{kind: TLSRoute}, {kind: TCPRoute}]}
+";
+    let routes = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: a, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [a.example.com]
+  rules: [{backendRefs: [{name: a, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: also-a, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [a.example.com]
+  rules: [{backendRefs: [{name: b, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: rest, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: b, port: 8080}]}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cert, namespace: default}
+stringData: {tls.crt: C, tls.key: K}
+";
+    let (s, diags) = compile(&format!("{}{routes}", gateway(listeners)));
+    let l = s.listeners.get(&8443).unwrap();
+    let chains: Vec<String> = l
+        .chains
+        .iter()
+        .map(|c| {
+            let ChainRoutes::Tcp(tcp) = &c.routes else {
+                panic!("not a terminated TCP chain")
+            };
+            let to: Vec<String> = tcp
+                .iter()
+                .map(|r| crate::explain::brief_forward(&r.forward))
+                .collect();
+            format!(
+                "{} {} -> {}",
+                c.server_names.join(","),
+                c.tls.mode_name(),
+                to.join(" ")
+            )
+        })
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            format!("*.example.com SIMPLE -> {B}"),
+            format!("a.example.com SIMPLE -> {A}"),
+        ]
+    );
+    assert!(
+        has(
+            &diags,
+            "TLSRoute default/also-a: spec.parentRefs: default/a already takes the connections of this listener for this name"
+        ),
+        "{diags:#?}"
+    );
+}

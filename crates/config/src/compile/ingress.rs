@@ -333,6 +333,7 @@ fn forward(
         weight: 1,
         headers: Default::default(),
         authority: None,
+        path: None,
     };
     Some(RouteAction {
         kind: ActionKind::Forward(Forward::new(vec![dest])),

@@ -420,6 +420,7 @@ pub(super) fn weighted_destination(
         weight,
         headers: Default::default(),
         authority: None,
+        path: None,
     }
 }
 

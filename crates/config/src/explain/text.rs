@@ -392,6 +392,9 @@ fn destination(o: &mut Out, d: &DestinationStep, weighted: bool, http: bool) {
     if let Some(h) = &d.host_rewrite {
         o.more(pad, format!("host rewritten to {h}"));
     }
+    if let Some(p) = &d.path_rewrite {
+        o.more(pad, format!("path rewritten to {p}"));
+    }
     for h in &d.headers {
         o.more(pad, format!("headers {h}"));
     }

@@ -83,7 +83,8 @@ pub fn compile<'a>(
     out
 }
 
-/// The filters of one backend: its header modifiers (the others are left out).
+/// The header modifiers of one backend (its URLRewrite is [`backend_rewrite`]; other filters
+/// are left out).
 pub fn backend(filters: &[RouteFilter]) -> (HeaderEdits, Option<String>) {
     let mut edits = HeaderEdits::default();
     let mut authority = None;
@@ -107,6 +108,14 @@ pub fn backend(filters: &[RouteFilter]) -> (HeaderEdits, Option<String>) {
         }
     }
     (edits, authority)
+}
+
+/// The URLRewrite filter of a backend, if it has one.
+pub fn backend_rewrite(filters: &[RouteFilter]) -> Option<&UrlRewrite> {
+    filters
+        .iter()
+        .filter(|f| f.filter_type.as_deref() == Some("URLRewrite"))
+        .find_map(|f| f.url_rewrite.as_ref())
 }
 
 /// Header edits; names are case-insensitive and values literal. A request `Host` set (or

@@ -290,7 +290,25 @@ fn action_kind(
         &m.path,
         rule.filters.authority.clone(),
     )?;
+    backend_rewrites(rule, &m.path, &mut f)?;
     Ok(ActionKind::Forward(f))
+}
+
+/// Each backend's own URLRewrite, after this match (its `ReplacePrefixMatch` replaces the
+/// matched prefix): a path rewrite and a host for that destination alone.
+fn backend_rewrites(rule: &Rule<'_>, path: &PathMatch, f: &mut Forward) -> Result<(), String> {
+    for (b, d) in rule.backends.iter().zip(f.destinations.iter_mut()) {
+        let Some(rw) = filters::backend_rewrite(&b.filters) else {
+            continue;
+        };
+        if let Some(r) = filters::rewrite(Some(rw), path, None)? {
+            d.path = r.path;
+            if r.authority.is_some() {
+                d.authority = r.authority;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn direct(status: u16) -> ActionKind {
@@ -330,7 +348,8 @@ fn forward(
             &consequence,
             diags,
         );
-        // Other backend filters are reported as fields not acted on (support.rs).
+        // URLRewrite is per match (`backend_rewrites`); other backend filters are reported as
+        // fields not acted on (support.rs).
         let (headers, authority) = filters::backend(&b.filters);
         dests.push(WeightedDestination {
             cluster_name,
@@ -338,6 +357,7 @@ fn forward(
             weight: u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0),
             headers,
             authority,
+            path: None,
         });
     }
     let backend_timeout = rule

@@ -57,6 +57,7 @@ pub fn forward(
                 weight: u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0),
                 headers: Default::default(),
                 authority: None,
+                path: None,
             }
         })
         .collect();
