@@ -41,9 +41,17 @@ pub struct RunArgs {
         long = "config",
         env = "ISTHMUS_CONFIG",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "kubernetes"
     )]
     pub config: Vec<PathBuf>,
+    /// Take the configuration from the Kubernetes API server as well (in-cluster, or as
+    /// kubectl finds it; see --kubeconfig).
+    #[arg(long, env = "ISTHMUS_KUBERNETES")]
+    pub kubernetes: bool,
+    /// The kubeconfig file for --kubernetes (default: KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account).
+    #[arg(long, env = "ISTHMUS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// This instance's labels; Gateways whose selector matches them apply here.
     #[arg(long, env = "ISTHMUS_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
     pub labels: BTreeMap<String, String>,

@@ -127,6 +127,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     crate::run::run(RunArgs {
         config: vec![args.config],
+        kubernetes: false,
+        kubeconfig: None,
         labels: crate::cli::parse_labels("istio=ingressgateway").map_err(anyhow::Error::msg)?,
         namespace: "istio-system".into(),
         locality: String::new(),

@@ -14,10 +14,10 @@ use isthmus_proxy::metrics::{ReloadLabels, SeverityLabels};
 use isthmus_proxy::tls::server_config;
 use isthmus_proxy::{Active, ClusterRegistry, Gateway};
 
-use crate::source::FileSource;
+use crate::source::Sources;
 
 pub struct Controller {
-    pub source: FileSource,
+    pub source: Sources,
     pub instance: Instance,
     pub gateway: Arc<Gateway>,
     pub listeners: Listeners,
@@ -74,7 +74,7 @@ fn same_tls_settings(
 
 impl Controller {
     pub fn new(
-        source: FileSource,
+        source: Sources,
         instance: Instance,
         gateway: Arc<Gateway>,
         listeners: Listeners,
