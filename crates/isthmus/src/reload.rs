@@ -14,11 +14,11 @@ use isthmus_proxy::metrics::{ReloadLabels, SeverityLabels};
 use isthmus_proxy::tls::server_config;
 use isthmus_proxy::{Active, ClusterRegistry, Gateway};
 
-use crate::source::FileSource;
+use crate::source::Sources;
 use crate::versions::Versions;
 
 pub struct Controller {
-    pub source: FileSource,
+    pub source: Sources,
     pub instance: Instance,
     pub gateway: Arc<Gateway>,
     pub listeners: Listeners,
@@ -76,7 +76,7 @@ fn same_tls_settings(
 
 impl Controller {
     pub fn new(
-        source: FileSource,
+        source: Sources,
         instance: Instance,
         gateway: Arc<Gateway>,
         listeners: Listeners,
