@@ -277,7 +277,13 @@ impl FakeApi {
     }
 
     /// An object as the server holds it now (with any status written to it).
-    pub fn object(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+    pub fn object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
         let w = watched(api_version, kind)?;
         lock(&self.state)
             .objects
@@ -582,7 +588,12 @@ fn object(
     if !s.served.contains(&collection) {
         return not_found();
     }
-    let Some(current) = s.objects.get(&collection).and_then(|m| m.get(&key)).cloned() else {
+    let Some(current) = s
+        .objects
+        .get(&collection)
+        .and_then(|m| m.get(&key))
+        .cloned()
+    else {
         return not_found();
     };
     match (method, p.subresource.as_deref()) {
@@ -617,7 +628,11 @@ fn object(
         }
         _ => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            &status(405, "MethodNotAllowed", "not supported by the fake API server"),
+            &status(
+                405,
+                "MethodNotAllowed",
+                "not supported by the fake API server",
+            ),
         ),
     }
 }
@@ -630,12 +645,8 @@ fn lease(
     mut body: Value,
 ) -> Response<Body> {
     let mut s = lock(state);
-    let conflict = |message: &str| {
-        json_response(
-            StatusCode::CONFLICT,
-            &status(409, "Conflict", message),
-        )
-    };
+    let conflict =
+        |message: &str| json_response(StatusCode::CONFLICT, &status(409, "Conflict", message));
     let body_name = body
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -690,7 +701,11 @@ fn lease(
         }
         _ => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
-            &status(405, "MethodNotAllowed", "not supported by the fake API server"),
+            &status(
+                405,
+                "MethodNotAllowed",
+                "not supported by the fake API server",
+            ),
         ),
     }
 }

@@ -187,9 +187,18 @@ async fn run(
     }
 }
 
-async fn write_all(client: &kube::Client, want: &[StatusUpdate], written: &mut HashMap<Key, Written>) {
+async fn write_all(
+    client: &kube::Client,
+    want: &[StatusUpdate],
+    written: &mut HashMap<Key, Written>,
+) {
     for u in want {
-        let key = (u.group.clone(), u.kind.clone(), u.namespace.clone(), u.name.clone());
+        let key = (
+            u.group.clone(),
+            u.kind.clone(),
+            u.namespace.clone(),
+            u.name.clone(),
+        );
         let previous = written.get(&key);
         if previous.is_some_and(|w| w.desired == u.status) {
             continue;
@@ -244,10 +253,9 @@ async fn patch(client: &kube::Client, u: &StatusUpdate, status: &Value) -> Resul
 }
 
 fn now() -> String {
-    Timestamp::now().round(k8s_openapi::jiff::Unit::Second).map_or_else(
-        |_| Timestamp::now().to_string(),
-        |t| t.to_string(),
-    )
+    Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map_or_else(|_| Timestamp::now().to_string(), |t| t.to_string())
 }
 
 /// Gives every condition of `status` a `lastTransitionTime`: the one it had in `old` if its
@@ -383,6 +391,9 @@ mod tests {
                                "listeners": [{"name": "http", "conditions": [{"type": "Programmed", "status": "True"}]}]});
         transition_times(&mut fresh, None, "t2");
         assert_eq!(fresh["conditions"][0]["lastTransitionTime"], "t2");
-        assert_eq!(fresh["listeners"][0]["conditions"][0]["lastTransitionTime"], "t2");
+        assert_eq!(
+            fresh["listeners"][0]["conditions"][0]["lastTransitionTime"],
+            "t2"
+        );
     }
 }
