@@ -68,6 +68,14 @@ spec:
 
 const GOOD: &str = "{name: a, port: 8080}";
 
+/// (parentRef, hostname, backendRef, the parent's (Accepted, ResolvedRefs) reasons if any)
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<(AcceptedReason, RefsReason)>,
+);
+
 #[test]
 fn class_and_gateway_conditions_and_listeners() {
     let s = status(&route("{name: gw}", "www.example.com", GOOD));
@@ -102,8 +110,7 @@ fn class_and_gateway_conditions_and_listeners() {
 
 #[test]
 fn route_parent_reasons() {
-    // (parentRef, hostname, backendRef) -> (Accepted reason, ResolvedRefs reason)
-    let cases: &[(&str, &str, &str, Option<(AcceptedReason, RefsReason)>)] = &[
+    let cases: &[Case<'_>] = &[
         (
             "{name: gw}",
             "www.example.com",
