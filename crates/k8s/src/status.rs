@@ -203,9 +203,43 @@ async fn write_all(
         if previous.is_some_and(|w| w.desired == u.status) {
             continue;
         }
+        let api = match dynamic_api(client, u) {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write status");
+                continue;
+            }
+        };
+        // Nothing written by this replica since it took the Lease: what the server holds
+        // (from a previous leader) is the last status, whose transition times carry over.
+        let server = match previous {
+            Some(_) => None,
+            None => match api.get_opt(&u.name).await {
+                Ok(Some(o)) => o.data.get("status").cloned(),
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(kind = %u.kind, namespace = %u.namespace, name = %u.name, error = %e, "cannot read the current status");
+                    continue;
+                }
+            },
+        };
         let mut sent = u.status.clone();
-        transition_times(&mut sent, previous.map(|w| &w.sent), &now());
-        match patch(client, u, &sent).await {
+        transition_times(
+            &mut sent,
+            previous.map(|w| &w.sent).or(server.as_ref()),
+            &now(),
+        );
+        if server.as_ref() == Some(&sent) {
+            written.insert(
+                key,
+                Written {
+                    desired: u.status.clone(),
+                    sent,
+                },
+            );
+            continue;
+        }
+        match patch(&api, u, &sent).await {
             Ok(()) => {
                 written.insert(
                     key,
@@ -225,7 +259,7 @@ async fn write_all(
     }
 }
 
-async fn patch(client: &kube::Client, u: &StatusUpdate, status: &Value) -> Result<(), StatusError> {
+fn dynamic_api(client: &kube::Client, u: &StatusUpdate) -> Result<Api<DynamicObject>, StatusError> {
     let w = WATCHED
         .iter()
         .find(|w| w.group == u.group && w.kind == u.kind)
@@ -240,11 +274,18 @@ async fn patch(client: &kube::Client, u: &StatusUpdate, status: &Value) -> Resul
         kind: w.kind.to_string(),
         plural: w.plural.to_string(),
     };
-    let api: Api<DynamicObject> = if u.namespace.is_empty() {
+    Ok(if u.namespace.is_empty() {
         Api::all_with(client.clone(), &resource)
     } else {
         Api::namespaced_with(client.clone(), &u.namespace, &resource)
-    };
+    })
+}
+
+async fn patch(
+    api: &Api<DynamicObject>,
+    u: &StatusUpdate,
+    status: &Value,
+) -> Result<(), StatusError> {
     // A merge patch of `status` alone: the rest of the object is the user's.
     let body = json!({"status": status});
     api.patch_status(&u.name, &PatchParams::default(), &Patch::Merge(&body))

@@ -255,3 +255,41 @@ async fn one_of_two_writers_leads_and_the_other_takes_over_after_expiry() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_new_leader_keeps_what_the_previous_one_wrote_when_nothing_changed() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    cluster(&api);
+    let first = StatusWriter::start(client(&api), settings("first"));
+    first.update(marked("same"));
+    let time = |api: &FakeApi| {
+        api.object(GW, "Gateway", "shop", "gw")?
+            .pointer("/status/conditions/0/lastTransitionTime")
+            .cloned()
+    };
+    let written = until("the first status", || time(&api)).await;
+    let patches = api.status_patches();
+    drop(first);
+
+    let second = StatusWriter::start(client(&api), settings("second"));
+    second.update(marked("same"));
+    until("the second writer to lead", || {
+        second.is_leader().then_some(())
+    })
+    .await;
+    // Two renewals as leader: the unchanged status was compared with the server's and kept.
+    for _ in 0..2 {
+        let before = api
+            .lease("isthmus-system", "isthmus-status")
+            .and_then(|l| l.pointer("/metadata/resourceVersion").cloned());
+        until("a renewal", || {
+            let now = api
+                .lease("isthmus-system", "isthmus-status")
+                .and_then(|l| l.pointer("/metadata/resourceVersion").cloned());
+            (now != before).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(api.status_patches(), patches);
+    assert_eq!(time(&api), Some(written));
+}
