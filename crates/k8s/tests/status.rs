@@ -293,3 +293,31 @@ async fn a_new_leader_keeps_what_the_previous_one_wrote_when_nothing_changed() {
     assert_eq!(api.status_patches(), patches);
     assert_eq!(time(&api), Some(written));
 }
+
+#[tokio::test]
+async fn the_fake_refuses_a_lease_write_from_a_stale_version() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use kube::api::{Api, PostParams};
+    let api = FakeApi::start(&[]).await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client(&api), "isthmus-system");
+    let mut lease = Lease::default();
+    lease.metadata.name = Some("l".into());
+    lease.spec = Some(LeaseSpec {
+        holder_identity: Some("a".into()),
+        ..LeaseSpec::default()
+    });
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let again = leases.create(&PostParams::default(), &lease).await;
+    assert!(matches!(again, Err(kube::Error::Api(e)) if e.code == 409));
+    let mut newer = created.clone();
+    newer.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases
+        .replace("l", &PostParams::default(), &newer)
+        .await
+        .unwrap();
+    // `created` carries the version before that write.
+    let stale = leases.replace("l", &PostParams::default(), &created).await;
+    assert!(matches!(stale, Err(kube::Error::Api(e)) if e.code == 409));
+    let now = leases.get("l").await.unwrap();
+    assert_eq!(now.spec.unwrap().holder_identity.as_deref(), Some("b"));
+}
