@@ -831,3 +831,265 @@ async fn dns_endpoints_are_refreshed_and_round_robin_takes_the_first_address() {
     })
     .await;
 }
+
+// === Telemetry of egress traffic ===
+
+/// `start_egress` with the access log written to a file outside the config folder: the
+/// gateway, the log's folder (kept alive by the caller) and the log's path.
+async fn start_logging_egress(
+    files: &[(&str, String)],
+    policy: &str,
+    extra: &[&str],
+) -> (Gateway, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let path_arg = path.display().to_string();
+    let mut args = vec!["--access-log", path_arg.as_str()];
+    args.extend_from_slice(extra);
+    let g = start_egress(files, policy, &args).await;
+    (g, dir, path)
+}
+
+/// Waits (at most [`WAIT`]) until the access log has `n` lines, and returns them.
+async fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines: Vec<String> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= n {
+            assert_eq!(lines.len(), n, "{lines:#?}");
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} access log lines: {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The one line of `lines` that contains `needle`.
+fn line_with<'a>(lines: &'a [String], needle: &str) -> &'a str {
+    let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+    assert_eq!(found.len(), 1, "{needle:?} in {lines:#?}");
+    found[0]
+}
+
+/// Compares a TEXT access log line with a pattern token by token (split on spaces); `*`
+/// matches any token.
+fn assert_line(line: &str, pattern: &str) {
+    let got: Vec<&str> = line.split(' ').collect();
+    let want: Vec<&str> = pattern.split(' ').collect();
+    assert_eq!(got.len(), want.len(), "{line}\nvs\n{pattern}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(*w == "*" || g == w, "{g} != {w} in\n{line}\nvs\n{pattern}");
+    }
+}
+
+/// Waits (at most [`WAIT`]) until `metric` with `labels` reaches `want` in the gateway's
+/// Prometheus text, and returns that text.
+async fn metric_reaches(g: &Gateway, metric: &str, labels: &[(&str, &str)], want: f64) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = g.prometheus().await;
+        if metric_sum(&text, metric, labels) == want {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{metric}{labels:?} did not reach {want}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `CONNECT target` on a new connection to `proxy` and reads the response head, byte by
+/// byte so that nothing of the tunnel is consumed: the status and the connection.
+async fn raw_connect(proxy: SocketAddr, target: &str) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let request =
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: tunnel-test\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let read = async {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed in the head");
+            head.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.unwrap();
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, s)
+}
+
+/// A CONNECT tunnel to a host outside the registry (ALLOW_ANY) is a TCP connection for
+/// telemetry: counted in the `istio_tcp_*` series with the host as `destination_service` and
+/// `PassthroughCluster` as its name, its bytes as plain TCP counts them (what the client sent,
+/// what it received through the tunnel), and logged once when it closes, as its CONNECT
+/// request with the tunnel's bytes.
+#[tokio::test]
+async fn a_passthrough_tunnel_is_counted_and_logged_as_a_tcp_connection() {
+    let echo = tcp_echo_backend("tcp-v1").await;
+    let (g, _logs, log) = start_logging_egress(
+        &[("proxy.yaml", FORWARD_PROXY.to_string())],
+        "ALLOW_ANY",
+        &["--resolve", "echo.anywhere.test:127.0.0.1"],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let target = format!("echo.anywhere.test:{}", echo.port());
+    let (status, mut s) = raw_connect(proxy, &target).await;
+    assert_eq!(status, 200, "{}", g.log());
+    let client = s.local_addr().unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), "tcp-v1\n");
+    // While the tunnel is open, it is counted as opened, not yet closed.
+    let tunnel = [
+        ("destination_service", "echo.anywhere.test"),
+        ("destination_service_name", "PassthroughCluster"),
+        ("request_protocol", "tcp"),
+        ("response_flags", "-"),
+    ];
+    let open = metric_reaches(&g, "istio_tcp_connections_opened_total", &tunnel, 1.0).await;
+    assert_eq!(
+        metric_sum(&open, "istio_tcp_connections_closed_total", &tunnel),
+        0.0
+    );
+    assert!(std::fs::read_to_string(&log).unwrap_or_default().is_empty());
+    assert_eq!(
+        send_and_read_to_end(&mut s, b"hello").await.unwrap(),
+        "hello<eof>"
+    );
+
+    let text = metric_reaches(&g, "istio_tcp_connections_closed_total", &tunnel, 1.0).await;
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_received_bytes_total", &tunnel),
+        5.0
+    );
+    // The greeting, the echo and `<eof>`.
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_sent_bytes_total", &tunnel),
+        17.0
+    );
+    // The CONNECT itself is an HTTP request answered 200, as Envoy counts it.
+    let connect = [
+        ("destination_service", "echo.anywhere.test"),
+        ("destination_service_name", "PassthroughCluster"),
+        ("response_code", "200"),
+    ];
+    assert_eq!(metric_sum(&text, "istio_requests_total", &connect), 1.0);
+
+    let lines = log_lines(&log, 1).await;
+    assert_line(
+        &lines[0],
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 200 - via_upstream - \"-\" 5 17 * - \"127.0.0.1\" \"tunnel-test\" * \"{target}\" \"{echo}\" PassthroughCluster * {proxy} {client} - -"
+        ),
+    );
+}
+
+/// A tunnel to a ServiceEntry's host and port whose DestinationRule originates TLS: the
+/// client's own TLS goes through the tunnel untouched (no second layer of TLS), and the tunnel
+/// is counted and logged with the ServiceEntry's host and cluster. Under REGISTRY_ONLY a
+/// CONNECT to an undeclared host is refused: 502, counted as a TCP connection to
+/// `BlackHoleCluster` (`UH`, as Istio counts one), logged once as the refused request.
+#[tokio::test]
+async fn a_registered_tunnel_is_not_originated_and_is_counted_with_its_service() {
+    let ca = Pki::new("external");
+    let leaf = ca.server(&["secure.external.test"]);
+    let secure = https_backend("secure", &leaf, None).await;
+    let port = secure.port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write_file(dir.path(), "ca.pem", &ca.ca_pem);
+    let origination = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: secure, namespace: default}}\nspec:\n  host: secure.external.test\n  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: '{}'}}\n",
+        ca_file.display()
+    );
+    let (g, _logs, log) = start_logging_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "secure.yaml",
+                external_service("secure", "secure.external.test", port, "HTTPS", "DNS"),
+            ),
+            ("dr.yaml", origination),
+        ],
+        "REGISTRY_ONLY",
+        &[
+            "--resolve",
+            "secure.external.test:127.0.0.1",
+            "--resolve",
+            "blocked.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let ca_arg = ca_file.display().to_string();
+    let url = format!("https://secure.external.test:{port}/through");
+    let (ok, out, err) = curl_proxy(proxy, &["--cacert", &ca_arg, &url]).await;
+    assert!(ok, "{err}\n{}", g.log());
+    let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(body["sni"], "secure.external.test");
+    assert_eq!(body["path"], "/through");
+
+    let tunnel = [
+        ("destination_service", "secure.external.test"),
+        ("destination_service_name", "secure.external.test"),
+        ("destination_service_namespace", "default"),
+        ("response_flags", "-"),
+    ];
+    let text = metric_reaches(&g, "istio_tcp_connections_closed_total", &tunnel, 1.0).await;
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_connections_opened_total", &tunnel),
+        1.0
+    );
+    // A TLS handshake and one exchange each way.
+    assert!(metric_sum(&text, "istio_tcp_received_bytes_total", &tunnel) > 100.0);
+    assert!(metric_sum(&text, "istio_tcp_sent_bytes_total", &tunnel) > 100.0);
+    let lines = log_lines(&log, 1).await;
+    assert_line(
+        &lines[0],
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 200 - via_upstream - \"-\" * * * - \"127.0.0.1\" * * \"secure.external.test:{port}\" \"{secure}\" outbound|{port}||secure.external.test * {proxy} * - -"
+        ),
+    );
+
+    let (ok, _, err) = curl_proxy(
+        proxy,
+        &[
+            "--cacert",
+            &ca_arg,
+            &format!("https://blocked.test:{port}/"),
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("502"), "{err}");
+    let hole = [
+        ("destination_service", "blocked.test"),
+        ("destination_service_name", "BlackHoleCluster"),
+        ("response_flags", "UH"),
+    ];
+    let text = metric_reaches(&g, "istio_tcp_connections_closed_total", &hole, 1.0).await;
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_connections_opened_total", &hole),
+        1.0
+    );
+    let lines = log_lines(&log, 2).await;
+    let refused = line_with(&lines, "blocked.test");
+    assert_line(
+        refused,
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 502 - direct_response - \"-\" 0 0 * - \"127.0.0.1\" * * \"blocked.test:{port}\" \"-\" - - {proxy} * - -"
+        ),
+    );
+}
