@@ -149,6 +149,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         outbound_traffic_policy: Default::default(),
         resolve: Vec::new(),
         hosts_file: None,
+        dns_servers: Vec::new(),
     })
     .await
 }

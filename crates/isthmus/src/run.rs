@@ -29,7 +29,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         outbound_policy: args.outbound_traffic_policy,
         ..Instance::default()
     };
-    isthmus_proxy::dns::configure(args.resolve.clone(), args.hosts_file.clone());
+    isthmus_proxy::dns::configure(
+        args.resolve.clone(),
+        args.hosts_file.clone(),
+        args.dns_servers.clone(),
+    );
     let edge = isthmus_proxy::edge::EdgeSettings {
         num_trusted_proxies: args.num_trusted_proxies,
         proxy_protocol: args.proxy_protocol,

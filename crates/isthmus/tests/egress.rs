@@ -1093,3 +1093,143 @@ async fn a_registered_tunnel_is_not_originated_and_is_counted_with_its_service()
         ),
     );
 }
+
+/// A DNS server on 127.0.0.1 that answers every query NXDOMAIN, and the names it was asked:
+/// the gateway's resolver is pointed at it with `--dns-server`, so no query leaves the
+/// machine.
+async fn nxdomain_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                continue;
+            };
+            let Some((name, end)) = dns_question(&buf[..n]) else {
+                continue;
+            };
+            seen.lock().unwrap().push(name);
+            // The header and the question, without the client's additional records (EDNS).
+            let mut reply = buf[..end].to_vec();
+            // QR, the query's opcode and RD; RA, RCODE 3 (NXDOMAIN).
+            reply[2] = 0x80 | (buf[2] & 0x79);
+            reply[3] = 0x80 | 3;
+            // One question; no answer, authority or additional record.
+            reply[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    (addr, asked)
+}
+
+/// The name of a DNS query's (first) question, and where the question ends.
+fn dns_question(msg: &[u8]) -> Option<(String, usize)> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*msg.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(msg.get(at..at + len)?).into_owned());
+        at += len;
+    }
+    // QTYPE and QCLASS.
+    let end = at + 4;
+    (end <= msg.len()).then(|| (labels.join("."), end))
+}
+
+/// A destination whose name does not resolve: with resolution DYNAMIC_DNS or NONE (the name
+/// is resolved when the request is sent, as Envoy's dynamic forward proxy does) the request is
+/// answered 503 with flag `DF`, for HTTP through the forward proxy and for a CONNECT; logged
+/// and counted with `response_flags="DF"`. With resolution DNS the cluster simply has no
+/// endpoint (Envoy's STRICT_DNS cluster): 503 `UH`. The names are asked of a local DNS server
+/// that answers NXDOMAIN.
+#[tokio::test]
+async fn unresolvable_names_are_answered_503_with_flag_df() {
+    let (dns, asked) = nxdomain_server().await;
+    let dns_arg = dns.to_string();
+    let (g, _logs, log) = start_logging_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "dyn.yaml",
+                external_service("dyn", "*.dyn.test", 80, "HTTP", "DYNAMIC_DNS"),
+            ),
+            (
+                "none.yaml",
+                external_service("none", "tls.none.test", 443, "TLS", "NONE"),
+            ),
+            (
+                "dns.yaml",
+                external_service("dns", "api.dns.test", 80, "HTTP", "DNS"),
+            ),
+        ],
+        "REGISTRY_ONLY",
+        &["--dns-server", &dns_arg],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+
+    let r = get_via(proxy, "http://api.dyn.test/get").await;
+    assert_eq!(r.status, 503, "{}\n{}", r.body, g.log());
+    assert_eq!(r.body, "DNS resolution failure");
+    let (status, _s) = raw_connect(proxy, "tls.none.test:443").await;
+    assert_eq!(status, 503, "{}", g.log());
+    let r = get_via(proxy, "http://api.dns.test/get").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body, "no healthy upstream");
+
+    let names = asked.lock().unwrap().clone();
+    for name in ["api.dyn.test", "tls.none.test", "api.dns.test"] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+    let lines = log_lines(&log, 3).await;
+    assert_line(
+        line_with(&lines, "api.dyn.test"),
+        "* \"GET /get HTTP/1.1\" 503 DF dns_resolution_failure - \"-\" 0 22 * - \"127.0.0.1\" * * \"api.dyn.test\" \"-\" outbound|80||*.dyn.test - * * - *",
+    );
+    assert_line(
+        line_with(&lines, "tls.none.test"),
+        "* \"CONNECT - HTTP/1.1\" 503 DF dns_resolution_failure - \"-\" 0 22 * - \"127.0.0.1\" \"tunnel-test\" * \"tls.none.test:443\" \"-\" outbound|443||tls.none.test - * * - -",
+    );
+    assert_line(
+        line_with(&lines, "api.dns.test"),
+        "* \"GET /get HTTP/1.1\" 503 UH no_healthy_upstream - \"-\" 0 19 * - \"127.0.0.1\" * * \"api.dns.test\" \"-\" outbound|80||api.dns.test - * * - *",
+    );
+    let text = g.prometheus().await;
+    let df = [
+        ("destination_service", "*.dyn.test"),
+        ("response_code", "503"),
+        ("response_flags", "DF"),
+    ];
+    assert_eq!(
+        metric_sum(&text, "istio_requests_total", &df),
+        1.0,
+        "{text}"
+    );
+    let df_connect = [
+        ("destination_service", "tls.none.test"),
+        ("response_code", "503"),
+        ("response_flags", "DF"),
+    ];
+    assert_eq!(metric_sum(&text, "istio_requests_total", &df_connect), 1.0);
+    let df_tcp = [
+        ("destination_service", "tls.none.test"),
+        ("response_flags", "DF"),
+    ];
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_connections_opened_total", &df_tcp),
+        1.0
+    );
+    let uh = [
+        ("destination_service", "api.dns.test"),
+        ("response_code", "503"),
+        ("response_flags", "UH"),
+    ];
+    assert_eq!(metric_sum(&text, "istio_requests_total", &uh), 1.0);
+}
