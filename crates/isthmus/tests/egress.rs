@@ -1233,3 +1233,105 @@ async fn unresolvable_names_are_answered_503_with_flag_df() {
     ];
     assert_eq!(metric_sum(&text, "istio_requests_total", &uh), 1.0);
 }
+
+/// HTTP through the egress gateway names the external host: in Istio's egress-gateway pattern
+/// (Host `edition.cnn.com` on the Gateway's port 80) and through the forward proxy
+/// (absolute-form requests) for a ServiceEntry's host and for a host passed through, the access
+/// log has the host as authority and Istio's cluster of the host as upstream cluster, and the
+/// metrics have it as `destination_service`.
+#[tokio::test]
+async fn http_through_the_egress_gateway_names_the_external_host() {
+    let cnn = backend("cnn").await;
+    let api = backend("api").await;
+    let web = backend("web").await;
+    let task = edit(
+        &manifest("egress-gateway-http"),
+        "    name: http-port\n    protocol: HTTP\n",
+        &format!(
+            "    name: http-port\n    protocol: HTTP\n    targetPort: {}\n",
+            cnn.port()
+        ),
+    );
+    let (g, _logs, log) = start_logging_egress(
+        &[
+            ("task.yaml", task),
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "api.yaml",
+                external_service("api", "api.external.test", api.port(), "HTTP", "DNS"),
+            ),
+        ],
+        "ALLOW_ANY",
+        &[
+            "--resolve",
+            "edition.cnn.com:127.0.0.1",
+            "--resolve",
+            "api.external.test:127.0.0.1",
+            "--resolve",
+            "www.anywhere.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let r = get(&g.url(80, "/politics").await, "edition.cnn.com", &[]).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, g.log());
+    let proxy = g.addr(3128).await;
+    let api_url = format!("http://api.external.test:{}/get", api.port());
+    let r = get_via(proxy, &api_url).await;
+    assert_eq!(r.backend(), Some("api"), "{}", g.log());
+    let web_url = format!("http://www.anywhere.test:{}/page", web.port());
+    let r = get_via(proxy, &web_url).await;
+    assert_eq!(r.backend(), Some("web"), "{}", g.log());
+
+    let lines = log_lines(&log, 3).await;
+    let http = g.addr(80).await;
+    let cases = [
+        (
+            "\"GET /politics HTTP/1.1\"",
+            "edition.cnn.com".to_string(),
+            cnn,
+            "outbound|80||edition.cnn.com".to_string(),
+            http,
+        ),
+        (
+            "\"GET /get HTTP/1.1\"",
+            format!("api.external.test:{}", api.port()),
+            api,
+            format!("outbound|{}||api.external.test", api.port()),
+            proxy,
+        ),
+        (
+            "\"GET /page HTTP/1.1\"",
+            format!("www.anywhere.test:{}", web.port()),
+            web,
+            "PassthroughCluster".to_string(),
+            proxy,
+        ),
+    ];
+    for (request, authority, upstream, cluster, local) in cases {
+        let line = line_with(&lines, request);
+        let (method, path_proto) = request.split_once(' ').unwrap();
+        assert_line(
+            line,
+            &format!(
+                "* {method} {path_proto} 200 - via_upstream - \"-\" 0 * * * \"127.0.0.1\" * * \"{authority}\" \"{upstream}\" {cluster} * {local} * - *"
+            ),
+        );
+    }
+    let text = g.prometheus().await;
+    for (service, name) in [
+        ("edition.cnn.com", "edition.cnn.com"),
+        ("api.external.test", "api.external.test"),
+        ("www.anywhere.test", "PassthroughCluster"),
+    ] {
+        let labels = [
+            ("destination_service", service),
+            ("destination_service_name", name),
+            ("response_code", "200"),
+        ];
+        assert_eq!(
+            metric_sum(&text, "istio_requests_total", &labels),
+            1.0,
+            "{service}\n{text}"
+        );
+    }
+}
