@@ -315,6 +315,11 @@ pub struct Forward {
     pub retry: RetryPolicy,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    /// The status for a pick of a destination without a cluster. `None` is Envoy's 503 (`NC`)
+    /// of Istio routes; Gateway API routes answer 500 for an invalid backend's share, as the
+    /// specification requires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_backend_status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -352,6 +357,7 @@ impl Forward {
             timeout_ms,
             retry,
             mirrors,
+            invalid_backend_status: None,
         }
     }
 
@@ -383,6 +389,10 @@ pub struct WeightedDestination {
     /// A `request.set` of `:authority`/`host` at destination level rewrites the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    /// A path rewrite of this destination alone (a Gateway API backend's URLRewrite); the
+    /// route's own path rewrite, if any, wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<crate::actions::PathRewrite>,
 }
 
 /// An upstream service port (optionally one subset of it) and how to find its endpoints.
@@ -544,6 +554,7 @@ mod tests {
             weight: w,
             headers: HeaderEdits::default(),
             authority: None,
+            path: None,
         };
         let f = Forward::new(vec![d(80), d(0), d(20)]);
         assert_eq!(f.total_weight(), 100);

@@ -43,9 +43,17 @@ pub struct RunArgs {
         long = "config",
         env = "ISTHMUS_CONFIG",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "kubernetes"
     )]
     pub config: Vec<PathBuf>,
+    /// Take the configuration from the Kubernetes API server as well (in-cluster, or as
+    /// kubectl finds it; see --kubeconfig).
+    #[arg(long, env = "ISTHMUS_KUBERNETES")]
+    pub kubernetes: bool,
+    /// The kubeconfig file for --kubernetes (default: KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account).
+    #[arg(long, env = "ISTHMUS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// This instance's labels; Gateways whose selector matches them apply here.
     #[arg(long, env = "ISTHMUS_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
     pub labels: BTreeMap<String, String>,
@@ -119,6 +127,8 @@ pub struct RunArgs {
     pub dns_servers: Vec<SocketAddr>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub classes: ClassArgs,
 }
 
 /// Access log and tracing.
@@ -157,6 +167,31 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Which Gateway API Gateways and Ingresses an instance serves (`run`, `validate`, `explain`).
+#[derive(Debug, Clone, Args)]
+pub struct ClassArgs {
+    /// The GatewayClass whose Gateways this instance serves. A GatewayClass of this name, if
+    /// loaded, must name the controller isthmus.io/gateway-controller.
+    #[arg(long, env = "ISTHMUS_GATEWAY_CLASS", default_value = isthmus_config::instance::DEFAULT_CLASS)]
+    pub gateway_class: String,
+    /// Serve only this Gateway API Gateway, NAMESPACE/NAME.
+    #[arg(long, env = "ISTHMUS_GATEWAY", value_parser = parse_gateway)]
+    pub gateway: Option<(String, String)>,
+    /// The Ingress class this instance serves (spec.ingressClassName, or the
+    /// kubernetes.io/ingress.class annotation).
+    #[arg(long, env = "ISTHMUS_INGRESS_CLASS", default_value = isthmus_config::instance::DEFAULT_CLASS)]
+    pub ingress_class: String,
+}
+
+impl ClassArgs {
+    /// Sets the classes of `instance`.
+    pub fn apply(&self, instance: &mut isthmus_config::Instance) {
+        instance.gateway_class = self.gateway_class.clone();
+        instance.gateway = self.gateway.clone();
+        instance.ingress_class = self.ingress_class.clone();
+    }
+}
+
 impl RunArgs {
     pub fn binds(&self) -> HashMap<u16, SocketAddr> {
         self.bind.iter().copied().collect()
@@ -172,6 +207,8 @@ pub struct ValidateArgs {
     pub labels: BTreeMap<String, String>,
     #[arg(long, default_value = "istio-system")]
     pub namespace: String,
+    #[command(flatten)]
+    pub classes: ClassArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -211,6 +248,8 @@ pub struct ExplainArgs {
         default_value = "ALLOW_ANY"
     )]
     pub outbound_traffic_policy: OutboundPolicy,
+    #[command(flatten)]
+    pub classes: ClassArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -240,6 +279,15 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
                 .ok_or_else(|| format!("label {kv:?} is not key=value"))
         })
         .collect()
+}
+
+pub fn parse_gateway(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
 }
 
 pub fn parse_bind(s: &str) -> Result<(u16, SocketAddr), String> {
@@ -285,6 +333,13 @@ mod tests {
             (80, "127.0.0.1:8080".parse().unwrap())
         );
         assert!(parse_bind("80:8080").is_err());
+        assert_eq!(
+            parse_gateway("infra/gw").unwrap(),
+            ("infra".to_string(), "gw".to_string())
+        );
+        for bad in ["gw", "/gw", "a/", "a/b/c"] {
+            assert!(parse_gateway(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_percent("1").unwrap(), 1.0);
         assert_eq!(parse_percent("0.5%").unwrap(), 0.5);

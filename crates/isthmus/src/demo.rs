@@ -127,6 +127,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     crate::run::run(RunArgs {
         config: vec![args.config],
+        kubernetes: false,
+        kubeconfig: None,
         labels: crate::cli::parse_labels("istio=ingressgateway").map_err(anyhow::Error::msg)?,
         namespace: "istio-system".into(),
         locality: String::new(),
@@ -150,6 +152,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         resolve: Vec::new(),
         hosts_file: None,
         dns_servers: Vec::new(),
+        classes: crate::cli::ClassArgs {
+            gateway_class: isthmus_config::instance::DEFAULT_CLASS.into(),
+            gateway: None,
+            ingress_class: isthmus_config::instance::DEFAULT_CLASS.into(),
+        },
     })
     .await
 }

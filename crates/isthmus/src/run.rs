@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
 use crate::reload::Controller;
-use crate::source::FileSource;
+use crate::source::{FileSource, Sources};
 use crate::watch;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -21,7 +21,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let instance = Instance {
+    let mut instance = Instance {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
         locality: isthmus_config::instance::Locality::parse(&args.locality),
@@ -29,6 +29,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         outbound_policy: args.outbound_traffic_policy,
         ..Instance::default()
     };
+    args.classes.apply(&mut instance);
     isthmus_proxy::dns::configure(
         args.resolve.clone(),
         args.hosts_file.clone(),
@@ -67,9 +68,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let (_watcher, mut changes) =
         watch::watch(&args.config, &own_files).context("cannot watch the configuration paths")?;
+    let (kube, mut kube_changes) = match args.kubernetes {
+        true => {
+            let client = isthmus_k8s::client(args.kubeconfig.as_deref())
+                .await
+                .context("cannot configure the Kubernetes client")?;
+            let (source, rx) = isthmus_k8s::KubeSource::start(client, &instance.domain_suffix);
+            (Some(source), Some(rx))
+        }
+        false => (None, None),
+    };
+    if let Some(k) = &kube {
+        // Not ready, and nothing applied, until every collection was listed once: serving a
+        // partial configuration would send requests to the wrong place.
+        tracing::info!("waiting for the initial sync with the Kubernetes API server");
+        tokio::select! {
+            _ = k.synced() => tracing::info!("synced with the Kubernetes API server"),
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
     let listeners = Listeners::new(gateway.clone(), args.binds());
     let mut controller = Controller::new(
-        FileSource::new(args.config.clone()),
+        Sources {
+            files: FileSource::new(args.config.clone()),
+            kube,
+        },
         instance,
         gateway,
         listeners,
@@ -82,6 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             Some(()) = changes.recv() => controller.reload(),
+            Some(()) = next(&mut kube_changes) => controller.reload(),
             _ = certificates.tick() => {
                 if controller.certificates_changed() {
                     tracing::info!("a certificate file changed: reloading");
@@ -109,6 +134,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("drain timeout reached; exiting with requests still in flight");
     }
     Ok(())
+}
+
+/// The next change of the Kubernetes source; never, without one.
+async fn next(rx: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The name metrics give this instance as `source_workload`: Istio's gateways are

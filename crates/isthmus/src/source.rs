@@ -1,5 +1,6 @@
-//! The file source: reads the configured files and folders. A file that fails to parse keeps
-//! the resources it had before, so a typo never takes a route down.
+//! The sources: the file source reads the configured files and folders (a file that fails to
+//! parse keeps the resources it had before, so a typo never takes a route down), and the
+//! Kubernetes source gives the API server's objects as the same resources.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,5 +93,24 @@ fn file_diag(path: &Path, message: String) -> Diagnostic {
         resource: "-".into(),
         field: "-".into(),
         message,
+    }
+}
+
+/// The sources of a running gateway: files, and the API server with `--kubernetes`.
+pub struct Sources {
+    pub files: FileSource,
+    pub kube: Option<isthmus_k8s::KubeSource>,
+}
+
+impl Sources {
+    pub fn load(&mut self) -> Loaded {
+        let mut out = self.files.load();
+        if let Some(k) = &self.kube {
+            let s = k.snapshot();
+            out.resources.extend(s.resources);
+            out.rejected.extend(s.rejected);
+            out.diagnostics.extend(s.diagnostics);
+        }
+        out
     }
 }

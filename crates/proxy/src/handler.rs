@@ -474,7 +474,11 @@ async fn forward<'a>(
         .cluster
         .and_then(|i| active.clusters.get(i).map(|c| (i, c)))
     else {
-        let (r, o) = local(LocalReply::NoCluster);
+        let reply = request
+            .f
+            .invalid_backend_status
+            .map_or(LocalReply::NoCluster, LocalReply::InvalidBackend);
+        let (r, o) = local(reply);
         return (r, o, Some(dest));
     };
     let f = request.f;
@@ -676,23 +680,28 @@ fn prepare_request(
     {
         parts.headers.insert(header::HOST, a);
     }
-    if let Some(rw) = &f.rewrite {
-        if let Some(p) = &rw.path {
-            let old = parts.uri.path();
-            let new = p.apply(old);
-            if new != old {
-                // Envoy records the whole original :path, query included.
-                let original = parts.uri.path_and_query().map(|pq| pq.as_str().to_string());
-                set_path(parts, &new, original.as_deref());
-            }
+    // The route's path rewrite wins over the destination's, as its host rewrite does.
+    let path_rewrite = f
+        .rewrite
+        .as_ref()
+        .and_then(|rw| rw.path.as_ref())
+        .or(dest.path.as_ref());
+    if let Some(p) = path_rewrite {
+        let old = parts.uri.path();
+        let new = p.apply(old);
+        if new != old {
+            // Envoy records the whole original :path, query included.
+            let original = parts.uri.path_and_query().map(|pq| pq.as_str().to_string());
+            set_path(parts, &new, original.as_deref());
         }
-        if let Some(a) = rw
-            .authority
-            .as_deref()
-            .and_then(|a| HeaderValue::from_str(a).ok())
-        {
-            parts.headers.insert(header::HOST, a);
-        }
+    }
+    if let Some(a) = f
+        .rewrite
+        .as_ref()
+        .and_then(|rw| rw.authority.as_deref())
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        parts.headers.insert(header::HOST, a);
     }
     let ctx = TemplateContext {
         peer: conn.peer,

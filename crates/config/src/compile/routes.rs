@@ -529,6 +529,7 @@ pub(super) fn weighted_destination(
         weight,
         headers: Default::default(),
         authority: None,
+        path: None,
     }
 }
 
