@@ -313,7 +313,7 @@ fn compile_routes(
     let mut catch_all: Option<String> = None;
     for item in delegation::expand(r, vs, all, diags) {
         let s = subject(item.origin);
-        let route = &item.route;
+        let route: &HttpRoute = &item.route;
         let blocks: Vec<Option<&HttpMatchRequest>> = if route.matches.is_empty() {
             vec![None]
         } else {
