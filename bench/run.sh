@@ -28,6 +28,9 @@
 #   OUT          if set, also write every run's raw numbers to this TSV file
 #   KEEP_TMP     if 1, keep the temp dir (configs, logs, wrk output) and print its path
 #   PROXY_CPU / LOAD_CPU   cores for the proxy / for wrk+backend  (default 1 / 0)
+#   IDLE_CONNS   if > 0, before the load of each run hold this many idle keep-alive
+#                  connections (one request each) and report the proxy's RSS per
+#                  idle connection in a second table                       (default 0)
 #
 # Layout on a 2-core machine: the proxy alone on core 1; wrk and the backend
 # (a separate nginx answering 200 "ok\n") share core 0. Every proxy gets one
@@ -54,6 +57,9 @@ SCHEME=http
 KEEP_TMP=${KEEP_TMP:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
+IDLE_CONNS=${IDLE_CONNS:-0}
+# Connection limits of every proxy: room for the idle connections and the load.
+MAX_CONNS=$((IDLE_CONNS + 4096))
 
 HOST_HEADER="bench.example.com"
 BACKEND_PORT=18080
@@ -245,7 +251,7 @@ worker_processes 1;
 daemon off;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections $MAX_CONNS; }
 EOF
 }
 
@@ -329,7 +335,7 @@ write_haproxy_conf() {
     cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 4096
+    maxconn $MAX_CONNS
 
 defaults
     mode http
@@ -545,6 +551,7 @@ bench_once() { # proxy run
     log "run $run/$RUNS: $name"
     start_proxy "$name"
     rss_idle=$(rss_kb "$PROXY_PID")
+    ((IDLE_CONNS > 0)) && measure_idle_conns "$name" "$run" "$rss_idle"
 
     run_wrk "$WARMUP" "$PROXY_URL" "$WORK/$name.run$run.warmup.txt"
 
@@ -571,6 +578,49 @@ bench_once() { # proxy run
         "$rss_idle" "$rss_load" "$pcore_pct" "$lcore_pct" >>"$RESULTS"
     log "  $rps req/s, p50 $p50, p99 $p99, $cpu_us_req CPU µs/req (${cpu_pct}% of a core), RSS ${rss_idle}→${rss_load} kB, errors $errs; core busy: proxy ${pcore_pct}%, load ${lcore_pct}%"
     sleep 1 # let the proxy's sockets close before the next load
+}
+
+# Holds IDLE_CONNS idle keep-alive connections (each served one request) and
+# records the proxy's RSS with them open, in $WORK/idle.tsv.
+measure_idle_conns() { # proxy run rss_idle_kb
+    local port rss_held fifo line
+    port=${PROXY_URL##*:}; port=${port%%/*}
+    fifo=$WORK/idle.fifo; rm -f "$fifo"; mkfifo "$fifo"
+    # The holder keeps its connections until its stdin (the fifo) closes.
+    taskset -c "$LOAD_CPU" python3 "$ROOT/bench/idle_conns.py" "$port" "$IDLE_CONNS" "$HOST_HEADER" \
+        <"$fifo" >"$WORK/idle.out" 2>&1 &
+    local holder=$!
+    exec 9>"$fifo"
+    local deadline=$((SECONDS + 120))
+    until line=$(grep -m1 '^ready' "$WORK/idle.out" 2>/dev/null); do
+        if ! kill -0 "$holder" 2>/dev/null || ((SECONDS > deadline)); then
+            exec 9>&-; cat "$WORK/idle.out" >&2; die "$1: could not hold $IDLE_CONNS idle connections"
+        fi
+        sleep 0.2
+    done
+    rss_held=$(rss_kb "$PROXY_PID")
+    exec 9>&-
+    wait "$holder" || true
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rss_held" >>"$WORK/idle.tsv"
+    log "  $IDLE_CONNS idle connections: RSS $3 -> $rss_held kB ($(awk -v a="$3" -v b="$rss_held" -v n="$IDLE_CONNS" 'BEGIN { printf "%.2f", (b - a) / n }') kB each)"
+    sleep 1 # let the proxy close them before the load
+}
+
+print_idle_table() {
+    [[ -s $WORK/idle.tsv ]] || return 0
+    echo "Idle keep-alive connections: $IDLE_CONNS held open (one request each), RSS before and with them (medians)"
+    printf '%-14s %10s %10s %12s %10s\n' proxy RSSidleMB RSSheldMB kB_per_conn vs_nginx
+    local p base="" med_i med_h per
+    for p in $PROXIES; do
+        med_i=$(awk -F'\t' -v p="$p" '$1 == p { print $3 }' "$WORK/idle.tsv" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+        med_h=$(awk -F'\t' -v p="$p" '$1 == p { print $4 }' "$WORK/idle.tsv" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+        [[ -n $med_i ]] || continue
+        per=$(awk -v a="$med_i" -v b="$med_h" -v n="$IDLE_CONNS" 'BEGIN { printf "%.2f", (b - a) / n }')
+        [[ $p == nginx ]] && base=$per
+        printf '%-14s %10.1f %10.1f %12s %10s\n' "$p" "$(awk -v k="$med_i" 'BEGIN { print k / 1024 }')" \
+            "$(awk -v k="$med_h" 'BEGIN { print k / 1024 }')" "$per" "$( [[ -n $base ]] && ratio "$per" "$base" || echo -)"
+    done
+    echo
 }
 
 # The logged row's proof of work: lines written and lines dropped (the writer
@@ -700,6 +750,9 @@ check_idle() {
 
 main() {
     validate_knobs
+    # Each idle connection is a descriptor in the proxy and in the holder (and a second one
+    # in the proxy for its upstream, for some proxies).
+    if ((IDLE_CONNS > 0)); then ulimit -n $((2 * MAX_CONNS + 1024)) || die "cannot raise the open-file limit"; fi
     ensure_tools
     ensure_isthmus
     check_ports
@@ -733,6 +786,7 @@ main() {
     print_ratios nginx
     print_ratios haproxy
     print_ratios isthmus
+    print_idle_table
 }
 
 # Run only when executed, so the functions can be sourced for a quick check.
