@@ -28,6 +28,13 @@
 #   OUT          if set, also write every run's raw numbers to this TSV file
 #   KEEP_TMP     if 1, keep the temp dir (configs, logs, wrk output) and print its path
 #   PROXY_CPU / LOAD_CPU   cores for the proxy / for wrk+backend  (default 1 / 0)
+#   H2           1: clients speak HTTP/2 (h2c with prior knowledge, or ALPN h2 with TLS=1),
+#                  CONNECTIONS connections with STREAMS requests in flight on each; the
+#                  load generator is oha instead of wrk                    (default 0)
+#   STREAMS      HTTP/2 requests in flight per connection with H2=1       (default 8)
+#   RATE         if > 0, an OPEN-LOOP load at this many requests/s in total (oha -q, with
+#                  latency correction), so p50/p99 are latencies at a fixed rate below
+#                  saturation rather than closed-loop queueing             (default 0)
 #   IDLE_CONNS   if > 0, before the load of each run hold this many idle keep-alive
 #                  connections (one request each) and report the proxy's RSS per
 #                  idle connection in a second table                       (default 0)
@@ -58,6 +65,10 @@ KEEP_TMP=${KEEP_TMP:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 IDLE_CONNS=${IDLE_CONNS:-0}
+H2=${H2:-0}
+STREAMS=${STREAMS:-8}
+RATE=${RATE:-0}
+OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 # Connection limits of every proxy: room for the idle connections and the load.
 MAX_CONNS=$((IDLE_CONNS + 4096))
 
@@ -104,6 +115,15 @@ ensure_tools() {
 # Any Isthmus row built from this tree (plain, rich, logged) needs the binary;
 # isthmus-base runs ISTHMUS_BASE_BIN, which is never built here.
 has_isthmus() { has_proxy isthmus || has_proxy isthmus-rich || has_proxy isthmus-logged; }
+
+# oha (HTTP/2 and fixed-rate loads) is not packaged by Debian: cargo installs it.
+ensure_oha() {
+    uses_oha || return 0
+    [[ -x $OHA ]] && return 0
+    log "installing oha (cargo install oha --locked)"
+    cargo install oha --locked >&2 || die "cannot install oha"
+    OHA=$HOME/.cargo/bin/oha
+}
 
 ensure_isthmus() {
     if has_proxy isthmus-base && [[ ! -x $ISTHMUS_BASE_BIN ]]; then
@@ -217,11 +237,14 @@ rss_kb() {
 # Poll until the URL answers 200 with the backend's body, or fail after
 # READY_TIMEOUT seconds (showing the server log). Also proves the route works.
 wait_route() {
-    local name=$1 pid=$2 url=$3 deadline body
+    local name=$1 pid=$2 url=$3 deadline body h2=()
+    # An h2c listener (nginx, HAProxy with proto h2) speaks only HTTP/2 with prior knowledge.
+    [[ $H2 == 1 && $name != backend && $name != direct ]] && h2=(--http2-prior-knowledge)
+    [[ $H2 == 1 && $TLS == 1 ]] && h2=(--http2)
     deadline=$((SECONDS + READY_TIMEOUT))
     while ((SECONDS < deadline)); do
         [[ -d /proc/$pid ]] || { tail -n 20 "$WORK/$name.log" >&2; die "$name exited during start-up"; }
-        if body=$(curl -skf --max-time 1 -H "Host: $HOST_HEADER" "$url" 2>/dev/null) && [[ $body == ok ]]; then
+        if body=$(curl -skf "${h2[@]}" --max-time 1 -H "Host: $HOST_HEADER" "$url" 2>/dev/null) && [[ $body == ok ]]; then
             return 0
         fi
         sleep 0.1
@@ -300,7 +323,7 @@ $(nginx_temp_paths nginx)
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT$( [[ $TLS == 1 ]] && echo " ssl");
+        listen 127.0.0.1:$NGINX_PORT$( [[ $TLS == 1 ]] && echo " ssl")$( [[ $H2 == 1 ]] && echo " http2");
 $(tls_nginx_lines)
         location / {
             proxy_pass http://backend;
@@ -347,7 +370,7 @@ defaults
     timeout http-keep-alive 75s
 
 frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT$( [[ $TLS == 1 ]] && echo " ssl crt $WORK/tls/combined.pem ssl-min-ver TLSv1.3")
+    bind 127.0.0.1:$HAPROXY_PORT$( [[ $TLS == 1 ]] && echo " ssl crt $WORK/tls/combined.pem ssl-min-ver TLSv1.3")$( [[ $H2 == 1 ]] && { [[ $TLS == 1 ]] && echo " alpn h2,http/1.1" || echo " proto h2"; })
     default_backend be
 
 backend be
@@ -517,6 +540,46 @@ run_wrk() { # seconds url outfile
     WRK_PID=""
 }
 
+# oha (HTTP/2, or an open-loop fixed rate): JSON output in outfile.
+run_oha() { # seconds url outfile
+    local extra=()
+    [[ $H2 == 1 ]] && extra+=(--http2 -p "$STREAMS")
+    ((RATE > 0)) && extra+=(-q "$RATE" --latency-correction)
+    [[ $TLS == 1 ]] && extra+=(--insecure)
+    [[ $NEW_CONN == 1 ]] && extra+=(--disable-keepalive)
+    # The URL names the route's host (HTTP/2 carries it as :authority; a Host header would be
+    # refused) and --connect-to sends it to the proxy's port.
+    local port=${2##*:}; port=${port%%/*}
+    taskset -c "$LOAD_CPU" "$OHA" -z "$1"s -c "$CONNECTIONS" --no-tui --output-format json \
+        --connect-to "$HOST_HEADER:$port:127.0.0.1:$port" "${extra[@]}" \
+        "${2/127.0.0.1/$HOST_HEADER}" >"$3" 2>"$3.err" &
+    WRK_PID=$!
+    if ! wait "$WRK_PID"; then WRK_PID=""; cat "$3.err" >&2; die "oha failed"; fi
+    WRK_PID=""
+}
+
+uses_oha() { [[ $H2 == 1 ]] || ((RATE > 0)); }
+
+run_load() { if uses_oha; then run_oha "$@"; else run_wrk "$@"; fi; }
+
+# Prints what parse_wrk prints, from oha's JSON: rps p50 p99 requests errors.
+parse_oha() {
+    python3 - "$1" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes = {int(k): v for k, v in d.get("statusCodeDistribution", {}).items()}
+ok = sum(v for k, v in codes.items() if k < 400)
+errors = sum(v for k, v in codes.items() if k >= 400) + sum(d.get("errorDistribution", {}).values())
+p = d["latencyPercentiles"]
+if p.get("p50") is None or ok == 0:
+    sys.exit(1)
+secs = d["summary"]["total"]
+print(f"{ok / secs:.2f} {p['p50'] * 1e6:.2f}us {p['p99'] * 1e6:.2f}us {ok} {errors}")
+PY
+}
+
+parse_load() { if uses_oha; then parse_oha "$@"; else parse_wrk "$@"; fi; }
+
 # wrk prints latencies as 412.00us / 1.23ms / 2.00s / 1.00m.
 to_us() {
     awk -v v="$1" 'BEGIN {
@@ -553,12 +616,12 @@ bench_once() { # proxy run
     rss_idle=$(rss_kb "$PROXY_PID")
     ((IDLE_CONNS > 0)) && measure_idle_conns "$name" "$run" "$rss_idle"
 
-    run_wrk "$WARMUP" "$PROXY_URL" "$WORK/$name.run$run.warmup.txt"
+    run_load "$WARMUP" "$PROXY_URL" "$WORK/$name.run$run.warmup.txt"
 
     out=$WORK/$name.run$run.txt
     ticks0=$(cpu_ticks "$PROXY_PID"); t0=$(date +%s%N)
     pcore0=$(core_jiffies "$PROXY_CPU"); lcore0=$(core_jiffies "$LOAD_CPU")
-    run_wrk "$DURATION" "$PROXY_URL" "$out"
+    run_load "$DURATION" "$PROXY_URL" "$out"
     ticks1=$(cpu_ticks "$PROXY_PID"); t1=$(date +%s%N)
     pcore_pct=$(core_busy_pct "$pcore0" "$(core_jiffies "$PROXY_CPU")")
     lcore_pct=$(core_busy_pct "$lcore0" "$(core_jiffies "$LOAD_CPU")")
@@ -567,7 +630,7 @@ bench_once() { # proxy run
     [[ $name == isthmus-logged ]] && report_access_log
     stop_proxy "$name"
 
-    read -r rps p50 p99 reqs errs < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+    read -r rps p50 p99 reqs errs < <(parse_load "$out") || { cat "$out" >&2; die "cannot parse the load generator's output"; }
     ((reqs > 0)) || die "$name: wrk completed 0 requests"
     cpu_us_req=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
     cpu_pct=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }')
@@ -667,13 +730,21 @@ print_header() {
     echo "  cpu:      $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "  versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), haproxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }')"
     echo "  isthmus:  $isthmus_info"
-    echo "  load:     wrk -t1 -c$CONNECTIONS -d${DURATION}s (after ${WARMUP}s warm-up), Host: $HOST_HEADER, 1 route -> 1 upstream"
+    if uses_oha; then
+        echo "  load:     oha $("$OHA" --version 2>/dev/null | awk '{ print $2 }') -c$CONNECTIONS -z${DURATION}s$( [[ $H2 == 1 ]] && echo " --http2 -p$STREAMS (HTTP/2)")$( ((RATE > 0)) && echo " -q$RATE --latency-correction (open loop, $RATE req/s)") (after ${WARMUP}s warm-up), Host: $HOST_HEADER"
+    else
+        echo "  load:     wrk -t1 -c$CONNECTIONS -d${DURATION}s (after ${WARMUP}s warm-up), Host: $HOST_HEADER, 1 route -> 1 upstream"
+    fi
     echo "  pinning:  proxy on core $PROXY_CPU; wrk + backend nginx on core $LOAD_CPU; 1 worker per proxy"
     echo "  client:   $SCHEME$( [[ $TLS == 1 ]] && echo " (TLS 1.3, ECDSA P-256, same certificate everywhere)")$( [[ $NEW_CONN == 1 ]] && echo ", a new connection per request (req/s = handshakes/s)" || echo ", keep-alive")"
     echo "  machine:  $IDLE_NOTE"
     echo "  runs:     $RUNS per proxy, interleaved; medians shown (each column's median taken separately)"
-    echo "  NOTE: latency is CLOSED-LOOP (wrk waits for each response before sending the next"
-    echo "        on that connection), so p50/p99 include queueing and are not open-loop latencies."
+    if ((RATE > 0)); then
+        echo "  NOTE: latency is OPEN-LOOP at a fixed $RATE req/s, corrected for coordinated omission."
+    else
+        echo "  NOTE: latency is CLOSED-LOOP (the client waits for each response before sending the next"
+        echo "        on that connection), so p50/p99 include queueing and are not open-loop latencies."
+    fi
     echo
 }
 
@@ -754,6 +825,7 @@ main() {
     # in the proxy for its upstream, for some proxies).
     if ((IDLE_CONNS > 0)); then ulimit -n $((2 * MAX_CONNS + 1024)) || die "cannot raise the open-file limit"; fi
     ensure_tools
+    ensure_oha
     ensure_isthmus
     check_ports
     check_idle
