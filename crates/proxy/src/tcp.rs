@@ -89,6 +89,12 @@ impl<'a> Session<'a> {
         self
     }
 
+    /// A tunnel opened by a CONNECT request that reached no cluster, logged as `request`.
+    pub fn for_request(mut self, request: Option<&'a RequestLog>) -> Self {
+        self.request = request;
+        self
+    }
+
     fn stats(&self) -> &Arc<DestinationStats> {
         match &self.external {
             Some(s) => s,
