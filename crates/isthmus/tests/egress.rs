@@ -1335,3 +1335,172 @@ async fn http_through_the_egress_gateway_names_the_external_host() {
         );
     }
 }
+
+// === Mesh VirtualService rules in CONNECT tunnels ===
+
+/// Over a CONNECT tunnel already answered 200 (`tunnel`), a TLS handshake with `sni` (trusting
+/// `ca`) and one HTTP/1.1 request: the JSON the HTTPS backend answers.
+async fn https_through_tunnel(
+    tunnel: tokio::net::TcpStream,
+    ca: &Pki,
+    sni: &str,
+) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(ca.roots())
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let exchange = async {
+        let mut tls = connector.connect(name, tunnel).await.unwrap();
+        let request = format!("GET /tunnel HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out).await;
+        out
+    };
+    let out = tokio::time::timeout(WAIT, exchange).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+}
+
+/// A sidecar applies mesh VirtualServices' `tls` rules to outbound TLS; so does a CONNECT
+/// tunnel: a tunnel to `a.external.test` whose ClientHello names `a.external.test` goes where
+/// the rule says (`b.external.test`'s ServiceEntry), and is counted and logged with that
+/// destination. A ClientHello with another name matches no rule: the tunnel goes to the
+/// CONNECT's own ServiceEntry, as without the VirtualService.
+#[tokio::test]
+async fn mesh_tls_rules_route_connect_tunnels_by_the_sni_inside() {
+    let ca = Pki::new("external");
+    let leaf = ca.server(&["a.external.test", "b.external.test"]);
+    let a = https_backend("a-server", &leaf, None).await;
+    let b = https_backend("b-server", &leaf, None).await;
+    let (pa, pb) = (a.port(), b.port());
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a-to-b, namespace: default}}\nspec:\n  hosts: [a.external.test]\n  tls:\n  - match: [{{port: {pa}, sniHosts: [a.external.test]}}]\n    route: [{{destination: {{host: b.external.test, port: {{number: {pb}}}}}}}]\n"
+    );
+    let (g, _logs, log) = start_logging_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "a.yaml",
+                external_service("a", "a.external.test", pa, "TLS", "DNS"),
+            ),
+            (
+                "b.yaml",
+                external_service("b", "b.external.test", pb, "TLS", "DNS"),
+            ),
+            ("vs.yaml", vs),
+        ],
+        "REGISTRY_ONLY",
+        &[
+            "--resolve",
+            "a.external.test:127.0.0.1",
+            "--resolve",
+            "b.external.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let target = format!("a.external.test:{pa}");
+
+    let (status, tunnel) = raw_connect(proxy, &target).await;
+    assert_eq!(status, 200, "{}", g.log());
+    let body = https_through_tunnel(tunnel, &ca, "a.external.test").await;
+    assert_eq!(body["backend"], "b-server", "{}", g.log());
+    assert_eq!(body["sni"], "a.external.test");
+    let to_b = [
+        ("destination_service", "b.external.test"),
+        ("request_protocol", "tcp"),
+        ("response_flags", "-"),
+    ];
+    metric_reaches(&g, "istio_tcp_connections_closed_total", &to_b, 1.0).await;
+    let lines = log_lines(&log, 1).await;
+    assert_line(
+        &lines[0],
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 200 - via_upstream - \"-\" * * * - \"127.0.0.1\" \"tunnel-test\" * \"{target}\" \"{b}\" outbound|{pb}||b.external.test * {proxy} * - -"
+        ),
+    );
+
+    // Another name in the ClientHello: no rule; the CONNECT's own ServiceEntry.
+    let (status, tunnel) = raw_connect(proxy, &target).await;
+    assert_eq!(status, 200);
+    let body = https_through_tunnel(tunnel, &ca, "b.external.test").await;
+    assert_eq!(body["backend"], "a-server");
+    let to_a = [
+        ("destination_service", "a.external.test"),
+        ("request_protocol", "tcp"),
+    ];
+    metric_reaches(&g, "istio_tcp_connections_closed_total", &to_a, 1.0).await;
+    let lines = log_lines(&log, 2).await;
+    assert_line(
+        &lines[1],
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 200 - via_upstream - \"-\" * * * - \"127.0.0.1\" \"tunnel-test\" * \"{target}\" \"{a}\" outbound|{pa}||a.external.test * {proxy} * - -"
+        ),
+    );
+}
+
+/// A mesh VirtualService's `tcp` rule for port 9000 of `echo.test` takes CONNECT tunnels to
+/// that port to its destination (another echo server, a ServiceEntry's), counted with it; a
+/// tunnel to another port of the host matches no rule and passes through (ALLOW_ANY) to the
+/// host, as before.
+#[tokio::test]
+async fn mesh_tcp_rules_route_connect_tunnels_by_port() {
+    let v1 = tcp_echo_backend("tcp-v1").await;
+    let v2 = tcp_echo_backend("tcp-v2").await;
+    let p2 = v2.port();
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: echo, namespace: default}}\nspec:\n  hosts: [echo.test]\n  tcp:\n  - match: [{{port: 9000}}]\n    route: [{{destination: {{host: v2.external.test, port: {{number: {p2}}}}}}}]\n"
+    );
+    let g = start_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "v2.yaml",
+                external_service("v2", "v2.external.test", p2, "TCP", "DNS"),
+            ),
+            ("vs.yaml", vs),
+        ],
+        "ALLOW_ANY",
+        &[
+            "--resolve",
+            "echo.test:127.0.0.1",
+            "--resolve",
+            "v2.external.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+
+    let (status, mut s) = raw_connect(proxy, "echo.test:9000").await;
+    assert_eq!(status, 200, "{}", g.log());
+    assert_eq!(read_line(&mut s).await.unwrap(), "tcp-v2\n");
+    assert_eq!(
+        send_and_read_to_end(&mut s, b"hi").await.unwrap(),
+        "hi<eof>"
+    );
+    let to_v2 = [
+        ("destination_service", "v2.external.test"),
+        ("request_protocol", "tcp"),
+        ("response_flags", "-"),
+    ];
+    metric_reaches(&g, "istio_tcp_connections_closed_total", &to_v2, 1.0).await;
+
+    let (status, mut s) = raw_connect(proxy, &format!("echo.test:{}", v1.port())).await;
+    assert_eq!(status, 200);
+    assert_eq!(read_line(&mut s).await.unwrap(), "tcp-v1\n");
+    let passthrough = [
+        ("destination_service", "echo.test"),
+        ("destination_service_name", "PassthroughCluster"),
+        ("request_protocol", "tcp"),
+    ];
+    drop(s);
+    metric_reaches(&g, "istio_tcp_connections_closed_total", &passthrough, 1.0).await;
+}
