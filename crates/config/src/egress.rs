@@ -356,6 +356,69 @@ mod tests {
     }
 
     #[test]
+    fn tunnel_rules_by_host_port_and_sni() {
+        let forward = Forward::new(vec![]);
+        let tls = |vs: &str, port, sni: &[&str]| PortScoped {
+            port,
+            route: TlsRoute {
+                virtual_service: vs.into(),
+                source: Arc::default(),
+                sni_hosts: sni.iter().map(|s| s.to_string()).collect(),
+                forward: forward.clone(),
+            },
+        };
+        let tcp = |vs: &str, port| PortScoped {
+            port,
+            route: TcpRoute {
+                virtual_service: vs.into(),
+                source: Arc::default(),
+                forward: forward.clone(),
+            },
+        };
+        let t = table(OutboundPolicy::AllowAny).with_tunnels(vec![
+            TunnelRules {
+                host: "*.example.com".into(),
+                tls: vec![tls("wild", None, &["*.example.com"])],
+                tcp: vec![tcp("wild", None)],
+            },
+            TunnelRules {
+                host: "api.example.com".into(),
+                tls: vec![tls("exact", Some(443), &["api.example.com"])],
+                tcp: vec![tcp("exact", Some(9000))],
+            },
+            TunnelRules {
+                host: "empty.example.com".into(),
+                tls: vec![],
+                tcp: vec![],
+            },
+        ]);
+        let vs = |r: Option<&TlsRoute>| r.map(|r| r.virtual_service.clone());
+        // The exact host first, on its port; the wildcard for the rest.
+        assert_eq!(
+            vs(t.tunnel_tls("api.example.com", 443, "api.example.com")),
+            Some("exact".into())
+        );
+        assert_eq!(
+            vs(t.tunnel_tls("api.example.com", 8443, "api.example.com")),
+            Some("wild".into())
+        );
+        assert_eq!(vs(t.tunnel_tls("api.example.com", 443, "other.org")), None);
+        assert!(t.tunnel_has_tls("x.example.com", 1));
+        assert!(!t.tunnel_has_tls("example.com", 443));
+        assert_eq!(
+            t.tunnel_tcp("api.example.com", 9000)
+                .map(|r| r.virtual_service.as_str()),
+            Some("exact")
+        );
+        assert_eq!(
+            t.tunnel_tcp("api.example.com", 80)
+                .map(|r| r.virtual_service.as_str()),
+            Some("wild")
+        );
+        assert!(t.tunnel_tcp("other.org", 80).is_none());
+    }
+
+    #[test]
     fn annotation_values() {
         assert_eq!(ForwardProxyPorts::parse("true"), Ok(ForwardProxyPorts::All));
         assert_eq!(
