@@ -30,7 +30,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Instance::default()
     };
     args.classes.apply(&mut instance);
-    isthmus_proxy::dns::configure(args.resolve.clone(), args.hosts_file.clone());
+    isthmus_proxy::dns::configure(
+        args.resolve.clone(),
+        args.hosts_file.clone(),
+        args.dns_servers.clone(),
+    );
     let edge = isthmus_proxy::edge::EdgeSettings {
         num_trusted_proxies: args.num_trusted_proxies,
         proxy_protocol: args.proxy_protocol,
