@@ -72,6 +72,12 @@ pub fn load_str(file: &str, text: &str) -> Result<LoadedFile, FileError> {
 
 /// Reads and parses one file.
 pub fn load_file(path: &Path) -> Result<LoadedFile, FileError> {
+    let text = read_file(path)?;
+    load_str(&path.display().to_string(), &text)
+}
+
+/// Reads one configuration file's text, refusing files over [`MAX_FILE_BYTES`].
+pub fn read_file(path: &Path) -> Result<String, FileError> {
     let name = path.display().to_string();
     let fail = |message: String| {
         FileError(Diagnostic {
@@ -90,8 +96,7 @@ pub fn load_file(path: &Path) -> Result<LoadedFile, FileError> {
             meta.len()
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
-    load_str(&name, &text)
+    std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read file: {e}")))
 }
 
 /// The files `kubectl apply -f PATH` would read: PATH itself, or the `.yaml`, `.yml` and
@@ -322,7 +327,7 @@ impl Doc {
             for k in ["apiVersion", "kind", "metadata"] {
                 body.remove(k);
             }
-            (Value::Object(body), "")
+            (std::borrow::Cow::Owned(Value::Object(body)), "")
         } else {
             for k in obj.keys() {
                 if !matches!(
@@ -338,16 +343,24 @@ impl Doc {
                     ));
                 }
             }
-            (obj.get("spec").cloned().unwrap_or(Value::Null), "spec")
+            // Borrowed: specs can be large, and this is the loader's hot path.
+            let spec = obj.get("spec").filter(|v| !v.is_null());
+            (
+                spec.map_or_else(
+                    || std::borrow::Cow::Owned(Value::Null),
+                    std::borrow::Cow::Borrowed,
+                ),
+                "spec",
+            )
         };
         let body = if body.is_null() {
-            Value::Object(Map::new())
+            std::borrow::Cow::Owned(Value::Object(Map::new()))
         } else {
             body
         };
         let mut unknown = Vec::new();
         let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(base, &path));
-        let de = serde_ignored::Deserializer::new(&body, &mut record);
+        let de = serde_ignored::Deserializer::new(body.as_ref(), &mut record);
         let result: Result<S, _> = serde_path_to_error::deserialize(de);
         let mut header = header;
         header.origin.set_unknown(unknown.clone());

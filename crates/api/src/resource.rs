@@ -104,6 +104,9 @@ pub struct ObjectMeta {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub creation_timestamp: Option<String>,
+    /// Set by the API server on every spec change; status conditions report the generation
+    /// they were computed from (`observedGeneration`).
+    pub generation: Option<i64>,
 }
 
 /// Where a resource came from: the file, the line of its document, and the lines of its fields.

@@ -36,7 +36,8 @@ pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<D
     let mut registry = services::Registry::new(resources, instance, &mut diags);
     let ports = listeners::collect(resources, instance, &mut diags);
     let mut listeners = routes::bind(resources, instance, &ports, &mut registry, &mut diags);
-    let kube = gateway_api::compile(resources, instance, &mut registry, &mut diags);
+    let (kube, gateway_status) =
+        gateway_api::compile(resources, instance, &mut registry, &mut diags);
     merge::merge(&mut listeners, kube, &mut diags);
     let ingresses = ingress::compile(resources, instance, &mut registry, &mut diags);
     merge::merge(&mut listeners, ingresses, &mut diags);
@@ -44,6 +45,7 @@ pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<D
         listeners,
         clusters: registry.into_clusters(),
         path_normalization: instance.path_normalization,
+        gateway_status,
     };
     (snapshot, diags)
 }
@@ -55,3 +57,7 @@ mod tests;
 #[cfg(test)]
 #[path = "egress_tests.rs"]
 mod egress_tests;
+
+#[cfg(test)]
+#[path = "compile/gateway_status_tests.rs"]
+mod gateway_status_tests;

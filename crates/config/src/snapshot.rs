@@ -23,6 +23,10 @@ pub struct Snapshot {
     /// How request paths are normalised before matching.
     #[serde(skip_serializing_if = "crate::path::PathNormalization::is_base")]
     pub path_normalization: crate::path::PathNormalization,
+    /// What the Gateway API objects' `status` should say about this configuration; written
+    /// back by the Kubernetes source, not part of what the data plane serves.
+    #[serde(skip)]
+    pub gateway_status: crate::gateway_status::GatewayApiStatus,
 }
 
 /// The application protocol a listener speaks.

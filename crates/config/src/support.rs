@@ -456,8 +456,15 @@ fn grpc_route_rules(add: &mut impl FnMut(&str)) {
 }
 
 /// Splits `spec.http[3].match[0].uri` into `["spec", "http[]", "match[]", "uri"]`.
+#[cfg(test)]
 fn normalise(path: &str) -> Vec<String> {
     let mut out = String::with_capacity(path.len());
+    shape_of(path, &mut out);
+    out.split('.').map(str::to_string).collect()
+}
+
+/// Appends the shape of `path` to `out`: `spec.http[3].match[0].uri` -> `spec.http[].match[].uri`.
+fn shape_of(path: &str, out: &mut String) {
     let mut in_index = false;
     for c in path.chars() {
         match c {
@@ -473,7 +480,6 @@ fn normalise(path: &str) -> Vec<String> {
             _ => out.push(c),
         }
     }
-    out.split('.').map(str::to_string).collect()
 }
 
 /// Whether `path` matches a leading part of `pattern` (so ancestors of acted-on fields count).
@@ -500,20 +506,36 @@ pub fn unsupported_fields(r: &Resource) -> Vec<Diagnostic> {
     let s = subject(r);
     let mut out = Vec::new();
     let mut reported: Option<String> = None;
+    let mut memo: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut shape = String::new();
     for path in r.origin().paths() {
         if !(path == "spec" || path.starts_with("spec.") || r.kind() == Kind::Secret) {
             continue;
         }
         if let Some(prev) = &reported
-            && (path.starts_with(&format!("{prev}.")) || path.starts_with(&format!("{prev}[")))
+            && path
+                .strip_prefix(prev.as_str())
+                .is_some_and(|rest| rest.starts_with(['.', '[']))
         {
             continue;
         }
         if r.origin().is_unknown(path) {
             continue;
         }
-        let segments = normalise(path);
-        if !split.iter().any(|p| matches_prefix(p, &segments)) {
+        // Large resources repeat the same field shapes (`spec.http[].match[].uri.prefix` for
+        // every route): each shape is matched against the patterns once.
+        shape.clear();
+        shape_of(path, &mut shape);
+        let acted_on = match memo.get(shape.as_str()) {
+            Some(known) => *known,
+            None => {
+                let segments: Vec<String> = shape.split('.').map(str::to_string).collect();
+                let known = split.iter().any(|p| matches_prefix(p, &segments));
+                memo.insert(shape.clone(), known);
+                known
+            }
+        };
+        if !acted_on {
             out.push(s.warning(
                 path,
                 "field is not acted on by this version of Isthmus (ignored)",

@@ -121,6 +121,10 @@ pub struct RunArgs {
     /// when it changes.
     #[arg(long, env = "ISTHMUS_HOSTS_FILE")]
     pub hosts_file: Option<PathBuf>,
+    /// Ask this name server (ADDRESS or ADDRESS:PORT, UDP then TCP) instead of those of
+    /// /etc/resolv.conf, after --resolve, --hosts-file and /etc/hosts. Repeatable.
+    #[arg(long = "dns-server", env = "ISTHMUS_DNS_SERVER", value_delimiter = ',', value_parser = isthmus_proxy::dns::parse_dns_server)]
+    pub dns_servers: Vec<SocketAddr>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
     #[command(flatten)]

@@ -151,6 +151,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         outbound_traffic_policy: Default::default(),
         resolve: Vec::new(),
         hosts_file: None,
+        dns_servers: Vec::new(),
         classes: crate::cli::ClassArgs {
             gateway_class: isthmus_config::instance::DEFAULT_CLASS.into(),
             gateway: None,

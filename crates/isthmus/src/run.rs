@@ -30,7 +30,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..Instance::default()
     };
     args.classes.apply(&mut instance);
-    isthmus_proxy::dns::configure(args.resolve.clone(), args.hosts_file.clone());
+    isthmus_proxy::dns::configure(
+        args.resolve.clone(),
+        args.hosts_file.clone(),
+        args.dns_servers.clone(),
+    );
     let edge = isthmus_proxy::edge::EdgeSettings {
         num_trusted_proxies: args.num_trusted_proxies,
         proxy_protocol: args.proxy_protocol,
@@ -64,15 +68,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let (_watcher, mut changes) =
         watch::watch(&args.config, &own_files).context("cannot watch the configuration paths")?;
-    let (kube, mut kube_changes) = match args.kubernetes {
+    let (kube, mut kube_changes, status_writer) = match args.kubernetes {
         true => {
             let client = isthmus_k8s::client(args.kubeconfig.as_deref())
                 .await
                 .context("cannot configure the Kubernetes client")?;
-            let (source, rx) = isthmus_k8s::KubeSource::start(client, &instance.domain_suffix);
-            (Some(source), Some(rx))
+            let (source, rx) =
+                isthmus_k8s::KubeSource::start(client.clone(), &instance.domain_suffix);
+            // Every replica computes status; the one holding the Lease writes it.
+            let writer = isthmus_k8s::StatusWriter::start(
+                client,
+                isthmus_k8s::LeaseSettings::new(&instance.namespace),
+            );
+            tracing::info!(identity = writer.identity(), "status writer started");
+            (Some(source), Some(rx), Some(writer))
         }
-        false => (None, None),
+        false => (None, None, None),
     };
     if let Some(k) = &kube {
         // Not ready, and nothing applied, until every collection was listed once: serving a
@@ -95,23 +106,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         listeners,
         status,
     );
-    controller.reload();
+    let reload = |controller: &mut Controller| {
+        controller.reload();
+        if let Some(w) = &status_writer {
+            w.update(status_updates(controller));
+        }
+    };
+    reload(&mut controller);
 
     // Certificate files may live outside the watched folders (mounted Secrets): poll them.
     let mut certificates = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tokio::select! {
-            Some(()) = changes.recv() => controller.reload(),
-            Some(()) = next(&mut kube_changes) => controller.reload(),
+            Some(()) = changes.recv() => reload(&mut controller),
+            Some(()) = next(&mut kube_changes) => reload(&mut controller),
             _ = certificates.tick() => {
                 if controller.certificates_changed() {
                     tracing::info!("a certificate file changed: reloading");
-                    controller.reload();
+                    reload(&mut controller);
                 }
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                controller.reload();
+                reload(&mut controller);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -130,6 +147,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("drain timeout reached; exiting with requests still in flight");
     }
     Ok(())
+}
+
+/// The Gateway API status of the configuration just applied, for the status writer.
+fn status_updates(controller: &Controller) -> Vec<isthmus_k8s::StatusUpdate> {
+    controller
+        .gateway
+        .active
+        .load()
+        .snapshot
+        .gateway_status
+        .objects()
+        .into_iter()
+        .map(|o| isthmus_k8s::StatusUpdate {
+            group: o.group.to_string(),
+            kind: o.kind.to_string(),
+            namespace: o.namespace,
+            name: o.name,
+            status: o.status,
+        })
+        .collect()
 }
 
 /// The next change of the Kubernetes source; never, without one.

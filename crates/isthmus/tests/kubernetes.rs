@@ -161,3 +161,65 @@ async fn readiness_waits_for_the_initial_sync_and_survives_the_api_server_going_
     .await;
     assert_eq!(outcome(&g, "/").await, "web");
 }
+
+/// The condition `kind` of a status condition list.
+fn condition(list: &Value, kind: &str) -> Value {
+    list.as_array()
+        .and_then(|l| l.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_writes_gateway_api_status_back() {
+    let api = FakeApi::start(&["networking.istio.io"]).await.unwrap();
+    let web = backend("web").await;
+    for o in [
+        gateway_api_gateway(),
+        route("shop", "/shop", "web"),
+        service("web"),
+        slice("web", web),
+    ] {
+        api.apply(o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = spawn(&api, &dir);
+    g.wait_ready().await;
+    const GW: &str = "gateway.networking.k8s.io/v1";
+    let gateway = |api: &FakeApi| {
+        api.object(GW, "Gateway", "shop", "gw")
+            .and_then(|o| o.get("status").cloned())
+            .unwrap_or(Value::Null)
+    };
+    eventually("the Gateway's status", || async {
+        let s = gateway(&api);
+        condition(&s["conditions"], "Accepted")["status"] == "True"
+            && condition(&s["conditions"], "Programmed")["status"] == "True"
+            && s["listeners"][0]["attachedRoutes"] == 1
+    })
+    .await;
+    let route_status = |api: &FakeApi, name: &str| {
+        api.object(GW, "HTTPRoute", "shop", name)
+            .and_then(|o| o.pointer("/status/parents/0/conditions").cloned())
+            .unwrap_or(Value::Null)
+    };
+    eventually("the route's status", || async {
+        let c = route_status(&api, "shop");
+        condition(&c, "Accepted")["status"] == "True"
+            && condition(&c, "ResolvedRefs")["status"] == "True"
+    })
+    .await;
+
+    // A route to a Service that does not exist: accepted, with its reference unresolved.
+    api.apply(route("lost", "/lost", "missing"));
+    eventually("the unresolved route's status", || async {
+        let c = route_status(&api, "lost");
+        condition(&c, "ResolvedRefs")["status"] == "False"
+            && condition(&c, "ResolvedRefs")["reason"] == "BackendNotFound"
+    })
+    .await;
+    eventually("two attached routes", || async {
+        gateway(&api)["listeners"][0]["attachedRoutes"] == 2
+    })
+    .await;
+}

@@ -1,8 +1,12 @@
 //! An in-process fake of the Kubernetes API server, speaking the real HTTP API for what the
 //! source uses: cluster-wide list (with `resourceVersion` and `fieldSelector`) and watch
 //! (newline-delimited `ADDED`/`MODIFIED`/`DELETED`/`BOOKMARK` events from a resource version,
-//! `ERROR` 410 Gone once that version is compacted away). Tests add and delete objects, drop
-//! every watch connection, or compact the history, and count list and watch requests.
+//! `ERROR` 410 Gone once that version is compacted away), GET of one object, merge-PATCH of an
+//! object's `status` subresource (stored, and seen by watchers as `MODIFIED`), and Leases
+//! (`coordination.k8s.io/v1`: GET, POST, and PUT that fails with 409 Conflict on a stale
+//! `resourceVersion`, as the real server's optimistic concurrency does). Tests add and delete
+//! objects, drop every watch connection, or compact the history, and count list and watch
+//! requests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -51,6 +55,9 @@ struct State {
     served: BTreeSet<String>,
     lists: usize,
     watches: usize,
+    /// Leases by (namespace, name).
+    leases: BTreeMap<(String, String), Value>,
+    status_patches: usize,
 }
 
 /// A running fake API server; it stops when dropped.
@@ -126,7 +133,7 @@ impl FakeApi {
                             if lock(&st).held {
                                 wait.await;
                             }
-                            Ok::<_, Infallible>(answer(&st, &ev, req))
+                            Ok::<_, Infallible>(answer(&st, &ev, req).await)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -263,6 +270,35 @@ impl FakeApi {
     pub fn watches(&self) -> usize {
         lock(&self.state).watches
     }
+
+    /// How many status PATCH requests succeeded.
+    pub fn status_patches(&self) -> usize {
+        lock(&self.state).status_patches
+    }
+
+    /// An object as the server holds it now (with any status written to it).
+    pub fn object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let w = watched(api_version, kind)?;
+        lock(&self.state)
+            .objects
+            .get(&w.path())?
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// A Lease as the server holds it now.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        lock(&self.state)
+            .leases
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
 }
 
 /// The query parameters of a request.
@@ -327,7 +363,18 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
            "message": message, "reason": reason, "code": code})
 }
 
-fn answer(
+fn not_found() -> Response<Body> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    )
+}
+
+async fn answer(
     state: &Arc<Mutex<State>>,
     events: &broadcast::Sender<Broadcast>,
     req: Request<Incoming>,
@@ -335,14 +382,19 @@ fn answer(
     let path = req.uri().path().to_string();
     let q = query(&req);
     let Some(w) = WATCHED.iter().find(|w| w.path() == path) else {
-        return json_response(
-            StatusCode::NOT_FOUND,
-            &status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ),
-        );
+        let method = req.method().clone();
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        return match parse_object_path(&path) {
+            Some(p) if p.plural == "leases" && p.prefix == "/apis/coordination.k8s.io/v1" => {
+                lease(state, &method, &p, body)
+            }
+            Some(p) => object(state, events, &method, &p, &body),
+            None => not_found(),
+        };
     };
     if !lock(state).served.contains(&path) {
         return json_response(
@@ -462,4 +514,198 @@ fn stream_response(rx: mpsc::UnboundedReceiver<Bytes>) -> Response<Body> {
         http::HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// The parts of a URL that names one object, or a namespaced collection (`name` unset).
+struct ObjectPath {
+    /// `/api/v1` or `/apis/GROUP/VERSION`.
+    prefix: String,
+    namespace: String,
+    plural: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_object_path(path: &str) -> Option<ObjectPath> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let prefix_len = match *segs.first()? {
+        "api" => 2,
+        "apis" => 3,
+        _ => return None,
+    };
+    let prefix = format!("/{}", segs.get(..prefix_len)?.join("/"));
+    let rest = segs.get(prefix_len..)?;
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, tail @ ..] if !tail.is_empty() => (ns.to_string(), tail),
+        _ => (String::new(), rest),
+    };
+    Some(ObjectPath {
+        prefix,
+        namespace,
+        plural: rest.first()?.to_string(),
+        name: rest.get(1).map(|s| s.to_string()),
+        subresource: rest.get(2).map(|s| s.to_string()),
+    })
+}
+
+/// JSON merge patch (RFC 7386).
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Some(t) = target.as_object_mut() {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+/// GET of one object of a watched collection, and merge-PATCH of its `status`.
+fn object(
+    state: &Arc<Mutex<State>>,
+    events: &broadcast::Sender<Broadcast>,
+    method: &http::Method,
+    p: &ObjectPath,
+    body: &Value,
+) -> Response<Body> {
+    let collection = format!("{}/{}", p.prefix, p.plural);
+    if !WATCHED.iter().any(|w| w.path() == collection) {
+        return not_found();
+    }
+    let Some(name) = &p.name else {
+        return not_found();
+    };
+    let key = (p.namespace.clone(), name.clone());
+    let mut s = lock(state);
+    if !s.served.contains(&collection) {
+        return not_found();
+    }
+    let Some(current) = s
+        .objects
+        .get(&collection)
+        .and_then(|m| m.get(&key))
+        .cloned()
+    else {
+        return not_found();
+    };
+    match (method, p.subresource.as_deref()) {
+        (&http::Method::GET, None | Some("status")) => json_response(StatusCode::OK, &current),
+        (&http::Method::PATCH, Some("status")) => {
+            let mut updated = current;
+            // The status subresource changes nothing but `status`.
+            if let Some(st) = body.get("status")
+                && let Some(map) = updated.as_object_mut()
+            {
+                merge_patch(map.entry("status").or_insert(Value::Null), st);
+            }
+            s.rv += 1;
+            let rv = s.rv;
+            if let Some(meta) = updated.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("resourceVersion".into(), json!(rv.to_string()));
+            }
+            s.objects
+                .entry(collection.clone())
+                .or_default()
+                .insert(key, updated.clone());
+            s.status_patches += 1;
+            let change = Change {
+                rv,
+                collection,
+                kind: "MODIFIED",
+                object: updated.clone(),
+            };
+            s.history.push(change.clone());
+            let _ = events.send(Broadcast::Change(change));
+            json_response(StatusCode::OK, &updated)
+        }
+        _ => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &status(
+                405,
+                "MethodNotAllowed",
+                "not supported by the fake API server",
+            ),
+        ),
+    }
+}
+
+/// Leases: GET, POST (409 if it exists) and PUT (409 on a stale `resourceVersion`).
+fn lease(
+    state: &Arc<Mutex<State>>,
+    method: &http::Method,
+    p: &ObjectPath,
+    mut body: Value,
+) -> Response<Body> {
+    let mut s = lock(state);
+    let conflict =
+        |message: &str| json_response(StatusCode::CONFLICT, &status(409, "Conflict", message));
+    let body_name = body
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let Some(name) = p.name.clone().or(body_name) else {
+        return not_found();
+    };
+    let key = (p.namespace.clone(), name.clone());
+    let stored_rv = s
+        .leases
+        .get(&key)
+        .and_then(|l| l.pointer("/metadata/resourceVersion"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    match method {
+        &http::Method::GET => match s.leases.get(&key) {
+            Some(l) => json_response(StatusCode::OK, l),
+            None => not_found(),
+        },
+        &http::Method::POST | &http::Method::PUT => {
+            let creating = method == http::Method::POST;
+            if creating && stored_rv.is_some() {
+                return conflict("leases already exists");
+            }
+            if !creating {
+                let sent = body
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str);
+                if stored_rv.is_none() {
+                    return not_found();
+                }
+                if sent != stored_rv.as_deref() {
+                    return conflict(
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    );
+                }
+            }
+            s.rv += 1;
+            let rv = s.rv;
+            if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("resourceVersion".into(), json!(rv.to_string()));
+                meta.insert("namespace".into(), json!(p.namespace));
+                meta.insert("name".into(), json!(name));
+            }
+            s.leases.insert(key, body.clone());
+            let code = if creating {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            json_response(code, &body)
+        }
+        _ => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &status(
+                405,
+                "MethodNotAllowed",
+                "not supported by the fake API server",
+            ),
+        ),
+    }
 }

@@ -17,8 +17,10 @@ pub mod convert;
 pub mod fake;
 pub mod kinds;
 pub mod source;
+pub mod status;
 
 pub use source::{KubeSource, Snapshot};
+pub use status::{LeaseSettings, StatusUpdate, StatusWriter};
 
 /// A client of the API server: from the kubeconfig file `path` if given, else as kubectl
 /// finds it (`KUBECONFIG`, `~/.kube/config`, or the in-cluster service account).

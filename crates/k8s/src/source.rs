@@ -42,6 +42,10 @@ type Key = (String, String);
 struct Store {
     /// Configuration objects by collection, loaded as the file source would load them.
     config: BTreeMap<usize, BTreeMap<Key, LoadedFile>>,
+    /// Each configuration object as last loaded, without what the API server changes on its
+    /// own (status, resourceVersion): a change of nothing else needs no reload. Without this,
+    /// every status the gateway writes back would come back as a change and cost a reload.
+    compared: BTreeMap<(usize, Key), Value>,
     services: BTreeMap<Key, Value>,
     slices: BTreeMap<Key, Value>,
     synced: Vec<bool>,
@@ -252,6 +256,10 @@ impl Shared {
                     .map(|o| (key_of(o), load(&origin(w, o), o)))
                     .collect();
                 store.config.insert(index, files);
+                store.compared.retain(|(i, _), _| *i != index);
+                for o in &objects {
+                    store.compared.insert((index, key_of(o)), comparable(o));
+                }
             }
             Role::Service => {
                 store.services = objects.into_iter().map(|o| (key_of(&o), o)).collect()
@@ -272,6 +280,12 @@ impl Shared {
         let key = key_of(&o);
         match w.role {
             Role::Config => {
+                let compared = comparable(&o);
+                let slot = (index, key.clone());
+                if store.compared.get(&slot) == Some(&compared) {
+                    return;
+                }
+                store.compared.insert(slot, compared);
                 let file = load(&origin(w, &o), &o);
                 store.config.entry(index).or_default().insert(key, file);
             }
@@ -291,6 +305,7 @@ impl Shared {
         let key = key_of(o);
         match w.role {
             Role::Config => {
+                store.compared.remove(&(index, key.clone()));
                 if let Some(files) = store.config.get_mut(&index) {
                     files.remove(&key);
                 }
@@ -321,6 +336,7 @@ impl Shared {
             set(&mut store.absent, index, true);
             set(&mut store.failing, index, false);
             store.config.remove(&index);
+            store.compared.retain(|(i, _), _| *i != index);
             self.mark_synced(&mut store, index);
             return;
         }
@@ -344,6 +360,19 @@ fn recovered(store: &mut Store, index: usize) {
     }
     set(&mut store.failing, index, false);
     set(&mut store.absent, index, false);
+}
+
+/// An object without the fields the API server changes by itself (`status`,
+/// `metadata.resourceVersion`): configuration never depends on them.
+fn comparable(o: &Value) -> Value {
+    let mut v = o.clone();
+    if let Some(map) = v.as_object_mut() {
+        map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+    }
+    v
 }
 
 /// The name diagnostics give an object: `kubernetes:KIND/NAMESPACE/NAME`.

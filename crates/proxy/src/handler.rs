@@ -102,7 +102,14 @@ pub async fn handle(
     if gw.access_log.is_some() {
         arrival.log = Some(RequestLog::capture(&parts, conn, SystemTime::now()));
     }
-    let (mut resp, outcome) = route_request(&gw, &active, conn, parts, body).await;
+    // (An extended CONNECT, with `:protocol`, is a WebSocket, not a tunnel.)
+    let tunnel =
+        parts.method == Method::CONNECT && parts.extensions.get::<hyper::ext::Protocol>().is_none();
+    let (mut resp, outcome) = if tunnel {
+        connect(&gw, &active, conn, parts, &mut arrival).await
+    } else {
+        route_request(&gw, &active, conn, parts, body).await
+    };
     if grpc {
         resp = local_reply::grpc_local_reply(resp, head);
     }
@@ -206,6 +213,49 @@ fn local<'a>(r: LocalReply) -> (Response<ResponseBody>, Outcome<'a>) {
     (r.response(), outcome)
 }
 
+/// The registry and outbound policy of a forward-proxy port (plaintext), if `conn` is on one.
+fn outbound_of<'a>(
+    active: &'a Active,
+    conn: &ConnInfo,
+) -> Option<&'a isthmus_config::egress::Outbound> {
+    active
+        .snapshot
+        .listeners
+        .get(&conn.port)
+        .and_then(|l| l.outbound.as_ref())
+        .filter(|_| conn.chain.is_none())
+}
+
+/// A `CONNECT host:port` request. It is answered before the HTTP/1.0 check: proxy clients
+/// (Python's http.client among them) send `CONNECT ... HTTP/1.0`, and a tunnel has no HTTP/1.0
+/// semantics to refuse. The request is counted in `istio_requests_total` as any; a tunnel it
+/// opens is logged when it closes, in place of the request's own line.
+async fn connect<'a>(
+    gw: &Arc<Gateway>,
+    active: &'a Arc<Active>,
+    conn: &ConnInfo,
+    mut parts: http::request::Parts,
+    arrival: &mut Arrival,
+) -> (Response<ResponseBody>, Outcome<'a>) {
+    let t = egress::connect::open(gw, active, outbound_of(active, conn), &mut parts).await;
+    if let Some(opened) = t.opened {
+        let request = arrival.log.take();
+        tokio::spawn(opened.run(gw.clone(), conn.clone(), request, arrival.start));
+    }
+    let cluster = t.cluster.and_then(|c| {
+        active
+            .clusters
+            .iter()
+            .position(|x| std::ptr::eq(x.as_ref(), c))
+    });
+    let outcome = Outcome {
+        cluster,
+        flags: t.flags,
+        ..Outcome::answered(t.details)
+    };
+    (t.response, outcome)
+}
+
 async fn route_request<'a>(
     gw: &Arc<Gateway>,
     active: &'a Arc<Active>,
@@ -214,28 +264,7 @@ async fn route_request<'a>(
     body: Incoming,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
     let listener = active.snapshot.listeners.get(&conn.port);
-    // A forward-proxy port (plaintext): its registry and outbound policy.
-    let outbound = listener
-        .and_then(|l| l.outbound.as_ref())
-        .filter(|_| conn.chain.is_none());
-    // Before the HTTP/1.0 check: proxy clients (Python's http.client among them) send
-    // `CONNECT ... HTTP/1.0`, and a tunnel has no HTTP/1.0 semantics to refuse.
-    // (An extended CONNECT, with `:protocol`, is a WebSocket, not a tunnel.)
-    if parts.method == Method::CONNECT && parts.extensions.get::<hyper::ext::Protocol>().is_none() {
-        let t = egress::connect::open(active, outbound, &mut parts).await;
-        let cluster = t.cluster.and_then(|c| {
-            active
-                .clusters
-                .iter()
-                .position(|x| std::ptr::eq(x.as_ref(), c))
-        });
-        let outcome = Outcome {
-            cluster,
-            flags: t.flags,
-            ..Outcome::answered("via_upstream")
-        };
-        return (t.response, outcome);
-    }
+    let outbound = outbound_of(active, conn);
     if parts.version == Version::HTTP_10 || parts.version == Version::HTTP_09 {
         return local(LocalReply::Http10);
     }

@@ -52,7 +52,12 @@ pub async fn connection<S>(
     counted.metrics.active_connections.inc();
     let service = service_fn(move |req| {
         let (gw, info) = (gw.clone(), info.clone());
-        async move { Ok::<_, std::convert::Infallible>(handle(gw, &info, req).await) }
+        // Boxed: hyper keeps room for one request future in every connection, idle or not,
+        // and the handler's future is tens of kilobytes. Boxed, an idle keep-alive
+        // connection holds a pointer, and the room is taken only while a request runs.
+        let handling: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+            Box::pin(async move { handle(gw, &info, req).await });
+        async move { Ok::<_, std::convert::Infallible>(handling.await) }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);

@@ -13,28 +13,31 @@ mod filters;
 mod http;
 mod l4;
 mod listeners;
+mod status;
 mod tables;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use isthmus_api::gateway_api::ReferenceGrantSpec;
 use isthmus_api::gateway_api::gateway::GatewaySpec;
 use isthmus_api::k8s::NAMESPACE_NAME_LABEL;
-use isthmus_api::{Diagnostic, Object, Resource};
+use isthmus_api::{Diagnostic, Object, Resource, ResourceKey};
 
 use super::services::Registry;
 use crate::diag::subject;
+use crate::gateway_status::{GatewayApiStatus, RefsReason};
 use crate::instance::{GATEWAY_CONTROLLER, Instance};
 use crate::snapshot::Listener;
 
 /// Compiles the Gateway API resources among `resources` (in creation order) into listeners by
-/// port; their clusters go into `registry`.
+/// port; their clusters go into `registry`. Also the status the objects should report.
 pub fn compile(
     resources: &[&Resource],
     instance: &Instance,
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
-) -> BTreeMap<u16, Listener> {
+) -> (BTreeMap<u16, Listener>, GatewayApiStatus) {
     let ctx = Context::new(resources, instance);
     let gateways = select_gateways(resources, instance, diags);
     let listeners = listeners::collect(&ctx, &gateways, diags);
@@ -43,8 +46,20 @@ pub fn compile(
         .copied()
         .filter(|r| attach::route_kind(r).is_some())
         .collect();
-    let attached = attach::attach(&ctx, &listeners, &routes, diags);
-    tables::build(&ctx, &listeners, &routes, &attached, registry, diags)
+    let (attached, outcomes) = attach::attach(&ctx, &listeners, &routes, diags);
+    let built = tables::build(&ctx, &listeners, &routes, &attached, registry, diags);
+    // After the tables: building them is what resolves the backends.
+    let status = status::compute(
+        &ctx,
+        &status::Decisions {
+            gateways: &gateways,
+            listeners: &listeners,
+            routes: &routes,
+            attached: &attached,
+            outcomes: &outcomes,
+        },
+    );
+    (built, status)
 }
 
 /// What every step needs to look up: namespaces (for selectors) and ReferenceGrants.
@@ -53,6 +68,9 @@ pub struct Context<'a> {
     pub instance: &'a Instance,
     namespaces: BTreeMap<&'a str, &'a BTreeMap<String, String>>,
     grants: Vec<&'a Object<ReferenceGrantSpec>>,
+    /// The first backend reference of each route that did not resolve, with why. A cell,
+    /// because resolution happens deep in table building, which only reads the context.
+    unresolved: RefCell<BTreeMap<ResourceKey, (RefsReason, String)>>,
 }
 
 /// The kind and namespace of an object that refers to another, for ReferenceGrant checks.
@@ -80,7 +98,21 @@ impl<'a> Context<'a> {
             instance,
             namespaces,
             grants,
+            unresolved: RefCell::default(),
         }
+    }
+
+    /// Records that a backend reference of `route` did not resolve (the first one wins).
+    pub fn unresolved(&self, route: &Resource, reason: RefsReason, message: &str) {
+        self.unresolved
+            .borrow_mut()
+            .entry(route.key())
+            .or_insert_with(|| (reason, message.to_string()));
+    }
+
+    /// Why a backend reference of `route` did not resolve, if one did not.
+    pub fn unresolved_ref(&self, route: &Resource) -> Option<(RefsReason, String)> {
+        self.unresolved.borrow().get(&route.key()).cloned()
     }
 
     /// The labels of namespace `ns`: those of its loaded Namespace object, and always the

@@ -11,6 +11,7 @@ use isthmus_api::{Diagnostic, Resource};
 use super::Context;
 use super::listeners::GwListener;
 use crate::diag::subject;
+use crate::gateway_status::{AcceptedReason, ParentRef};
 use crate::hosts::intersect;
 
 /// The route kinds Isthmus serves.
@@ -77,13 +78,41 @@ pub struct Attachment {
     pub domains: Vec<String>,
 }
 
+/// Why a parent reference attaches a route to no listener: the status reason (`None` when the
+/// parent is not a Gateway and so gets no status from a gateway), and the diagnostic text.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub reason: Option<AcceptedReason>,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(reason: AcceptedReason, message: String) -> Self {
+        Refusal {
+            reason: Some(reason),
+            message,
+        }
+    }
+}
+
+/// What became of one Gateway parent reference of a route, for its status.
+pub struct ParentOutcome {
+    /// Index into the routes.
+    pub route: usize,
+    pub parent_ref: ParentRef,
+    /// `Ok` when it attached to at least one listener; `Err(None)` when the parent is none of
+    /// this instance's business.
+    pub result: Result<(), Option<Refusal>>,
+}
+
 pub fn attach(
     ctx: &Context<'_>,
     listeners: &[GwListener<'_>],
     routes: &[&Resource],
     diags: &mut Vec<Diagnostic>,
-) -> Vec<Attachment> {
+) -> (Vec<Attachment>, Vec<ParentOutcome>) {
     let mut out = Vec::new();
+    let mut outcomes = Vec::new();
     for (ri, r) in routes.iter().enumerate() {
         let Some(kind) = route_kind(r) else { continue };
         let (parents, hostnames) = route_parts(r);
@@ -99,18 +128,38 @@ pub fn attach(
         for (pi, p) in parents.iter().enumerate() {
             let field = format!("spec.parentRefs[{pi}]");
             let found = parent(ctx, listeners, r, kind, p, hostnames);
-            match found {
-                Ok(list) => out.extend(list.into_iter().map(|(listener, domains)| Attachment {
-                    listener,
+            let result = match found {
+                Ok(list) => {
+                    out.extend(list.into_iter().map(|(listener, domains)| Attachment {
+                        listener,
+                        route: ri,
+                        domains,
+                    }));
+                    Ok(())
+                }
+                Err(Some(why)) => {
+                    diags.push(subject(r).warning(&field, why.message.clone()));
+                    Err(Some(why))
+                }
+                Err(None) => Err(None),
+            };
+            let is_gateway = p.group.as_deref().unwrap_or(GROUP) == GROUP
+                && p.kind.as_deref().unwrap_or("Gateway") == "Gateway";
+            if is_gateway {
+                outcomes.push(ParentOutcome {
                     route: ri,
-                    domains,
-                })),
-                Err(Some(why)) => diags.push(subject(r).warning(&field, why)),
-                Err(None) => {}
+                    parent_ref: ParentRef {
+                        namespace: p.namespace.as_deref().unwrap_or(r.namespace()).to_string(),
+                        name: p.name.clone().unwrap_or_default(),
+                        section_name: p.section_name.clone(),
+                        port: p.port,
+                    },
+                    result,
+                });
             }
         }
     }
-    out
+    (out, outcomes)
 }
 
 /// The listeners one parent reference attaches the route to, with their domains; or why it
@@ -122,13 +171,16 @@ fn parent(
     kind: RouteKind,
     p: &ParentReference,
     hostnames: &[String],
-) -> Result<Vec<(usize, Vec<String>)>, Option<String>> {
+) -> Result<Vec<(usize, Vec<String>)>, Option<Refusal>> {
     let group = p.group.as_deref().unwrap_or(GROUP);
     let parent_kind = p.kind.as_deref().unwrap_or("Gateway");
     if group != GROUP || parent_kind != "Gateway" {
-        return Err(Some(format!(
-            "parentRef {group}/{parent_kind} is not a Gateway (mesh attachment is not served by a gateway); ignored"
-        )));
+        return Err(Some(Refusal {
+            reason: None,
+            message: format!(
+                "parentRef {group}/{parent_kind} is not a Gateway (mesh attachment is not served by a gateway); ignored"
+            ),
+        }));
     }
     let ns = p.namespace.as_deref().unwrap_or(r.namespace());
     let name = p.name.as_deref().unwrap_or("");
@@ -146,8 +198,11 @@ fn parent(
         .filter(|(_, l)| p.port.is_none_or(|port| port == u32::from(l.port)))
         .collect();
     if candidates.is_empty() {
-        return Err(Some(format!(
-            "Gateway {ns}/{name} has no served listener with this sectionName and port (NoMatchingParent); not attached"
+        return Err(Some(Refusal::new(
+            AcceptedReason::NoMatchingParent,
+            format!(
+                "Gateway {ns}/{name} has no served listener with this sectionName and port (NoMatchingParent); not attached"
+            ),
         )));
     }
     let mut out = Vec::new();
@@ -161,27 +216,32 @@ fn parent(
         }
     }
     if out.is_empty() {
-        return Err(why.map(|w| format!("Gateway {ns}/{name}: {w}; not attached")));
+        return Err(why.map(|w: Refusal| Refusal {
+            reason: w.reason,
+            message: format!("Gateway {ns}/{name}: {}; not attached", w.message),
+        }));
     }
     Ok(out)
 }
 
 /// Why a reference to a Gateway that serves no listener here finds nothing.
-fn unknown_gateway(ctx: &Context<'_>, ns: &str, name: &str) -> Option<String> {
+fn unknown_gateway(ctx: &Context<'_>, ns: &str, name: &str) -> Option<Refusal> {
     let loaded = ctx.resources.iter().find_map(|r| match r {
         Resource::KubeGateway(g) if g.namespace == ns && g.name == name => Some(g),
         _ => None,
     });
     match loaded {
-        None => Some(format!(
-            "Gateway {ns}/{name} is not defined by any loaded resource; not attached"
+        None => Some(Refusal::new(
+            AcceptedReason::NoMatchingParent,
+            format!("Gateway {ns}/{name} is not defined by any loaded resource; not attached"),
         )),
         // A Gateway of another class belongs to another implementation.
         Some(g) if g.spec.gateway_class_name.as_deref() != Some(&ctx.instance.gateway_class) => {
             None
         }
-        Some(_) => Some(format!(
-            "Gateway {ns}/{name} has no listener this instance serves; not attached"
+        Some(_) => Some(Refusal::new(
+            AcceptedReason::NoMatchingParent,
+            format!("Gateway {ns}/{name} has no listener this instance serves; not attached"),
         )),
     }
 }
@@ -193,18 +253,24 @@ fn accepts(
     route_ns: &str,
     kind: RouteKind,
     hostnames: &[String],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Refusal> {
     if !l.kinds.contains(&kind) {
-        return Err(format!(
-            "listener {:?} does not allow {} (NotAllowedByListeners)",
-            l.name,
-            kind.name()
+        return Err(Refusal::new(
+            AcceptedReason::NotAllowedByListeners,
+            format!(
+                "listener {:?} does not allow {} (NotAllowedByListeners)",
+                l.name,
+                kind.name()
+            ),
         ));
     }
     if !namespace_allowed(ctx, l, route_ns) {
-        return Err(format!(
-            "listener {:?} does not allow routes from namespace {route_ns} (NotAllowedByListeners)",
-            l.name
+        return Err(Refusal::new(
+            AcceptedReason::NotAllowedByListeners,
+            format!(
+                "listener {:?} does not allow routes from namespace {route_ns} (NotAllowedByListeners)",
+                l.name
+            ),
         ));
     }
     if hostnames.is_empty() || kind == RouteKind::Tcp {
@@ -215,10 +281,13 @@ fn accepts(
         .filter_map(|h| intersect(l.host(), &h.to_ascii_lowercase()))
         .collect();
     if domains.is_empty() {
-        return Err(format!(
-            "no hostname of the route matches the hostname {} of listener {:?} (NoMatchingListenerHostname)",
-            l.host(),
-            l.name
+        return Err(Refusal::new(
+            AcceptedReason::NoMatchingListenerHostname,
+            format!(
+                "no hostname of the route matches the hostname {} of listener {:?} (NoMatchingListenerHostname)",
+                l.host(),
+                l.name
+            ),
         ));
     }
     Ok(domains.into_iter().collect())

@@ -10,6 +10,7 @@ use super::attach::route_kind;
 use super::{Context, Referrer};
 use crate::compile::services::{Registry, Unresolved};
 use crate::diag::subject;
+use crate::gateway_status::RefsReason;
 
 /// The parts of a backend reference that choose its cluster.
 pub struct Target<'a> {
@@ -44,30 +45,32 @@ pub fn resolve(
                 namespace: route.namespace(),
             };
             if !ctx.permitted(from, "Service", ns, name) {
-                diags.push(s.warning(
-                    field,
-                    format!("no ReferenceGrant in namespace {ns} lets {}s of {} use Service {ns}/{name} (RefNotPermitted); {consequence}", from.kind, from.namespace),
-                ));
+                let msg = format!(
+                    "no ReferenceGrant in namespace {ns} lets {}s of {} use Service {ns}/{name} (RefNotPermitted); {consequence}",
+                    from.kind, from.namespace
+                );
+                ctx.unresolved(route, RefsReason::RefNotPermitted, &msg);
+                diags.push(s.warning(field, msg));
                 return (format!("{ns}/{name}"), None);
             }
             format!("{name}.{ns}.svc.{}", registry.domain_suffix())
         }
         ("networking.istio.io", "Hostname") => name.to_ascii_lowercase(),
         _ => {
-            diags.push(s.warning(
-                field,
-                format!("backend kind {group}/{kind} is not supported (Service, or networking.istio.io/Hostname) (InvalidKind); {consequence}"),
-            ));
+            let msg = format!(
+                "backend kind {group}/{kind} is not supported (Service, or networking.istio.io/Hostname) (InvalidKind); {consequence}"
+            );
+            ctx.unresolved(route, RefsReason::InvalidKind, &msg);
+            diags.push(s.warning(field, msg));
             return (format!("{group}/{kind}/{ns}/{name}"), None);
         }
     };
     let p = port.map(|p| p.to_string()).unwrap_or_default();
     let unresolved = format!("outbound|{p}||{host}");
     let Some(port) = port else {
-        diags.push(s.warning(
-            &format!("{field}.port"),
-            format!("a backend needs a port; {consequence}"),
-        ));
+        let msg = format!("a backend needs a port; {consequence}");
+        ctx.unresolved(route, RefsReason::BackendNotFound, &msg);
+        diags.push(s.warning(&format!("{field}.port"), msg));
         return (unresolved, None);
     };
     match registry.cluster(&host, Some(port), None) {
@@ -85,6 +88,7 @@ pub fn resolve(
                     )
                 }
             };
+            ctx.unresolved(route, RefsReason::BackendNotFound, &msg);
             diags.push(s.warning(field, msg));
             (unresolved, None)
         }
