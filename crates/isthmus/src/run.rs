@@ -78,7 +78,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             // Every replica computes status; the one holding the Lease writes it.
             let writer = isthmus_k8s::StatusWriter::start(
                 client,
-                isthmus_k8s::LeaseSettings::new(&instance.namespace),
+                isthmus_k8s::LeaseSettings::new(&instance.namespace, &workload_name(&instance)),
             );
             tracing::info!(identity = writer.identity(), "status writer started");
             (Some(source), Some(rx), Some(writer))

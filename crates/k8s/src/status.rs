@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::kinds::WATCHED;
 
-/// The name of the Lease that elects the status writer.
+/// The prefix of the Lease that elects the status writer; the workload's name follows it.
 pub const LEASE_NAME: &str = "isthmus-status";
 
 /// One object's desired `status` (conditions without `lastTransitionTime`).
@@ -49,15 +49,37 @@ pub struct LeaseSettings {
 }
 
 impl LeaseSettings {
-    pub fn new(namespace: &str) -> Self {
+    /// The Lease of the replicas of `workload` (`istio-ingressgateway`, ...): an ingress and
+    /// an egress release in one namespace serve different Gateways, so each elects its own
+    /// writer.
+    pub fn new(namespace: &str, workload: &str) -> Self {
         LeaseSettings {
             namespace: namespace.to_string(),
-            name: LEASE_NAME.to_string(),
+            name: lease_name(workload),
             identity: identity(),
             duration: Duration::from_secs(15),
             renew: Duration::from_secs(2),
         }
     }
+}
+
+/// `isthmus-status-<workload>`, made a valid object name (lowercase letters, digits and `-`,
+/// at most 253 characters).
+pub fn lease_name(workload: &str) -> String {
+    let clean: String = workload
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    let clean = clean.trim_matches('-');
+    if clean.is_empty() {
+        return LEASE_NAME.to_string();
+    }
+    let mut name = format!("{LEASE_NAME}-{clean}");
+    name.truncate(253);
+    name.trim_end_matches('-').to_string()
 }
 
 /// `POD_NAME` (or the hostname) with a random suffix: two processes in one pod, or a pod
@@ -415,6 +437,23 @@ fn conflict_is_loss(result: Result<Lease, kube::Error>) -> Result<bool, kube::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_names_are_per_workload_and_valid_object_names() {
+        for (workload, want) in [
+            (
+                "istio-ingressgateway",
+                "isthmus-status-istio-ingressgateway",
+            ),
+            ("istio-egressgateway", "isthmus-status-istio-egressgateway"),
+            ("My_Gateway.v2", "isthmus-status-my-gateway-v2"),
+            ("", "isthmus-status"),
+            ("___", "isthmus-status"),
+        ] {
+            assert_eq!(lease_name(workload), want, "{workload:?}");
+        }
+        assert_eq!(lease_name(&"a".repeat(400)).len(), 253);
+    }
 
     #[test]
     fn transition_times_are_kept_while_a_condition_holds() {
