@@ -39,13 +39,15 @@ pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<D
     let (kube, gateway_status) =
         gateway_api::compile(resources, instance, &mut registry, &mut diags);
     merge::merge(&mut listeners, kube, &mut diags);
-    let ingresses = ingress::compile(resources, instance, &mut registry, &mut diags);
+    let (ingresses, served_ingresses) =
+        ingress::compile(resources, instance, &mut registry, &mut diags);
     merge::merge(&mut listeners, ingresses, &mut diags);
     let snapshot = Snapshot {
         listeners,
         clusters: registry.into_clusters(),
         path_normalization: instance.path_normalization,
         gateway_status,
+        served_ingresses,
     };
     (snapshot, diags)
 }

@@ -27,6 +27,10 @@ pub struct Snapshot {
     /// back by the Kubernetes source, not part of what the data plane serves.
     #[serde(skip)]
     pub gateway_status: crate::gateway_status::GatewayApiStatus,
+    /// `(namespace, name)` of the Ingresses this instance serves, whose load-balancer status
+    /// the Kubernetes source writes.
+    #[serde(skip)]
+    pub served_ingresses: Vec<(String, String)>,
 }
 
 /// The application protocol a listener speaks.

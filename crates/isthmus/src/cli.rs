@@ -54,6 +54,12 @@ pub struct RunArgs {
     /// in-cluster service account).
     #[arg(long, env = "ISTHMUS_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// With --kubernetes: the addresses (IPs or host names) written to the
+    /// `status.loadBalancer` of the Ingresses this instance serves, as ingress-nginx's
+    /// --publish-status-address (typically the LoadBalancer Service's address). Without it,
+    /// Ingress status is left alone.
+    #[arg(long, env = "ISTHMUS_PUBLISH_STATUS_ADDRESS", value_delimiter = ',')]
+    pub publish_status_address: Vec<String>,
     /// This instance's labels; Gateways whose selector matches them apply here.
     #[arg(long, env = "ISTHMUS_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
     pub labels: BTreeMap<String, String>,

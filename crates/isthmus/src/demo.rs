@@ -129,6 +129,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         config: vec![args.config],
         kubernetes: false,
         kubeconfig: None,
+        publish_status_address: Vec::new(),
         labels: crate::cli::parse_labels("istio=ingressgateway").map_err(anyhow::Error::msg)?,
         namespace: "istio-system".into(),
         locality: String::new(),

@@ -109,7 +109,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reload = |controller: &mut Controller| {
         controller.reload();
         if let Some(w) = &status_writer {
-            w.update(status_updates(controller));
+            w.update(status_updates(controller, &args.publish_status_address));
         }
     };
     reload(&mut controller);
@@ -149,13 +149,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Gateway API status of the configuration just applied, for the status writer.
-fn status_updates(controller: &Controller) -> Vec<isthmus_k8s::StatusUpdate> {
-    controller
-        .gateway
-        .active
-        .load()
-        .snapshot
+/// The status of the configuration just applied, for the status writer: the Gateway API
+/// objects', and the load-balancer addresses of the Ingresses served (when configured).
+fn status_updates(controller: &Controller, addresses: &[String]) -> Vec<isthmus_k8s::StatusUpdate> {
+    let active = controller.gateway.active.load();
+    let snapshot = &active.snapshot;
+    let mut out: Vec<isthmus_k8s::StatusUpdate> = snapshot
         .gateway_status
         .objects()
         .into_iter()
@@ -166,7 +165,32 @@ fn status_updates(controller: &Controller) -> Vec<isthmus_k8s::StatusUpdate> {
             name: o.name,
             status: o.status,
         })
-        .collect()
+        .collect();
+    if !addresses.is_empty() {
+        let status = ingress_status(addresses);
+        out.extend(snapshot.served_ingresses.iter().map(|(namespace, name)| {
+            isthmus_k8s::StatusUpdate {
+                group: "networking.k8s.io".into(),
+                kind: "Ingress".into(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                status: status.clone(),
+            }
+        }));
+    }
+    out
+}
+
+/// An Ingress's `status`: each address as `ip` when it is one, else as `hostname`.
+fn ingress_status(addresses: &[String]) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = addresses
+        .iter()
+        .map(|a| match a.parse::<std::net::IpAddr>() {
+            Ok(_) => serde_json::json!({ "ip": a }),
+            Err(_) => serde_json::json!({ "hostname": a }),
+        })
+        .collect();
+    serde_json::json!({ "loadBalancer": { "ingress": entries } })
 }
 
 /// The next change of the Kubernetes source; never, without one.

@@ -57,13 +57,24 @@ fn slice(service: &str, addr: SocketAddr) -> Value {
 
 /// Starts the gateway on `api` (and an empty configuration folder).
 fn spawn(api: &FakeApi, kubeconfig_dir: &tempfile::TempDir) -> Gateway {
+    spawn_with(api, kubeconfig_dir, &[])
+}
+
+fn spawn_with(api: &FakeApi, kubeconfig_dir: &tempfile::TempDir, extra: &[&str]) -> Gateway {
     let path = kubeconfig_dir.path().join("kubeconfig");
     std::fs::write(&path, api.kubeconfig()).unwrap();
     let path = path.display().to_string();
-    Gateway::spawn(
-        tempfile::tempdir().unwrap(),
-        &["--kubernetes", "--kubeconfig", &path],
-    )
+    let mut args = vec!["--kubernetes", "--kubeconfig", &path];
+    args.extend_from_slice(extra);
+    Gateway::spawn(tempfile::tempdir().unwrap(), &args)
+}
+
+fn ingress(name: &str, class: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"name": name, "namespace": "shop"},
+           "spec": {"ingressClassName": class, "rules": [{"host": format!("{name}.example.com"),
+               "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                   "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}})
 }
 
 /// What a GET of `path` gets: the backend's name, or the status.
@@ -222,4 +233,38 @@ async fn the_gateway_writes_gateway_api_status_back() {
         gateway(&api)["listeners"][0]["attachedRoutes"] == 2
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_ingresses_get_the_published_load_balancer_addresses() {
+    let api = FakeApi::start(&["networking.istio.io"]).await.unwrap();
+    let web = backend("web").await;
+    for o in [
+        ingress("shop", "isthmus"),
+        ingress("other", "nginx"),
+        service("web"),
+        slice("web", web),
+    ] {
+        api.apply(o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Documentation addresses: status only, no traffic goes there.
+    let g = spawn_with(
+        &api,
+        &dir,
+        &["--publish-status-address", "192.0.2.10,lb.example.com"],
+    );
+    g.wait_ready().await;
+    let status = |api: &FakeApi, name: &str| {
+        api.object("networking.k8s.io/v1", "Ingress", "shop", name)
+            .and_then(|o| o.pointer("/status/loadBalancer/ingress").cloned())
+            .unwrap_or(Value::Null)
+    };
+    eventually("the served Ingress's load-balancer status", || async {
+        status(&api, "shop") == json!([{"ip": "192.0.2.10"}, {"hostname": "lb.example.com"}])
+    })
+    .await;
+    // The Ingress routes, and the one of another class got no status from us.
+    assert_eq!(outcome(&g, "/").await, "web");
+    assert_eq!(status(&api, "other"), Value::Null);
 }

@@ -50,19 +50,37 @@ pub fn compile(
     instance: &Instance,
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
-) -> BTreeMap<u16, Listener> {
+) -> (BTreeMap<u16, Listener>, Vec<(String, String)>) {
     let ingresses = selected(resources, instance, diags);
+    let served = ingresses
+        .iter()
+        .map(|(_, ing)| (ing.namespace.clone(), ing.name.clone()))
+        .collect();
+    (
+        listeners(resources, instance, &ingresses, registry, diags),
+        served,
+    )
+}
+
+/// The listeners of the selected Ingresses: port 80 for every rule host, 443 for TLS hosts.
+fn listeners(
+    resources: &[&Resource],
+    instance: &Instance,
+    ingresses: &[Ingress<'_>],
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> BTreeMap<u16, Listener> {
     let mut out = BTreeMap::new();
     if ingresses.is_empty() {
         return out;
     }
     let mut hosts: BTreeMap<String, Vec<Ranked>> = BTreeMap::new();
-    for (r, ing) in &ingresses {
+    for (r, ing) in ingresses {
         routes(r, ing, registry, &mut hosts, diags);
     }
     let mut chains = Vec::new();
     let mut tls_servers = Vec::new();
-    for (r, ing) in &ingresses {
+    for (r, ing) in ingresses {
         for (chain, info) in tls(resources, instance, r, ing, &hosts, diags) {
             chains.push(chain);
             tls_servers.push(info);
