@@ -28,6 +28,16 @@
 #   OUT          if set, also write every run's raw numbers to this TSV file
 #   KEEP_TMP     if 1, keep the temp dir (configs, logs, wrk output) and print its path
 #   PROXY_CPU / LOAD_CPU   cores for the proxy / for wrk+backend  (default 1 / 0)
+#   H2           1: clients speak HTTP/2 (h2c with prior knowledge, or ALPN h2 with TLS=1),
+#                  CONNECTIONS connections with STREAMS requests in flight on each; the
+#                  load generator is oha instead of wrk                    (default 0)
+#   STREAMS      HTTP/2 requests in flight per connection with H2=1       (default 8)
+#   RATE         if > 0, an OPEN-LOOP load at this many requests/s in total (oha -q, with
+#                  latency correction), so p50/p99 are latencies at a fixed rate below
+#                  saturation rather than closed-loop queueing             (default 0)
+#   IDLE_CONNS   if > 0, before the load of each run hold this many idle keep-alive
+#                  connections (one request each) and report the proxy's RSS per
+#                  idle connection in a second table                       (default 0)
 #
 # Layout on a 2-core machine: the proxy alone on core 1; wrk and the backend
 # (a separate nginx answering 200 "ok\n") share core 0. Every proxy gets one
@@ -54,6 +64,13 @@ SCHEME=http
 KEEP_TMP=${KEEP_TMP:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
+IDLE_CONNS=${IDLE_CONNS:-0}
+H2=${H2:-0}
+STREAMS=${STREAMS:-8}
+RATE=${RATE:-0}
+OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
+# Connection limits of every proxy: room for the idle connections and the load.
+MAX_CONNS=$((IDLE_CONNS + 4096))
 
 HOST_HEADER="bench.example.com"
 BACKEND_PORT=18080
@@ -98,6 +115,15 @@ ensure_tools() {
 # Any Isthmus row built from this tree (plain, rich, logged) needs the binary;
 # isthmus-base runs ISTHMUS_BASE_BIN, which is never built here.
 has_isthmus() { has_proxy isthmus || has_proxy isthmus-rich || has_proxy isthmus-logged; }
+
+# oha (HTTP/2 and fixed-rate loads) is not packaged by Debian: cargo installs it.
+ensure_oha() {
+    uses_oha || return 0
+    [[ -x $OHA ]] && return 0
+    log "installing oha (cargo install oha --locked)"
+    cargo install oha --locked >&2 || die "cannot install oha"
+    OHA=$HOME/.cargo/bin/oha
+}
 
 ensure_isthmus() {
     if has_proxy isthmus-base && [[ ! -x $ISTHMUS_BASE_BIN ]]; then
@@ -211,11 +237,14 @@ rss_kb() {
 # Poll until the URL answers 200 with the backend's body, or fail after
 # READY_TIMEOUT seconds (showing the server log). Also proves the route works.
 wait_route() {
-    local name=$1 pid=$2 url=$3 deadline body
+    local name=$1 pid=$2 url=$3 deadline body h2=()
+    # An h2c listener (nginx, HAProxy with proto h2) speaks only HTTP/2 with prior knowledge.
+    [[ $H2 == 1 && $name != backend && $name != direct ]] && h2=(--http2-prior-knowledge)
+    [[ $H2 == 1 && $TLS == 1 ]] && h2=(--http2)
     deadline=$((SECONDS + READY_TIMEOUT))
     while ((SECONDS < deadline)); do
         [[ -d /proc/$pid ]] || { tail -n 20 "$WORK/$name.log" >&2; die "$name exited during start-up"; }
-        if body=$(curl -skf --max-time 1 -H "Host: $HOST_HEADER" "$url" 2>/dev/null) && [[ $body == ok ]]; then
+        if body=$(curl -skf "${h2[@]}" --max-time 1 -H "Host: $HOST_HEADER" "$url" 2>/dev/null) && [[ $body == ok ]]; then
             return 0
         fi
         sleep 0.1
@@ -245,7 +274,7 @@ worker_processes 1;
 daemon off;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections $MAX_CONNS; }
 EOF
 }
 
@@ -294,7 +323,7 @@ $(nginx_temp_paths nginx)
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT$( [[ $TLS == 1 ]] && echo " ssl");
+        listen 127.0.0.1:$NGINX_PORT$( [[ $TLS == 1 ]] && echo " ssl")$( [[ $H2 == 1 ]] && echo " http2");
 $(tls_nginx_lines)
         location / {
             proxy_pass http://backend;
@@ -329,7 +358,7 @@ write_haproxy_conf() {
     cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 4096
+    maxconn $MAX_CONNS
 
 defaults
     mode http
@@ -341,7 +370,7 @@ defaults
     timeout http-keep-alive 75s
 
 frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT$( [[ $TLS == 1 ]] && echo " ssl crt $WORK/tls/combined.pem ssl-min-ver TLSv1.3")
+    bind 127.0.0.1:$HAPROXY_PORT$( [[ $TLS == 1 ]] && echo " ssl crt $WORK/tls/combined.pem ssl-min-ver TLSv1.3")$( [[ $H2 == 1 ]] && { [[ $TLS == 1 ]] && echo " alpn h2,http/1.1" || echo " proto h2"; })
     default_backend be
 
 backend be
@@ -511,6 +540,46 @@ run_wrk() { # seconds url outfile
     WRK_PID=""
 }
 
+# oha (HTTP/2, or an open-loop fixed rate): JSON output in outfile.
+run_oha() { # seconds url outfile
+    local extra=()
+    [[ $H2 == 1 ]] && extra+=(--http2 -p "$STREAMS")
+    ((RATE > 0)) && extra+=(-q "$RATE" --latency-correction)
+    [[ $TLS == 1 ]] && extra+=(--insecure)
+    [[ $NEW_CONN == 1 ]] && extra+=(--disable-keepalive)
+    # The URL names the route's host (HTTP/2 carries it as :authority; a Host header would be
+    # refused) and --connect-to sends it to the proxy's port.
+    local port=${2##*:}; port=${port%%/*}
+    taskset -c "$LOAD_CPU" "$OHA" -z "$1"s -c "$CONNECTIONS" --no-tui --output-format json \
+        --connect-to "$HOST_HEADER:$port:127.0.0.1:$port" "${extra[@]}" \
+        "${2/127.0.0.1/$HOST_HEADER}" >"$3" 2>"$3.err" &
+    WRK_PID=$!
+    if ! wait "$WRK_PID"; then WRK_PID=""; cat "$3.err" >&2; die "oha failed"; fi
+    WRK_PID=""
+}
+
+uses_oha() { [[ $H2 == 1 ]] || ((RATE > 0)); }
+
+run_load() { if uses_oha; then run_oha "$@"; else run_wrk "$@"; fi; }
+
+# Prints what parse_wrk prints, from oha's JSON: rps p50 p99 requests errors.
+parse_oha() {
+    python3 - "$1" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes = {int(k): v for k, v in d.get("statusCodeDistribution", {}).items()}
+ok = sum(v for k, v in codes.items() if k < 400)
+errors = sum(v for k, v in codes.items() if k >= 400) + sum(d.get("errorDistribution", {}).values())
+p = d["latencyPercentiles"]
+if p.get("p50") is None or ok == 0:
+    sys.exit(1)
+secs = d["summary"]["total"]
+print(f"{ok / secs:.2f} {p['p50'] * 1e6:.2f}us {p['p99'] * 1e6:.2f}us {ok} {errors}")
+PY
+}
+
+parse_load() { if uses_oha; then parse_oha "$@"; else parse_wrk "$@"; fi; }
+
 # wrk prints latencies as 412.00us / 1.23ms / 2.00s / 1.00m.
 to_us() {
     awk -v v="$1" 'BEGIN {
@@ -545,13 +614,14 @@ bench_once() { # proxy run
     log "run $run/$RUNS: $name"
     start_proxy "$name"
     rss_idle=$(rss_kb "$PROXY_PID")
+    ((IDLE_CONNS > 0)) && measure_idle_conns "$name" "$run" "$rss_idle"
 
-    run_wrk "$WARMUP" "$PROXY_URL" "$WORK/$name.run$run.warmup.txt"
+    run_load "$WARMUP" "$PROXY_URL" "$WORK/$name.run$run.warmup.txt"
 
     out=$WORK/$name.run$run.txt
     ticks0=$(cpu_ticks "$PROXY_PID"); t0=$(date +%s%N)
     pcore0=$(core_jiffies "$PROXY_CPU"); lcore0=$(core_jiffies "$LOAD_CPU")
-    run_wrk "$DURATION" "$PROXY_URL" "$out"
+    run_load "$DURATION" "$PROXY_URL" "$out"
     ticks1=$(cpu_ticks "$PROXY_PID"); t1=$(date +%s%N)
     pcore_pct=$(core_busy_pct "$pcore0" "$(core_jiffies "$PROXY_CPU")")
     lcore_pct=$(core_busy_pct "$lcore0" "$(core_jiffies "$LOAD_CPU")")
@@ -560,7 +630,7 @@ bench_once() { # proxy run
     [[ $name == isthmus-logged ]] && report_access_log
     stop_proxy "$name"
 
-    read -r rps p50 p99 reqs errs < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+    read -r rps p50 p99 reqs errs < <(parse_load "$out") || { cat "$out" >&2; die "cannot parse the load generator's output"; }
     ((reqs > 0)) || die "$name: wrk completed 0 requests"
     cpu_us_req=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
     cpu_pct=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }')
@@ -571,6 +641,49 @@ bench_once() { # proxy run
         "$rss_idle" "$rss_load" "$pcore_pct" "$lcore_pct" >>"$RESULTS"
     log "  $rps req/s, p50 $p50, p99 $p99, $cpu_us_req CPU µs/req (${cpu_pct}% of a core), RSS ${rss_idle}→${rss_load} kB, errors $errs; core busy: proxy ${pcore_pct}%, load ${lcore_pct}%"
     sleep 1 # let the proxy's sockets close before the next load
+}
+
+# Holds IDLE_CONNS idle keep-alive connections (each served one request) and
+# records the proxy's RSS with them open, in $WORK/idle.tsv.
+measure_idle_conns() { # proxy run rss_idle_kb
+    local port rss_held fifo line
+    port=${PROXY_URL##*:}; port=${port%%/*}
+    fifo=$WORK/idle.fifo; rm -f "$fifo"; mkfifo "$fifo"
+    # The holder keeps its connections until its stdin (the fifo) closes.
+    taskset -c "$LOAD_CPU" python3 "$ROOT/bench/idle_conns.py" "$port" "$IDLE_CONNS" "$HOST_HEADER" \
+        <"$fifo" >"$WORK/idle.out" 2>&1 &
+    local holder=$!
+    exec 9>"$fifo"
+    local deadline=$((SECONDS + 120))
+    until line=$(grep -m1 '^ready' "$WORK/idle.out" 2>/dev/null); do
+        if ! kill -0 "$holder" 2>/dev/null || ((SECONDS > deadline)); then
+            exec 9>&-; cat "$WORK/idle.out" >&2; die "$1: could not hold $IDLE_CONNS idle connections"
+        fi
+        sleep 0.2
+    done
+    rss_held=$(rss_kb "$PROXY_PID")
+    exec 9>&-
+    wait "$holder" || true
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rss_held" >>"$WORK/idle.tsv"
+    log "  $IDLE_CONNS idle connections: RSS $3 -> $rss_held kB ($(awk -v a="$3" -v b="$rss_held" -v n="$IDLE_CONNS" 'BEGIN { printf "%.2f", (b - a) / n }') kB each)"
+    sleep 1 # let the proxy close them before the load
+}
+
+print_idle_table() {
+    [[ -s $WORK/idle.tsv ]] || return 0
+    echo "Idle keep-alive connections: $IDLE_CONNS held open (one request each), RSS before and with them (medians)"
+    printf '%-14s %10s %10s %12s %10s\n' proxy RSSidleMB RSSheldMB kB_per_conn vs_nginx
+    local p base="" med_i med_h per
+    for p in $PROXIES; do
+        med_i=$(awk -F'\t' -v p="$p" '$1 == p { print $3 }' "$WORK/idle.tsv" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+        med_h=$(awk -F'\t' -v p="$p" '$1 == p { print $4 }' "$WORK/idle.tsv" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+        [[ -n $med_i ]] || continue
+        per=$(awk -v a="$med_i" -v b="$med_h" -v n="$IDLE_CONNS" 'BEGIN { printf "%.2f", (b - a) / n }')
+        [[ $p == nginx ]] && base=$per
+        printf '%-14s %10.1f %10.1f %12s %10s\n' "$p" "$(awk -v k="$med_i" 'BEGIN { print k / 1024 }')" \
+            "$(awk -v k="$med_h" 'BEGIN { print k / 1024 }')" "$per" "$( [[ -n $base ]] && ratio "$per" "$base" || echo -)"
+    done
+    echo
 }
 
 # The logged row's proof of work: lines written and lines dropped (the writer
@@ -617,13 +730,21 @@ print_header() {
     echo "  cpu:      $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "  versions: $(nginx -v 2>&1 | sed 's/^nginx version: //'), haproxy $(haproxy -v | awk 'NR == 1 { print $3 }'), $(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }')"
     echo "  isthmus:  $isthmus_info"
-    echo "  load:     wrk -t1 -c$CONNECTIONS -d${DURATION}s (after ${WARMUP}s warm-up), Host: $HOST_HEADER, 1 route -> 1 upstream"
+    if uses_oha; then
+        echo "  load:     oha $("$OHA" --version 2>/dev/null | awk '{ print $2 }') -c$CONNECTIONS -z${DURATION}s$( [[ $H2 == 1 ]] && echo " --http2 -p$STREAMS (HTTP/2)")$( ((RATE > 0)) && echo " -q$RATE --latency-correction (open loop, $RATE req/s)") (after ${WARMUP}s warm-up), Host: $HOST_HEADER"
+    else
+        echo "  load:     wrk -t1 -c$CONNECTIONS -d${DURATION}s (after ${WARMUP}s warm-up), Host: $HOST_HEADER, 1 route -> 1 upstream"
+    fi
     echo "  pinning:  proxy on core $PROXY_CPU; wrk + backend nginx on core $LOAD_CPU; 1 worker per proxy"
     echo "  client:   $SCHEME$( [[ $TLS == 1 ]] && echo " (TLS 1.3, ECDSA P-256, same certificate everywhere)")$( [[ $NEW_CONN == 1 ]] && echo ", a new connection per request (req/s = handshakes/s)" || echo ", keep-alive")"
     echo "  machine:  $IDLE_NOTE"
     echo "  runs:     $RUNS per proxy, interleaved; medians shown (each column's median taken separately)"
-    echo "  NOTE: latency is CLOSED-LOOP (wrk waits for each response before sending the next"
-    echo "        on that connection), so p50/p99 include queueing and are not open-loop latencies."
+    if ((RATE > 0)); then
+        echo "  NOTE: latency is OPEN-LOOP at a fixed $RATE req/s, corrected for coordinated omission."
+    else
+        echo "  NOTE: latency is CLOSED-LOOP (the client waits for each response before sending the next"
+        echo "        on that connection), so p50/p99 include queueing and are not open-loop latencies."
+    fi
     echo
 }
 
@@ -700,7 +821,11 @@ check_idle() {
 
 main() {
     validate_knobs
+    # Each idle connection is a descriptor in the proxy and in the holder (and a second one
+    # in the proxy for its upstream, for some proxies).
+    if ((IDLE_CONNS > 0)); then ulimit -n $((2 * MAX_CONNS + 1024)) || die "cannot raise the open-file limit"; fi
     ensure_tools
+    ensure_oha
     ensure_isthmus
     check_ports
     check_idle
@@ -733,6 +858,7 @@ main() {
     print_ratios nginx
     print_ratios haproxy
     print_ratios isthmus
+    print_idle_table
 }
 
 # Run only when executed, so the functions can be sourced for a quick check.

@@ -70,6 +70,71 @@ impl Serialize for ProtoDuration {
     }
 }
 
+/// A Gateway API `Duration` (GEP-2257): one to four `<number><unit>` parts, numbers of at most
+/// five digits, units `h`, `m`, `s` and `ms`, such as `1h30m`, `500ms` or `0s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GatewayDuration(pub Duration);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid duration {0:?}: expected one to four parts of at most five digits with a unit (h, m, s, ms), such as 1h30m or 500ms"
+)]
+pub struct GatewayDurationError(pub String);
+
+impl GatewayDuration {
+    pub fn parse(text: &str) -> Result<Self, GatewayDurationError> {
+        let err = || GatewayDurationError(text.to_string());
+        let mut rest = text;
+        let mut total = Duration::ZERO;
+        let mut parts = 0;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+            if digits == 0 || digits > 5 {
+                return Err(err());
+            }
+            let (num, tail) = rest.split_at(digits);
+            let n: u64 = num.parse().map_err(|_| err())?;
+            let (unit, after) = if let Some(after) = tail.strip_prefix("ms") {
+                (Duration::from_millis(n), after)
+            } else if let Some(after) = tail.strip_prefix('h') {
+                (Duration::from_secs(n * 3600), after)
+            } else if let Some(after) = tail.strip_prefix('m') {
+                (Duration::from_secs(n * 60), after)
+            } else if let Some(after) = tail.strip_prefix('s') {
+                (Duration::from_secs(n), after)
+            } else {
+                return Err(err());
+            };
+            total += unit;
+            parts += 1;
+            rest = after;
+        }
+        if parts == 0 || parts > 4 {
+            return Err(err());
+        }
+        Ok(GatewayDuration(total))
+    }
+}
+
+impl fmt::Display for GatewayDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&ProtoDuration(self.0), f)
+    }
+}
+
+impl<'de> Deserialize<'de> for GatewayDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        GatewayDuration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for GatewayDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +158,32 @@ mod tests {
         ];
         for (text, want) in cases {
             let got = ProtoDuration::parse(text)
+                .ok()
+                .map(|d| d.0.as_millis() as u64);
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn parses_gateway_api_durations() {
+        let cases = [
+            ("1h", Some(3_600_000)),
+            ("1h30m", Some(5_400_000)),
+            ("500ms", Some(500)),
+            ("1s500ms", Some(1500)),
+            ("0s", Some(0)),
+            ("10m5s", Some(605_000)),
+            ("", None),
+            ("1", None),
+            ("1.5s", None),
+            ("123456s", None),
+            ("1h1h1h1h1h", None),
+            ("1d", None),
+            ("s", None),
+            ("-1s", None),
+        ];
+        for (text, want) in cases {
+            let got = GatewayDuration::parse(text)
                 .ok()
                 .map(|d| d.0.as_millis() as u64);
             assert_eq!(got, want, "{text:?}");

@@ -7,13 +7,15 @@
         clippy::panic
     )
 )]
-//! Serde types of the resources Isthmus reads, and the YAML loader that turns files into
+//! Serde types of the resources Isthmus reads (Istio networking, the Kubernetes Gateway API,
+//! Ingress and the core kinds they refer to), and the YAML loader that turns files into
 //! typed resources while remembering where every field came from.
 //!
 //! Nothing here interprets a resource: validation and compilation live in `isthmus-config`.
 
 pub mod diagnostic;
 pub mod duration;
+pub mod gateway_api;
 pub mod istio;
 pub mod k8s;
 pub mod load;

@@ -72,6 +72,12 @@ pub fn load_str(file: &str, text: &str) -> Result<LoadedFile, FileError> {
 
 /// Reads and parses one file.
 pub fn load_file(path: &Path) -> Result<LoadedFile, FileError> {
+    let text = read_file(path)?;
+    load_str(&path.display().to_string(), &text)
+}
+
+/// Reads one configuration file's text, refusing files over [`MAX_FILE_BYTES`].
+pub fn read_file(path: &Path) -> Result<String, FileError> {
     let name = path.display().to_string();
     let fail = |message: String| {
         FileError(Diagnostic {
@@ -90,8 +96,7 @@ pub fn load_file(path: &Path) -> Result<LoadedFile, FileError> {
             meta.len()
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read file: {e}")))?;
-    load_str(&name, &text)
+    std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read file: {e}")))
 }
 
 /// The files `kubectl apply -f PATH` would read: PATH itself, or the `.yaml`, `.yml` and
@@ -195,11 +200,14 @@ impl Doc {
             .get("metadata")
             .and_then(|m| serde_json::from_value(m.clone()).ok())
             .unwrap_or_default();
-        let namespace = meta
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let namespace = if kind.cluster_scoped() {
+            String::new()
+        } else {
+            meta.namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string())
+        };
         let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
             out.diagnostics.push(self.diag(
                 Severity::Error,
@@ -239,6 +247,24 @@ impl Doc {
                 .typed(obj, header, &key, out)
                 .map(Resource::ServiceEntry),
             Kind::Secret => self.typed(obj, header, &key, out).map(Resource::Secret),
+            Kind::Namespace => self.typed(obj, header, &key, out).map(Resource::Namespace),
+            Kind::GatewayClass => self
+                .typed(obj, header, &key, out)
+                .map(Resource::GatewayClass),
+            Kind::KubeGateway => self
+                .typed(obj, header, &key, out)
+                .map(Resource::KubeGateway),
+            Kind::HttpRoute => self.typed(obj, header, &key, out).map(Resource::HttpRoute),
+            Kind::GrpcRoute => self.typed(obj, header, &key, out).map(Resource::GrpcRoute),
+            Kind::TlsRoute => self.typed(obj, header, &key, out).map(Resource::TlsRoute),
+            Kind::TcpRoute => self.typed(obj, header, &key, out).map(Resource::TcpRoute),
+            Kind::ReferenceGrant => self
+                .typed(obj, header, &key, out)
+                .map(Resource::ReferenceGrant),
+            Kind::Ingress => self.typed(obj, header, &key, out).map(Resource::Ingress),
+            Kind::IngressClass => self
+                .typed(obj, header, &key, out)
+                .map(Resource::IngressClass),
         };
         match resource {
             Some(r) => out.resources.push(r),
@@ -256,42 +282,33 @@ impl Doc {
         out: &mut LoadedFile,
     ) -> Option<Kind> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let istio_kind = match kind {
-            "Gateway" => Some(Kind::Gateway),
-            "VirtualService" => Some(Kind::VirtualService),
-            "DestinationRule" => Some(Kind::DestinationRule),
-            "ServiceEntry" => Some(Kind::ServiceEntry),
-            _ => None,
-        };
+        let known = known_kind(group, kind);
         let resource = format!("{kind} -");
-        match (group, istio_kind) {
-            ("networking.istio.io", Some(k)) => {
-                if matches!(version, "v1" | "v1beta1" | "v1alpha3") {
-                    return Some(k);
-                }
-                out.diagnostics.push(self.diag(
-                    Severity::Error,
-                    line,
-                    &resource,
-                    &format!("{prefix}apiVersion"),
-                    format!(
-                        "unsupported version {version} of networking.istio.io (expected v1, v1beta1 or v1alpha3); object skipped"
-                    ),
-                ));
-                None
-            }
-            ("", _) if kind == "Secret" && version == "v1" => Some(Kind::Secret),
-            _ => {
-                out.diagnostics.push(self.diag(
-                    Severity::Note,
-                    line,
-                    &resource,
-                    &format!("{prefix}kind"),
-                    format!("{api_version} {kind} is not a kind Isthmus reads; skipped"),
-                ));
-                None
-            }
+        let Some((k, versions)) = known else {
+            out.diagnostics.push(self.diag(
+                Severity::Note,
+                line,
+                &resource,
+                &format!("{prefix}kind"),
+                format!("{api_version} {kind} is not a kind Isthmus reads; skipped"),
+            ));
+            return None;
+        };
+        if versions.contains(&version) {
+            return Some(k);
         }
+        let shown = if group.is_empty() { "core" } else { group };
+        out.diagnostics.push(self.diag(
+            Severity::Error,
+            line,
+            &resource,
+            &format!("{prefix}apiVersion"),
+            format!(
+                "unsupported version {version} of {shown} {kind} (expected {}); object skipped",
+                one_of(versions)
+            ),
+        ));
+        None
     }
 
     /// Deserialises the body of an object into `S`, warning about unknown fields.
@@ -310,7 +327,7 @@ impl Doc {
             for k in ["apiVersion", "kind", "metadata"] {
                 body.remove(k);
             }
-            (Value::Object(body), "")
+            (std::borrow::Cow::Owned(Value::Object(body)), "")
         } else {
             for k in obj.keys() {
                 if !matches!(
@@ -326,16 +343,24 @@ impl Doc {
                     ));
                 }
             }
-            (obj.get("spec").cloned().unwrap_or(Value::Null), "spec")
+            // Borrowed: specs can be large, and this is the loader's hot path.
+            let spec = obj.get("spec").filter(|v| !v.is_null());
+            (
+                spec.map_or_else(
+                    || std::borrow::Cow::Owned(Value::Null),
+                    std::borrow::Cow::Borrowed,
+                ),
+                "spec",
+            )
         };
         let body = if body.is_null() {
-            Value::Object(Map::new())
+            std::borrow::Cow::Owned(Value::Object(Map::new()))
         } else {
             body
         };
         let mut unknown = Vec::new();
         let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(base, &path));
-        let de = serde_ignored::Deserializer::new(&body, &mut record);
+        let de = serde_ignored::Deserializer::new(body.as_ref(), &mut record);
         let result: Result<S, _> = serde_path_to_error::deserialize(de);
         let mut header = header;
         header.origin.set_unknown(unknown.clone());
@@ -371,6 +396,41 @@ impl Doc {
             }
         }
     }
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn one_of(items: &[&str]) -> String {
+    match items.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// The kind Isthmus reads for a group and kind, with the versions it accepts.
+fn known_kind(group: &str, kind: &str) -> Option<(Kind, &'static [&'static str])> {
+    const ISTIO: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+    const GATEWAY_API: &[&str] = &["v1", "v1beta1", "v1alpha2", "v1alpha3"];
+    const V1: &[&str] = &["v1"];
+    let k = match (group, kind) {
+        ("networking.istio.io", "Gateway") => (Kind::Gateway, ISTIO),
+        ("networking.istio.io", "VirtualService") => (Kind::VirtualService, ISTIO),
+        ("networking.istio.io", "DestinationRule") => (Kind::DestinationRule, ISTIO),
+        ("networking.istio.io", "ServiceEntry") => (Kind::ServiceEntry, ISTIO),
+        ("gateway.networking.k8s.io", "GatewayClass") => (Kind::GatewayClass, GATEWAY_API),
+        ("gateway.networking.k8s.io", "Gateway") => (Kind::KubeGateway, GATEWAY_API),
+        ("gateway.networking.k8s.io", "HTTPRoute") => (Kind::HttpRoute, GATEWAY_API),
+        ("gateway.networking.k8s.io", "GRPCRoute") => (Kind::GrpcRoute, GATEWAY_API),
+        ("gateway.networking.k8s.io", "TLSRoute") => (Kind::TlsRoute, GATEWAY_API),
+        ("gateway.networking.k8s.io", "TCPRoute") => (Kind::TcpRoute, GATEWAY_API),
+        ("gateway.networking.k8s.io", "ReferenceGrant") => (Kind::ReferenceGrant, GATEWAY_API),
+        ("networking.k8s.io", "Ingress") => (Kind::Ingress, V1),
+        ("networking.k8s.io", "IngressClass") => (Kind::IngressClass, V1),
+        ("", "Secret") => (Kind::Secret, V1),
+        ("", "Namespace") => (Kind::Namespace, V1),
+        _ => return None,
+    };
+    Some(k)
 }
 
 struct ObjectHeader {

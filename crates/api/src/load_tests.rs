@@ -113,7 +113,7 @@ spec:
 kind: Gateway
 metadata: {name: gw}
 ",
-            "f.yaml:1: error: Gateway -: apiVersion: unsupported version v3 of networking.istio.io (expected v1, v1beta1 or v1alpha3); object skipped",
+            "f.yaml:1: error: Gateway -: apiVersion: unsupported version v3 of networking.istio.io Gateway (expected v1, v1beta1 or v1alpha3); object skipped",
         ),
         (
             "apiVersion: apps/v1
@@ -200,12 +200,134 @@ fn syntax_errors_fail_the_whole_file_with_a_line() {
 }
 
 #[test]
-fn acceptance_manifests_load_without_errors() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/acceptance-data/istio");
-    let Ok(dirs) = std::fs::read_dir(&root) else {
-        // The shared folder sits beside the repository on developer machines and in CI.
-        panic!("acceptance data missing at {}", root.display());
+fn loads_gateway_api_ingress_and_cluster_scoped_kinds() {
+    let l = load(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: isthmus, namespace: ignored}
+spec: {controllerName: isthmus.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: isthmus
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw, namespace: infra}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    timeouts: {request: 1m30s}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g}
+spec: {rules: [{matches: [{method: {service: a.B}}]}]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: t}
+spec: {hostnames: [a.example.com]}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: t}
+spec: {rules: [{backendRefs: [{name: s, port: 9000}]}]}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: infra}
+spec: {from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}], to: [{group: '', kind: Service}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: i}
+spec: {ingressClassName: isthmus, rules: [{host: a.example.com}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: isthmus}
+spec: {controller: isthmus.io/ingress-controller}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: infra, labels: {team: a}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {name: u}
+---
+apiVersion: networking.k8s.io/v1beta1
+kind: Ingress
+metadata: {name: old}
+",
+    );
+    let keys: Vec<String> = l.resources.iter().map(|r| r.key().to_string()).collect();
+    assert_eq!(
+        keys,
+        [
+            "GatewayClass isthmus",
+            "Gateway.gateway.networking.k8s.io infra/gw",
+            "HTTPRoute default/r",
+            "GRPCRoute default/g",
+            "TLSRoute default/t",
+            "TCPRoute default/t",
+            "ReferenceGrant infra/g",
+            "Ingress default/i",
+            "IngressClass isthmus",
+            "Namespace infra",
+        ]
+    );
+    assert_eq!(
+        rendered(&l),
+        [
+            "f.yaml:56: note: UDPRoute -: kind: gateway.networking.k8s.io/v1alpha2 UDPRoute is not a kind Isthmus reads; skipped",
+            "f.yaml:60: error: Ingress -: apiVersion: unsupported version v1beta1 of networking.k8s.io Ingress (expected v1); object skipped",
+        ]
+    );
+    let Some(Resource::HttpRoute(r)) = l.resources.get(2) else {
+        panic!("no HTTPRoute")
     };
+    let timeout = r.spec.rules[0].timeouts.as_ref().and_then(|t| t.request);
+    assert_eq!(timeout.map(|d| d.0.as_secs()), Some(90));
+    assert_eq!(r.origin.line_of("spec.rules[0].timeouts.request"), 20);
+}
+
+#[test]
+fn gateway_api_duration_errors_name_the_field() {
+    let l = load(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  rules:
+  - timeouts: {request: 1.5s}
+",
+    );
+    assert_eq!(l.rejected.len(), 1);
+    assert!(
+        rendered(&l)
+            .first()
+            .is_some_and(|d| d.starts_with("f.yaml:6: error: HTTPRoute default/r: spec.rules[0].timeouts.request: invalid duration \"1.5s\"")),
+        "{:?}",
+        rendered(&l)
+    );
+}
+
+#[test]
+fn acceptance_manifests_load_without_errors() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/acceptance-data");
+    let dirs = ["istio", "gateway-api"].into_iter().flat_map(|set| {
+        let Ok(dirs) = std::fs::read_dir(root.join(set)) else {
+            // The shared folder sits beside the repository on developer machines and in CI.
+            panic!("acceptance data missing at {}", root.display());
+        };
+        dirs
+    });
     let mut loaded = 0;
     for dir in dirs.flatten() {
         let path = dir.path().join("config.yaml");
@@ -221,5 +343,5 @@ fn acceptance_manifests_load_without_errors() {
         assert!(errors.is_empty(), "{}: {errors:?}", path.display());
         loaded += l.resources.len();
     }
-    assert!(loaded > 40, "only {loaded} resources loaded");
+    assert!(loaded > 150, "only {loaded} resources loaded");
 }

@@ -6,24 +6,41 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::gateway_api::gateway::GatewaySpec as KubeGatewaySpec;
+use crate::gateway_api::route::{GrpcRouteSpec, HttpRouteSpec, L4RouteSpec};
+use crate::gateway_api::{GatewayClassSpec, ReferenceGrantSpec};
 use crate::istio::destination_rule::DestinationRuleSpec;
 use crate::istio::gateway::GatewaySpec;
 use crate::istio::service_entry::ServiceEntrySpec;
 use crate::istio::virtual_service::VirtualServiceSpec;
-use crate::k8s::SecretBody;
+use crate::k8s::{IngressClassSpec, IngressSpec, NamespaceSpec, SecretBody};
 use crate::position::LineIndex;
 
 /// The kinds Isthmus reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
+    /// Istio's `networking.istio.io` Gateway.
     Gateway,
     VirtualService,
     DestinationRule,
     ServiceEntry,
     Secret,
+    Namespace,
+    GatewayClass,
+    /// The Gateway API's `gateway.networking.k8s.io` Gateway.
+    KubeGateway,
+    HttpRoute,
+    GrpcRoute,
+    TlsRoute,
+    TcpRoute,
+    ReferenceGrant,
+    Ingress,
+    IngressClass,
 }
 
 impl Kind {
+    /// The name users write in `kind`; the Gateway API's Gateway carries its group, as
+    /// `kubectl` spells it, so that it is not mistaken for Istio's.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Gateway => "Gateway",
@@ -31,7 +48,25 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::ServiceEntry => "ServiceEntry",
             Kind::Secret => "Secret",
+            Kind::Namespace => "Namespace",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::KubeGateway => "Gateway.gateway.networking.k8s.io",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::TlsRoute => "TLSRoute",
+            Kind::TcpRoute => "TCPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Ingress => "Ingress",
+            Kind::IngressClass => "IngressClass",
         }
+    }
+
+    /// Kinds that are not namespaced: their objects have an empty namespace.
+    pub fn cluster_scoped(self) -> bool {
+        matches!(
+            self,
+            Kind::Namespace | Kind::GatewayClass | Kind::IngressClass
+        )
     }
 }
 
@@ -51,7 +86,11 @@ pub struct ResourceKey {
 
 impl fmt::Display for ResourceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
@@ -65,6 +104,9 @@ pub struct ObjectMeta {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub creation_timestamp: Option<String>,
+    /// Set by the API server on every spec change; status conditions report the generation
+    /// they were computed from (`observedGeneration`).
+    pub generation: Option<i64>,
 }
 
 /// Where a resource came from: the file, the line of its document, and the lines of its fields.
@@ -159,6 +201,39 @@ pub enum Resource {
     DestinationRule(Object<DestinationRuleSpec>),
     ServiceEntry(Object<ServiceEntrySpec>),
     Secret(Object<SecretBody>),
+    Namespace(Object<NamespaceSpec>),
+    GatewayClass(Object<GatewayClassSpec>),
+    KubeGateway(Object<KubeGatewaySpec>),
+    HttpRoute(Object<HttpRouteSpec>),
+    GrpcRoute(Object<GrpcRouteSpec>),
+    TlsRoute(Object<L4RouteSpec>),
+    TcpRoute(Object<L4RouteSpec>),
+    ReferenceGrant(Object<ReferenceGrantSpec>),
+    Ingress(Object<IngressSpec>),
+    IngressClass(Object<IngressClassSpec>),
+}
+
+/// Applies `$body` to the `Object` of any variant (they differ only in their spec type).
+macro_rules! each_object {
+    ($r:expr, $o:ident => $body:expr) => {
+        match $r {
+            Resource::Gateway($o) => $body,
+            Resource::VirtualService($o) => $body,
+            Resource::DestinationRule($o) => $body,
+            Resource::ServiceEntry($o) => $body,
+            Resource::Secret($o) => $body,
+            Resource::Namespace($o) => $body,
+            Resource::GatewayClass($o) => $body,
+            Resource::KubeGateway($o) => $body,
+            Resource::HttpRoute($o) => $body,
+            Resource::GrpcRoute($o) => $body,
+            Resource::TlsRoute($o) => $body,
+            Resource::TcpRoute($o) => $body,
+            Resource::ReferenceGrant($o) => $body,
+            Resource::Ingress($o) => $body,
+            Resource::IngressClass($o) => $body,
+        }
+    };
 }
 
 impl Resource {
@@ -169,17 +244,29 @@ impl Resource {
             Resource::DestinationRule(_) => Kind::DestinationRule,
             Resource::ServiceEntry(_) => Kind::ServiceEntry,
             Resource::Secret(_) => Kind::Secret,
+            Resource::Namespace(_) => Kind::Namespace,
+            Resource::GatewayClass(_) => Kind::GatewayClass,
+            Resource::KubeGateway(_) => Kind::KubeGateway,
+            Resource::HttpRoute(_) => Kind::HttpRoute,
+            Resource::GrpcRoute(_) => Kind::GrpcRoute,
+            Resource::TlsRoute(_) => Kind::TlsRoute,
+            Resource::TcpRoute(_) => Kind::TcpRoute,
+            Resource::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Resource::Ingress(_) => Kind::Ingress,
+            Resource::IngressClass(_) => Kind::IngressClass,
         }
     }
 
     fn parts(&self) -> (&str, &str, &ObjectMeta, &Origin) {
-        match self {
-            Resource::Gateway(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
-            Resource::VirtualService(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
-            Resource::DestinationRule(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
-            Resource::ServiceEntry(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
-            Resource::Secret(o) => (&o.namespace, &o.name, &o.meta, &o.origin),
-        }
+        each_object!(self, o => (&o.namespace, &o.name, &o.meta, &o.origin))
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.parts().0
+    }
+
+    pub fn name(&self) -> &str {
+        self.parts().1
     }
 
     pub fn key(&self) -> ResourceKey {

@@ -114,6 +114,19 @@ impl Template {
         })
     }
 
+    /// A value taken as is, without operators (Gateway API header values are literal).
+    pub fn literal(text: &str) -> Template {
+        let parts = if text.is_empty() {
+            Vec::new()
+        } else {
+            vec![TemplatePart::Literal(text.to_string())]
+        };
+        Template {
+            parts,
+            text: text.to_string(),
+        }
+    }
+
     /// The value when it has no operator.
     pub fn as_literal(&self) -> Option<&str> {
         match self.parts.as_slice() {
@@ -196,6 +209,12 @@ pub enum PathRewrite {
         pattern: Regex,
         replacement: String,
     },
+    /// Gateway API `ReplacePrefixMatch`: the matched path prefix is replaced by whole segments
+    /// (`/foo` to `/xyz` turns `/foo/bar` into `/xyz/bar`; to `` turns it into `/bar`).
+    SegmentPrefix {
+        matched: String,
+        replacement: String,
+    },
 }
 
 impl PathRewrite {
@@ -214,8 +233,25 @@ impl PathRewrite {
                 pattern,
                 replacement,
             } => pattern.replace_all(path, replacement.as_str()).into_owned(),
+            PathRewrite::SegmentPrefix {
+                matched,
+                replacement,
+            } => replace_segment_prefix(path, matched, replacement),
         }
     }
+}
+
+/// The Gateway API's table for `ReplacePrefixMatch`: trailing slashes of the prefix and of the
+/// replacement do not count, what follows the prefix is kept, and the result is never empty.
+fn replace_segment_prefix(path: &str, matched: &str, replacement: &str) -> String {
+    let matched = matched.trim_end_matches('/');
+    let rest = path.get(matched.len()..).unwrap_or("");
+    let mut out = replacement.trim_end_matches('/').to_string();
+    out.push_str(rest);
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    out
 }
 
 /// Converts RE2/Envoy `\1` group references to the regex crate's `${1}`.
@@ -267,6 +303,10 @@ pub struct Redirect {
     pub port: RedirectPort,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathRewrite>,
+    /// Gateway API semantics: the port of the request's Host never carries over; the Location
+    /// has `port` (left out when it is the scheme's default) or none.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub drop_request_port: bool,
 }
 
 /// What the redirect needs to know about the request.
@@ -295,6 +335,7 @@ impl Redirect {
             // A port of the new authority yields to an explicit port.
             (Some(a), Some(_)) => split_port(a).0,
             (Some(a), None) => a,
+            (None, _) if self.drop_request_port => split_port(req.authority).0,
             // Envoy's processRequestHost: the request's port goes when a port is set, or when
             // the scheme changes and it is the old scheme's default port; else it stays.
             (None, port) => {
@@ -547,6 +588,10 @@ pub struct Cors {
     pub allow_credentials: Option<bool>,
     /// `unmatchedPreflights: FORWARD` (the default) or `IGNORE`.
     pub forward_unmatched_preflights: bool,
+    /// Preflight answers carry `access-control-expose-headers` too (the Gateway API's CORS
+    /// filter; Envoy's filter as Istio configures it sends them on actual responses only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expose_on_preflight: bool,
 }
 
 impl Cors {
@@ -618,6 +663,28 @@ mod tests {
         for (rw, path, want) in cases {
             assert_eq!(rw.apply(path), want, "{rw:?}");
         }
+        // The Gateway API's ReplacePrefixMatch table (HTTPPathModifier).
+        let seg = |m: &str, r: &str| PathRewrite::SegmentPrefix {
+            matched: m.into(),
+            replacement: r.into(),
+        };
+        let cases = [
+            (seg("/foo", "/xyz"), "/foo/bar", "/xyz/bar"),
+            (seg("/foo", "/xyz/"), "/foo/bar", "/xyz/bar"),
+            (seg("/foo/", "/xyz"), "/foo/bar", "/xyz/bar"),
+            (seg("/foo/", "/xyz/"), "/foo/bar", "/xyz/bar"),
+            (seg("/foo", "/xyz"), "/foo", "/xyz"),
+            (seg("/foo", "/xyz"), "/foo/", "/xyz/"),
+            (seg("/foo", ""), "/foo/bar", "/bar"),
+            (seg("/foo", ""), "/foo/", "/"),
+            (seg("/foo", ""), "/foo", "/"),
+            (seg("/foo", "/"), "/foo/", "/"),
+            (seg("/foo", "/"), "/foo", "/"),
+            (seg("/", "/xyz"), "/foo/bar", "/xyz/foo/bar"),
+        ];
+        for (rw, path, want) in cases {
+            assert_eq!(rw.apply(path), want, "{rw:?}");
+        }
     }
 
     #[test]
@@ -636,6 +703,7 @@ mod tests {
                 authority: authority.map(str::to_string),
                 port,
                 path,
+                drop_request_port: false,
             }
         };
         let cases = [
@@ -739,6 +807,36 @@ mod tests {
                 ),
                 input("a.com", None),
                 "http://a.com/new/x",
+            ),
+        ];
+        for (redirect, req, want) in cases {
+            assert_eq!(redirect.location(&req), want, "{redirect:?}");
+        }
+        // Gateway API: the Host's port never stays; the listener's (or the scheme's) is used.
+        let gw = |scheme: Option<&str>, authority: Option<&str>, port| Redirect {
+            drop_request_port: true,
+            ..r(scheme, authority, port, None)
+        };
+        let cases = [
+            (
+                gw(None, None, RedirectPort::RequestPort),
+                input("a.com:8080", None),
+                "http://a.com:8080/old/x",
+            ),
+            (
+                gw(None, None, RedirectPort::Explicit(80)),
+                input("a.com:8080", None),
+                "http://a.com/old/x",
+            ),
+            (
+                gw(Some("https"), None, RedirectPort::Explicit(443)),
+                input("a.com:8080", Some("q=1")),
+                "https://a.com/old/x?q=1",
+            ),
+            (
+                gw(None, Some("example.org"), RedirectPort::Explicit(8083)),
+                input("a.com:80", None),
+                "http://example.org:8083/old/x",
             ),
         ];
         for (redirect, req, want) in cases {

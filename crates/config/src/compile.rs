@@ -4,13 +4,18 @@
 //! selector matches this instance, group their servers by port, bind the VirtualServices that
 //! name those Gateways, intersect hosts into virtual hosts, merge routes in creation order with
 //! catch-alls last, and resolve every destination to a cluster of the service registry
-//! (ServiceEntries, with DestinationRule subsets).
+//! (ServiceEntries, with DestinationRule subsets). Gateway API resources and Ingresses compile
+//! into the same listeners and clusters (see [`gateway_api`] and [`ingress`]), and share ports
+//! with Istio's by [`merge::merge`].
 
 mod actions;
 mod delegation;
 mod egress;
+mod gateway_api;
+mod ingress;
 mod l4;
 mod listeners;
+mod merge;
 mod policy;
 
 pub use policy::{HEALTH_CHECK_ANNOTATION, health_check as parse_health_check};
@@ -30,11 +35,19 @@ pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<D
     let mut diags = Vec::new();
     let mut registry = services::Registry::new(resources, instance, &mut diags);
     let ports = listeners::collect(resources, instance, &mut diags);
-    let listeners = routes::bind(resources, instance, &ports, &mut registry, &mut diags);
+    let mut listeners = routes::bind(resources, instance, &ports, &mut registry, &mut diags);
+    let (kube, gateway_status) =
+        gateway_api::compile(resources, instance, &mut registry, &mut diags);
+    merge::merge(&mut listeners, kube, &mut diags);
+    let (ingresses, served_ingresses) =
+        ingress::compile(resources, instance, &mut registry, &mut diags);
+    merge::merge(&mut listeners, ingresses, &mut diags);
     let snapshot = Snapshot {
         listeners,
         clusters: registry.into_clusters(),
         path_normalization: instance.path_normalization,
+        gateway_status,
+        served_ingresses,
     };
     (snapshot, diags)
 }
@@ -46,3 +59,7 @@ mod tests;
 #[cfg(test)]
 #[path = "egress_tests.rs"]
 mod egress_tests;
+
+#[cfg(test)]
+#[path = "compile/gateway_status_tests.rs"]
+mod gateway_status_tests;

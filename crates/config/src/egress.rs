@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::instance::OutboundPolicy;
 use crate::snapshot::Route;
+use crate::tls::{TcpRoute, TlsRoute};
 
 /// The Gateway annotation that makes servers forward proxies.
 pub const FORWARD_PROXY_ANNOTATION: &str = "isthmus.io/forward-proxy";
@@ -88,6 +89,43 @@ pub struct Outbound {
     pub allow_any: Route,
     #[serde(skip)]
     by_port: HashMap<u16, PortTable>,
+    /// Mesh VirtualServices' `tls` and `tcp` rules for CONNECT tunnels, one entry per host
+    /// pattern, the most specific pattern first.
+    #[serde(skip)]
+    tunnels: Vec<TunnelRules>,
+}
+
+/// The `tls` and `tcp` rules of a mesh VirtualService for the CONNECT targets one of its hosts
+/// covers, as a sidecar applies them to outbound connections.
+#[derive(Debug, Clone, Default)]
+pub struct TunnelRules {
+    /// The host pattern (exact, `*.suffix` or `*`), lower case.
+    pub host: String,
+    /// In rule order; a rule's matches on different ports give one entry per port.
+    pub tls: Vec<PortScoped<TlsRoute>>,
+    pub tcp: Vec<PortScoped<TcpRoute>>,
+}
+
+/// A rule that applies on one port of the CONNECT target, or on any (`None`).
+#[derive(Debug, Clone)]
+pub struct PortScoped<T> {
+    pub port: Option<u16>,
+    pub route: T,
+}
+
+impl<T> PortScoped<T> {
+    fn on(&self, port: u16) -> bool {
+        self.port.is_none_or(|p| p == port)
+    }
+}
+
+/// How specific a host pattern is: exact names first, then longer wildcards.
+fn specificity(pattern: &str) -> usize {
+    if pattern.starts_with('*') {
+        pattern.len()
+    } else {
+        usize::MAX
+    }
 }
 
 /// The registered hosts of one port: exact names, then `*.suffix` longest first.
@@ -131,7 +169,50 @@ impl Outbound {
             services,
             allow_any,
             by_port,
+            tunnels: Vec::new(),
         }
+    }
+
+    /// With the mesh VirtualServices' rules for tunnels (in creation order); they are kept
+    /// most specific host first, creation order among equals.
+    pub fn with_tunnels(mut self, mut tunnels: Vec<TunnelRules>) -> Self {
+        tunnels.retain(|t| !t.tls.is_empty() || !t.tcp.is_empty());
+        tunnels.sort_by_key(|t| std::cmp::Reverse(specificity(&t.host)));
+        self.tunnels = tunnels;
+        self
+    }
+
+    /// The rule sets whose host covers the CONNECT target `host` (lower case, no port).
+    fn tunnel_rules<'a, 'h>(
+        &'a self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'a TunnelRules> + use<'a, 'h> {
+        self.tunnels
+            .iter()
+            .filter(move |t| crate::hosts::covers(&t.host, host))
+    }
+
+    /// Whether a `tls` rule could take a tunnel to `host` and `port`: then the tunnel's
+    /// ClientHello decides.
+    pub fn tunnel_has_tls(&self, host: &str, port: u16) -> bool {
+        self.tunnel_rules(host)
+            .any(|t| t.tls.iter().any(|r| r.on(port)))
+    }
+
+    /// The first `tls` rule for a tunnel to `host` and `port` whose `sniHosts` cover `sni`.
+    pub fn tunnel_tls(&self, host: &str, port: u16, sni: &str) -> Option<&TlsRoute> {
+        self.tunnel_rules(host)
+            .flat_map(|t| t.tls.iter())
+            .find(|r| r.on(port) && r.route.matches(sni))
+            .map(|r| &r.route)
+    }
+
+    /// The first `tcp` rule for a tunnel to `host` and `port`.
+    pub fn tunnel_tcp(&self, host: &str, port: u16) -> Option<&TcpRoute> {
+        self.tunnel_rules(host)
+            .flat_map(|t| t.tcp.iter())
+            .find(|r| r.on(port))
+            .map(|r| &r.route)
     }
 
     /// The ServiceEntry host and port that covers `host` (lower case, no port) on `port`:
@@ -272,6 +353,69 @@ mod tests {
             only.decide("other.org", 80),
             OutboundDecision::Blocked
         ));
+    }
+
+    #[test]
+    fn tunnel_rules_by_host_port_and_sni() {
+        let forward = Forward::new(vec![]);
+        let tls = |vs: &str, port, sni: &[&str]| PortScoped {
+            port,
+            route: TlsRoute {
+                virtual_service: vs.into(),
+                source: Arc::default(),
+                sni_hosts: sni.iter().map(|s| s.to_string()).collect(),
+                forward: forward.clone(),
+            },
+        };
+        let tcp = |vs: &str, port| PortScoped {
+            port,
+            route: TcpRoute {
+                virtual_service: vs.into(),
+                source: Arc::default(),
+                forward: forward.clone(),
+            },
+        };
+        let t = table(OutboundPolicy::AllowAny).with_tunnels(vec![
+            TunnelRules {
+                host: "*.example.com".into(),
+                tls: vec![tls("wild", None, &["*.example.com"])],
+                tcp: vec![tcp("wild", None)],
+            },
+            TunnelRules {
+                host: "api.example.com".into(),
+                tls: vec![tls("exact", Some(443), &["api.example.com"])],
+                tcp: vec![tcp("exact", Some(9000))],
+            },
+            TunnelRules {
+                host: "empty.example.com".into(),
+                tls: vec![],
+                tcp: vec![],
+            },
+        ]);
+        let vs = |r: Option<&TlsRoute>| r.map(|r| r.virtual_service.clone());
+        // The exact host first, on its port; the wildcard for the rest.
+        assert_eq!(
+            vs(t.tunnel_tls("api.example.com", 443, "api.example.com")),
+            Some("exact".into())
+        );
+        assert_eq!(
+            vs(t.tunnel_tls("api.example.com", 8443, "api.example.com")),
+            Some("wild".into())
+        );
+        assert_eq!(vs(t.tunnel_tls("api.example.com", 443, "other.org")), None);
+        assert!(t.tunnel_has_tls("x.example.com", 1));
+        assert!(!t.tunnel_has_tls("example.com", 443));
+        assert_eq!(
+            t.tunnel_tcp("api.example.com", 9000)
+                .map(|r| r.virtual_service.as_str()),
+            Some("exact")
+        );
+        assert_eq!(
+            t.tunnel_tcp("api.example.com", 80)
+                .map(|r| r.virtual_service.as_str()),
+            Some("wild")
+        );
+        assert!(t.tunnel_tcp("other.org", 80).is_none());
     }
 
     #[test]

@@ -337,7 +337,11 @@ fn verdict(outcome: &Outcome) -> (bool, String) {
                 ),
             ),
             Some(a) if a.percent > 0.0 => {
-                let (routed, line) = reach("forwarded to", &f.destinations, "");
+                let (routed, line) = reach(
+                    "forwarded to",
+                    &f.destinations,
+                    Failure::Status(f.invalid_backend_status),
+                );
                 (
                     routed,
                     format!(
@@ -347,7 +351,11 @@ fn verdict(outcome: &Outcome) -> (bool, String) {
                     ),
                 )
             }
-            _ => reach("forwarded to", &f.destinations, ""),
+            _ => reach(
+                "forwarded to",
+                &f.destinations,
+                Failure::Status(f.invalid_backend_status),
+            ),
         },
         Outcome::Tunnel { mode, destinations } => {
             let what = match mode {
@@ -355,7 +363,7 @@ fn verdict(outcome: &Outcome) -> (bool, String) {
                 TunnelMode::TlsTerminatedTcp => "TLS terminated, plaintext proxied to",
                 TunnelMode::Tcp => "TCP proxied to",
             };
-            reach(what, destinations, "the connection is closed")
+            reach(what, destinations, Failure::Closed)
         }
         Outcome::Redirect { status, location } => {
             (true, format!("{status} redirect to {location}"))
@@ -382,9 +390,17 @@ fn verdict(outcome: &Outcome) -> (bool, String) {
     }
 }
 
-/// Whether a destination can be reached, and the one-line result. `failed` replaces the HTTP
-/// status of a request that reaches none (a TLS or TCP connection is closed instead).
-fn reach(what: &str, destinations: &[DestinationStep], failed: &str) -> (bool, String) {
+/// What happens to a request or connection whose destination cannot be reached.
+enum Failure {
+    /// An HTTP status: Envoy's 503, or for a destination without a cluster the route's own
+    /// status when it has one (Gateway API routes answer 500).
+    Status(Option<u16>),
+    /// A TLS or TCP connection is closed.
+    Closed,
+}
+
+/// Whether a destination can be reached, and the one-line result.
+fn reach(what: &str, destinations: &[DestinationStep], failed: Failure) -> (bool, String) {
     let reachable: Vec<&DestinationStep> = destinations.iter().filter(|d| d.reachable()).collect();
     let names = |ds: &[&DestinationStep]| -> String {
         ds.iter()
@@ -405,13 +421,20 @@ fn reach(what: &str, destinations: &[DestinationStep], failed: &str) -> (bool, S
         let all: Vec<&DestinationStep> = destinations.iter().collect();
         let (status, why) = if unknown {
             (
-                "503 (NC)",
+                "503 (NC)".to_string(),
                 "has no cluster (unknown service, port or subset)",
             )
         } else {
-            ("503 (UH)", "has no endpoint (no healthy upstream)")
+            (
+                "503 (UH)".to_string(),
+                "has no endpoint (no healthy upstream)",
+            )
         };
-        let head = if failed.is_empty() { status } else { failed };
+        let head = match failed {
+            Failure::Closed => "the connection is closed".to_string(),
+            Failure::Status(Some(code)) if unknown => format!("{code} (NC)"),
+            Failure::Status(_) => status,
+        };
         return (false, format!("{head}: {} {why}", names(&all)));
     }
     let mut line = format!("{what} {}", names(&reachable));

@@ -14,6 +14,13 @@ pub struct Instance {
     /// Where the instance runs, `region/zone/subzone` (any part may be empty): locality load
     /// balancing prefers endpoints near it.
     pub locality: Locality,
+    /// The Gateway API GatewayClass this instance serves (`--gateway-class`).
+    pub gateway_class: String,
+    /// `(namespace, name)` of the only Gateway API Gateway this instance serves
+    /// (`--gateway`); `None` serves every Gateway of the class.
+    pub gateway: Option<(String, String)>,
+    /// The Ingress class this instance serves (`--ingress-class`).
+    pub ingress_class: String,
     /// How request paths are normalised before matching (MeshConfig `pathNormalization`).
     pub path_normalization: crate::path::PathNormalization,
     /// What forward-proxy ports do with a host no ServiceEntry declares (Istio's mesh-wide
@@ -46,6 +53,15 @@ impl std::str::FromStr for OutboundPolicy {
         }
     }
 }
+
+/// The controller name of Isthmus's GatewayClasses.
+pub const GATEWAY_CONTROLLER: &str = "isthmus.io/gateway-controller";
+
+/// The controller name of Isthmus's IngressClasses.
+pub const INGRESS_CONTROLLER: &str = "isthmus.io/ingress-controller";
+
+/// The default GatewayClass and Ingress class name.
+pub const DEFAULT_CLASS: &str = "isthmus";
 
 /// A `region/zone/subzone` locality, as ServiceEntry endpoints and `--locality` write it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -92,6 +108,9 @@ impl Default for Instance {
             locality: Locality::default(),
             path_normalization: crate::path::PathNormalization::Base,
             outbound_policy: OutboundPolicy::default(),
+            gateway_class: DEFAULT_CLASS.into(),
+            gateway: None,
+            ingress_class: DEFAULT_CLASS.into(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod compile;
 pub mod diag;
 pub mod egress;
 pub mod explain;
+pub mod gateway_status;
 pub mod hosts;
 pub mod instance;
 pub mod matching;

@@ -37,6 +37,16 @@ pub enum StrMatcher {
     Regex(Regex),
     /// Header present, whatever its value (`{}` in Istio).
     Present,
+    /// Gateway API `PathPrefix` (and Ingress `Prefix`): whole path segments, so `/abc` matches
+    /// `/abc`, `/abc/` and `/abc/d` but not `/abcd`; a trailing `/` of the prefix is ignored.
+    PathPrefix(String),
+}
+
+/// Whether `prefix` covers `path` segment by segment (see [`StrMatcher::PathPrefix`]).
+pub fn path_prefix_matches(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 impl StrMatcher {
@@ -46,6 +56,7 @@ impl StrMatcher {
             StrMatcher::Prefix(p) => value.starts_with(p.as_str()),
             StrMatcher::Regex(r) => r.is_match(value),
             StrMatcher::Present => true,
+            StrMatcher::PathPrefix(p) => path_prefix_matches(p, value),
         }
     }
 
@@ -70,6 +81,7 @@ impl fmt::Display for StrMatcher {
             StrMatcher::Prefix(v) => write!(f, "prefix {v:?}"),
             StrMatcher::Regex(r) => write!(f, "regex {:?}", pattern_of(r)),
             StrMatcher::Present => f.write_str("present"),
+            StrMatcher::PathPrefix(v) => write!(f, "path prefix {v:?}"),
         }
     }
 }
@@ -91,6 +103,7 @@ impl Serialize for StrMatcher {
             StrMatcher::Prefix(v) => m.serialize_entry("prefix", v)?,
             StrMatcher::Regex(r) => m.serialize_entry("regex", r.as_str())?,
             StrMatcher::Present => m.serialize_entry("present", &true)?,
+            StrMatcher::PathPrefix(v) => m.serialize_entry("path_prefix", v)?,
         }
         m.end()
     }
@@ -141,7 +154,7 @@ impl RequestMatch {
     pub fn is_catch_all(&self) -> bool {
         let uri_all = match &self.uri {
             None => true,
-            Some(StrMatcher::Prefix(p)) => p == "/",
+            Some(StrMatcher::Prefix(p) | StrMatcher::PathPrefix(p)) => p == "/",
             Some(StrMatcher::Regex(r)) => matches!(r.as_str(), "^(?:*)$" | "^(?:.*)$"),
             Some(_) => false,
         };
@@ -453,6 +466,15 @@ mod tests {
             (re("a|b"), "ab", false),
             (re("(?i)/ABC"), "/abc", true),
             (StrMatcher::Present, "", true),
+            (StrMatcher::PathPrefix("/abc".into()), "/abc", true),
+            (StrMatcher::PathPrefix("/abc".into()), "/abc/", true),
+            (StrMatcher::PathPrefix("/abc".into()), "/abc/d", true),
+            (StrMatcher::PathPrefix("/abc".into()), "/abcd", false),
+            (StrMatcher::PathPrefix("/abc/".into()), "/abc", true),
+            (StrMatcher::PathPrefix("/abc/".into()), "/abcd", false),
+            (StrMatcher::PathPrefix("/".into()), "/anything", true),
+            (StrMatcher::PathPrefix("/".into()), "/", true),
+            (StrMatcher::PathPrefix("/v2".into()), "/v2example", false),
         ];
         for (m, v, want) in cases {
             assert_eq!(m.matches(v), want, "{m:?} on {v}");

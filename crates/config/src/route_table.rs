@@ -221,7 +221,7 @@ fn hosts_text(out: &mut String, hosts: &[HostTable], indent: usize) {
                 "{:pad$}#{} {}{name}  {}  -> {}  ({} {})",
                 "",
                 r.index,
-                r.virtual_service,
+                owner(&r.virtual_service, &r.source),
                 r.when,
                 r.action,
                 r.source.field,
@@ -242,8 +242,23 @@ fn l4_text(out: &mut String, kind: &str, routes: &[L4Entry], indent: usize) {
         let _ = writeln!(
             out,
             "{:indent$}{kind} #{} {}{sni}  -> {}  ({} {})",
-            "", r.index, r.virtual_service, r.action, r.source.field, r.source
+            "",
+            r.index,
+            owner(&r.virtual_service, &r.source),
+            r.action,
+            r.source.field,
+            r.source
         );
+    }
+}
+
+/// Who wrote a route: `namespace/name` of its VirtualService, or the kind and name of a
+/// Gateway API route (`HTTPRoute ns/name`).
+fn owner<'a>(virtual_service: &'a str, source: &'a Source) -> &'a str {
+    if source.resource.is_empty() || source.resource.starts_with("VirtualService ") {
+        virtual_service
+    } else {
+        &source.resource
     }
 }
 

@@ -23,6 +23,14 @@ pub struct Snapshot {
     /// How request paths are normalised before matching.
     #[serde(skip_serializing_if = "crate::path::PathNormalization::is_base")]
     pub path_normalization: crate::path::PathNormalization,
+    /// What the Gateway API objects' `status` should say about this configuration; written
+    /// back by the Kubernetes source, not part of what the data plane serves.
+    #[serde(skip)]
+    pub gateway_status: crate::gateway_status::GatewayApiStatus,
+    /// `(namespace, name)` of the Ingresses this instance serves, whose load-balancer status
+    /// the Kubernetes source writes.
+    #[serde(skip)]
+    pub served_ingresses: Vec<(String, String)>,
 }
 
 /// The application protocol a listener speaks.
@@ -315,6 +323,11 @@ pub struct Forward {
     pub retry: RetryPolicy,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    /// The status for a pick of a destination without a cluster. `None` is Envoy's 503 (`NC`)
+    /// of Istio routes; Gateway API routes answer 500 for an invalid backend's share, as the
+    /// specification requires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_backend_status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -352,6 +365,7 @@ impl Forward {
             timeout_ms,
             retry,
             mirrors,
+            invalid_backend_status: None,
         }
     }
 
@@ -383,6 +397,10 @@ pub struct WeightedDestination {
     /// A `request.set` of `:authority`/`host` at destination level rewrites the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
+    /// A path rewrite of this destination alone (a Gateway API backend's URLRewrite); the
+    /// route's own path rewrite, if any, wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<crate::actions::PathRewrite>,
 }
 
 /// An upstream service port (optionally one subset of it) and how to find its endpoints.
@@ -544,6 +562,7 @@ mod tests {
             weight: w,
             headers: HeaderEdits::default(),
             authority: None,
+            path: None,
         };
         let f = Forward::new(vec![d(80), d(0), d(20)]);
         assert_eq!(f.total_weight(), 100);

@@ -254,13 +254,217 @@ fn patterns(kind: Kind) -> Vec<String> {
         }
         // Secrets are read by TLS; all their fields are data.
         Kind::Secret => add("*"),
+        Kind::Namespace => add("spec.finalizers[]"),
+        Kind::GatewayClass => {
+            add("spec.controllerName");
+            add("spec.description");
+        }
+        Kind::KubeGateway => gateway_api_gateway(&mut add),
+        Kind::HttpRoute => {
+            route_common(&mut add, true);
+            http_route_rules(&mut add);
+        }
+        Kind::GrpcRoute => {
+            route_common(&mut add, true);
+            grpc_route_rules(&mut add);
+        }
+        Kind::TlsRoute | Kind::TcpRoute => {
+            route_common(&mut add, kind == Kind::TlsRoute);
+            add("spec.rules[].name");
+            backend_ref(&mut add, "spec.rules[].backendRefs[]", true);
+        }
+        Kind::ReferenceGrant => {
+            for f in [
+                "from[].group",
+                "from[].kind",
+                "from[].namespace",
+                "to[].group",
+                "to[].kind",
+                "to[].name",
+            ] {
+                add(&format!("spec.{f}"));
+            }
+        }
+        Kind::Ingress => {
+            for f in [
+                "ingressClassName",
+                "tls[].hosts[]",
+                "tls[].secretName",
+                "rules[].host",
+                "rules[].http.paths[].path",
+                "rules[].http.paths[].pathType",
+            ] {
+                add(&format!("spec.{f}"));
+            }
+            // `resource` backends are reported by the compiler (the path is not served).
+            for at in ["spec.defaultBackend", "spec.rules[].http.paths[].backend"] {
+                for f in [
+                    "service.name",
+                    "service.port.name",
+                    "service.port.number",
+                    "resource.*",
+                ] {
+                    add(&format!("{at}.{f}"));
+                }
+            }
+        }
+        Kind::IngressClass => add("spec.controller"),
     }
     p
 }
 
+fn gateway_api_gateway(add: &mut impl FnMut(&str)) {
+    add("spec.gatewayClassName");
+    for f in [
+        "name",
+        "hostname",
+        "port",
+        "protocol",
+        "tls.mode",
+        "tls.certificateRefs[].group",
+        "tls.certificateRefs[].kind",
+        "tls.certificateRefs[].name",
+        "tls.certificateRefs[].namespace",
+        "allowedRoutes.namespaces.from",
+        "allowedRoutes.namespaces.selector.matchLabels.*",
+        "allowedRoutes.namespaces.selector.matchExpressions[].key",
+        "allowedRoutes.namespaces.selector.matchExpressions[].operator",
+        "allowedRoutes.namespaces.selector.matchExpressions[].values[]",
+        "allowedRoutes.kinds[].group",
+        "allowedRoutes.kinds[].kind",
+    ] {
+        add(&format!("spec.listeners[].{f}"));
+    }
+}
+
+/// `parentRefs` and (for kinds that have them) `hostnames`.
+fn route_common(add: &mut impl FnMut(&str), hostnames: bool) {
+    for f in ["group", "kind", "namespace", "name", "sectionName", "port"] {
+        add(&format!("spec.parentRefs[].{f}"));
+    }
+    if hostnames {
+        add("spec.hostnames[]");
+    }
+}
+
+fn backend_ref(add: &mut impl FnMut(&str), at: &str, weight: bool) {
+    for f in ["group", "kind", "name", "namespace", "port"] {
+        add(&format!("{at}.{f}"));
+    }
+    if weight {
+        add(&format!("{at}.weight"));
+    }
+}
+
+fn header_modifiers(add: &mut impl FnMut(&str), at: &str) {
+    for m in ["requestHeaderModifier", "responseHeaderModifier"] {
+        for f in [
+            "set[].name",
+            "set[].value",
+            "add[].name",
+            "add[].value",
+            "remove[]",
+        ] {
+            add(&format!("{at}.{m}.{f}"));
+        }
+    }
+}
+
+/// Filters of a rule: `ExtensionRef` and `ExternalAuth` count as acted on, since a rule with
+/// one answers 500 (and is diagnosed as such) rather than ignoring it.
+fn route_filters(add: &mut impl FnMut(&str), at: &str, http: bool) {
+    add(&format!("{at}.type"));
+    header_modifiers(add, at);
+    backend_ref(add, &format!("{at}.requestMirror.backendRef"), false);
+    for f in ["percent", "fraction.numerator", "fraction.denominator"] {
+        add(&format!("{at}.requestMirror.{f}"));
+    }
+    add(&format!("{at}.extensionRef.*"));
+    if !http {
+        return;
+    }
+    add(&format!("{at}.externalAuth.*"));
+    for f in ["scheme", "hostname", "port", "statusCode"] {
+        add(&format!("{at}.requestRedirect.{f}"));
+    }
+    for p in ["requestRedirect.path", "urlRewrite.path"] {
+        for f in ["type", "replaceFullPath", "replacePrefixMatch"] {
+            add(&format!("{at}.{p}.{f}"));
+        }
+    }
+    add(&format!("{at}.urlRewrite.hostname"));
+    for f in [
+        "allowOrigins[]",
+        "allowCredentials",
+        "allowMethods[]",
+        "allowHeaders[]",
+        "exposeHeaders[]",
+        "maxAge",
+    ] {
+        add(&format!("{at}.cors.{f}"));
+    }
+}
+
+fn http_route_rules(add: &mut impl FnMut(&str)) {
+    add("spec.rules[].name");
+    for f in ["path.type", "path.value", "method"] {
+        add(&format!("spec.rules[].matches[].{f}"));
+    }
+    for list in ["headers", "queryParams"] {
+        for f in ["type", "name", "value"] {
+            add(&format!("spec.rules[].matches[].{list}[].{f}"));
+        }
+    }
+    route_filters(add, "spec.rules[].filters[]", true);
+    backend_ref(add, "spec.rules[].backendRefs[]", true);
+    // Backends act on header modifiers and URL rewrites.
+    add("spec.rules[].backendRefs[].filters[].type");
+    header_modifiers(add, "spec.rules[].backendRefs[].filters[]");
+    add("spec.rules[].backendRefs[].filters[].urlRewrite.hostname");
+    for f in ["type", "replaceFullPath", "replacePrefixMatch"] {
+        add(&format!(
+            "spec.rules[].backendRefs[].filters[].urlRewrite.path.{f}"
+        ));
+    }
+    for f in [
+        "timeouts.request",
+        "timeouts.backendRequest",
+        "retry.codes[]",
+        "retry.attempts",
+        "retry.backoff",
+    ] {
+        add(&format!("spec.rules[].{f}"));
+    }
+}
+
+fn grpc_route_rules(add: &mut impl FnMut(&str)) {
+    add("spec.rules[].name");
+    for f in [
+        "method.type",
+        "method.service",
+        "method.method",
+        "headers[].type",
+        "headers[].name",
+        "headers[].value",
+    ] {
+        add(&format!("spec.rules[].matches[].{f}"));
+    }
+    route_filters(add, "spec.rules[].filters[]", false);
+    backend_ref(add, "spec.rules[].backendRefs[]", true);
+    add("spec.rules[].backendRefs[].filters[].type");
+    header_modifiers(add, "spec.rules[].backendRefs[].filters[]");
+}
+
 /// Splits `spec.http[3].match[0].uri` into `["spec", "http[]", "match[]", "uri"]`.
+#[cfg(test)]
 fn normalise(path: &str) -> Vec<String> {
     let mut out = String::with_capacity(path.len());
+    shape_of(path, &mut out);
+    out.split('.').map(str::to_string).collect()
+}
+
+/// Appends the shape of `path` to `out`: `spec.http[3].match[0].uri` -> `spec.http[].match[].uri`.
+fn shape_of(path: &str, out: &mut String) {
     let mut in_index = false;
     for c in path.chars() {
         match c {
@@ -276,7 +480,6 @@ fn normalise(path: &str) -> Vec<String> {
             _ => out.push(c),
         }
     }
-    out.split('.').map(str::to_string).collect()
 }
 
 /// Whether `path` matches a leading part of `pattern` (so ancestors of acted-on fields count).
@@ -303,20 +506,36 @@ pub fn unsupported_fields(r: &Resource) -> Vec<Diagnostic> {
     let s = subject(r);
     let mut out = Vec::new();
     let mut reported: Option<String> = None;
+    let mut memo: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut shape = String::new();
     for path in r.origin().paths() {
         if !(path == "spec" || path.starts_with("spec.") || r.kind() == Kind::Secret) {
             continue;
         }
         if let Some(prev) = &reported
-            && (path.starts_with(&format!("{prev}.")) || path.starts_with(&format!("{prev}[")))
+            && path
+                .strip_prefix(prev.as_str())
+                .is_some_and(|rest| rest.starts_with(['.', '[']))
         {
             continue;
         }
         if r.origin().is_unknown(path) {
             continue;
         }
-        let segments = normalise(path);
-        if !split.iter().any(|p| matches_prefix(p, &segments)) {
+        // Large resources repeat the same field shapes (`spec.http[].match[].uri.prefix` for
+        // every route): each shape is matched against the patterns once.
+        shape.clear();
+        shape_of(path, &mut shape);
+        let acted_on = match memo.get(shape.as_str()) {
+            Some(known) => *known,
+            None => {
+                let segments: Vec<String> = shape.split('.').map(str::to_string).collect();
+                let known = split.iter().any(|p| matches_prefix(p, &segments));
+                memo.insert(shape.clone(), known);
+                known
+            }
+        };
+        if !acted_on {
             out.push(s.warning(
                 path,
                 "field is not acted on by this version of Isthmus (ignored)",
@@ -399,6 +618,87 @@ mod tests {
             ),
             (Kind::ServiceEntry, "spec.endpoints[0].weight", false),
             (Kind::Secret, "data.tls.crt", true),
+            (
+                Kind::KubeGateway,
+                "spec.listeners[1].tls.certificateRefs[0].name",
+                true,
+            ),
+            (
+                Kind::KubeGateway,
+                "spec.listeners[1].tls.options.a/b",
+                false,
+            ),
+            (
+                Kind::KubeGateway,
+                "spec.listeners[0].allowedRoutes.namespaces.selector.matchLabels.a.b/c",
+                true,
+            ),
+            (Kind::KubeGateway, "spec.addresses[0].value", false),
+            (Kind::KubeGateway, "spec.infrastructure.labels.a", false),
+            (
+                Kind::HttpRoute,
+                "spec.rules[0].matches[1].headers[0].value",
+                true,
+            ),
+            (
+                Kind::HttpRoute,
+                "spec.rules[0].filters[0].requestRedirect.path.type",
+                true,
+            ),
+            (
+                Kind::HttpRoute,
+                "spec.rules[0].filters[0].cors.allowOrigins[1]",
+                true,
+            ),
+            (
+                Kind::HttpRoute,
+                "spec.rules[0].backendRefs[0].filters[0].requestHeaderModifier.set[0].name",
+                true,
+            ),
+            (
+                Kind::HttpRoute,
+                "spec.rules[0].backendRefs[0].filters[0].urlRewrite.hostname",
+                true,
+            ),
+            (
+                Kind::HttpRoute,
+                "spec.rules[0].backendRefs[0].filters[0].requestRedirect.port",
+                false,
+            ),
+            (
+                Kind::HttpRoute,
+                "spec.rules[0].sessionPersistence.sessionName",
+                false,
+            ),
+            (
+                Kind::HttpRoute,
+                "spec.rules[0].timeouts.backendRequest",
+                true,
+            ),
+            (
+                Kind::GrpcRoute,
+                "spec.rules[0].matches[0].method.service",
+                true,
+            ),
+            (
+                Kind::GrpcRoute,
+                "spec.rules[0].filters[0].requestRedirect.hostname",
+                false,
+            ),
+            (Kind::TcpRoute, "spec.rules[0].backendRefs[0].weight", true),
+            (Kind::TcpRoute, "spec.hostnames[0]", false),
+            (
+                Kind::Ingress,
+                "spec.rules[0].http.paths[0].backend.service.port.number",
+                true,
+            ),
+            (Kind::Ingress, "spec.defaultBackend.resource.kind", true),
+            (
+                Kind::Ingress,
+                "spec.rules[0].http.paths[0].backend.service.weight",
+                false,
+            ),
+            (Kind::IngressClass, "spec.parameters.kind", false),
         ];
         for (kind, path, want) in cases {
             assert_eq!(supported(kind, path), want, "{kind} {path}");

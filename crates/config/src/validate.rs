@@ -1,5 +1,9 @@
-//! Checks of one resource alone, as Istio's validating webhook makes them. An error rejects
-//! the resource; the rest of the configuration still applies.
+//! Checks of one resource alone, as Istio's validating webhook (and, for the Gateway API and
+//! Ingress, the Kubernetes API server) makes them. An error rejects the resource; the rest of
+//! the configuration still applies.
+
+mod gateway_api;
+mod ingress;
 
 use isthmus_api::istio::destination_rule::DestinationRuleSpec;
 use isthmus_api::istio::gateway::{GatewaySpec, ServerTlsSettings};
@@ -37,7 +41,16 @@ pub fn validate(r: &Resource) -> Vec<Diagnostic> {
             health_check_annotation(&s, &o.meta.annotations, &mut out);
         }
         Resource::ServiceEntry(o) => service_entry(&s, &o.spec, &mut out),
-        Resource::Secret(_) => {}
+        Resource::Secret(_) | Resource::Namespace(_) => {}
+        Resource::GatewayClass(o) => gateway_api::gateway_class(&s, &o.spec, &mut out),
+        Resource::KubeGateway(o) => gateway_api::gateway(&s, &o.spec, &mut out),
+        Resource::HttpRoute(o) => gateway_api::http_route(&s, &o.spec, &mut out),
+        Resource::GrpcRoute(o) => gateway_api::grpc_route(&s, &o.spec, &mut out),
+        Resource::TlsRoute(o) => gateway_api::l4_route(&s, &o.spec, true, &mut out),
+        Resource::TcpRoute(o) => gateway_api::l4_route(&s, &o.spec, false, &mut out),
+        Resource::ReferenceGrant(o) => gateway_api::reference_grant(&s, &o.spec, &mut out),
+        Resource::Ingress(o) => ingress::ingress(&s, &o.spec, &mut out),
+        Resource::IngressClass(o) => ingress::ingress_class(&s, &o.spec, &mut out),
     }
     out
 }

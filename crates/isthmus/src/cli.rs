@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the Istio resources found in files and folders, reloading them when they change.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check configuration files and print every diagnostic; exit 1 if any is an error.
     Validate(ValidateArgs),
     /// Run the bundled example with demo backends (the quickstart).
@@ -43,9 +43,23 @@ pub struct RunArgs {
         long = "config",
         env = "ISTHMUS_CONFIG",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "kubernetes"
     )]
     pub config: Vec<PathBuf>,
+    /// Take the configuration from the Kubernetes API server as well (in-cluster, or as
+    /// kubectl finds it; see --kubeconfig).
+    #[arg(long, env = "ISTHMUS_KUBERNETES")]
+    pub kubernetes: bool,
+    /// The kubeconfig file for --kubernetes (default: KUBECONFIG, ~/.kube/config, or the
+    /// in-cluster service account).
+    #[arg(long, env = "ISTHMUS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --kubernetes: the addresses (IPs or host names) written to the
+    /// `status.loadBalancer` of the Ingresses this instance serves, as ingress-nginx's
+    /// --publish-status-address (typically the LoadBalancer Service's address). Without it,
+    /// Ingress status is left alone.
+    #[arg(long, env = "ISTHMUS_PUBLISH_STATUS_ADDRESS", value_delimiter = ',')]
+    pub publish_status_address: Vec<String>,
     /// This instance's labels; Gateways whose selector matches them apply here.
     #[arg(long, env = "ISTHMUS_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
     pub labels: BTreeMap<String, String>,
@@ -147,8 +161,14 @@ pub struct RunArgs {
     /// when it changes.
     #[arg(long, env = "ISTHMUS_HOSTS_FILE")]
     pub hosts_file: Option<PathBuf>,
+    /// Ask this name server (ADDRESS or ADDRESS:PORT, UDP then TCP) instead of those of
+    /// /etc/resolv.conf, after --resolve, --hosts-file and /etc/hosts. Repeatable.
+    #[arg(long = "dns-server", env = "ISTHMUS_DNS_SERVER", value_delimiter = ',', value_parser = isthmus_proxy::dns::parse_dns_server)]
+    pub dns_servers: Vec<SocketAddr>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub classes: ClassArgs,
 }
 
 /// Access log and tracing.
@@ -187,6 +207,31 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Which Gateway API Gateways and Ingresses an instance serves (`run`, `validate`, `explain`).
+#[derive(Debug, Clone, Args)]
+pub struct ClassArgs {
+    /// The GatewayClass whose Gateways this instance serves. A GatewayClass of this name, if
+    /// loaded, must name the controller isthmus.io/gateway-controller.
+    #[arg(long, env = "ISTHMUS_GATEWAY_CLASS", default_value = isthmus_config::instance::DEFAULT_CLASS)]
+    pub gateway_class: String,
+    /// Serve only this Gateway API Gateway, NAMESPACE/NAME.
+    #[arg(long, env = "ISTHMUS_GATEWAY", value_parser = parse_gateway)]
+    pub gateway: Option<(String, String)>,
+    /// The Ingress class this instance serves (spec.ingressClassName, or the
+    /// kubernetes.io/ingress.class annotation).
+    #[arg(long, env = "ISTHMUS_INGRESS_CLASS", default_value = isthmus_config::instance::DEFAULT_CLASS)]
+    pub ingress_class: String,
+}
+
+impl ClassArgs {
+    /// Sets the classes of `instance`.
+    pub fn apply(&self, instance: &mut isthmus_config::Instance) {
+        instance.gateway_class = self.gateway_class.clone();
+        instance.gateway = self.gateway.clone();
+        instance.ingress_class = self.ingress_class.clone();
+    }
+}
+
 impl RunArgs {
     pub fn binds(&self) -> HashMap<u16, SocketAddr> {
         self.bind.iter().copied().collect()
@@ -202,6 +247,8 @@ pub struct ValidateArgs {
     pub labels: BTreeMap<String, String>,
     #[arg(long, default_value = "istio-system")]
     pub namespace: String,
+    #[command(flatten)]
+    pub classes: ClassArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -241,6 +288,8 @@ pub struct ExplainArgs {
         default_value = "ALLOW_ANY"
     )]
     pub outbound_traffic_policy: OutboundPolicy,
+    #[command(flatten)]
+    pub classes: ClassArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -270,6 +319,15 @@ pub fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
                 .ok_or_else(|| format!("label {kv:?} is not key=value"))
         })
         .collect()
+}
+
+pub fn parse_gateway(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
 }
 
 pub fn parse_bind(s: &str) -> Result<(u16, SocketAddr), String> {
@@ -331,6 +389,13 @@ mod tests {
             (80, "127.0.0.1:8080".parse().unwrap())
         );
         assert!(parse_bind("80:8080").is_err());
+        assert_eq!(
+            parse_gateway("infra/gw").unwrap(),
+            ("infra".to_string(), "gw".to_string())
+        );
+        for bad in ["gw", "/gw", "a/", "a/b/c"] {
+            assert!(parse_gateway(bad).is_err(), "{bad}");
+        }
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_percent("1").unwrap(), 1.0);
         assert_eq!(parse_percent("0.5%").unwrap(), 0.5);

@@ -127,6 +127,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     crate::run::run(RunArgs {
         config: vec![args.config],
+        kubernetes: false,
+        kubeconfig: None,
+        publish_status_address: Vec::new(),
         labels: crate::cli::parse_labels("istio=ingressgateway").map_err(anyhow::Error::msg)?,
         namespace: "istio-system".into(),
         locality: String::new(),
@@ -154,6 +157,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         outbound_traffic_policy: Default::default(),
         resolve: Vec::new(),
         hosts_file: None,
+        dns_servers: Vec::new(),
+        classes: crate::cli::ClassArgs {
+            gateway_class: isthmus_config::instance::DEFAULT_CLASS.into(),
+            gateway: None,
+            ingress_class: isthmus_config::instance::DEFAULT_CLASS.into(),
+        },
     })
     .await
 }

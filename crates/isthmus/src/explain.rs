@@ -30,12 +30,13 @@ pub fn run(args: &ExplainArgs) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    let instance = Instance {
+    let mut instance = Instance {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
         outbound_policy: args.outbound_traffic_policy,
         ..Instance::default()
     };
+    args.classes.apply(&mut instance);
     let loaded = FileSource::new(args.config.clone()).load();
     let b = build(
         &loaded.resources,

@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
         Command::Validate(args) => isthmus::validate::run(&args),
         Command::Explain(args) => isthmus::explain::run(&args),
         Command::Run(args) => {
-            exit(runtime(args.workers).and_then(|rt| rt.block_on(isthmus::run::run(args))))
+            exit(runtime(args.workers).and_then(|rt| rt.block_on(isthmus::run::run(*args))))
         }
         Command::Demo(args) => {
             exit(runtime(None).and_then(|rt| rt.block_on(isthmus::demo::run(args))))

@@ -14,11 +14,11 @@ use isthmus_proxy::metrics::{ReloadLabels, SeverityLabels};
 use isthmus_proxy::tls::server_config;
 use isthmus_proxy::{Active, ClusterRegistry, Gateway};
 
-use crate::source::FileSource;
+use crate::source::Sources;
 use crate::versions::Versions;
 
 pub struct Controller {
-    pub source: FileSource,
+    pub source: Sources,
     pub instance: Instance,
     pub gateway: Arc<Gateway>,
     pub listeners: Listeners,
@@ -76,7 +76,7 @@ fn same_tls_settings(
 
 impl Controller {
     pub fn new(
-        source: FileSource,
+        source: Sources,
         instance: Instance,
         gateway: Arc<Gateway>,
         listeners: Listeners,
@@ -99,13 +99,16 @@ impl Controller {
     /// Loads, compiles and applies the configuration. The previous configuration keeps
     /// serving until the new one is swapped in.
     pub fn reload(&mut self) {
+        let started = std::time::Instant::now();
         let loaded = self.source.load();
+        let loaded_at = started.elapsed();
         let b = build(
             &loaded.resources,
             &loaded.rejected,
             &self.last_good,
             &self.instance,
         );
+        let compiled_at = started.elapsed();
         let mut diagnostics = loaded.diagnostics;
         diagnostics.extend(b.diagnostics);
         diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -152,7 +155,12 @@ impl Controller {
                 message: format!("cannot bind Gateway port {port} on {addr}: {e}"),
             });
         }
-        self.publish(diagnostics, resources, report.failed.is_empty());
+        let timing = Timing {
+            started,
+            loaded: loaded_at,
+            compiled: compiled_at,
+        };
+        self.publish(diagnostics, resources, report.failed.is_empty(), timing);
     }
 
     /// rustls configurations for the snapshot's terminating chains. A chain whose certificates
@@ -208,6 +216,7 @@ impl Controller {
         diagnostics: Vec<Diagnostic>,
         resources: Vec<ResourceVersion>,
         all_bound: bool,
+        timing: Timing,
     ) {
         let m = &self.gateway.metrics;
         let errors = diagnostics.iter().filter(|d| d.is_error()).count();
@@ -231,9 +240,14 @@ impl Controller {
         let result = if errors == 0 { "success" } else { "partial" };
         m.reloads.get_or_create(&ReloadLabels { result }).inc();
         m.generation.set(self.generation as i64);
+        // The phases' times (cumulative) show where a slow reload spends it: reading and
+        // parsing the files, compiling, or applying (clusters, TLS, listeners).
         tracing::info!(
             generation = self.generation,
             errors,
+            load_ms = millis(timing.loaded),
+            compile_ms = millis(timing.compiled.saturating_sub(timing.loaded)),
+            total_ms = millis(timing.started.elapsed()),
             "configuration applied"
         );
         self.status.store(Arc::new(Status {
@@ -244,4 +258,15 @@ impl Controller {
             resources,
         }));
     }
+}
+
+/// When a reload started, and how long after that reading and compiling had finished.
+struct Timing {
+    started: std::time::Instant,
+    loaded: std::time::Duration,
+    compiled: std::time::Duration,
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
 }

@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::RunArgs;
 use crate::reload::Controller;
-use crate::source::FileSource;
+use crate::source::{FileSource, Sources};
 use crate::watch;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -21,7 +21,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let instance = Instance {
+    let mut instance = Instance {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
         locality: isthmus_config::instance::Locality::parse(&args.locality),
@@ -29,7 +29,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         outbound_policy: args.outbound_traffic_policy,
         ..Instance::default()
     };
-    isthmus_proxy::dns::configure(args.resolve.clone(), args.hosts_file.clone());
+    args.classes.apply(&mut instance);
+    isthmus_proxy::dns::configure(
+        args.resolve.clone(),
+        args.hosts_file.clone(),
+        args.dns_servers.clone(),
+    );
     let edge = isthmus_proxy::edge::EdgeSettings {
         num_trusted_proxies: args.num_trusted_proxies,
         proxy_protocol: args.proxy_protocol,
@@ -68,30 +73,67 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let (_watcher, mut changes) =
         watch::watch(&args.config, &own_files).context("cannot watch the configuration paths")?;
+    let (kube, mut kube_changes, status_writer) = match args.kubernetes {
+        true => {
+            let client = isthmus_k8s::client(args.kubeconfig.as_deref())
+                .await
+                .context("cannot configure the Kubernetes client")?;
+            let (source, rx) =
+                isthmus_k8s::KubeSource::start(client.clone(), &instance.domain_suffix);
+            // Every replica computes status; the one holding the Lease writes it.
+            let writer = isthmus_k8s::StatusWriter::start(
+                client,
+                isthmus_k8s::LeaseSettings::new(&instance.namespace, &workload_name(&instance)),
+            );
+            tracing::info!(identity = writer.identity(), "status writer started");
+            (Some(source), Some(rx), Some(writer))
+        }
+        false => (None, None, None),
+    };
+    if let Some(k) = &kube {
+        // Not ready, and nothing applied, until every collection was listed once: serving a
+        // partial configuration would send requests to the wrong place.
+        tracing::info!("waiting for the initial sync with the Kubernetes API server");
+        tokio::select! {
+            _ = k.synced() => tracing::info!("synced with the Kubernetes API server"),
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
     let listeners = Listeners::new(gateway.clone(), args.binds());
     let mut controller = Controller::new(
-        FileSource::new(args.config.clone()),
+        Sources {
+            files: FileSource::new(args.config.clone()),
+            kube,
+        },
         instance,
         gateway,
         listeners,
         status,
     );
-    controller.reload();
+    let reload = |controller: &mut Controller| {
+        controller.reload();
+        if let Some(w) = &status_writer {
+            w.update(status_updates(controller, &args.publish_status_address));
+        }
+    };
+    reload(&mut controller);
 
     // Certificate files may live outside the watched folders (mounted Secrets): poll them.
     let mut certificates = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tokio::select! {
-            Some(()) = changes.recv() => controller.reload(),
+            Some(()) = changes.recv() => reload(&mut controller),
+            Some(()) = next(&mut kube_changes) => reload(&mut controller),
             _ = certificates.tick() => {
                 if controller.certificates_changed() {
                     tracing::info!("a certificate file changed: reloading");
-                    controller.reload();
+                    reload(&mut controller);
                 }
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                controller.reload();
+                reload(&mut controller);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -110,6 +152,58 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!("drain timeout reached; exiting with requests still in flight");
     }
     Ok(())
+}
+
+/// The status of the configuration just applied, for the status writer: the Gateway API
+/// objects', and the load-balancer addresses of the Ingresses served (when configured).
+fn status_updates(controller: &Controller, addresses: &[String]) -> Vec<isthmus_k8s::StatusUpdate> {
+    let active = controller.gateway.active.load();
+    let snapshot = &active.snapshot;
+    let mut out: Vec<isthmus_k8s::StatusUpdate> = snapshot
+        .gateway_status
+        .objects()
+        .into_iter()
+        .map(|o| isthmus_k8s::StatusUpdate {
+            group: o.group.to_string(),
+            kind: o.kind.to_string(),
+            namespace: o.namespace,
+            name: o.name,
+            status: o.status,
+        })
+        .collect();
+    if !addresses.is_empty() {
+        let status = ingress_status(addresses);
+        out.extend(snapshot.served_ingresses.iter().map(|(namespace, name)| {
+            isthmus_k8s::StatusUpdate {
+                group: "networking.k8s.io".into(),
+                kind: "Ingress".into(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                status: status.clone(),
+            }
+        }));
+    }
+    out
+}
+
+/// An Ingress's `status`: each address as `ip` when it is one, else as `hostname`.
+fn ingress_status(addresses: &[String]) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = addresses
+        .iter()
+        .map(|a| match a.parse::<std::net::IpAddr>() {
+            Ok(_) => serde_json::json!({ "ip": a }),
+            Err(_) => serde_json::json!({ "hostname": a }),
+        })
+        .collect();
+    serde_json::json!({ "loadBalancer": { "ingress": entries } })
+}
+
+/// The next change of the Kubernetes source; never, without one.
+async fn next(rx: &mut Option<tokio::sync::mpsc::Receiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The name metrics give this instance as `source_workload`: Istio's gateways are

@@ -8,11 +8,12 @@ use crate::cli::ValidateArgs;
 use crate::source::FileSource;
 
 pub fn run(args: &ValidateArgs) -> ExitCode {
-    let instance = Instance {
+    let mut instance = Instance {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
         ..Instance::default()
     };
+    args.classes.apply(&mut instance);
     let mut source = FileSource::new(args.paths.clone());
     let loaded = source.load();
     let b = build(

@@ -55,6 +55,16 @@ fn version(r: &Resource) -> String {
         Resource::DestinationRule(o) => content(o),
         Resource::ServiceEntry(o) => content(o),
         Resource::Secret(o) => content(o),
+        Resource::Namespace(o) => content(o),
+        Resource::GatewayClass(o) => content(o),
+        Resource::KubeGateway(o) => content(o),
+        Resource::HttpRoute(o) => content(o),
+        Resource::GrpcRoute(o) => content(o),
+        Resource::TlsRoute(o) => content(o),
+        Resource::TcpRoute(o) => content(o),
+        Resource::ReferenceGrant(o) => content(o),
+        Resource::Ingress(o) => content(o),
+        Resource::IngressClass(o) => content(o),
     };
     format!("{:016x}", fnv1a(text.as_bytes()))
 }

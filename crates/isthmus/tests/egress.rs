@@ -831,3 +831,676 @@ async fn dns_endpoints_are_refreshed_and_round_robin_takes_the_first_address() {
     })
     .await;
 }
+
+// === Telemetry of egress traffic ===
+
+/// `start_egress` with the access log written to a file outside the config folder: the
+/// gateway, the log's folder (kept alive by the caller) and the log's path.
+async fn start_logging_egress(
+    files: &[(&str, String)],
+    policy: &str,
+    extra: &[&str],
+) -> (Gateway, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let path_arg = path.display().to_string();
+    let mut args = vec!["--access-log", path_arg.as_str()];
+    args.extend_from_slice(extra);
+    let g = start_egress(files, policy, &args).await;
+    (g, dir, path)
+}
+
+/// Waits (at most [`WAIT`]) until the access log has `n` lines, and returns them.
+async fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lines: Vec<String> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= n {
+            assert_eq!(lines.len(), n, "{lines:#?}");
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {n} access log lines: {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The one line of `lines` that contains `needle`.
+fn line_with<'a>(lines: &'a [String], needle: &str) -> &'a str {
+    let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+    assert_eq!(found.len(), 1, "{needle:?} in {lines:#?}");
+    found[0]
+}
+
+/// Compares a TEXT access log line with a pattern token by token (split on spaces); `*`
+/// matches any token.
+fn assert_line(line: &str, pattern: &str) {
+    let got: Vec<&str> = line.split(' ').collect();
+    let want: Vec<&str> = pattern.split(' ').collect();
+    assert_eq!(got.len(), want.len(), "{line}\nvs\n{pattern}");
+    for (g, w) in got.iter().zip(&want) {
+        assert!(*w == "*" || g == w, "{g} != {w} in\n{line}\nvs\n{pattern}");
+    }
+}
+
+/// Waits (at most [`WAIT`]) until `metric` with `labels` reaches `want` in the gateway's
+/// Prometheus text, and returns that text.
+async fn metric_reaches(g: &Gateway, metric: &str, labels: &[(&str, &str)], want: f64) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = g.prometheus().await;
+        if metric_sum(&text, metric, labels) == want {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{metric}{labels:?} did not reach {want}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `CONNECT target` on a new connection to `proxy` and reads the response head, byte by
+/// byte so that nothing of the tunnel is consumed: the status and the connection.
+async fn raw_connect(proxy: SocketAddr, target: &str) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let request =
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: tunnel-test\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let read = async {
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed in the head");
+            head.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.unwrap();
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, s)
+}
+
+/// A CONNECT tunnel to a host outside the registry (ALLOW_ANY) is a TCP connection for
+/// telemetry: counted in the `istio_tcp_*` series with the host as `destination_service` and
+/// `PassthroughCluster` as its name, its bytes as plain TCP counts them (what the client sent,
+/// what it received through the tunnel), and logged once when it closes, as its CONNECT
+/// request with the tunnel's bytes.
+#[tokio::test]
+async fn a_passthrough_tunnel_is_counted_and_logged_as_a_tcp_connection() {
+    let echo = tcp_echo_backend("tcp-v1").await;
+    let (g, _logs, log) = start_logging_egress(
+        &[("proxy.yaml", FORWARD_PROXY.to_string())],
+        "ALLOW_ANY",
+        &["--resolve", "echo.anywhere.test:127.0.0.1"],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let target = format!("echo.anywhere.test:{}", echo.port());
+    let (status, mut s) = raw_connect(proxy, &target).await;
+    assert_eq!(status, 200, "{}", g.log());
+    let client = s.local_addr().unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), "tcp-v1\n");
+    // While the tunnel is open, it is counted as opened, not yet closed.
+    let tunnel = [
+        ("destination_service", "echo.anywhere.test"),
+        ("destination_service_name", "PassthroughCluster"),
+        ("request_protocol", "tcp"),
+        ("response_flags", "-"),
+    ];
+    let open = metric_reaches(&g, "istio_tcp_connections_opened_total", &tunnel, 1.0).await;
+    assert_eq!(
+        metric_sum(&open, "istio_tcp_connections_closed_total", &tunnel),
+        0.0
+    );
+    assert!(std::fs::read_to_string(&log).unwrap_or_default().is_empty());
+    assert_eq!(
+        send_and_read_to_end(&mut s, b"hello").await.unwrap(),
+        "hello<eof>"
+    );
+
+    let text = metric_reaches(&g, "istio_tcp_connections_closed_total", &tunnel, 1.0).await;
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_received_bytes_total", &tunnel),
+        5.0
+    );
+    // The greeting, the echo and `<eof>`.
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_sent_bytes_total", &tunnel),
+        17.0
+    );
+    // The CONNECT itself is an HTTP request answered 200, as Envoy counts it.
+    let connect = [
+        ("destination_service", "echo.anywhere.test"),
+        ("destination_service_name", "PassthroughCluster"),
+        ("response_code", "200"),
+    ];
+    assert_eq!(metric_sum(&text, "istio_requests_total", &connect), 1.0);
+
+    let lines = log_lines(&log, 1).await;
+    assert_line(
+        &lines[0],
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 200 - via_upstream - \"-\" 5 17 * - \"127.0.0.1\" \"tunnel-test\" * \"{target}\" \"{echo}\" PassthroughCluster * {proxy} {client} - -"
+        ),
+    );
+}
+
+/// A tunnel to a ServiceEntry's host and port whose DestinationRule originates TLS: the
+/// client's own TLS goes through the tunnel untouched (no second layer of TLS), and the tunnel
+/// is counted and logged with the ServiceEntry's host and cluster. Under REGISTRY_ONLY a
+/// CONNECT to an undeclared host is refused: 502, counted as a TCP connection to
+/// `BlackHoleCluster` (`UH`, as Istio counts one), logged once as the refused request.
+#[tokio::test]
+async fn a_registered_tunnel_is_not_originated_and_is_counted_with_its_service() {
+    let ca = Pki::new("external");
+    let leaf = ca.server(&["secure.external.test"]);
+    let secure = https_backend("secure", &leaf, None).await;
+    let port = secure.port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write_file(dir.path(), "ca.pem", &ca.ca_pem);
+    let origination = format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: secure, namespace: default}}\nspec:\n  host: secure.external.test\n  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: '{}'}}\n",
+        ca_file.display()
+    );
+    let (g, _logs, log) = start_logging_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "secure.yaml",
+                external_service("secure", "secure.external.test", port, "HTTPS", "DNS"),
+            ),
+            ("dr.yaml", origination),
+        ],
+        "REGISTRY_ONLY",
+        &[
+            "--resolve",
+            "secure.external.test:127.0.0.1",
+            "--resolve",
+            "blocked.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let ca_arg = ca_file.display().to_string();
+    let url = format!("https://secure.external.test:{port}/through");
+    let (ok, out, err) = curl_proxy(proxy, &["--cacert", &ca_arg, &url]).await;
+    assert!(ok, "{err}\n{}", g.log());
+    let body: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(body["sni"], "secure.external.test");
+    assert_eq!(body["path"], "/through");
+
+    let tunnel = [
+        ("destination_service", "secure.external.test"),
+        ("destination_service_name", "secure.external.test"),
+        ("destination_service_namespace", "default"),
+        ("response_flags", "-"),
+    ];
+    let text = metric_reaches(&g, "istio_tcp_connections_closed_total", &tunnel, 1.0).await;
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_connections_opened_total", &tunnel),
+        1.0
+    );
+    // A TLS handshake and one exchange each way.
+    assert!(metric_sum(&text, "istio_tcp_received_bytes_total", &tunnel) > 100.0);
+    assert!(metric_sum(&text, "istio_tcp_sent_bytes_total", &tunnel) > 100.0);
+    let lines = log_lines(&log, 1).await;
+    assert_line(
+        &lines[0],
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 200 - via_upstream - \"-\" * * * - \"127.0.0.1\" * * \"secure.external.test:{port}\" \"{secure}\" outbound|{port}||secure.external.test * {proxy} * - -"
+        ),
+    );
+
+    let (ok, _, err) = curl_proxy(
+        proxy,
+        &[
+            "--cacert",
+            &ca_arg,
+            &format!("https://blocked.test:{port}/"),
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("502"), "{err}");
+    let hole = [
+        ("destination_service", "blocked.test"),
+        ("destination_service_name", "BlackHoleCluster"),
+        ("response_flags", "UH"),
+    ];
+    let text = metric_reaches(&g, "istio_tcp_connections_closed_total", &hole, 1.0).await;
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_connections_opened_total", &hole),
+        1.0
+    );
+    let lines = log_lines(&log, 2).await;
+    let refused = line_with(&lines, "blocked.test");
+    assert_line(
+        refused,
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 502 - direct_response - \"-\" 0 0 * - \"127.0.0.1\" * * \"blocked.test:{port}\" \"-\" - - {proxy} * - -"
+        ),
+    );
+}
+
+/// A DNS server on 127.0.0.1 that answers every query NXDOMAIN, and the names it was asked:
+/// the gateway's resolver is pointed at it with `--dns-server`, so no query leaves the
+/// machine.
+async fn nxdomain_server() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                continue;
+            };
+            let Some((name, end)) = dns_question(&buf[..n]) else {
+                continue;
+            };
+            seen.lock().unwrap().push(name);
+            // The header and the question, without the client's additional records (EDNS).
+            let mut reply = buf[..end].to_vec();
+            // QR, the query's opcode and RD; RA, RCODE 3 (NXDOMAIN).
+            reply[2] = 0x80 | (buf[2] & 0x79);
+            reply[3] = 0x80 | 3;
+            // One question; no answer, authority or additional record.
+            reply[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    (addr, asked)
+}
+
+/// The name of a DNS query's (first) question, and where the question ends.
+fn dns_question(msg: &[u8]) -> Option<(String, usize)> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*msg.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(msg.get(at..at + len)?).into_owned());
+        at += len;
+    }
+    // QTYPE and QCLASS.
+    let end = at + 4;
+    (end <= msg.len()).then(|| (labels.join("."), end))
+}
+
+/// A destination whose name does not resolve: with resolution DYNAMIC_DNS or NONE (the name
+/// is resolved when the request is sent, as Envoy's dynamic forward proxy does) the request is
+/// answered 503 with flag `DF`, for HTTP through the forward proxy and for a CONNECT; logged
+/// and counted with `response_flags="DF"`. With resolution DNS the cluster simply has no
+/// endpoint (Envoy's STRICT_DNS cluster): 503 `UH`. The names are asked of a local DNS server
+/// that answers NXDOMAIN.
+#[tokio::test]
+async fn unresolvable_names_are_answered_503_with_flag_df() {
+    let (dns, asked) = nxdomain_server().await;
+    let dns_arg = dns.to_string();
+    let (g, _logs, log) = start_logging_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "dyn.yaml",
+                external_service("dyn", "*.dyn.test", 80, "HTTP", "DYNAMIC_DNS"),
+            ),
+            (
+                "none.yaml",
+                external_service("none", "tls.none.test", 443, "TLS", "NONE"),
+            ),
+            (
+                "dns.yaml",
+                external_service("dns", "api.dns.test", 80, "HTTP", "DNS"),
+            ),
+        ],
+        "REGISTRY_ONLY",
+        &["--dns-server", &dns_arg],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+
+    let r = get_via(proxy, "http://api.dyn.test/get").await;
+    assert_eq!(r.status, 503, "{}\n{}", r.body, g.log());
+    assert_eq!(r.body, "DNS resolution failure");
+    let (status, _s) = raw_connect(proxy, "tls.none.test:443").await;
+    assert_eq!(status, 503, "{}", g.log());
+    let r = get_via(proxy, "http://api.dns.test/get").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body, "no healthy upstream");
+
+    let names = asked.lock().unwrap().clone();
+    for name in ["api.dyn.test", "tls.none.test", "api.dns.test"] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+    let lines = log_lines(&log, 3).await;
+    assert_line(
+        line_with(&lines, "api.dyn.test"),
+        "* \"GET /get HTTP/1.1\" 503 DF dns_resolution_failure - \"-\" 0 22 * - \"127.0.0.1\" * * \"api.dyn.test\" \"-\" outbound|80||*.dyn.test - * * - *",
+    );
+    assert_line(
+        line_with(&lines, "tls.none.test"),
+        "* \"CONNECT - HTTP/1.1\" 503 DF dns_resolution_failure - \"-\" 0 22 * - \"127.0.0.1\" \"tunnel-test\" * \"tls.none.test:443\" \"-\" outbound|443||tls.none.test - * * - -",
+    );
+    assert_line(
+        line_with(&lines, "api.dns.test"),
+        "* \"GET /get HTTP/1.1\" 503 UH no_healthy_upstream - \"-\" 0 19 * - \"127.0.0.1\" * * \"api.dns.test\" \"-\" outbound|80||api.dns.test - * * - *",
+    );
+    let text = g.prometheus().await;
+    let df = [
+        ("destination_service", "*.dyn.test"),
+        ("response_code", "503"),
+        ("response_flags", "DF"),
+    ];
+    assert_eq!(
+        metric_sum(&text, "istio_requests_total", &df),
+        1.0,
+        "{text}"
+    );
+    let df_connect = [
+        ("destination_service", "tls.none.test"),
+        ("response_code", "503"),
+        ("response_flags", "DF"),
+    ];
+    assert_eq!(metric_sum(&text, "istio_requests_total", &df_connect), 1.0);
+    let df_tcp = [
+        ("destination_service", "tls.none.test"),
+        ("response_flags", "DF"),
+    ];
+    assert_eq!(
+        metric_sum(&text, "istio_tcp_connections_opened_total", &df_tcp),
+        1.0
+    );
+    let uh = [
+        ("destination_service", "api.dns.test"),
+        ("response_code", "503"),
+        ("response_flags", "UH"),
+    ];
+    assert_eq!(metric_sum(&text, "istio_requests_total", &uh), 1.0);
+}
+
+/// HTTP through the egress gateway names the external host: in Istio's egress-gateway pattern
+/// (Host `edition.cnn.com` on the Gateway's port 80) and through the forward proxy
+/// (absolute-form requests) for a ServiceEntry's host and for a host passed through, the access
+/// log has the host as authority and Istio's cluster of the host as upstream cluster, and the
+/// metrics have it as `destination_service`.
+#[tokio::test]
+async fn http_through_the_egress_gateway_names_the_external_host() {
+    let cnn = backend("cnn").await;
+    let api = backend("api").await;
+    let web = backend("web").await;
+    let task = edit(
+        &manifest("egress-gateway-http"),
+        "    name: http-port\n    protocol: HTTP\n",
+        &format!(
+            "    name: http-port\n    protocol: HTTP\n    targetPort: {}\n",
+            cnn.port()
+        ),
+    );
+    let (g, _logs, log) = start_logging_egress(
+        &[
+            ("task.yaml", task),
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "api.yaml",
+                external_service("api", "api.external.test", api.port(), "HTTP", "DNS"),
+            ),
+        ],
+        "ALLOW_ANY",
+        &[
+            "--resolve",
+            "edition.cnn.com:127.0.0.1",
+            "--resolve",
+            "api.external.test:127.0.0.1",
+            "--resolve",
+            "www.anywhere.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let r = get(&g.url(80, "/politics").await, "edition.cnn.com", &[]).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.body, g.log());
+    let proxy = g.addr(3128).await;
+    let api_url = format!("http://api.external.test:{}/get", api.port());
+    let r = get_via(proxy, &api_url).await;
+    assert_eq!(r.backend(), Some("api"), "{}", g.log());
+    let web_url = format!("http://www.anywhere.test:{}/page", web.port());
+    let r = get_via(proxy, &web_url).await;
+    assert_eq!(r.backend(), Some("web"), "{}", g.log());
+
+    let lines = log_lines(&log, 3).await;
+    let http = g.addr(80).await;
+    let cases = [
+        (
+            "\"GET /politics HTTP/1.1\"",
+            "edition.cnn.com".to_string(),
+            cnn,
+            "outbound|80||edition.cnn.com".to_string(),
+            http,
+        ),
+        (
+            "\"GET /get HTTP/1.1\"",
+            format!("api.external.test:{}", api.port()),
+            api,
+            format!("outbound|{}||api.external.test", api.port()),
+            proxy,
+        ),
+        (
+            "\"GET /page HTTP/1.1\"",
+            format!("www.anywhere.test:{}", web.port()),
+            web,
+            "PassthroughCluster".to_string(),
+            proxy,
+        ),
+    ];
+    for (request, authority, upstream, cluster, local) in cases {
+        let line = line_with(&lines, request);
+        let (method, path_proto) = request.split_once(' ').unwrap();
+        assert_line(
+            line,
+            &format!(
+                "* {method} {path_proto} 200 - via_upstream - \"-\" 0 * * * \"127.0.0.1\" * * \"{authority}\" \"{upstream}\" {cluster} * {local} * - *"
+            ),
+        );
+    }
+    let text = g.prometheus().await;
+    for (service, name) in [
+        ("edition.cnn.com", "edition.cnn.com"),
+        ("api.external.test", "api.external.test"),
+        ("www.anywhere.test", "PassthroughCluster"),
+    ] {
+        let labels = [
+            ("destination_service", service),
+            ("destination_service_name", name),
+            ("response_code", "200"),
+        ];
+        assert_eq!(
+            metric_sum(&text, "istio_requests_total", &labels),
+            1.0,
+            "{service}\n{text}"
+        );
+    }
+}
+
+// === Mesh VirtualService rules in CONNECT tunnels ===
+
+/// Over a CONNECT tunnel already answered 200 (`tunnel`), a TLS handshake with `sni` (trusting
+/// `ca`) and one HTTP/1.1 request: the JSON the HTTPS backend answers.
+async fn https_through_tunnel(
+    tunnel: tokio::net::TcpStream,
+    ca: &Pki,
+    sni: &str,
+) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(ca.roots())
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let exchange = async {
+        let mut tls = connector.connect(name, tunnel).await.unwrap();
+        let request = format!("GET /tunnel HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out).await;
+        out
+    };
+    let out = tokio::time::timeout(WAIT, exchange).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+}
+
+/// A sidecar applies mesh VirtualServices' `tls` rules to outbound TLS; so does a CONNECT
+/// tunnel: a tunnel to `a.external.test` whose ClientHello names `a.external.test` goes where
+/// the rule says (`b.external.test`'s ServiceEntry), and is counted and logged with that
+/// destination. A ClientHello with another name matches no rule: the tunnel goes to the
+/// CONNECT's own ServiceEntry, as without the VirtualService.
+#[tokio::test]
+async fn mesh_tls_rules_route_connect_tunnels_by_the_sni_inside() {
+    let ca = Pki::new("external");
+    let leaf = ca.server(&["a.external.test", "b.external.test"]);
+    let a = https_backend("a-server", &leaf, None).await;
+    let b = https_backend("b-server", &leaf, None).await;
+    let (pa, pb) = (a.port(), b.port());
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a-to-b, namespace: default}}\nspec:\n  hosts: [a.external.test]\n  tls:\n  - match: [{{port: {pa}, sniHosts: [a.external.test]}}]\n    route: [{{destination: {{host: b.external.test, port: {{number: {pb}}}}}}}]\n"
+    );
+    let (g, _logs, log) = start_logging_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "a.yaml",
+                external_service("a", "a.external.test", pa, "TLS", "DNS"),
+            ),
+            (
+                "b.yaml",
+                external_service("b", "b.external.test", pb, "TLS", "DNS"),
+            ),
+            ("vs.yaml", vs),
+        ],
+        "REGISTRY_ONLY",
+        &[
+            "--resolve",
+            "a.external.test:127.0.0.1",
+            "--resolve",
+            "b.external.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+    let target = format!("a.external.test:{pa}");
+
+    let (status, tunnel) = raw_connect(proxy, &target).await;
+    assert_eq!(status, 200, "{}", g.log());
+    let body = https_through_tunnel(tunnel, &ca, "a.external.test").await;
+    assert_eq!(body["backend"], "b-server", "{}", g.log());
+    assert_eq!(body["sni"], "a.external.test");
+    let to_b = [
+        ("destination_service", "b.external.test"),
+        ("request_protocol", "tcp"),
+        ("response_flags", "-"),
+    ];
+    metric_reaches(&g, "istio_tcp_connections_closed_total", &to_b, 1.0).await;
+    let lines = log_lines(&log, 1).await;
+    assert_line(
+        &lines[0],
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 200 - via_upstream - \"-\" * * * - \"127.0.0.1\" \"tunnel-test\" * \"{target}\" \"{b}\" outbound|{pb}||b.external.test * {proxy} * - -"
+        ),
+    );
+
+    // Another name in the ClientHello: no rule; the CONNECT's own ServiceEntry.
+    let (status, tunnel) = raw_connect(proxy, &target).await;
+    assert_eq!(status, 200);
+    let body = https_through_tunnel(tunnel, &ca, "b.external.test").await;
+    assert_eq!(body["backend"], "a-server");
+    let to_a = [
+        ("destination_service", "a.external.test"),
+        ("request_protocol", "tcp"),
+    ];
+    metric_reaches(&g, "istio_tcp_connections_closed_total", &to_a, 1.0).await;
+    let lines = log_lines(&log, 2).await;
+    assert_line(
+        &lines[1],
+        &format!(
+            "* \"CONNECT - HTTP/1.1\" 200 - via_upstream - \"-\" * * * - \"127.0.0.1\" \"tunnel-test\" * \"{target}\" \"{a}\" outbound|{pa}||a.external.test * {proxy} * - -"
+        ),
+    );
+}
+
+/// A mesh VirtualService's `tcp` rule for port 9000 of `echo.test` takes CONNECT tunnels to
+/// that port to its destination (another echo server, a ServiceEntry's), counted with it; a
+/// tunnel to another port of the host matches no rule and passes through (ALLOW_ANY) to the
+/// host, as before.
+#[tokio::test]
+async fn mesh_tcp_rules_route_connect_tunnels_by_port() {
+    let v1 = tcp_echo_backend("tcp-v1").await;
+    let v2 = tcp_echo_backend("tcp-v2").await;
+    let p2 = v2.port();
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: echo, namespace: default}}\nspec:\n  hosts: [echo.test]\n  tcp:\n  - match: [{{port: 9000}}]\n    route: [{{destination: {{host: v2.external.test, port: {{number: {p2}}}}}}}]\n"
+    );
+    let g = start_egress(
+        &[
+            ("proxy.yaml", FORWARD_PROXY.to_string()),
+            (
+                "v2.yaml",
+                external_service("v2", "v2.external.test", p2, "TCP", "DNS"),
+            ),
+            ("vs.yaml", vs),
+        ],
+        "ALLOW_ANY",
+        &[
+            "--resolve",
+            "echo.test:127.0.0.1",
+            "--resolve",
+            "v2.external.test:127.0.0.1",
+        ],
+    )
+    .await;
+    let proxy = g.addr(3128).await;
+
+    let (status, mut s) = raw_connect(proxy, "echo.test:9000").await;
+    assert_eq!(status, 200, "{}", g.log());
+    assert_eq!(read_line(&mut s).await.unwrap(), "tcp-v2\n");
+    assert_eq!(
+        send_and_read_to_end(&mut s, b"hi").await.unwrap(),
+        "hi<eof>"
+    );
+    let to_v2 = [
+        ("destination_service", "v2.external.test"),
+        ("request_protocol", "tcp"),
+        ("response_flags", "-"),
+    ];
+    metric_reaches(&g, "istio_tcp_connections_closed_total", &to_v2, 1.0).await;
+
+    let (status, mut s) = raw_connect(proxy, &format!("echo.test:{}", v1.port())).await;
+    assert_eq!(status, 200);
+    assert_eq!(read_line(&mut s).await.unwrap(), "tcp-v1\n");
+    let passthrough = [
+        ("destination_service", "echo.test"),
+        ("destination_service_name", "PassthroughCluster"),
+        ("request_protocol", "tcp"),
+    ];
+    drop(s);
+    metric_reaches(&g, "istio_tcp_connections_closed_total", &passthrough, 1.0).await;
+}

@@ -114,6 +114,13 @@ fn preflight_response(
         header::ACCESS_CONTROL_REQUEST_HEADERS,
     );
     put(h, header::ACCESS_CONTROL_MAX_AGE, &cors.max_age);
+    if cors.expose_on_preflight {
+        put(
+            h,
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            &cors.expose_headers,
+        );
+    }
     resp
 }
 

@@ -1,7 +1,10 @@
 //! Name resolution: `resolution: DNS` ServiceEntries (every address of every name, refreshed
 //! when the answer's TTL runs out) and the per-request lookups of original-destination
 //! clusters. Names given with `--resolve` or in the `--hosts-file` are answered locally before
-//! the system resolver is asked; so are `/etc/hosts` entries (hickory reads them).
+//! the system resolver is asked; so are `/etc/hosts` entries (hickory reads them). The
+//! resolver asks the system's name servers (`/etc/resolv.conf`), or only those given with
+//! `--dns-server`, which is also how the tests answer NXDOMAIN without any query leaving the
+//! machine.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ResolveHosts, ResolverConfig};
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use isthmus_config::snapshot::DnsTarget;
 use tokio::task::JoinHandle;
@@ -58,8 +61,16 @@ struct LocalNames {
 
 static LOCAL: OnceLock<LocalNames> = OnceLock::new();
 
-/// Sets the names answered locally; called once, before any lookup. Later calls are ignored.
-pub fn configure(resolve: Vec<(String, IpAddr)>, hosts_file: Option<PathBuf>) {
+/// The name servers given with `--dns-server` (empty: the system's).
+static SERVERS: OnceLock<Vec<SocketAddr>> = OnceLock::new();
+
+/// Sets the names answered locally and the name servers to ask (none: the system's); called
+/// once, before any lookup. Later calls are ignored.
+pub fn configure(
+    resolve: Vec<(String, IpAddr)>,
+    hosts_file: Option<PathBuf>,
+    servers: Vec<SocketAddr>,
+) {
     let fixed = resolve
         .into_iter()
         .map(|(n, ip)| (normalize(&n), ip))
@@ -69,6 +80,35 @@ pub fn configure(resolve: Vec<(String, IpAddr)>, hosts_file: Option<PathBuf>) {
         file: hosts_file,
         read: Mutex::new(None),
     });
+    let _ = SERVERS.set(servers);
+}
+
+/// Parses `--dns-server ADDRESS[:PORT]` (port 53 by default; `[v6]:port` for IPv6 with a
+/// port).
+pub fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let ip = text.trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{text:?} is not ADDRESS or ADDRESS:PORT"))
+}
+
+/// Hickory's configuration of name servers at `servers`, each asked over UDP, then over TCP
+/// when an answer is truncated.
+fn servers_config(servers: &[SocketAddr]) -> ResolverConfig {
+    let name_servers = servers
+        .iter()
+        .map(|addr| {
+            let (mut udp, mut tcp) = (ConnectionConfig::udp(), ConnectionConfig::tcp());
+            udp.port = addr.port();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    // No search domains: names are asked as written, as Envoy's resolver does.
+    ResolverConfig::from_parts(None, Vec::new(), name_servers)
 }
 
 /// Parses `--resolve NAME:ADDR` (the first `:` separates them, so ADDR may be IPv6).
@@ -175,13 +215,23 @@ fn resolver() -> Option<&'static TokioResolver> {
     static RESOLVER: OnceLock<Option<TokioResolver>> = OnceLock::new();
     RESOLVER
         .get_or_init(|| {
-            let mut builder = TokioResolver::builder_tokio().unwrap_or_else(|e| {
-                tracing::warn!("cannot read the system DNS configuration ({e}); using defaults");
+            let servers = SERVERS.get().map_or(&[][..], Vec::as_slice);
+            let mut builder = if servers.is_empty() {
+                TokioResolver::builder_tokio().unwrap_or_else(|e| {
+                    tracing::warn!(
+                        "cannot read the system DNS configuration ({e}); using defaults"
+                    );
+                    TokioResolver::builder_with_config(
+                        ResolverConfig::default(),
+                        TokioRuntimeProvider::default(),
+                    )
+                })
+            } else {
                 TokioResolver::builder_with_config(
-                    ResolverConfig::default(),
+                    servers_config(servers),
                     TokioRuntimeProvider::default(),
                 )
-            });
+            };
             builder.options_mut().use_hosts_file = ResolveHosts::Always;
             builder
                 .build()
@@ -294,6 +344,20 @@ mod tests {
         assert!(parse_resolve("api.example.com").is_err());
         assert!(parse_resolve("api.example.com:nope").is_err());
         assert!(parse_resolve(":127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn dns_server_flags() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(parse_dns_server("10.0.0.2"), Ok(addr("10.0.0.2:53")));
+        assert_eq!(
+            parse_dns_server("127.0.0.1:5353"),
+            Ok(addr("127.0.0.1:5353"))
+        );
+        assert_eq!(parse_dns_server("::1"), Ok(addr("[::1]:53")));
+        assert_eq!(parse_dns_server("[::1]:5353"), Ok(addr("[::1]:5353")));
+        assert!(parse_dns_server("dns.example").is_err());
+        assert!(parse_dns_server("127.0.0.1:x").is_err());
     }
 
     #[test]

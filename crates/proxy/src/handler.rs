@@ -107,7 +107,14 @@ pub async fn handle(
     if gw.access_log.is_some() {
         arrival.log = Some(RequestLog::capture(&parts, conn, SystemTime::now()));
     }
-    let (mut resp, outcome) = route_request(&gw, &active, conn, parts, body).await;
+    // (An extended CONNECT, with `:protocol`, is a WebSocket, not a tunnel.)
+    let tunnel =
+        parts.method == Method::CONNECT && parts.extensions.get::<hyper::ext::Protocol>().is_none();
+    let (mut resp, outcome) = if tunnel {
+        connect(&gw, &active, conn, parts, &mut arrival).await
+    } else {
+        route_request(&gw, &active, conn, parts, body).await
+    };
     if grpc {
         resp = local_reply::grpc_local_reply(resp, head);
     }
@@ -211,6 +218,55 @@ fn local<'a>(r: LocalReply) -> (Response<ResponseBody>, Outcome<'a>) {
     (r.response(), outcome)
 }
 
+/// The registry and outbound policy of a forward-proxy port (plaintext), if `conn` is on one.
+fn outbound_of<'a>(
+    active: &'a Active,
+    conn: &ConnInfo,
+) -> Option<&'a isthmus_config::egress::Outbound> {
+    active
+        .snapshot
+        .listeners
+        .get(&conn.port)
+        .and_then(|l| l.outbound.as_ref())
+        .filter(|_| conn.chain.is_none())
+}
+
+/// A `CONNECT host:port` request. It is answered before the HTTP/1.0 check: proxy clients
+/// (Python's http.client among them) send `CONNECT ... HTTP/1.0`, and a tunnel has no HTTP/1.0
+/// semantics to refuse. The request is counted in `istio_requests_total` as any; a tunnel it
+/// opens is logged when it closes, in place of the request's own line.
+async fn connect<'a>(
+    gw: &Arc<Gateway>,
+    active: &'a Arc<Active>,
+    conn: &ConnInfo,
+    mut parts: http::request::Parts,
+    arrival: &mut Arrival,
+) -> (Response<ResponseBody>, Outcome<'a>) {
+    let t = egress::connect::open(gw, active, outbound_of(active, conn), &mut parts).await;
+    if let Some(opened) = t.opened {
+        let request = arrival.log.take();
+        let tunnel = opened.run(gw.clone(), conn.clone(), request, arrival.start);
+        let hold = conn.drain.clone();
+        tokio::spawn(async move {
+            tunnel.await;
+            // Until the tunnel ends, a drain waits for it.
+            drop(hold);
+        });
+    }
+    let cluster = t.cluster.and_then(|c| {
+        active
+            .clusters
+            .iter()
+            .position(|x| std::ptr::eq(x.as_ref(), c))
+    });
+    let outcome = Outcome {
+        cluster,
+        flags: t.flags,
+        ..Outcome::answered(t.details)
+    };
+    (t.response, outcome)
+}
+
 async fn route_request<'a>(
     gw: &Arc<Gateway>,
     active: &'a Arc<Active>,
@@ -219,28 +275,7 @@ async fn route_request<'a>(
     body: Incoming,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
     let listener = active.snapshot.listeners.get(&conn.port);
-    // A forward-proxy port (plaintext): its registry and outbound policy.
-    let outbound = listener
-        .and_then(|l| l.outbound.as_ref())
-        .filter(|_| conn.chain.is_none());
-    // Before the HTTP/1.0 check: proxy clients (Python's http.client among them) send
-    // `CONNECT ... HTTP/1.0`, and a tunnel has no HTTP/1.0 semantics to refuse.
-    // (An extended CONNECT, with `:protocol`, is a WebSocket, not a tunnel.)
-    if parts.method == Method::CONNECT && parts.extensions.get::<hyper::ext::Protocol>().is_none() {
-        let t = egress::connect::open(active, outbound, &mut parts, conn.drain.clone()).await;
-        let cluster = t.cluster.and_then(|c| {
-            active
-                .clusters
-                .iter()
-                .position(|x| std::ptr::eq(x.as_ref(), c))
-        });
-        let outcome = Outcome {
-            cluster,
-            flags: t.flags,
-            ..Outcome::answered("via_upstream")
-        };
-        return (t.response, outcome);
-    }
+    let outbound = outbound_of(active, conn);
     if parts.version == Version::HTTP_10 || parts.version == Version::HTTP_09 {
         return local(LocalReply::Http10);
     }
@@ -450,7 +485,11 @@ async fn forward<'a>(
         .cluster
         .and_then(|i| active.clusters.get(i).map(|c| (i, c)))
     else {
-        let (r, o) = local(LocalReply::NoCluster);
+        let reply = request
+            .f
+            .invalid_backend_status
+            .map_or(LocalReply::NoCluster, LocalReply::InvalidBackend);
+        let (r, o) = local(reply);
         return (r, o, Some(dest));
     };
     let f = request.f;
@@ -656,23 +695,28 @@ fn prepare_request(
     {
         parts.headers.insert(header::HOST, a);
     }
-    if let Some(rw) = &f.rewrite {
-        if let Some(p) = &rw.path {
-            let old = parts.uri.path();
-            let new = p.apply(old);
-            if new != old {
-                // Envoy records the whole original :path, query included.
-                let original = parts.uri.path_and_query().map(|pq| pq.as_str().to_string());
-                set_path(parts, &new, original.as_deref());
-            }
+    // The route's path rewrite wins over the destination's, as its host rewrite does.
+    let path_rewrite = f
+        .rewrite
+        .as_ref()
+        .and_then(|rw| rw.path.as_ref())
+        .or(dest.path.as_ref());
+    if let Some(p) = path_rewrite {
+        let old = parts.uri.path();
+        let new = p.apply(old);
+        if new != old {
+            // Envoy records the whole original :path, query included.
+            let original = parts.uri.path_and_query().map(|pq| pq.as_str().to_string());
+            set_path(parts, &new, original.as_deref());
         }
-        if let Some(a) = rw
-            .authority
-            .as_deref()
-            .and_then(|a| HeaderValue::from_str(a).ok())
-        {
-            parts.headers.insert(header::HOST, a);
-        }
+    }
+    if let Some(a) = f
+        .rewrite
+        .as_ref()
+        .and_then(|rw| rw.authority.as_deref())
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        parts.headers.insert(header::HOST, a);
     }
     let ctx = TemplateContext {
         peer: conn.peer,

@@ -16,6 +16,9 @@ pub enum LocalReply {
     NoRoute,
     /// The destination names no known cluster.
     NoCluster,
+    /// A Gateway API backend that is invalid or unknown: the route's own status (500 for
+    /// HTTPRoute), flagged `NC` as Envoy flags a missing cluster.
+    InvalidBackend(u16),
     /// The cluster has no endpoint.
     NoHealthyUpstream,
     /// Every connection attempt failed.
@@ -48,7 +51,7 @@ impl LocalReply {
             LocalReply::Http10 => StatusCode::UPGRADE_REQUIRED,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::BadRequest => StatusCode::BAD_REQUEST,
-            LocalReply::FaultAbort(code) => {
+            LocalReply::FaultAbort(code) | LocalReply::InvalidBackend(code) => {
                 StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
             _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -58,7 +61,7 @@ impl LocalReply {
     pub fn flag(self) -> ResponseFlags {
         match self {
             LocalReply::NoRoute => ResponseFlags::NR,
-            LocalReply::NoCluster => ResponseFlags::NC,
+            LocalReply::NoCluster | LocalReply::InvalidBackend(_) => ResponseFlags::NC,
             LocalReply::NoHealthyUpstream => ResponseFlags::UH,
             LocalReply::ConnectFailure => ResponseFlags::UF,
             LocalReply::UpstreamReset => ResponseFlags::UC,
@@ -76,7 +79,7 @@ impl LocalReply {
     pub fn details(self) -> &'static str {
         match self {
             LocalReply::NoRoute => "route_not_found",
-            LocalReply::NoCluster => "cluster_not_found",
+            LocalReply::NoCluster | LocalReply::InvalidBackend(_) => "cluster_not_found",
             LocalReply::NoHealthyUpstream => "no_healthy_upstream",
             LocalReply::ConnectFailure => {
                 "upstream_reset_before_response_started{connection_failure}"
@@ -99,7 +102,10 @@ impl LocalReply {
     /// Envoy's bodies; 404 and NC have none, exactly as Envoy answers them.
     pub fn body(self) -> &'static str {
         match self {
-            LocalReply::NoRoute | LocalReply::NoCluster | LocalReply::Http10 => "",
+            LocalReply::NoRoute
+            | LocalReply::NoCluster
+            | LocalReply::InvalidBackend(_)
+            | LocalReply::Http10 => "",
             LocalReply::BadRequest => "Bad Request",
             LocalReply::NoHealthyUpstream => "no healthy upstream",
             LocalReply::UpstreamTimeout => "upstream request timeout",

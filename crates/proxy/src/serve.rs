@@ -75,8 +75,13 @@ pub async fn connection<S>(
     let service = service_fn(move |req| {
         let (gw, info) = (gw.clone(), info.clone());
         let mut stream = streams.stream_started();
+        // Boxed: hyper keeps room for one request future in every connection, idle or not,
+        // and the handler's future is kilobytes. Boxed, an idle keep-alive connection holds
+        // a pointer, and the room is taken only while a request runs.
+        let handling: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
+            Box::pin(async move { handle(gw, &info, req).await });
         async move {
-            let resp = handle(gw, &info, req).await;
+            let resp = handling.await;
             stream.responded();
             Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, stream)))
         }

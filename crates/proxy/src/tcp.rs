@@ -1,7 +1,8 @@
 //! Opaque TCP: pick a weighted destination and an endpoint, connect, and copy bytes both
 //! ways until either side closes (half-close is passed on) or the connection has been idle
 //! for the cluster's idle timeout (Istio's default: one hour). Every connection is counted in
-//! Istio's TCP metrics, its bytes as they pass, and logged when it ends.
+//! Istio's TCP metrics, its bytes as they pass, and logged when it ends. CONNECT tunnels of
+//! forward-proxy ports go through the same [`Session`], so they are counted and logged alike.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,6 +23,7 @@ use crate::handler::ConnInfo;
 use crate::local_reply::LocalReply;
 use crate::metrics::{DestinationStats, TcpSeries};
 use crate::response_flags::ResponseFlags;
+use crate::telemetry::RequestLog;
 use crate::{Active, ClusterState, Gateway};
 
 /// Endpoints tried before giving up on a connection.
@@ -44,27 +46,102 @@ pub async fn connection(gw: Arc<Gateway>, stream: TcpStream, info: ConnInfo) {
     splice(&gw, &active, &route.forward, None, stream, &info).await;
 }
 
-/// What one connection did, for its metrics and log line.
-struct Session<'a> {
+/// What one connection (or CONNECT tunnel) did, for its metrics and log line.
+pub struct Session<'a> {
     gw: &'a Gateway,
     conn: &'a ConnInfo,
     start: Instant,
     start_time: SystemTime,
     cluster: Option<&'a ClusterState>,
+    /// The series of a destination outside the registry (a tunnel through
+    /// `PassthroughCluster`), labelled with the host it names; `None`: the cluster's.
+    external: Option<Arc<DestinationStats>>,
+    /// The CONNECT request that opened a tunnel: the line is the request's, as Envoy logs a
+    /// CONNECT stream when it ends, with the tunnel's bytes and duration.
+    request: Option<&'a RequestLog>,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    /// A connection that started at `start`.
+    pub fn new(gw: &'a Gateway, conn: &'a ConnInfo, start: Instant) -> Self {
+        Session {
+            gw,
+            conn,
+            start,
+            start_time: SystemTime::now(),
+            cluster: None,
+            external: None,
+            request: None,
+        }
+    }
+
+    /// A tunnel opened by a CONNECT request to `cluster`, counted in `external`'s series
+    /// when given, and logged as `request` when the access log is on.
+    pub fn tunnel(
+        mut self,
+        cluster: &'a ClusterState,
+        external: Option<Arc<DestinationStats>>,
+        request: Option<&'a RequestLog>,
+    ) -> Self {
+        self.cluster = Some(cluster);
+        self.external = external;
+        self.request = request;
+        self
+    }
+
+    /// A tunnel opened by a CONNECT request that reached no cluster, logged as `request`.
+    pub fn for_request(mut self, request: Option<&'a RequestLog>) -> Self {
+        self.request = request;
+        self
+    }
+
     fn stats(&self) -> &Arc<DestinationStats> {
-        self.cluster
-            .map_or(self.gw.metrics.istio.unknown(), |c| &c.stats)
+        match &self.external {
+            Some(s) => s,
+            None => self
+                .cluster
+                .map_or(self.gw.metrics.istio.unknown(), |c| &c.stats),
+        }
     }
 
     /// A connection that never reached an upstream: opened and closed at once, with `flags`.
-    fn refused(&self, flags: ResponseFlags) {
-        let series = self.stats().tcp(flags);
-        series.value.opened.fetch_add(1, Ordering::Relaxed);
-        series.value.closed.fetch_add(1, Ordering::Relaxed);
+    pub fn refused(&self, flags: ResponseFlags) {
+        count_refused(self.stats(), flags);
         self.log(flags, &Totals::default(), None, None);
+    }
+
+    /// Copies bytes between `client` and `upstream` (an endpoint of `cluster`, at
+    /// `upstream_host`) until both sides close or the cluster's idle timeout passes without a
+    /// byte, counting the connection and its bytes as they pass, then logs it.
+    pub async fn relay<S>(
+        &self,
+        cluster: &ClusterState,
+        client: S,
+        upstream: TcpStream,
+        upstream_host: SocketAddr,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let series = self.stats().tcp(ResponseFlags::NONE);
+        series.value.opened.fetch_add(1, Ordering::Relaxed);
+        let totals = Totals::default();
+        let upstream_local = upstream.local_addr().ok();
+        let idle = Duration::from_millis(cluster.settings().policy.connection.tcp_idle_timeout_ms);
+        let mut client = Counted {
+            inner: client,
+            totals: &totals,
+            series: &series.value,
+        };
+        if let Err(e) = pump(&mut client, upstream, idle).await {
+            tracing::debug!(cluster = %cluster.name, "tcp proxy ended: {e}");
+        }
+        series.value.closed.fetch_add(1, Ordering::Relaxed);
+        self.log(
+            ResponseFlags::NONE,
+            &totals,
+            Some(upstream_host),
+            upstream_local,
+        );
     }
 
     fn log(
@@ -77,8 +154,23 @@ impl Session<'_> {
         let Some(sink) = &self.gw.access_log else {
             return;
         };
+        let base = match self.request {
+            // The tunnel's CONNECT, answered 200 (Envoy's `%BYTES_*%` of a CONNECT stream
+            // are the tunnel's bytes).
+            Some(r) => Entry {
+                code: 200,
+                details: Some("via_upstream"),
+                ..r.entry()
+            },
+            None => Entry {
+                start: Some(self.start_time),
+                downstream_local: Some(self.conn.local),
+                downstream_remote: Some(self.conn.peer),
+                server_name: self.conn.sni.as_deref(),
+                ..Entry::default()
+            },
+        };
         sink.log(&Entry {
-            start: Some(self.start_time),
             flags,
             bytes_received: totals.received.load(Ordering::Relaxed),
             bytes_sent: totals.sent.load(Ordering::Relaxed),
@@ -86,17 +178,20 @@ impl Session<'_> {
             upstream_host: upstream,
             upstream_cluster: self.cluster.map(|c| c.name.as_str()),
             upstream_local,
-            downstream_local: Some(self.conn.local),
-            downstream_remote: Some(self.conn.peer),
-            server_name: self.conn.sni.as_deref(),
-            ..Entry::default()
+            ..base
         });
     }
 }
 
+/// Counts a connection that reached no upstream (opened and closed at once) in `stats`.
+pub fn count_refused(stats: &DestinationStats, flags: ResponseFlags) {
+    let series = stats.tcp(flags);
+    series.value.opened.fetch_add(1, Ordering::Relaxed);
+    series.value.closed.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Connects to a destination of `forward` and copies bytes between it and `client`. `target`
-/// is the destination the connection names (SNI, CONNECT target), for original-destination
-/// clusters.
+/// is the destination the connection names (SNI), for original-destination clusters.
 pub async fn splice<S>(
     gw: &Gateway,
     active: &Active,
@@ -112,13 +207,7 @@ pub async fn splice<S>(
         .pick(point)
         .and_then(|d| d.cluster)
         .and_then(|i| active.clusters.get(i));
-    let mut session = Session {
-        gw,
-        conn,
-        start: Instant::now(),
-        start_time: SystemTime::now(),
-        cluster: None,
-    };
+    let mut session = Session::new(gw, conn, Instant::now());
     let Some(cluster) = cluster else {
         session.refused(ResponseFlags::NC);
         return;
@@ -132,26 +221,9 @@ pub async fn splice<S>(
             return;
         }
     };
-    let series = session.stats().tcp(ResponseFlags::NONE);
-    series.value.opened.fetch_add(1, Ordering::Relaxed);
-    let totals = Totals::default();
-    let upstream_local = upstream.local_addr().ok();
-    let idle = Duration::from_millis(cluster.settings().policy.connection.tcp_idle_timeout_ms);
-    let mut client = Counted {
-        inner: client,
-        totals: &totals,
-        series: &series.value,
-    };
-    if let Err(e) = pump(&mut client, upstream, idle).await {
-        tracing::debug!(cluster = %cluster.name, "tcp proxy ended: {e}");
-    }
-    series.value.closed.fetch_add(1, Ordering::Relaxed);
-    session.log(
-        ResponseFlags::NONE,
-        &totals,
-        Some(upstream_host),
-        upstream_local,
-    );
+    session
+        .relay(cluster, client, upstream, upstream_host)
+        .await;
 }
 
 /// Opens a connection to an endpoint of `cluster`, trying up to [`CONNECT_ATTEMPTS`] of them.
@@ -186,17 +258,6 @@ pub async fn connect(
     } else {
         LocalReply::ConnectFailure
     })
-}
-
-/// Copies bytes both ways until both sides are closed (half-closes are passed on), for
-/// CONNECT tunnels.
-pub async fn pipe<S>(cluster: &ClusterState, mut client: S, mut upstream: TcpStream)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(cluster = %cluster.name, "tcp proxy ended: {e}");
-    }
 }
 
 /// Copies both ways until both sides have closed, or until no byte has moved for `idle`

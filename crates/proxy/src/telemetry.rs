@@ -116,6 +116,24 @@ impl RequestLog {
             server_name: conn.sni.clone(),
         }
     }
+
+    /// The request's fields of its log line (the rest are left empty).
+    pub fn entry(&self) -> Entry<'_> {
+        Entry {
+            start: Some(self.start),
+            method: Some(self.method.as_str()),
+            path: self.path.as_ref().map(PathAndQuery::as_str),
+            protocol: Some(version_name(self.version)),
+            x_forwarded_for: text(&self.forwarded_for),
+            user_agent: text(&self.user_agent),
+            request_id: text(&self.request_id),
+            authority: text(&self.authority),
+            downstream_local: Some(self.local),
+            downstream_remote: Some(self.peer),
+            server_name: self.server_name.as_deref(),
+            ..Entry::default()
+        }
+    }
 }
 
 /// The log fields known once the response is ready.
@@ -232,12 +250,7 @@ impl Exchange {
         let (Some(log), Some(sink)) = (self.log, &self.gw.access_log) else {
             return;
         };
-        let r = &log.request;
         sink.log(&Entry {
-            start: Some(r.start),
-            method: Some(r.method.as_str()),
-            path: r.path.as_ref().map(PathAndQuery::as_str),
-            protocol: Some(version_name(r.version)),
             code: self.key.code,
             flags: self.key.flags,
             details: Some(log.details),
@@ -245,17 +258,11 @@ impl Exchange {
             bytes_sent: sent,
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             upstream_service_time: log.upstream.map(|u| u.service_ms),
-            x_forwarded_for: text(&r.forwarded_for),
-            user_agent: text(&r.user_agent),
-            request_id: text(&r.request_id),
-            authority: text(&r.authority),
             upstream_host: log.upstream.map(|u| u.host),
             upstream_cluster: cluster.map(|c| c.name.as_str()),
             upstream_local: log.upstream.and_then(|u| u.local),
-            downstream_local: Some(r.local),
-            downstream_remote: Some(r.peer),
-            server_name: r.server_name.as_deref(),
             route_name: log.route.as_deref(),
+            ..log.request.entry()
         });
     }
 }

@@ -139,6 +139,7 @@ pub fn redirect(r: &HttpRedirect, uri: Option<&StringMatch>) -> Redirect {
         authority: r.authority.clone(),
         port,
         path,
+        drop_request_port: false,
     }
 }
 
@@ -326,6 +327,7 @@ pub fn cors(c: Option<&CorsPolicy>) -> Option<Cors> {
         max_age: c.max_age.map(|d| d.0.as_secs().to_string()),
         allow_credentials: c.allow_credentials,
         forward_unmatched_preflights: c.unmatched_preflights.as_deref() != Some("IGNORE"),
+        expose_on_preflight: false,
     })
 }
 

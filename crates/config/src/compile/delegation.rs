@@ -11,7 +11,9 @@ use crate::diag::subject;
 
 /// One route to compile, with where it came from (for diagnostics and host completion).
 pub struct Expanded<'a> {
-    pub route: HttpRoute,
+    /// Borrowed from the VirtualService unless delegation made a new route: configurations
+    /// with many routes would otherwise copy every one of them here.
+    pub route: std::borrow::Cow<'a, HttpRoute>,
     pub field: String,
     pub origin: &'a Resource,
     /// Namespace used to complete destination hosts: the namespace of the VirtualService
@@ -33,7 +35,7 @@ pub fn expand<'a>(
         let field = format!("spec.http[{i}]");
         let Some(d) = &route.delegate else {
             out.push(Expanded {
-                route: route.clone(),
+                route: std::borrow::Cow::Borrowed(route),
                 field,
                 origin: root,
                 namespace: vs.namespace.clone(),
@@ -80,7 +82,7 @@ pub fn expand<'a>(
             }
             match merge(route, child) {
                 Some(merged) => out.push(Expanded {
-                    route: merged,
+                    route: std::borrow::Cow::Owned(merged),
                     field: child_field,
                     origin: res,
                     namespace: delegate.namespace.clone(),

@@ -41,6 +41,7 @@ fn synthesized(name: &str, cluster_name: &str, cluster: usize) -> Route {
         weight: 1,
         headers: Default::default(),
         authority: None,
+        path: None,
     };
     let forward = Forward::with(vec![destination], None, None, actions::retry(None), vec![]);
     Route {

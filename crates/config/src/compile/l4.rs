@@ -8,10 +8,11 @@ use isthmus_api::istio::virtual_service::{RouteDestination, VirtualServiceSpec};
 use isthmus_api::{Diagnostic, Object, Resource};
 
 use super::listeners::ServerRef;
-use super::routes::{gateway_ref, http_table, weighted_destination};
+use super::routes::{MESH, gateway_ref, http_table, mesh_hosts, weighted_destination};
 use super::secrets::{SecretError, Secrets};
 use super::services::Registry;
 use crate::diag::{Subject, subject};
+use crate::egress::{PortScoped, TunnelRules};
 use crate::hosts::{complete, intersect};
 use crate::instance::Instance;
 use crate::snapshot::{Forward, Source};
@@ -463,6 +464,130 @@ pub fn tcp_routes(
                     forward,
                 });
             }
+        }
+    }
+    out
+}
+
+/// The `tls` and `tcp` rules of mesh VirtualServices for the CONNECT tunnels of a
+/// forward-proxy port (`servers`), one entry per host they give the forward-proxy servers. A
+/// match applies when its `gateways` are empty (the VirtualService's, which include the mesh)
+/// or name `mesh`; `tls` matches need `sniHosts`, kept where the host covers them.
+pub fn mesh_tunnels(
+    resources: &[&Resource],
+    instance: &Instance,
+    servers: &[&ServerRef<'_>],
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<TunnelRules> {
+    let for_mesh = |gateways: &[String]| gateways.is_empty() || gateways.iter().any(|g| g == MESH);
+    let mut out = Vec::new();
+    for r in resources {
+        let Resource::VirtualService(vs) = r else {
+            continue;
+        };
+        if (vs.spec.tls.is_empty() && vs.spec.tcp.is_empty())
+            || !instance.sees(&vs.namespace, &vs.spec.export_to)
+        {
+            continue;
+        }
+        let hosts = mesh_hosts(vs, servers, instance);
+        if hosts.is_empty() {
+            continue;
+        }
+        let s = subject(r);
+        let name = format!("{}/{}", vs.namespace, vs.name);
+        // (rule index, matches as (port, sniHosts)), for the rules with a mesh match.
+        let mut tls = Vec::new();
+        for (i, rule) in vs.spec.tls.iter().enumerate() {
+            let matches: Vec<(Option<u16>, Vec<String>)> = rule
+                .matches
+                .iter()
+                .filter(|m| for_mesh(&m.gateways))
+                .filter_map(|m| {
+                    let port = match m.port {
+                        Some(p) => Some(u16::try_from(p).ok()?),
+                        None => None,
+                    };
+                    let sni = m.sni_hosts.iter().map(|h| h.to_ascii_lowercase());
+                    Some((port, sni.collect()))
+                })
+                .collect();
+            if matches.iter().all(|(_, sni)| sni.is_empty()) {
+                continue;
+            }
+            let field = format!("spec.tls[{i}]");
+            let forward = l4_forward(&s, &field, &rule.route, &vs.namespace, registry, diags);
+            let source = Arc::new(Source::of(r, &field));
+            tls.push((matches, forward, source));
+        }
+        let mut tcp = Vec::new();
+        for (i, rule) in vs.spec.tcp.iter().enumerate() {
+            let mut ports: Vec<Option<u16>> = if rule.matches.is_empty() {
+                vec![None]
+            } else {
+                rule.matches
+                    .iter()
+                    .filter(|m| for_mesh(&m.gateways))
+                    .filter_map(|m| match m.port {
+                        Some(p) => u16::try_from(p).ok().map(Some),
+                        None => Some(None),
+                    })
+                    .collect()
+            };
+            if ports.contains(&None) {
+                ports = vec![None];
+            }
+            ports.dedup();
+            if ports.is_empty() {
+                continue;
+            }
+            let field = format!("spec.tcp[{i}]");
+            let forward = l4_forward(&s, &field, &rule.route, &vs.namespace, registry, diags);
+            let route = TcpRoute {
+                virtual_service: name.clone(),
+                source: Arc::new(Source::of(r, &field)),
+                forward,
+            };
+            tcp.extend(ports.into_iter().map(|port| PortScoped {
+                port,
+                route: route.clone(),
+            }));
+        }
+        for host in hosts {
+            let mut rules = TunnelRules {
+                host: host.clone(),
+                tls: Vec::new(),
+                tcp: tcp.clone(),
+            };
+            for (matches, forward, source) in &tls {
+                let mut ports: Vec<Option<u16>> = matches.iter().map(|(p, _)| *p).collect();
+                ports.sort();
+                ports.dedup();
+                for port in ports {
+                    let mut sni: Vec<String> = matches
+                        .iter()
+                        .filter(|(p, _)| p.is_none() || *p == port)
+                        .flat_map(|(_, names)| names.iter())
+                        .filter_map(|n| intersect(&host, n))
+                        .collect();
+                    sni.sort();
+                    sni.dedup();
+                    if sni.is_empty() {
+                        continue;
+                    }
+                    rules.tls.push(PortScoped {
+                        port,
+                        route: TlsRoute {
+                            virtual_service: name.clone(),
+                            source: source.clone(),
+                            sni_hosts: sni,
+                            forward: forward.clone(),
+                        },
+                    });
+                }
+            }
+            out.push(rules);
         }
     }
     out

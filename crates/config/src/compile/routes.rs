@@ -60,7 +60,9 @@ pub fn bind(
                     http_table(resources, instance, *port, &all, registry, diags);
                 if p.servers.iter().any(|s| s.outbound) {
                     report_shared_forward_proxy(*port, &p.servers, diags);
-                    listener.outbound = Some(super::egress::outbound(instance, registry));
+                    let tunnels = l4::mesh_tunnels(resources, instance, &all, registry, diags);
+                    listener.outbound =
+                        Some(super::egress::outbound(instance, registry).with_tunnels(tunnels));
                 }
             }
             ListenerProtocol::Tls => {
@@ -218,28 +220,7 @@ fn bind_mesh(
     domains: &mut BTreeMap<String, Compiled>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == MESH);
-    let names_a_gateway_here = vs.spec.gateways.iter().any(|g| {
-        let (ns, name) = gateway_ref(g, &vs.namespace);
-        servers
-            .iter()
-            .any(|s| s.gateway_ns == ns && s.gateway_name == name)
-    });
-    if !for_mesh || names_a_gateway_here {
-        return;
-    }
-    let mut bound: BTreeSet<String> = BTreeSet::new();
-    for server in servers.iter().filter(|s| s.outbound) {
-        for sh in &server.hosts {
-            if sh.namespace.as_deref().is_some_and(|n| n != vs.namespace) {
-                continue;
-            }
-            for h in &vs.spec.hosts {
-                let h = complete(h, &vs.namespace, &instance.domain_suffix);
-                bound.extend(intersect(&sh.host, &h));
-            }
-        }
-    }
+    let bound = mesh_hosts(vs, servers, instance);
     if bound.is_empty() {
         return;
     }
@@ -251,8 +232,42 @@ fn bind_mesh(
     }
 }
 
+/// The hosts a VirtualService bound to the mesh (`gateways` missing or naming `mesh`) gives
+/// the forward-proxy servers of a port: its hosts intersected with theirs. None when it is not
+/// for the mesh, or when it names a Gateway of this port (its rules written for the egress
+/// gateway itself are not applied twice).
+pub(super) fn mesh_hosts(
+    vs: &Object<VirtualServiceSpec>,
+    servers: &[&ServerRef<'_>],
+    instance: &Instance,
+) -> BTreeSet<String> {
+    let mut bound: BTreeSet<String> = BTreeSet::new();
+    let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == MESH);
+    let names_a_gateway_here = vs.spec.gateways.iter().any(|g| {
+        let (ns, name) = gateway_ref(g, &vs.namespace);
+        servers
+            .iter()
+            .any(|s| s.gateway_ns == ns && s.gateway_name == name)
+    });
+    if !for_mesh || names_a_gateway_here {
+        return bound;
+    }
+    for server in servers.iter().filter(|s| s.outbound) {
+        for sh in &server.hosts {
+            if sh.namespace.as_deref().is_some_and(|n| n != vs.namespace) {
+                continue;
+            }
+            for h in &vs.spec.hosts {
+                let h = complete(h, &vs.namespace, &instance.domain_suffix);
+                bound.extend(intersect(&sh.host, &h));
+            }
+        }
+    }
+    bound
+}
+
 /// Istio's name for the sidecars in `gateways`.
-const MESH: &str = "mesh";
+pub(super) const MESH: &str = "mesh";
 
 /// Whom a VirtualService's rules are compiled for.
 #[derive(Clone, Copy)]
@@ -313,7 +328,7 @@ fn compile_routes(
     let mut catch_all: Option<String> = None;
     for item in delegation::expand(r, vs, all, diags) {
         let s = subject(item.origin);
-        let route = &item.route;
+        let route: &HttpRoute = &item.route;
         let blocks: Vec<Option<&HttpMatchRequest>> = if route.matches.is_empty() {
             vec![None]
         } else {
@@ -529,6 +544,7 @@ pub(super) fn weighted_destination(
         weight,
         headers: Default::default(),
         authority: None,
+        path: None,
     }
 }
 

@@ -69,9 +69,29 @@ impl<'a> Secrets<'a> {
         &self,
         name: &str,
     ) -> Result<(PemSource, PemSource, Option<PemSource>), SecretError> {
+        self.certificate_with(
+            name,
+            " (credentialName is looked up in the gateway's namespace, --namespace)",
+        )
+    }
+
+    /// [`Secrets::certificate`] for a reference that names the Secret's namespace itself (a
+    /// Gateway API `certificateRef`, an Ingress `secretName`).
+    pub fn certificate_ref(
+        &self,
+        name: &str,
+    ) -> Result<(PemSource, PemSource, Option<PemSource>), SecretError> {
+        self.certificate_with(name, "")
+    }
+
+    fn certificate_with(
+        &self,
+        name: &str,
+        hint: &str,
+    ) -> Result<(PemSource, PemSource, Option<PemSource>), SecretError> {
         if !self.by_name.contains_key(name) {
             return Err(SecretError::Missing(format!(
-                "Secret {}/{name} is not among the loaded resources (credentialName is looked up in the gateway's namespace, --namespace)",
+                "Secret {}/{name} is not among the loaded resources{hint}",
                 self.namespace
             )));
         }

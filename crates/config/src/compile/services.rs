@@ -125,6 +125,19 @@ impl<'a> Registry<'a> {
         &self.instance.domain_suffix
     }
 
+    /// The number of the port named `name` of service `host` (a Kubernetes Service's named
+    /// port, which file mode finds among the ServiceEntry's ports).
+    pub fn port_named(&self, host: &str, name: &str) -> Option<u16> {
+        let svc = self.services.get(host)?;
+        svc.entry
+            .spec
+            .ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| p.number)
+            .and_then(|n| u16::try_from(n).ok())
+    }
+
     /// The cluster for a destination, made on first use. `port` is the destination's port if
     /// it names one.
     pub fn cluster(

@@ -35,6 +35,9 @@ pub struct DestinationStep {
     /// The Host sent upstream when this destination rewrites it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_rewrite: Option<String>,
+    /// The path sent upstream when this destination alone rewrites it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_rewrite: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
     pub endpoints: Endpoints,
@@ -95,6 +98,7 @@ fn destination(snapshot: &Snapshot, d: &WeightedDestination, total: u32) -> Dest
         protocol: None,
         tls: None,
         host_rewrite: d.authority.clone(),
+        path_rewrite: None,
         headers: header_edits(&d.headers),
         endpoints: Endpoints::Unknown {
             reason: "no ServiceEntry defines this service, port or subset (see the diagnostics)"
@@ -179,6 +183,10 @@ pub struct ForwardStep {
     pub headers: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<String>,
+    /// The status a destination without a cluster answers when it is not Envoy's 503 (500
+    /// for Gateway API routes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_backend_status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -276,8 +284,16 @@ fn forward(snapshot: &Snapshot, action: &RouteAction, f: &Forward, path: &str) -
         .and_then(|r| r.path.as_ref())
         .map(|p| p.apply(path))
         .filter(|p| p != path);
+    let mut steps = destinations(snapshot, f);
+    // A destination's own path rewrite applies when the route has none.
+    if f.rewrite.as_ref().and_then(|r| r.path.as_ref()).is_none() {
+        for (step, d) in steps.iter_mut().zip(&f.destinations) {
+            step.path_rewrite = d.path.as_ref().map(|p| p.apply(path)).filter(|p| p != path);
+        }
+    }
     ForwardStep {
-        destinations: destinations(snapshot, f),
+        invalid_backend_status: f.invalid_backend_status,
+        destinations: steps,
         upstream_path,
         upstream_host: f.rewrite.as_ref().and_then(|r| r.authority.clone()),
         timeout: f.timeout_ms.map(|ms| format!("{ms}ms")),

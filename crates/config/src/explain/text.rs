@@ -111,14 +111,14 @@ fn listener(o: &mut Out, ex: &Explanation) {
     }
 }
 
+/// `Gateway ns/name servers[0] (HTTP, hosts ...)`, or for a Gateway API listener
+/// `Gateway.gateway.networking.k8s.io ns/name listeners[0] (...)`.
 fn server(s: &ServerStep) -> String {
-    let mut text = format!(
-        "Gateway {} servers[{}] ({}, hosts {})",
-        s.gateway,
-        s.index,
-        s.protocol,
-        s.hosts.join(", ")
-    );
+    let at = match s.source.field.strip_prefix("spec.") {
+        Some(field) if !s.source.resource.is_empty() => format!("{} {field}", s.source.resource),
+        _ => format!("Gateway {} servers[{}]", s.gateway, s.index),
+    };
+    let mut text = format!("{at} ({}, hosts {})", s.protocol, s.hosts.join(", "));
     if s.https_redirect {
         text.push_str(" httpsRedirect");
     }
@@ -206,11 +206,17 @@ fn route(o: &mut Out, r: &RouteStep) {
 }
 
 /// `VirtualService ns/name route "x" spec.http[0].match[1]  file:line`, naming the delegate
-/// when the route was written there.
+/// when the route was written there; a Gateway API route is named by its own kind
+/// (`HTTPRoute ns/name ...`).
 fn origin(virtual_service: &str, name: &str, source: &crate::snapshot::Source) -> String {
-    let mut s = format!("VirtualService {virtual_service}");
     let own = format!("VirtualService {virtual_service}");
-    if !source.resource.is_empty() && source.resource != own {
+    let istio = source.resource.is_empty() || source.resource.starts_with("VirtualService ");
+    let mut s = if istio {
+        own.clone()
+    } else {
+        source.resource.clone()
+    };
+    if istio && !source.resource.is_empty() && source.resource != own {
         s.push_str(&format!(" (delegate {})", source.resource));
     }
     if !name.is_empty() {
@@ -385,6 +391,9 @@ fn destination(o: &mut Out, d: &DestinationStep, weighted: bool, http: bool) {
     }
     if let Some(h) = &d.host_rewrite {
         o.more(pad, format!("host rewritten to {h}"));
+    }
+    if let Some(p) = &d.path_rewrite {
+        o.more(pad, format!("path rewritten to {p}"));
     }
     for h in &d.headers {
         o.more(pad, format!("headers {h}"));

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Open N keep-alive connections to HOST:PORT, make one request on each, and hold them idle.
+
+    idle_conns.py PORT N HOST_HEADER
+
+Prints "ready <open>" once every connection has had its response, then holds them until
+stdin closes (bench/run.sh closes it after reading the proxy's RSS). Used to measure
+memory per idle keep-alive connection; not a test.
+"""
+
+import selectors
+import socket
+import sys
+import time
+
+BATCH = 100
+
+
+def complete(response):
+    """Whether `response` holds a whole response with a Content-Length body."""
+    head, sep, body = response.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return False
+
+
+def main():
+    port, n, host = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    sel = selectors.DefaultSelector()
+    socks, waiting = [], {}
+    # Connect in batches so the listen backlog never overflows.
+    for start in range(0, n, BATCH):
+        for _ in range(min(BATCH, n - start)):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(request)
+            s.setblocking(False)
+            socks.append(s)
+            waiting[s] = b""
+            sel.register(s, selectors.EVENT_READ)
+        deadline = time.monotonic() + 30
+        while waiting and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=1):
+                s = key.fileobj
+                data = s.recv(65536)
+                if not data:
+                    sys.exit(f"connection closed by the proxy after {len(socks)} opened")
+                waiting[s] += data
+                if complete(waiting[s]):
+                    del waiting[s]
+                    sel.unregister(s)
+        if waiting:
+            sys.exit(f"{len(waiting)} responses did not arrive within 30 s")
+    print(f"ready {len(socks)}", flush=True)
+    sys.stdin.read()
+    for s in socks:
+        s.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+//! `isthmus run --kubernetes` against an in-process fake API server speaking the real
+//! Kubernetes HTTP API (list, watch streams, 410 Gone): the real binary and its kube-rs client
+//! take Gateway API resources, Services and EndpointSlices from the API server into live
+//! routing, follow changes and deletions, survive disconnects and compaction, and become ready
+//! only once synced.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod support;
+
+use std::net::SocketAddr;
+
+use isthmus_k8s::fake::FakeApi;
+use serde_json::{Value, json};
+use support::*;
+
+fn gateway_api_gateway() -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "shop"},
+        "spec": {"gatewayClassName": "isthmus", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}
+    })
+}
+
+fn route(name: &str, path: &str, service: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                       "backendRefs": [{"name": service, "port": 80}]}]
+        }
+    })
+}
+
+fn service(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "shop"},
+           "spec": {"ports": [{"name": "http", "port": 80}]}})
+}
+
+/// The EndpointSlice of Service `service` with one ready endpoint, `addr`.
+fn slice(service: &str, addr: SocketAddr) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("{service}-1"), "namespace": "shop",
+                        "labels": {"kubernetes.io/service-name": service}},
+           "addressType": "IPv4",
+           "ports": [{"name": "http", "port": addr.port()}],
+           "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true}}]})
+}
+
+/// Starts the gateway on `api` (and an empty configuration folder).
+fn spawn(api: &FakeApi, kubeconfig_dir: &tempfile::TempDir) -> Gateway {
+    spawn_with(api, kubeconfig_dir, &[])
+}
+
+fn spawn_with(api: &FakeApi, kubeconfig_dir: &tempfile::TempDir, extra: &[&str]) -> Gateway {
+    let path = kubeconfig_dir.path().join("kubeconfig");
+    std::fs::write(&path, api.kubeconfig()).unwrap();
+    let path = path.display().to_string();
+    let mut args = vec!["--kubernetes", "--kubeconfig", &path];
+    args.extend_from_slice(extra);
+    Gateway::spawn(tempfile::tempdir().unwrap(), &args)
+}
+
+fn ingress(name: &str, class: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"name": name, "namespace": "shop"},
+           "spec": {"ingressClassName": class, "rules": [{"host": format!("{name}.example.com"),
+               "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                   "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}})
+}
+
+/// What a GET of `path` gets: the backend's name, or the status.
+async fn outcome(g: &Gateway, path: &str) -> String {
+    let r = get(&g.url(80, path).await, "shop.example.com", &[]).await;
+    match (r.status, r.backend()) {
+        (200, Some(b)) => b.to_string(),
+        (s, _) => s.to_string(),
+    }
+}
+
+/// Waits until a GET of `path` gets `want`.
+async fn until(g: &Gateway, path: &str, want: &str) {
+    eventually(&format!("GET {path} -> {want}"), || async {
+        outcome(g, path).await == want
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_flows_from_the_api_server_into_routing() {
+    // A cluster without Istio's CRDs: the Gateway API alone.
+    let api = FakeApi::start(&["networking.istio.io"]).await.unwrap();
+    let web = backend("web").await;
+    let moved = backend("web-moved").await;
+    for o in [
+        gateway_api_gateway(),
+        route("shop", "/shop", "web"),
+        service("web"),
+        slice("web", web),
+    ] {
+        api.apply(o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = spawn(&api, &dir);
+    g.wait_ready().await;
+    assert_eq!(outcome(&g, "/shop/cart").await, "web");
+    assert_eq!(outcome(&g, "/other").await, "404");
+
+    // A new route, endpoints that move, a deletion: each becomes live.
+    api.apply(route("new", "/new", "web"));
+    until(&g, "/new", "web").await;
+    api.apply(slice("web", moved));
+    until(&g, "/shop", "web-moved").await;
+    api.delete("gateway.networking.k8s.io/v1", "HTTPRoute", "shop", "shop");
+    until(&g, "/shop", "404").await;
+
+    // Every watch is cut and the history compacted: the source lists again and goes on.
+    api.compact();
+    api.apply(route("after", "/after", "web"));
+    until(&g, "/after", "web-moved").await;
+    assert_eq!(outcome(&g, "/new").await, "web-moved");
+
+    // Diagnostics name the object they are about.
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "bad", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"matches": [{"method": "FETCH"}]}]}
+    }));
+    eventually("the diagnostic of the bad route", || async {
+        g.diagnostics().await.iter().any(|d| {
+            d.starts_with("kubernetes:HTTPRoute/shop/bad:1: error: HTTPRoute shop/bad: spec.rules[0].matches[0].method")
+        })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_initial_sync_and_survives_the_api_server_going_away() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    let web = backend("web").await;
+    for o in [
+        gateway_api_gateway(),
+        route("shop", "/", "web"),
+        service("web"),
+        slice("web", web),
+    ] {
+        api.apply(o);
+    }
+    api.hold();
+    let dir = tempfile::tempdir().unwrap();
+    let g = spawn(&api, &dir);
+    // The admin server is up, but no list has been answered: not ready, nothing bound.
+    assert_eq!(g.admin_get("/healthz/ready").await.0, 503);
+    api.release();
+    g.wait_ready().await;
+    assert_eq!(outcome(&g, "/").await, "web");
+    // The API server goes away: the last configuration keeps serving.
+    api.disconnect();
+    drop(api);
+    eventually("the gateway notices the API server is gone", || async {
+        g.log().contains("watch failed")
+    })
+    .await;
+    assert_eq!(outcome(&g, "/").await, "web");
+}
+
+/// The condition `kind` of a status condition list.
+fn condition(list: &Value, kind: &str) -> Value {
+    list.as_array()
+        .and_then(|l| l.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_writes_gateway_api_status_back() {
+    let api = FakeApi::start(&["networking.istio.io"]).await.unwrap();
+    let web = backend("web").await;
+    for o in [
+        gateway_api_gateway(),
+        route("shop", "/shop", "web"),
+        service("web"),
+        slice("web", web),
+    ] {
+        api.apply(o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = spawn(&api, &dir);
+    g.wait_ready().await;
+    const GW: &str = "gateway.networking.k8s.io/v1";
+    let gateway = |api: &FakeApi| {
+        api.object(GW, "Gateway", "shop", "gw")
+            .and_then(|o| o.get("status").cloned())
+            .unwrap_or(Value::Null)
+    };
+    eventually("the Gateway's status", || async {
+        let s = gateway(&api);
+        condition(&s["conditions"], "Accepted")["status"] == "True"
+            && condition(&s["conditions"], "Programmed")["status"] == "True"
+            && s["listeners"][0]["attachedRoutes"] == 1
+    })
+    .await;
+    let route_status = |api: &FakeApi, name: &str| {
+        api.object(GW, "HTTPRoute", "shop", name)
+            .and_then(|o| o.pointer("/status/parents/0/conditions").cloned())
+            .unwrap_or(Value::Null)
+    };
+    eventually("the route's status", || async {
+        let c = route_status(&api, "shop");
+        condition(&c, "Accepted")["status"] == "True"
+            && condition(&c, "ResolvedRefs")["status"] == "True"
+    })
+    .await;
+
+    // A route to a Service that does not exist: accepted, with its reference unresolved.
+    api.apply(route("lost", "/lost", "missing"));
+    eventually("the unresolved route's status", || async {
+        let c = route_status(&api, "lost");
+        condition(&c, "ResolvedRefs")["status"] == "False"
+            && condition(&c, "ResolvedRefs")["reason"] == "BackendNotFound"
+    })
+    .await;
+    eventually("two attached routes", || async {
+        gateway(&api)["listeners"][0]["attachedRoutes"] == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_ingresses_get_the_published_load_balancer_addresses() {
+    let api = FakeApi::start(&["networking.istio.io"]).await.unwrap();
+    let web = backend("web").await;
+    for o in [
+        ingress("shop", "isthmus"),
+        ingress("other", "nginx"),
+        service("web"),
+        slice("web", web),
+    ] {
+        api.apply(o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Documentation addresses: status only, no traffic goes there.
+    let g = spawn_with(
+        &api,
+        &dir,
+        &["--publish-status-address", "192.0.2.10,lb.example.com"],
+    );
+    g.wait_ready().await;
+    let status = |api: &FakeApi, name: &str| {
+        api.object("networking.k8s.io/v1", "Ingress", "shop", name)
+            .and_then(|o| o.pointer("/status/loadBalancer/ingress").cloned())
+            .unwrap_or(Value::Null)
+    };
+    eventually("the served Ingress's load-balancer status", || async {
+        status(&api, "shop") == json!([{"ip": "192.0.2.10"}, {"hostname": "lb.example.com"}])
+    })
+    .await;
+    // The Ingress routes, and the one of another class got no status from us.
+    assert_eq!(outcome(&g, "/").await, "web");
+    assert_eq!(status(&api, "other"), Value::Null);
+}

@@ -1,0 +1,479 @@
+//! Status written back to the API server: Gateway API conditions computed by the control
+//! plane, patched onto each object's `status` subresource by one replica at a time.
+//!
+//! Leadership is a `coordination.k8s.io/v1` Lease: a replica takes it when it is absent or
+//! expired, and renews it every [`LeaseSettings::renew`]. Every write of the Lease carries the
+//! `resourceVersion` it read, so of two replicas racing for it the API server lets one win and
+//! answers the other 409 Conflict. Expiry is judged as client-go judges it: from when this
+//! replica last saw the holder's record change, by its own clock, so replicas need not agree
+//! on the time.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::kinds::WATCHED;
+
+/// The prefix of the Lease that elects the status writer; the workload's name follows it.
+pub const LEASE_NAME: &str = "isthmus-status";
+
+/// One object's desired `status` (conditions without `lastTransitionTime`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusUpdate {
+    pub group: String,
+    pub kind: String,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub name: String,
+    pub status: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    /// The namespace of the Lease (the instance's).
+    pub namespace: String,
+    pub name: String,
+    /// Who holds the Lease: unique per replica.
+    pub identity: String,
+    /// How long a Lease not renewed stays its holder's.
+    pub duration: Duration,
+    /// How often the holder renews (and others check for expiry).
+    pub renew: Duration,
+}
+
+impl LeaseSettings {
+    /// The Lease of the replicas of `workload` (`istio-ingressgateway`, ...): an ingress and
+    /// an egress release in one namespace serve different Gateways, so each elects its own
+    /// writer.
+    pub fn new(namespace: &str, workload: &str) -> Self {
+        LeaseSettings {
+            namespace: namespace.to_string(),
+            name: lease_name(workload),
+            identity: identity(),
+            duration: Duration::from_secs(15),
+            renew: Duration::from_secs(2),
+        }
+    }
+}
+
+/// `isthmus-status-<workload>`, made a valid object name (lowercase letters, digits and `-`,
+/// at most 253 characters).
+pub fn lease_name(workload: &str) -> String {
+    let clean: String = workload
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    let clean = clean.trim_matches('-');
+    if clean.is_empty() {
+        return LEASE_NAME.to_string();
+    }
+    let mut name = format!("{LEASE_NAME}-{clean}");
+    name.truncate(253);
+    name.trim_end_matches('-').to_string()
+}
+
+/// `POD_NAME` (or the hostname) with a random suffix: two processes in one pod, or a pod
+/// restarted with the same name before its old Lease expired, are still different holders.
+pub fn identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "isthmus".to_string());
+    // RandomState is seeded from the OS's randomness: enough for a suffix that only needs to
+    // differ between processes.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{base}-{:08x}", h.finish() as u32)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    #[error("{group}/{kind} is not a kind the source knows")]
+    UnknownKind { group: String, kind: String },
+}
+
+/// The running writer; it stops (without releasing the Lease) when dropped.
+pub struct StatusWriter {
+    desired: watch::Sender<Vec<StatusUpdate>>,
+    leader: watch::Receiver<bool>,
+    identity: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StatusWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StatusWriter {
+    pub fn start(client: kube::Client, settings: LeaseSettings) -> StatusWriter {
+        let (desired, desired_rx) = watch::channel(Vec::new());
+        let (leader_tx, leader) = watch::channel(false);
+        let identity = settings.identity.clone();
+        let task = tokio::spawn(run(client, settings, desired_rx, leader_tx));
+        StatusWriter {
+            desired,
+            leader,
+            identity,
+            task,
+        }
+    }
+
+    /// The status every object should have now; written if this replica leads.
+    pub fn update(&self, statuses: Vec<StatusUpdate>) {
+        self.desired.send_replace(statuses);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+}
+
+type Key = (String, String, String, String);
+
+/// What was last written to an object: the desired status, and it with transition times.
+struct Written {
+    desired: Value,
+    sent: Value,
+}
+
+async fn run(
+    client: kube::Client,
+    settings: LeaseSettings,
+    mut desired: watch::Receiver<Vec<StatusUpdate>>,
+    leader: watch::Sender<bool>,
+) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
+    let mut elector = Elector {
+        settings: settings.clone(),
+        observed: None,
+    };
+    let mut written: HashMap<Key, Written> = HashMap::new();
+    let mut tick = tokio::time::interval(settings.renew);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading = false;
+    loop {
+        let renew = tokio::select! {
+            _ = tick.tick() => true,
+            changed = desired.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
+        };
+        if renew {
+            let now = match elector.step(&leases).await {
+                Ok(l) => l,
+                Err(e) => {
+                    // Without a renewed Lease this replica cannot know it still leads.
+                    tracing::warn!(error = %e, "cannot read or renew the status Lease");
+                    false
+                }
+            };
+            if now != leading {
+                tracing::info!(identity = %settings.identity, leading = now, "status writer leadership changed");
+                // A new leader writes everything once: another replica may have written since.
+                written.clear();
+                leader.send_replace(now);
+                leading = now;
+            }
+        }
+        let want = desired.borrow_and_update().clone();
+        if leading {
+            write_all(&client, &want, &mut written).await;
+        }
+    }
+}
+
+async fn write_all(
+    client: &kube::Client,
+    want: &[StatusUpdate],
+    written: &mut HashMap<Key, Written>,
+) {
+    for u in want {
+        let key = (
+            u.group.clone(),
+            u.kind.clone(),
+            u.namespace.clone(),
+            u.name.clone(),
+        );
+        let previous = written.get(&key);
+        if previous.is_some_and(|w| w.desired == u.status) {
+            continue;
+        }
+        let api = match dynamic_api(client, u) {
+            Ok(api) => api,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write status");
+                continue;
+            }
+        };
+        // Nothing written by this replica since it took the Lease: what the server holds
+        // (from a previous leader) is the last status, whose transition times carry over.
+        let server = match previous {
+            Some(_) => None,
+            None => match api.get_opt(&u.name).await {
+                Ok(Some(o)) => o.data.get("status").cloned(),
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(kind = %u.kind, namespace = %u.namespace, name = %u.name, error = %e, "cannot read the current status");
+                    continue;
+                }
+            },
+        };
+        let mut sent = u.status.clone();
+        transition_times(
+            &mut sent,
+            previous.map(|w| &w.sent).or(server.as_ref()),
+            &now(),
+        );
+        if server.as_ref() == Some(&sent) {
+            written.insert(
+                key,
+                Written {
+                    desired: u.status.clone(),
+                    sent,
+                },
+            );
+            continue;
+        }
+        match patch(&api, u, &sent).await {
+            Ok(()) => {
+                written.insert(
+                    key,
+                    Written {
+                        desired: u.status.clone(),
+                        sent,
+                    },
+                );
+            }
+            // Deleted since the configuration was compiled: nothing to report on.
+            Err(StatusError::Kube(kube::Error::Api(e))) if e.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(kind = %u.kind, namespace = %u.namespace, name = %u.name, error = %e, "cannot write status; retrying at the next change or renewal");
+                written.remove(&key);
+            }
+        }
+    }
+}
+
+fn dynamic_api(client: &kube::Client, u: &StatusUpdate) -> Result<Api<DynamicObject>, StatusError> {
+    let w = WATCHED
+        .iter()
+        .find(|w| w.group == u.group && w.kind == u.kind)
+        .ok_or_else(|| StatusError::UnknownKind {
+            group: u.group.clone(),
+            kind: u.kind.clone(),
+        })?;
+    let resource = ApiResource {
+        group: w.group.to_string(),
+        version: w.version.to_string(),
+        api_version: w.api_version(),
+        kind: w.kind.to_string(),
+        plural: w.plural.to_string(),
+    };
+    Ok(if u.namespace.is_empty() {
+        Api::all_with(client.clone(), &resource)
+    } else {
+        Api::namespaced_with(client.clone(), &u.namespace, &resource)
+    })
+}
+
+async fn patch(
+    api: &Api<DynamicObject>,
+    u: &StatusUpdate,
+    status: &Value,
+) -> Result<(), StatusError> {
+    // A merge patch of `status` alone: the rest of the object is the user's.
+    let body = json!({"status": status});
+    api.patch_status(&u.name, &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    Ok(())
+}
+
+fn now() -> String {
+    Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map_or_else(|_| Timestamp::now().to_string(), |t| t.to_string())
+}
+
+/// Gives every condition of `status` a `lastTransitionTime`: the one it had in `old` if its
+/// status did not change, else `now`. Listeners are matched by name, route parents by their
+/// `parentRef`.
+pub fn transition_times(status: &mut Value, old: Option<&Value>, now: &str) {
+    let Some(map) = status.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(conds)) = map.get_mut("conditions") {
+        for c in conds {
+            let kind = c.get("type").cloned();
+            let before = old
+                .and_then(|o| o.get("conditions"))
+                .and_then(Value::as_array)
+                .and_then(|list| list.iter().find(|p| p.get("type") == kind.as_ref()));
+            let time = match before {
+                Some(b) if b.get("status") == c.get("status") => b
+                    .get("lastTransitionTime")
+                    .cloned()
+                    .unwrap_or_else(|| json!(now)),
+                _ => json!(now),
+            };
+            if let Some(c) = c.as_object_mut() {
+                c.insert("lastTransitionTime".into(), time);
+            }
+        }
+    }
+    for (list, id) in [("listeners", "name"), ("parents", "parentRef")] {
+        if let Some(Value::Array(items)) = map.get_mut(list) {
+            for item in items {
+                let before = old
+                    .and_then(|o| o.get(list))
+                    .and_then(Value::as_array)
+                    .and_then(|l| l.iter().find(|p| p.get(id) == item.get(id)));
+                transition_times(item, before, now);
+            }
+        }
+    }
+}
+
+/// The leader election state of one replica.
+struct Elector {
+    settings: LeaseSettings,
+    /// The holder and renew time last seen, and when they were first seen.
+    observed: Option<(String, Option<String>, Instant)>,
+}
+
+impl Elector {
+    /// Takes or renews the Lease; whether this replica holds it now.
+    async fn step(&mut self, api: &Api<Lease>) -> Result<bool, kube::Error> {
+        let me = self.settings.identity.clone();
+        let seconds = i32::try_from(self.settings.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let now = MicroTime(Timestamp::now());
+        let Some(mut lease) = api.get_opt(&self.settings.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.settings.name.clone()),
+                    namespace: Some(self.settings.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(me),
+                    lease_duration_seconds: Some(seconds),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..LeaseSpec::default()
+                }),
+            };
+            return conflict_is_loss(api.create(&PostParams::default(), &lease).await);
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let renewed = spec.renew_time.as_ref().map(|t| t.0.to_string());
+        let seen = match &self.observed {
+            Some((h, r, at)) if *h == holder && *r == renewed => *at,
+            _ => {
+                let at = Instant::now();
+                self.observed = Some((holder.clone(), renewed, at));
+                at
+            }
+        };
+        let duration = spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(self.settings.duration, Duration::from_secs);
+        let expired = holder.is_empty() || seen.elapsed() > duration;
+        if holder != me && !expired {
+            return Ok(false);
+        }
+        if holder != me {
+            spec.acquire_time = Some(now.clone());
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+        }
+        spec.holder_identity = Some(me);
+        spec.renew_time = Some(now);
+        spec.lease_duration_seconds = Some(seconds);
+        // The Lease carries the resourceVersion read above: if another replica wrote it since,
+        // the server refuses this write and that replica wins.
+        conflict_is_loss(
+            api.replace(&self.settings.name, &PostParams::default(), &lease)
+                .await,
+        )
+    }
+}
+
+fn conflict_is_loss(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_names_are_per_workload_and_valid_object_names() {
+        for (workload, want) in [
+            (
+                "istio-ingressgateway",
+                "isthmus-status-istio-ingressgateway",
+            ),
+            ("istio-egressgateway", "isthmus-status-istio-egressgateway"),
+            ("My_Gateway.v2", "isthmus-status-my-gateway-v2"),
+            ("", "isthmus-status"),
+            ("___", "isthmus-status"),
+        ] {
+            assert_eq!(lease_name(workload), want, "{workload:?}");
+        }
+        assert_eq!(lease_name(&"a".repeat(400)).len(), 253);
+    }
+
+    #[test]
+    fn transition_times_are_kept_while_a_condition_holds() {
+        let old = json!({"parents": [{"parentRef": {"name": "gw"}, "conditions": [
+            {"type": "Accepted", "status": "True", "lastTransitionTime": "t0"},
+            {"type": "ResolvedRefs", "status": "True", "lastTransitionTime": "t0"}]}]});
+        let mut new = json!({"parents": [{"parentRef": {"name": "gw"}, "conditions": [
+            {"type": "Accepted", "status": "True"},
+            {"type": "ResolvedRefs", "status": "False"}]}]});
+        transition_times(&mut new, Some(&old), "t1");
+        let c = &new["parents"][0]["conditions"];
+        assert_eq!(c[0]["lastTransitionTime"], "t0");
+        assert_eq!(c[1]["lastTransitionTime"], "t1");
+        let mut fresh = json!({"conditions": [{"type": "Accepted", "status": "True"}],
+                               "listeners": [{"name": "http", "conditions": [{"type": "Programmed", "status": "True"}]}]});
+        transition_times(&mut fresh, None, "t2");
+        assert_eq!(fresh["conditions"][0]["lastTransitionTime"], "t2");
+        assert_eq!(
+            fresh["listeners"][0]["conditions"][0]["lastTransitionTime"],
+            "t2"
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! Status written back through the real kube-rs client to the fake API server: conditions
+//! computed by the control plane land on the objects, and of two writers only the Lease holder
+//! writes, until it stops and the other takes over.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::time::Duration;
+
+use isthmus_config::{Instance, LastGood, build};
+use isthmus_k8s::fake::FakeApi;
+use isthmus_k8s::{KubeSource, LeaseSettings, StatusUpdate, StatusWriter};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+const GW: &str = "gateway.networking.k8s.io/v1";
+
+fn client(api: &FakeApi) -> kube::Client {
+    let config = kube::Config::new(api.url().parse().unwrap());
+    kube::Client::try_from(config).unwrap()
+}
+
+/// Short durations, so that takeover after expiry is quick.
+fn settings(identity: &str) -> LeaseSettings {
+    LeaseSettings {
+        namespace: "isthmus-system".into(),
+        name: "isthmus-status".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(1),
+        renew: Duration::from_millis(100),
+    }
+}
+
+/// Polls `check` until it gives a value, or panics at the deadline.
+async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn cluster(api: &FakeApi) {
+    api.apply(json!({"apiVersion": GW, "kind": "GatewayClass", "metadata": {"name": "isthmus", "generation": 1},
+                     "spec": {"controllerName": "isthmus.io/gateway-controller"}}));
+    api.apply(json!({"apiVersion": GW, "kind": "Gateway", "metadata": {"name": "gw", "namespace": "shop", "generation": 4},
+                     "spec": {"gatewayClassName": "isthmus", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}));
+    api.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+                     "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}));
+    for (name, backend) in [("good", "web"), ("broken", "missing")] {
+        api.apply(json!({"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": name, "namespace": "shop", "generation": 2},
+                         "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [format!("{name}.example.com")],
+                                  "rules": [{"backendRefs": [{"name": backend, "port": 80}]}]}}));
+    }
+}
+
+/// The status the gateway would compute from what the source sees.
+fn computed(source: &KubeSource) -> Vec<StatusUpdate> {
+    let snap = source.snapshot();
+    let b = build(
+        &snap.resources,
+        &snap.rejected,
+        &LastGood::new(),
+        &Instance::default(),
+    );
+    b.snapshot
+        .gateway_status
+        .objects()
+        .into_iter()
+        .map(|o| StatusUpdate {
+            group: o.group.into(),
+            kind: o.kind.into(),
+            namespace: o.namespace,
+            name: o.name,
+            status: o.status,
+        })
+        .collect()
+}
+
+fn condition<'a>(list: &'a Value, kind: &str) -> &'a Value {
+    list.as_array()
+        .and_then(|l| l.iter().find(|c| c["type"] == kind))
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test]
+async fn gateway_and_routes_get_their_conditions() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    cluster(&api);
+    let (source, _changes) = KubeSource::start(client(&api), "cluster.local");
+    tokio::time::timeout(WAIT, source.synced()).await.unwrap();
+    let writer = StatusWriter::start(client(&api), settings("only"));
+    writer.update(computed(&source));
+
+    let gw = until("the Gateway status", || {
+        let o = api.object(GW, "Gateway", "shop", "gw")?;
+        o.get("status").is_some().then_some(o)
+    })
+    .await;
+    let status = &gw["status"];
+    for kind in ["Accepted", "Programmed"] {
+        let c = condition(&status["conditions"], kind);
+        assert_eq!(c["status"], "True", "{kind}: {status}");
+        assert_eq!(c["observedGeneration"], 4);
+        assert!(c["lastTransitionTime"].is_string());
+    }
+    assert_eq!(status["listeners"][0]["name"], "http");
+    assert_eq!(status["listeners"][0]["attachedRoutes"], 2);
+
+    let class = until("the GatewayClass status", || {
+        api.object(GW, "GatewayClass", "", "isthmus")?
+            .get("status")
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        condition(&class["conditions"], "Accepted")["status"],
+        "True"
+    );
+
+    let good = until("the good route's status", || {
+        api.object(GW, "HTTPRoute", "shop", "good")?
+            .get("status")
+            .cloned()
+    })
+    .await;
+    let parent = &good["parents"][0];
+    assert_eq!(parent["parentRef"]["name"], "gw");
+    assert_eq!(parent["controllerName"], "isthmus.io/gateway-controller");
+    assert_eq!(
+        condition(&parent["conditions"], "Accepted")["status"],
+        "True"
+    );
+    assert_eq!(
+        condition(&parent["conditions"], "ResolvedRefs")["status"],
+        "True"
+    );
+
+    let broken = until("the broken route's status", || {
+        api.object(GW, "HTTPRoute", "shop", "broken")?
+            .get("status")
+            .cloned()
+    })
+    .await;
+    let refs = condition(&broken["parents"][0]["conditions"], "ResolvedRefs");
+    assert_eq!(refs["status"], "False");
+    assert_eq!(refs["reason"], "BackendNotFound");
+    assert_eq!(
+        condition(&broken["parents"][0]["conditions"], "Accepted")["status"],
+        "True"
+    );
+
+    // Nothing changed: nothing is written again.
+    let patches = api.status_patches();
+    writer.update(computed(&source));
+    let lease_after = |api: &FakeApi| {
+        api.lease("isthmus-system", "isthmus-status")
+            .and_then(|l| l.pointer("/spec/renewTime").cloned())
+    };
+    let first = lease_after(&api);
+    // Two renewals later the writer has surely seen the unchanged update.
+    until("two lease renewals", || {
+        (lease_after(&api) != first).then_some(())
+    })
+    .await;
+    let second = lease_after(&api);
+    until("another lease renewal", || {
+        (lease_after(&api) != second).then_some(())
+    })
+    .await;
+    assert_eq!(api.status_patches(), patches);
+}
+
+fn marked(by: &str) -> Vec<StatusUpdate> {
+    vec![StatusUpdate {
+        group: "gateway.networking.k8s.io".into(),
+        kind: "Gateway".into(),
+        namespace: "shop".into(),
+        name: "gw".into(),
+        status: json!({"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": by}]}),
+    }]
+}
+
+fn written_by(api: &FakeApi) -> Option<String> {
+    api.object(GW, "Gateway", "shop", "gw")?
+        .pointer("/status/conditions/0/message")?
+        .as_str()
+        .map(str::to_string)
+}
+
+fn holder(api: &FakeApi) -> Option<String> {
+    api.lease("isthmus-system", "isthmus-status")?
+        .pointer("/spec/holderIdentity")?
+        .as_str()
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn one_of_two_writers_leads_and_the_other_takes_over_after_expiry() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    cluster(&api);
+    // Each writer wants a status naming itself, so the object shows who wrote it.
+    let a = StatusWriter::start(client(&api), settings("replica-a"));
+    let b = StatusWriter::start(client(&api), settings("replica-b"));
+    a.update(marked("replica-a"));
+    b.update(marked("replica-b"));
+
+    let leader = until("a leader", || holder(&api)).await;
+    let (leading, other) = if leader == "replica-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    until("the leader to know it leads", || {
+        leading.is_leader().then_some(())
+    })
+    .await;
+    let by = until("the leader's status", || written_by(&api)).await;
+    assert_eq!(by, leader);
+    // Over several renewals the Lease stays with the leader, and only its status is written.
+    for _ in 0..5 {
+        let renewed = api
+            .lease("isthmus-system", "isthmus-status")
+            .and_then(|l| l.pointer("/metadata/resourceVersion").cloned());
+        until("a renewal", || {
+            let now = api
+                .lease("isthmus-system", "isthmus-status")
+                .and_then(|l| l.pointer("/metadata/resourceVersion").cloned());
+            (now != renewed).then_some(())
+        })
+        .await;
+        assert_eq!(holder(&api).as_deref(), Some(leader.as_str()));
+        assert!(!other.is_leader());
+        assert_eq!(written_by(&api).as_deref(), Some(leader.as_str()));
+    }
+
+    // The leader stops without releasing the Lease: the other takes it once it expires.
+    drop(leading);
+    let successor = other.identity().to_string();
+    until("the other writer to take over", || {
+        (holder(&api).as_deref() == Some(successor.as_str()) && other.is_leader()).then_some(())
+    })
+    .await;
+    until("the successor's status", || {
+        (written_by(&api).as_deref() == Some(successor.as_str())).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_leader_keeps_what_the_previous_one_wrote_when_nothing_changed() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    cluster(&api);
+    let first = StatusWriter::start(client(&api), settings("first"));
+    first.update(marked("same"));
+    let time = |api: &FakeApi| {
+        api.object(GW, "Gateway", "shop", "gw")?
+            .pointer("/status/conditions/0/lastTransitionTime")
+            .cloned()
+    };
+    let written = until("the first status", || time(&api)).await;
+    let patches = api.status_patches();
+    drop(first);
+
+    let second = StatusWriter::start(client(&api), settings("second"));
+    second.update(marked("same"));
+    until("the second writer to lead", || {
+        second.is_leader().then_some(())
+    })
+    .await;
+    // Two renewals as leader: the unchanged status was compared with the server's and kept.
+    for _ in 0..2 {
+        let before = api
+            .lease("isthmus-system", "isthmus-status")
+            .and_then(|l| l.pointer("/metadata/resourceVersion").cloned());
+        until("a renewal", || {
+            let now = api
+                .lease("isthmus-system", "isthmus-status")
+                .and_then(|l| l.pointer("/metadata/resourceVersion").cloned());
+            (now != before).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(api.status_patches(), patches);
+    assert_eq!(time(&api), Some(written));
+}
+
+#[tokio::test]
+async fn the_fake_refuses_a_lease_write_from_a_stale_version() {
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use kube::api::{Api, PostParams};
+    let api = FakeApi::start(&[]).await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(client(&api), "isthmus-system");
+    let mut lease = Lease::default();
+    lease.metadata.name = Some("l".into());
+    lease.spec = Some(LeaseSpec {
+        holder_identity: Some("a".into()),
+        ..LeaseSpec::default()
+    });
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let again = leases.create(&PostParams::default(), &lease).await;
+    assert!(matches!(again, Err(kube::Error::Api(e)) if e.code == 409));
+    let mut newer = created.clone();
+    newer.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases
+        .replace("l", &PostParams::default(), &newer)
+        .await
+        .unwrap();
+    // `created` carries the version before that write.
+    let stale = leases.replace("l", &PostParams::default(), &created).await;
+    assert!(matches!(stale, Err(kube::Error::Api(e)) if e.code == 409));
+    let now = leases.get("l").await.unwrap();
+    assert_eq!(now.spec.unwrap().holder_identity.as_deref(), Some("b"));
+}
