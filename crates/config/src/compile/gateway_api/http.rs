@@ -105,6 +105,23 @@ struct RouteScope<'a, 'r> {
     name: String,
 }
 
+/// The compiled match blocks of a rule at `field`; a rule without any matches everything
+/// (one default match block), as the specification says.
+fn rule_matches<M: Default>(
+    field: &str,
+    matches: &[M],
+    compile: impl Fn(&str, &M) -> Result<Match, String>,
+) -> Vec<Result<Match, String>> {
+    if matches.is_empty() {
+        return vec![compile(field, &M::default())];
+    }
+    matches
+        .iter()
+        .enumerate()
+        .map(|(j, m)| compile(&format!("{field}.matches[{j}]"), m))
+        .collect()
+}
+
 pub fn http_route(
     ctx: &Context<'_>,
     registry: &mut Registry<'_>,
@@ -122,15 +139,7 @@ pub fn http_route(
     let mut out = Vec::new();
     for (i, rule) in o.spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
-        let matches: Vec<Result<Match, String>> = if rule.matches.is_empty() {
-            vec![http_match(&field, &HttpRouteMatch::default())]
-        } else {
-            rule.matches
-                .iter()
-                .enumerate()
-                .map(|(j, m)| http_match(&format!("{field}.matches[{j}]"), m))
-                .collect()
-        };
+        let matches = rule_matches(&field, &rule.matches, http_match);
         let compiled = Rule {
             filters: filters::compile(
                 ctx,
@@ -169,15 +178,7 @@ pub fn grpc_route(
     let mut out = Vec::new();
     for (i, rule) in o.spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
-        let matches: Vec<Result<Match, String>> = if rule.matches.is_empty() {
-            vec![grpc_match(&field, &GrpcRouteMatch::default())]
-        } else {
-            rule.matches
-                .iter()
-                .enumerate()
-                .map(|(j, m)| grpc_match(&format!("{field}.matches[{j}]"), m))
-                .collect()
-        };
+        let matches = rule_matches(&field, &rule.matches, grpc_match);
         let mut filters = filters::compile(
             ctx,
             registry,
