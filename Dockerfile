@@ -12,7 +12,8 @@ RUN cargo build --release --locked -p isthmus \
 
 # Runtime stage: Debian slim with the CA roots (TLS origination to external services verifies
 # against the operating system's roots), running as a numeric non-root user so that the
-# pod's runAsNonRoot can be checked by the kubelet.
+# pod's runAsNonRoot can be checked by the kubelet. The manifests' preStop hook runs `sleep`
+# from it (a distroless base would need another pause).
 FROM debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
