@@ -122,6 +122,23 @@ fn rule_matches<M: Default>(
         .collect()
 }
 
+impl<'a, 'r> RouteScope<'a, 'r> {
+    fn new(
+        ctx: &'a Context<'a>,
+        resource: &'r Resource,
+        namespace: &str,
+        name: &str,
+        created: usize,
+    ) -> Self {
+        RouteScope {
+            ctx,
+            resource,
+            created: Created::of(resource, created),
+            name: format!("{namespace}/{name}"),
+        }
+    }
+}
+
 pub fn http_route(
     ctx: &Context<'_>,
     registry: &mut Registry<'_>,
@@ -130,12 +147,7 @@ pub fn http_route(
     created: usize,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Ranked> {
-    let scope = RouteScope {
-        ctx,
-        resource: r,
-        created: Created::of(r, created),
-        name: format!("{}/{}", o.namespace, o.name),
-    };
+    let scope = RouteScope::new(ctx, r, &o.namespace, &o.name, created);
     let mut out = Vec::new();
     for (i, rule) in o.spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
@@ -169,12 +181,7 @@ pub fn grpc_route(
     created: usize,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Ranked> {
-    let scope = RouteScope {
-        ctx,
-        resource: r,
-        created: Created::of(r, created),
-        name: format!("{}/{}", o.namespace, o.name),
-    };
+    let scope = RouteScope::new(ctx, r, &o.namespace, &o.name, created);
     let mut out = Vec::new();
     for (i, rule) in o.spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
