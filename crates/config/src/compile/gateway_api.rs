@@ -40,20 +40,22 @@ pub fn compile(
 ) -> (BTreeMap<u16, Listener>, GatewayApiStatus) {
     let ctx = Context::new(resources, instance);
     let gateways = select_gateways(resources, instance, diags);
-    let listeners = listeners::collect(&ctx, &gateways, diags);
+    let collected = listeners::collect(&ctx, &gateways, diags);
+    let listeners = &collected.served;
     let routes: Vec<&Resource> = resources
         .iter()
         .copied()
         .filter(|r| attach::route_kind(r).is_some())
         .collect();
-    let (attached, outcomes) = attach::attach(&ctx, &listeners, &routes, diags);
-    let built = tables::build(&ctx, &listeners, &routes, &attached, registry, diags);
+    let (attached, outcomes) = attach::attach(&ctx, listeners, &routes, diags);
+    let built = tables::build(&ctx, listeners, &routes, &attached, registry, diags);
     // After the tables: building them is what resolves the backends.
     let status = status::compute(
         &ctx,
         &status::Decisions {
             gateways: &gateways,
-            listeners: &listeners,
+            listeners,
+            refused: &collected.refused,
             routes: &routes,
             attached: &attached,
             outcomes: &outcomes,

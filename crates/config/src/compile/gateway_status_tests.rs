@@ -94,7 +94,9 @@ fn class_and_gateway_conditions_and_listeners() {
                 l.name.as_str(),
                 l.attached_routes,
                 l.supported_kinds.clone(),
-                l.conditions.iter().all(|c| c.status),
+                l.conditions
+                    .iter()
+                    .any(|c| c.kind == "Programmed" && c.status),
             )
         })
         .collect();
@@ -104,6 +106,224 @@ fn class_and_gateway_conditions_and_listeners() {
             ("http", 1, vec!["HTTPRoute", "GRPCRoute"], true),
             ("tcp", 0, vec!["TCPRoute"], true),
             ("bad", 0, vec![], false),
+        ]
+    );
+}
+
+/// A listener's conditions as `Type=Status/Reason`, in the order of the specification's list.
+fn listener_conditions(s: &GatewayApiStatus, gateway: &str, listener: &str) -> Vec<String> {
+    let g = s.gateway("default", gateway).unwrap();
+    let l = g.listeners.iter().find(|l| l.name == listener).unwrap();
+    l.conditions
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={}/{}",
+                c.kind,
+                if c.status { "True" } else { "False" },
+                c.reason
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn listener_conditions_name_why_a_listener_is_not_served() {
+    let s = status(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: lg, namespace: default}
+spec:
+  gatewayClassName: isthmus
+  listeners:
+  - {name: ok, port: 8080, protocol: HTTP}
+  - {name: same-host-a, port: 8081, protocol: HTTP, hostname: a.example.com}
+  - {name: same-host-b, port: 8081, protocol: HTTP, hostname: a.example.com}
+  - {name: plain, port: 8082, protocol: HTTP}
+  - {name: stream, port: 8082, protocol: TCP}
+  - {name: only-bad-kinds, port: 8083, protocol: HTTP, allowedRoutes: {kinds: [{kind: TCPRoute}]}}
+  - {name: some-bad-kinds, port: 8084, protocol: HTTP, allowedRoutes: {kinds: [{kind: HTTPRoute}, {kind: TLSRoute}]}}
+  - {name: good-cert, port: 8443, protocol: HTTPS, hostname: g.example.com, tls: {certificateRefs: [{name: cert}]}}
+  - {name: missing-cert, port: 8443, protocol: HTTPS, hostname: m.example.com, tls: {certificateRefs: [{name: nope}]}}
+  - {name: not-a-secret, port: 8443, protocol: HTTPS, hostname: w.example.com, tls: {certificateRefs: [{group: example.com, kind: Cert, name: x}]}}
+  - {name: no-grant, port: 8443, protocol: HTTPS, hostname: f.example.com, tls: {certificateRefs: [{name: cert, namespace: other}]}}
+  - {name: udp, port: 5353, protocol: UDP}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cert, namespace: default}
+stringData: {tls.crt: C, tls.key: K}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cert, namespace: other}
+stringData: {tls.crt: C, tls.key: K}
+",
+    );
+    let served = [
+        "Accepted=True/Accepted",
+        "Programmed=True/Programmed",
+        "ResolvedRefs=True/ResolvedRefs",
+        "Conflicted=False/NoConflicts",
+    ];
+    let cases: &[(&str, [&str; 4])] = &[
+        ("ok", served),
+        ("good-cert", served),
+        (
+            "same-host-a",
+            [
+                "Accepted=False/HostnameConflict",
+                "Programmed=False/Invalid",
+                "ResolvedRefs=True/ResolvedRefs",
+                "Conflicted=True/HostnameConflict",
+            ],
+        ),
+        (
+            "same-host-b",
+            [
+                "Accepted=False/HostnameConflict",
+                "Programmed=False/Invalid",
+                "ResolvedRefs=True/ResolvedRefs",
+                "Conflicted=True/HostnameConflict",
+            ],
+        ),
+        (
+            "plain",
+            [
+                "Accepted=False/ProtocolConflict",
+                "Programmed=False/Invalid",
+                "ResolvedRefs=True/ResolvedRefs",
+                "Conflicted=True/ProtocolConflict",
+            ],
+        ),
+        (
+            "stream",
+            [
+                "Accepted=False/ProtocolConflict",
+                "Programmed=False/Invalid",
+                "ResolvedRefs=True/ResolvedRefs",
+                "Conflicted=True/ProtocolConflict",
+            ],
+        ),
+        (
+            "only-bad-kinds",
+            [
+                "Accepted=True/Accepted",
+                "Programmed=True/Programmed",
+                "ResolvedRefs=False/InvalidRouteKinds",
+                "Conflicted=False/NoConflicts",
+            ],
+        ),
+        (
+            "some-bad-kinds",
+            [
+                "Accepted=True/Accepted",
+                "Programmed=True/Programmed",
+                "ResolvedRefs=False/InvalidRouteKinds",
+                "Conflicted=False/NoConflicts",
+            ],
+        ),
+        (
+            "missing-cert",
+            [
+                "Accepted=True/Accepted",
+                "Programmed=False/Invalid",
+                "ResolvedRefs=False/InvalidCertificateRef",
+                "Conflicted=False/NoConflicts",
+            ],
+        ),
+        (
+            "not-a-secret",
+            [
+                "Accepted=True/Accepted",
+                "Programmed=False/Invalid",
+                "ResolvedRefs=False/InvalidCertificateRef",
+                "Conflicted=False/NoConflicts",
+            ],
+        ),
+        (
+            "no-grant",
+            [
+                "Accepted=True/Accepted",
+                "Programmed=False/Invalid",
+                "ResolvedRefs=False/RefNotPermitted",
+                "Conflicted=False/NoConflicts",
+            ],
+        ),
+        (
+            "udp",
+            [
+                "Accepted=False/UnsupportedProtocol",
+                "Programmed=False/Invalid",
+                "ResolvedRefs=True/ResolvedRefs",
+                "Conflicted=False/NoConflicts",
+            ],
+        ),
+    ];
+    for (listener, want) in cases {
+        assert_eq!(listener_conditions(&s, "lg", listener), want, "{listener}");
+    }
+    // Refused listeners still say which kinds they would admit; bad kinds are left out.
+    let g = s.gateway("default", "lg").unwrap();
+    let kinds = |name: &str| {
+        g.listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map(|l| l.supported_kinds.clone())
+            .unwrap()
+    };
+    assert_eq!(kinds("missing-cert"), ["HTTPRoute", "GRPCRoute"]);
+    assert_eq!(kinds("stream"), ["TCPRoute"]);
+    assert!(kinds("only-bad-kinds").is_empty());
+    assert_eq!(kinds("some-bad-kinds"), ["HTTPRoute"]);
+    // The message says what is wrong, as the diagnostic does.
+    let missing = g
+        .listeners
+        .iter()
+        .find(|l| l.name == "missing-cert")
+        .unwrap();
+    assert!(
+        missing.conditions[2].message.contains("nope"),
+        "{:?}",
+        missing.conditions
+    );
+    // Some listeners are served: the Gateway is accepted, saying that not all are valid.
+    let conds: Vec<(&str, bool, &str)> = g
+        .conditions
+        .iter()
+        .map(|c| (c.kind, c.status, c.reason))
+        .collect();
+    assert_eq!(
+        conds,
+        [
+            ("Accepted", true, "ListenersNotValid"),
+            ("Programmed", true, "Programmed")
+        ]
+    );
+}
+
+#[test]
+fn a_gateway_without_a_valid_listener_is_not_accepted() {
+    let s = status(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: none, namespace: default}
+spec:
+  gatewayClassName: isthmus
+  listeners: [{name: udp, port: 5353, protocol: UDP}]
+",
+    );
+    let g = s.gateway("default", "none").unwrap();
+    let conds: Vec<(&str, bool, &str)> = g
+        .conditions
+        .iter()
+        .map(|c| (c.kind, c.status, c.reason))
+        .collect();
+    assert_eq!(
+        conds,
+        [
+            ("Accepted", false, "ListenersNotValid"),
+            ("Programmed", false, "Invalid")
         ]
     );
 }
