@@ -1,6 +1,9 @@
 //! Kubernetes objects into the documents the file source would read: configuration objects
 //! as they are, and Services with their EndpointSlices as the ServiceEntries file mode uses
-//! for them (`NAME.NAMESPACE.svc.DOMAIN`, one STATIC endpoint per ready address).
+//! for them (`NAME.NAMESPACE.svc.DOMAIN`, one STATIC endpoint per ready address, with the
+//! labels of its pod and the locality of its node, as Istio's registry gives them).
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
@@ -55,9 +58,101 @@ fn protocol(port: &Value) -> &'static str {
     })
 }
 
+/// Node labels giving a locality, as Istio reads them.
+const REGION_LABEL: &str = "topology.kubernetes.io/region";
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
+/// A pod label that overrides its node's locality (`region.zone.subzone`), as in Istio.
+const POD_LOCALITY_LABEL: &str = "istio-locality";
+
+/// What endpoints need beyond their slice: the pods behind addresses (DestinationRule subsets
+/// select on their labels) and the nodes they run on (for locality), both as [`strip_pod`] and
+/// [`strip_node`] keep them.
+#[derive(Debug, Default)]
+pub struct Topology {
+    /// By `(namespace, name)`.
+    pub pods: BTreeMap<(String, String), Value>,
+    /// By name.
+    pub nodes: BTreeMap<String, Value>,
+}
+
+impl Topology {
+    /// The labels of the pod an endpoint's `targetRef` names.
+    fn pod<'a>(&'a self, endpoint: &Value, namespace: &str) -> Option<&'a Value> {
+        let target = endpoint.get("targetRef")?;
+        if str_at(target, "/kind") != Some("Pod") {
+            return None;
+        }
+        let ns = str_at(target, "/namespace").unwrap_or(namespace);
+        let name = str_at(target, "/name")?;
+        self.pods.get(&(ns.to_string(), name.to_string()))
+    }
+
+    /// `region/zone/subzone` of an endpoint: its pod's `istio-locality` label, else its
+    /// node's topology labels (the slice's `zone` when the node is not known).
+    fn locality(&self, endpoint: &Value, pod: Option<&Value>) -> Option<String> {
+        let pod_labels = pod.and_then(|p| p.pointer("/metadata/labels"));
+        if let Some(l) = pod_labels
+            .and_then(|l| l.get(POD_LOCALITY_LABEL))
+            .and_then(Value::as_str)
+        {
+            return Some(l.replace('.', "/"));
+        }
+        let node = str_at(endpoint, "/nodeName")
+            .or_else(|| pod.and_then(|p| str_at(p, "/spec/nodeName")))
+            .and_then(|n| self.nodes.get(n));
+        let label = |key: &str| {
+            node.and_then(|n| n.pointer("/metadata/labels"))
+                .and_then(|l| l.get(key))
+                .and_then(Value::as_str)
+        };
+        let region = label(REGION_LABEL).unwrap_or("");
+        let zone = label(ZONE_LABEL)
+            .or_else(|| str_at(endpoint, "/zone"))
+            .unwrap_or("");
+        let subzone = label(SUBZONE_LABEL).unwrap_or("");
+        let locality = [region, zone, subzone].join("/");
+        let locality = locality.trim_end_matches('/');
+        (!locality.is_empty()).then(|| locality.to_string())
+    }
+}
+
+/// The part of a Pod the registry uses (name, namespace, labels and node): pods are many and
+/// large, and the rest is not the gateway's business.
+pub fn strip_pod(pod: &Value) -> Value {
+    json!({
+        "metadata": {
+            "name": pod.pointer("/metadata/name"),
+            "namespace": pod.pointer("/metadata/namespace"),
+            "labels": pod.pointer("/metadata/labels"),
+        },
+        "spec": {"nodeName": pod.pointer("/spec/nodeName")},
+    })
+}
+
+/// The part of a Node the registry uses: its name and labels (the topology ones).
+pub fn strip_node(node: &Value) -> Value {
+    let labels: Map<String, Value> = node
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|l| {
+            l.iter()
+                .filter(|(k, _)| [REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL].contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"metadata": {"name": node.pointer("/metadata/name"), "labels": labels}})
+}
+
 /// The ServiceEntry standing for `service` and its `slices`. `None` for a Service without a
 /// name or with only UDP ports.
-pub fn service_entry(service: &Value, slices: &[&Value], domain: &str) -> Option<Value> {
+pub fn service_entry(
+    service: &Value,
+    slices: &[&Value],
+    topology: &Topology,
+    domain: &str,
+) -> Option<Value> {
     let (ns, name) = key_of(service);
     if name.is_empty() {
         return None;
@@ -88,7 +183,7 @@ pub fn service_entry(service: &Value, slices: &[&Value], domain: &str) -> Option
     if ports.is_empty() {
         return None;
     }
-    let endpoints = endpoints(slices, &ports);
+    let endpoints = endpoints(slices, &ports, topology);
     Some(json!({
         "apiVersion": "networking.istio.io/v1",
         "kind": "ServiceEntry",
@@ -125,9 +220,14 @@ fn ports(service: &Value) -> Vec<(String, String, u64, &'static str)> {
 }
 
 /// One endpoint per address of a ready endpoint, with the slice's port for each Service port.
-fn endpoints(slices: &[&Value], ports: &[(String, String, u64, &'static str)]) -> Vec<Value> {
+fn endpoints(
+    slices: &[&Value],
+    ports: &[(String, String, u64, &'static str)],
+    topology: &Topology,
+) -> Vec<Value> {
     let mut out = Vec::new();
     for slice in slices {
+        let namespace = str_at(slice, "/metadata/namespace").unwrap_or("");
         if !matches!(str_at(slice, "/addressType"), Some("IPv4" | "IPv6")) {
             continue;
         }
@@ -161,8 +261,20 @@ fn endpoints(slices: &[&Value], ports: &[(String, String, u64, &'static str)]) -
                 .and_then(Value::as_array)
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
+            let pod = topology.pod(e, namespace);
+            let mut endpoint = Map::new();
+            endpoint.insert("ports".into(), Value::Object(port_map.clone()));
+            let labels = pod.and_then(|p| p.pointer("/metadata/labels"));
+            if let Some(labels) = labels.filter(|l| l.as_object().is_some_and(|l| !l.is_empty())) {
+                endpoint.insert("labels".into(), labels.clone());
+            }
+            if let Some(locality) = topology.locality(e, pod) {
+                endpoint.insert("locality".into(), json!(locality));
+            }
             for a in addresses.iter().filter_map(Value::as_str) {
-                out.push(json!({"address": a, "ports": port_map}));
+                let mut one = endpoint.clone();
+                one.insert("address".into(), json!(a));
+                out.push(Value::Object(one));
             }
         }
     }
@@ -194,7 +306,7 @@ mod tests {
                 {"addresses": ["10.0.0.3"]},
             ]
         });
-        let se = service_entry(&svc, &[&slice], "cluster.local").unwrap();
+        let se = service_entry(&svc, &[&slice], &Topology::default(), "cluster.local").unwrap();
         assert_eq!(slice_service(&slice), Some(("shop".into(), "web".into())));
         assert_eq!(
             se["spec"],
@@ -217,11 +329,84 @@ mod tests {
             "metadata": {"name": "db", "namespace": "shop"},
             "spec": {"type": "ExternalName", "externalName": "db.example.com", "ports": [{"name": "tcp", "port": 5432}]}
         });
-        let se = service_entry(&external, &[], "cluster.local").unwrap();
+        let se = service_entry(&external, &[], &Topology::default(), "cluster.local").unwrap();
         assert_eq!(se["spec"]["resolution"], "DNS");
         assert_eq!(
             se["spec"]["endpoints"],
             json!([{"address": "db.example.com"}])
+        );
+    }
+
+    #[test]
+    fn endpoints_carry_their_pods_labels_and_their_nodes_locality() {
+        let svc = json!({"metadata": {"name": "web", "namespace": "shop"},
+                         "spec": {"ports": [{"name": "http", "port": 80}]}});
+        let endpoint = |ip: &str, pod: &str, node: Option<&str>, zone: Option<&str>| {
+            let mut e = json!({"addresses": [ip], "targetRef": {"kind": "Pod", "name": pod, "namespace": "shop"}});
+            if let Some(n) = node {
+                e["nodeName"] = json!(n);
+            }
+            if let Some(z) = zone {
+                e["zone"] = json!(z);
+            }
+            e
+        };
+        let slice = json!({
+            "metadata": {"namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                endpoint("10.0.0.1", "web-v1", Some("node-a"), Some("ignored-zone")),
+                endpoint("10.0.0.2", "web-v2", None, None),
+                endpoint("10.0.0.3", "pinned", Some("node-a"), None),
+                endpoint("10.0.0.4", "unknown-pod", Some("unknown-node"), Some("z9")),
+            ]
+        });
+        let pod = |name: &str, labels: Value, node: &str| {
+            json!({"metadata": {"name": name, "namespace": "shop", "labels": labels, "uid": "x"},
+                   "spec": {"nodeName": node, "containers": [{"name": "big"}]}})
+        };
+        let node = |name: &str, labels: Value| json!({"metadata": {"name": name, "labels": labels}, "status": {"capacity": {}}});
+        let mut topology = Topology::default();
+        for p in [
+            pod("web-v1", json!({"app": "web", "version": "v1"}), "node-a"),
+            pod("web-v2", json!({"app": "web", "version": "v2"}), "node-b"),
+            pod(
+                "pinned",
+                json!({"istio-locality": "eu.west-1.rack2"}),
+                "node-a",
+            ),
+        ] {
+            let p = strip_pod(&p);
+            assert!(p.pointer("/spec/containers").is_none());
+            topology.pods.insert(key_of(&p), p);
+        }
+        for n in [
+            node(
+                "node-a",
+                json!({"topology.kubernetes.io/region": "us-east", "topology.kubernetes.io/zone": "us-east-1a", "kubernetes.io/os": "linux"}),
+            ),
+            node(
+                "node-b",
+                json!({"topology.kubernetes.io/region": "us-west", "topology.kubernetes.io/zone": "us-west-2b", "topology.istio.io/subzone": "rack7"}),
+            ),
+        ] {
+            let n = strip_node(&n);
+            assert!(n.pointer("/metadata/labels/kubernetes.io~1os").is_none());
+            topology.nodes.insert(key_of(&n).1, n);
+        }
+        let se = service_entry(&svc, &[&slice], &topology, "cluster.local").unwrap();
+        assert_eq!(
+            se["spec"]["endpoints"],
+            json!([
+                {"address": "10.0.0.1", "ports": {"http": 8080}, "labels": {"app": "web", "version": "v1"}, "locality": "us-east/us-east-1a"},
+                // No nodeName on the endpoint: the pod's node.
+                {"address": "10.0.0.2", "ports": {"http": 8080}, "labels": {"app": "web", "version": "v2"}, "locality": "us-west/us-west-2b/rack7"},
+                // The pod's istio-locality label wins over its node.
+                {"address": "10.0.0.3", "ports": {"http": 8080}, "labels": {"istio-locality": "eu.west-1.rack2"}, "locality": "eu/west-1/rack2"},
+                // Neither pod nor node known: the slice's zone alone.
+                {"address": "10.0.0.4", "ports": {"http": 8080}, "locality": "/z9"},
+            ])
         );
     }
 }

@@ -21,7 +21,7 @@ use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use crate::convert::{key_of, service_entry, slice_service};
+use crate::convert::{Topology, key_of, service_entry, slice_service};
 use crate::kinds::{Role, WATCHED, Watched};
 
 /// Quiet time after the last change before a reload, as for files: a burst of events (an
@@ -157,7 +157,7 @@ impl KubeSource {
         }
         for (key, svc) in &store.services {
             let own = slices.get(key).map(Vec::as_slice).unwrap_or(&[]);
-            if let Some(se) = service_entry(svc, own, &self.shared.domain) {
+            if let Some(se) = service_entry(svc, own, &Topology::default(), &self.shared.domain) {
                 add(&load(
                     &format!("kubernetes:Service/{}/{}", key.0, key.1),
                     &se,
