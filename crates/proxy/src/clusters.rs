@@ -156,7 +156,9 @@ impl ClusterState {
         let Some(target) = target else {
             return Ok(None);
         };
-        Ok(original.resolve(target).await?.pick(avoid))
+        // Boxed: only original-destination clusters resolve, and the resolver's future would
+        // otherwise enlarge every request's future.
+        Ok(Box::pin(original.resolve(target)).await?.pick(avoid))
     }
 
     pub fn service(&self) -> &str {

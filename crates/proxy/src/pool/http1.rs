@@ -84,7 +84,9 @@ impl Http1Pool {
         loop {
             let mut conn = match self.checkout(spec).await {
                 Some(c) => c,
-                None => self.open_or_wait(endpoint, spec).await?,
+                // Boxed: opening is the rare path, and its future would otherwise make every
+                // request's future (moved as it is awaited, level by level) kilobytes bigger.
+                None => Box::pin(self.open_or_wait(endpoint, spec)).await?,
             };
             let reused = conn.used > 0;
             conn.used += 1;

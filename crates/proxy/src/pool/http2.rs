@@ -84,7 +84,9 @@ impl Http2Pool {
             return Ok((c.clone(), true));
         }
         *cached = None;
-        let (sender, local) = connect::http2(endpoint, spec).await?;
+        // Boxed: connecting is rare, and its future (TCP, TLS, the HTTP/2 handshake) would
+        // otherwise be inlined into every request's future, which is moved as it is awaited.
+        let (sender, local) = Box::pin(connect::http2(endpoint, spec)).await?;
         let conn = Conn {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             key: spec.key.clone(),
