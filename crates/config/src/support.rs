@@ -248,6 +248,8 @@ fn patterns(kind: Kind) -> Vec<String> {
                 "spec.endpoints[].address",
                 "spec.endpoints[].ports.*",
                 "spec.endpoints[].labels.*",
+                "spec.endpoints[].weight",
+                "spec.endpoints[].locality",
             ] {
                 add(s);
             }
@@ -616,7 +618,10 @@ mod tests {
                 "spec.subsets[1].labels.version",
                 true,
             ),
-            (Kind::ServiceEntry, "spec.endpoints[0].weight", false),
+            // Weights and localities of endpoints set load-balancing weights and priorities.
+            (Kind::ServiceEntry, "spec.endpoints[0].weight", true),
+            (Kind::ServiceEntry, "spec.endpoints[1].locality", true),
+            (Kind::ServiceEntry, "spec.endpoints[0].network", false),
             (Kind::Secret, "data.tls.crt", true),
             (
                 Kind::KubeGateway,

@@ -268,3 +268,81 @@ async fn served_ingresses_get_the_published_load_balancer_addresses() {
     assert_eq!(outcome(&g, "/").await, "web");
     assert_eq!(status(&api, "other"), Value::Null);
 }
+
+/// Pod `name` with `version` as its label, running on node-a.
+fn pod(name: &str, version: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": "shop", "labels": {"app": "web", "version": version}},
+           "spec": {"nodeName": "node-a", "containers": [{"name": "web", "image": "web"}]},
+           "status": {"phase": "Running"}})
+}
+
+/// An EndpointSlice of Service `web` whose one endpoint is pod `pod` at `addr`.
+fn pod_slice(pod: &str, addr: SocketAddr) -> Value {
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+           "metadata": {"name": format!("web-{pod}"), "namespace": "shop",
+                        "labels": {"kubernetes.io/service-name": "web"}},
+           "addressType": "IPv4",
+           "ports": [{"name": "http", "port": addr.port()}],
+           "endpoints": [{"addresses": [addr.ip().to_string()], "conditions": {"ready": true},
+                          "nodeName": "node-a",
+                          "targetRef": {"kind": "Pod", "name": pod, "namespace": "shop"}}]})
+}
+
+fn subset_route(subset: &str) -> Value {
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+           "metadata": {"name": "web", "namespace": "shop"},
+           "spec": {"hosts": ["shop.example.com"], "gateways": ["istio-system/gw"],
+                    "http": [{"route": [{"destination": {"host": "web.shop.svc.cluster.local", "subset": subset}}]}]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_rule_subsets_select_pods_by_their_labels() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    let v1 = backend("web-v1").await;
+    let v2 = backend("web-v2").await;
+    for o in [
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+               "metadata": {"name": "gw", "namespace": "istio-system"},
+               "spec": {"selector": {"istio": "ingressgateway"},
+                        "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}]}}),
+        json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+               "metadata": {"name": "web", "namespace": "shop"},
+               "spec": {"host": "web.shop.svc.cluster.local",
+                        "subsets": [{"name": "v1", "labels": {"version": "v1"}},
+                                    {"name": "v2", "labels": {"version": "v2"}}]}}),
+        subset_route("v2"),
+        service("web"),
+        pod("web-1", "v1"),
+        pod("web-2", "v2"),
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": "node-a", "labels": {"topology.kubernetes.io/region": "eu-west",
+                                                         "topology.kubernetes.io/zone": "eu-west-1a"}}}),
+        pod_slice("web-1", v1),
+        pod_slice("web-2", v2),
+    ] {
+        api.apply(o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = spawn(&api, &dir);
+    g.wait_ready().await;
+    // Every request goes to the pod labelled v2, never to the other endpoint of the Service.
+    for _ in 0..10 {
+        assert_eq!(outcome(&g, "/").await, "web-v2");
+    }
+    api.apply(subset_route("v1"));
+    until(&g, "/", "web-v1").await;
+    // Relabelled, the pod leaves the subset: no endpoint is left for v1.
+    api.apply(pod("web-1", "v3"));
+    until(&g, "/", "503").await;
+    api.apply(pod("web-1", "v1"));
+    until(&g, "/", "web-v1").await;
+    // The registry shows each endpoint with its pod's labels and its node's locality.
+    let dump = g.config_dump().await;
+    assert_eq!(dump["diagnostics"], json!([]), "{dump}");
+    let text = dump.to_string();
+    assert!(
+        text.contains(r#""labels":{"app":"web","version":"v1"},"locality":"eu-west/eu-west-1a""#),
+        "{text}"
+    );
+}

@@ -341,11 +341,19 @@ fn decode(v: &str) -> String {
 }
 
 /// Whether an object passes a `field=value` selector (only `type` is used: TLS Secrets).
+/// Whether `object` matches a field selector: comma-separated `path.to.field=value` terms,
+/// all of which must hold (what the API server supports for the fields the source selects on).
 fn selected(object: &Value, selector: Option<&String>) -> bool {
-    let Some((field, value)) = selector.and_then(|s| s.split_once('=')) else {
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
         return true;
     };
-    object.get(field).and_then(Value::as_str) == Some(value)
+    selector.split(',').all(|term| {
+        let Some((field, value)) = term.split_once('=') else {
+            return false;
+        };
+        let pointer = format!("/{}", field.replace('.', "/"));
+        object.pointer(&pointer).and_then(Value::as_str) == Some(value)
+    })
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {

@@ -23,6 +23,10 @@ pub enum Role {
     Service,
     /// An EndpointSlice of a Service.
     Endpoints,
+    /// A Pod: the labels of an endpoint (DestinationRule subsets) and its node.
+    Pod,
+    /// A Node: the locality (region, zone, subzone) of the endpoints on it.
+    Node,
 }
 
 impl Watched {
@@ -94,5 +98,15 @@ pub const WATCHED: &[Watched] = &[
     Watched {
         role: Role::Endpoints,
         ..config("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")
+    },
+    Watched {
+        // Running pods only: the others have no ready endpoints.
+        field_selector: Some("status.phase=Running"),
+        role: Role::Pod,
+        ..config("", "v1", "Pod", "pods")
+    },
+    Watched {
+        role: Role::Node,
+        ..config("", "v1", "Node", "nodes")
     },
 ];

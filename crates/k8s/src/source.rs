@@ -21,7 +21,7 @@ use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use crate::convert::{Topology, key_of, service_entry, slice_service};
+use crate::convert::{Topology, key_of, service_entry, slice_service, strip_node, strip_pod};
 use crate::kinds::{Role, WATCHED, Watched};
 
 /// Quiet time after the last change before a reload, as for files: a burst of events (an
@@ -48,6 +48,8 @@ struct Store {
     compared: BTreeMap<(usize, Key), Value>,
     services: BTreeMap<Key, Value>,
     slices: BTreeMap<Key, Value>,
+    /// Pods and Nodes, reduced to what endpoints need from them.
+    topology: Topology,
     synced: Vec<bool>,
     /// Collections whose last attempt failed (logged once per failure streak).
     failing: Vec<bool>,
@@ -157,7 +159,7 @@ impl KubeSource {
         }
         for (key, svc) in &store.services {
             let own = slices.get(key).map(Vec::as_slice).unwrap_or(&[]);
-            if let Some(se) = service_entry(svc, own, &Topology::default(), &self.shared.domain) {
+            if let Some(se) = service_entry(svc, own, &store.topology, &self.shared.domain) {
                 add(&load(
                     &format!("kubernetes:Service/{}/{}", key.0, key.1),
                     &se,
@@ -267,6 +269,15 @@ impl Shared {
             Role::Endpoints => {
                 store.slices = objects.into_iter().map(|o| (key_of(&o), o)).collect()
             }
+            Role::Pod => {
+                store.topology.pods = objects.iter().map(|o| (key_of(o), strip_pod(o))).collect()
+            }
+            Role::Node => {
+                store.topology.nodes = objects
+                    .iter()
+                    .map(|o| (key_of(o).1, strip_node(o)))
+                    .collect()
+            }
         }
         self.mark_synced(&mut store, index);
         recovered(&mut store, index);
@@ -295,6 +306,22 @@ impl Shared {
             Role::Endpoints => {
                 store.slices.insert(key, o);
             }
+            // Pods and Nodes change all the time (status, heartbeats); only a change of what
+            // endpoints use from them is a change.
+            Role::Pod => {
+                let pod = strip_pod(&o);
+                if store.topology.pods.get(&key) == Some(&pod) {
+                    return;
+                }
+                store.topology.pods.insert(key, pod);
+            }
+            Role::Node => {
+                let node = strip_node(&o);
+                if store.topology.nodes.get(&key.1) == Some(&node) {
+                    return;
+                }
+                store.topology.nodes.insert(key.1, node);
+            }
         }
         drop(store);
         self.notify();
@@ -315,6 +342,12 @@ impl Shared {
             }
             Role::Endpoints => {
                 store.slices.remove(&key);
+            }
+            Role::Pod => {
+                store.topology.pods.remove(&key);
+            }
+            Role::Node => {
+                store.topology.nodes.remove(&key.1);
             }
         }
         drop(store);
