@@ -146,6 +146,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     draining.ready = false;
     draining.listeners.clear();
     controller.status.store(Arc::new(draining));
+    // Another replica writes status from now on, without waiting out the Lease.
+    if let Some(w) = status_writer {
+        w.release(std::time::Duration::from_secs(2)).await;
+    }
     if controller.listeners.drain(args.drain_timeout).await {
         tracing::info!("drained; exiting");
     } else {

@@ -110,12 +110,15 @@ pub enum StatusError {
     UnknownKind { group: String, kind: String },
 }
 
-/// The running writer; it stops (without releasing the Lease) when dropped.
+/// The running writer; it stops (without releasing the Lease) when dropped, and
+/// [`StatusWriter::release`] stops it and gives the Lease up.
 pub struct StatusWriter {
     desired: watch::Sender<Vec<StatusUpdate>>,
     leader: watch::Receiver<bool>,
     identity: String,
     task: tokio::task::JoinHandle<()>,
+    client: kube::Client,
+    settings: LeaseSettings,
 }
 
 impl Drop for StatusWriter {
@@ -129,12 +132,31 @@ impl StatusWriter {
         let (desired, desired_rx) = watch::channel(Vec::new());
         let (leader_tx, leader) = watch::channel(false);
         let identity = settings.identity.clone();
-        let task = tokio::spawn(run(client, settings, desired_rx, leader_tx));
+        let task = tokio::spawn(run(client.clone(), settings.clone(), desired_rx, leader_tx));
         StatusWriter {
             desired,
             leader,
             identity,
             task,
+            client,
+            settings,
+        }
+    }
+
+    /// Stops writing and, if this replica holds the Lease, gives it up (as client-go's
+    /// `ReleaseOnCancel`): the holder is cleared, so another replica takes over at its next
+    /// renewal instead of after the Lease expires. Bounded by `within`, so that a shutdown
+    /// never waits on an unreachable API server; the Lease then simply expires.
+    pub async fn release(self, within: Duration) {
+        self.task.abort();
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        match tokio::time::timeout(within, release(&leases, &self.settings)).await {
+            Ok(Ok(true)) => tracing::info!(identity = %self.identity, "status Lease released"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot release the status Lease; it expires instead")
+            }
+            Err(_) => tracing::warn!("releasing the status Lease timed out; it expires instead"),
         }
     }
 
@@ -424,6 +446,24 @@ impl Elector {
                 .await,
         )
     }
+}
+
+/// Clears the holder of the Lease if it is `settings.identity`; whether it did. The write
+/// carries the version read, so a Lease taken meanwhile by another replica is left alone.
+async fn release(api: &Api<Lease>, settings: &LeaseSettings) -> Result<bool, kube::Error> {
+    let Some(mut lease) = api.get_opt(&settings.name).await? else {
+        return Ok(false);
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
+        return Ok(false);
+    }
+    spec.holder_identity = None;
+    spec.renew_time = Some(MicroTime(Timestamp::now()));
+    conflict_is_loss(
+        api.replace(&settings.name, &PostParams::default(), &lease)
+            .await,
+    )
 }
 
 fn conflict_is_loss(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {

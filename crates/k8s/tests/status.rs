@@ -321,3 +321,51 @@ async fn the_fake_refuses_a_lease_write_from_a_stale_version() {
     let now = leases.get("l").await.unwrap();
     assert_eq!(now.spec.unwrap().holder_identity.as_deref(), Some("b"));
 }
+
+#[tokio::test]
+async fn a_leader_that_releases_the_lease_is_succeeded_without_waiting_for_expiry() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    cluster(&api);
+    // A Lease that would take a minute to expire: a takeover within WAIT can only come from
+    // the release.
+    let slow = |identity: &str| LeaseSettings {
+        duration: Duration::from_secs(60),
+        ..settings(identity)
+    };
+    let a = StatusWriter::start(client(&api), slow("replica-a"));
+    a.update(marked("replica-a"));
+    until("replica-a to lead", || a.is_leader().then_some(())).await;
+    let b = StatusWriter::start(client(&api), slow("replica-b"));
+    b.update(marked("replica-b"));
+    until("replica-b to have seen the Lease held", || {
+        api.lease("isthmus-system", "isthmus-status")
+            .and_then(|l| l.pointer("/spec/holderIdentity").cloned())
+            .filter(|h| h == "replica-a")
+    })
+    .await;
+    assert!(!b.is_leader());
+
+    let released = std::time::Instant::now();
+    a.release(Duration::from_secs(2)).await;
+    until("replica-b to take over", || {
+        (holder(&api).as_deref() == Some("replica-b") && b.is_leader()).then_some(())
+    })
+    .await;
+    assert!(released.elapsed() < Duration::from_secs(30));
+    until("replica-b's status", || {
+        (written_by(&api).as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn releasing_a_lease_held_by_another_replica_leaves_it_alone() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    cluster(&api);
+    let a = StatusWriter::start(client(&api), settings("replica-a"));
+    until("replica-a to lead", || a.is_leader().then_some(())).await;
+    let b = StatusWriter::start(client(&api), settings("replica-b"));
+    b.release(Duration::from_secs(2)).await;
+    assert_eq!(holder(&api).as_deref(), Some("replica-a"));
+    drop(a);
+}
