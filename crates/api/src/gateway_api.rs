@@ -15,6 +15,10 @@ use serde::Deserialize;
 /// The API group of the Gateway API.
 pub const GROUP: &str = "gateway.networking.k8s.io";
 
+/// The controller name of Isthmus's GatewayClasses, which it also writes into the route
+/// status entries it owns.
+pub const GATEWAY_CONTROLLER: &str = "isthmus.io/gateway-controller";
+
 /// `GatewayClass` (cluster-scoped).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -55,7 +55,7 @@ impl std::str::FromStr for OutboundPolicy {
 }
 
 /// The controller name of Isthmus's GatewayClasses.
-pub const GATEWAY_CONTROLLER: &str = "isthmus.io/gateway-controller";
+pub use isthmus_api::gateway_api::GATEWAY_CONTROLLER;
 
 /// The controller name of Isthmus's IngressClasses.
 pub const INGRESS_CONTROLLER: &str = "isthmus.io/ingress-controller";

@@ -58,6 +58,9 @@ struct State {
     /// Leases by (namespace, name).
     leases: BTreeMap<(String, String), Value>,
     status_patches: usize,
+    /// Status patches still to be refused with 409, as if another writer had just changed
+    /// the object (to test that writers read again and retry).
+    status_conflicts: usize,
 }
 
 /// A running fake API server; it stops when dropped.
@@ -272,6 +275,11 @@ impl FakeApi {
     }
 
     /// How many status PATCH requests succeeded.
+    /// Refuses the next `n` status patches with 409 Conflict.
+    pub fn conflict_next_status_patches(&self, n: usize) {
+        lock(&self.state).status_conflicts = n;
+    }
+
     pub fn status_patches(&self) -> usize {
         lock(&self.state).status_patches
     }
@@ -607,6 +615,22 @@ fn object(
     match (method, p.subresource.as_deref()) {
         (&http::Method::GET, None | Some("status")) => json_response(StatusCode::OK, &current),
         (&http::Method::PATCH, Some("status")) => {
+            // A patch naming a resourceVersion applies to that version only, as on the real
+            // server (optimistic concurrency).
+            let version = body.pointer("/metadata/resourceVersion");
+            let stale =
+                version.is_some_and(|v| current.pointer("/metadata/resourceVersion") != Some(v));
+            if stale || s.status_conflicts > 0 {
+                s.status_conflicts = s.status_conflicts.saturating_sub(1);
+                return json_response(
+                    StatusCode::CONFLICT,
+                    &status(
+                        409,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    ),
+                );
+            }
             let mut updated = current;
             // The status subresource changes nothing but `status`.
             if let Some(st) = body.get("status")

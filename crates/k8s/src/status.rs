@@ -8,14 +8,15 @@
 //! replica last saw the holder's record change, by its own clock, so replicas need not agree
 //! on the time.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
 
+use isthmus_api::gateway_api::{GATEWAY_CONTROLLER, GROUP};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -108,6 +109,8 @@ pub enum StatusError {
     Kube(#[from] kube::Error),
     #[error("{group}/{kind} is not a kind the source knows")]
     UnknownKind { group: String, kind: String },
+    #[error("the object kept changing while its status was written ({0} attempts)")]
+    Conflicts(usize),
 }
 
 /// The running writer; it stops (without releasing the Lease) when dropped, and
@@ -197,6 +200,8 @@ async fn run(
     let mut tick = tokio::time::interval(settings.renew);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = false;
+    // Whether the routes were swept for entries a previous leader left since taking the Lease.
+    let mut swept = true;
     loop {
         let renew = tokio::select! {
             _ = tick.tick() => true,
@@ -222,11 +227,19 @@ async fn run(
                 written.clear();
                 leader.send_replace(now);
                 leading = now;
+                if now {
+                    swept = false;
+                }
             }
         }
         let want = desired.borrow_and_update().clone();
         if leading {
             write_all(&client, &want, &mut written).await;
+            // Once the configuration is known (a first non-empty update, or any change).
+            if !swept && (!want.is_empty() || !renew) {
+                sweep(&client, &want).await;
+                swept = true;
+            }
         }
     }
 }
@@ -237,54 +250,17 @@ async fn write_all(
     written: &mut HashMap<Key, Written>,
 ) {
     for u in want {
-        let key = (
-            u.group.clone(),
-            u.kind.clone(),
-            u.namespace.clone(),
-            u.name.clone(),
-        );
+        let key = key_of(u);
         let previous = written.get(&key);
         if previous.is_some_and(|w| w.desired == u.status) {
             continue;
         }
-        let api = match dynamic_api(client, u) {
-            Ok(api) => api,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot write status");
-                continue;
-            }
+        let result = match dynamic_api(client, &u.group, &u.kind, &u.namespace) {
+            Ok(api) => write_one(&api, u, previous.map(|w| &w.sent)).await,
+            Err(e) => Err(e),
         };
-        // Nothing written by this replica since it took the Lease: what the server holds
-        // (from a previous leader) is the last status, whose transition times carry over.
-        let server = match previous {
-            Some(_) => None,
-            None => match api.get_opt(&u.name).await {
-                Ok(Some(o)) => o.data.get("status").cloned(),
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(kind = %u.kind, namespace = %u.namespace, name = %u.name, error = %e, "cannot read the current status");
-                    continue;
-                }
-            },
-        };
-        let mut sent = u.status.clone();
-        transition_times(
-            &mut sent,
-            previous.map(|w| &w.sent).or(server.as_ref()),
-            &now(),
-        );
-        if server.as_ref() == Some(&sent) {
-            written.insert(
-                key,
-                Written {
-                    desired: u.status.clone(),
-                    sent,
-                },
-            );
-            continue;
-        }
-        match patch(&api, u, &sent).await {
-            Ok(()) => {
+        match result {
+            Ok(Some(sent)) => {
                 written.insert(
                     key,
                     Written {
@@ -294,22 +270,231 @@ async fn write_all(
                 );
             }
             // Deleted since the configuration was compiled: nothing to report on.
-            Err(StatusError::Kube(kube::Error::Api(e))) if e.code == 404 => {}
+            Ok(None) => {
+                written.remove(&key);
+            }
             Err(e) => {
                 tracing::warn!(kind = %u.kind, namespace = %u.namespace, name = %u.name, error = %e, "cannot write status; retrying at the next change or renewal");
                 written.remove(&key);
             }
         }
     }
+    // What was written to objects that are no longer this instance's to report on.
+    let wanted: HashSet<Key> = want.iter().map(key_of).collect();
+    let stale: Vec<Key> = written
+        .keys()
+        .filter(|k| !wanted.contains(*k))
+        .cloned()
+        .collect();
+    for key in stale {
+        if let Some(w) = written.remove(&key) {
+            clear(client, &key, Some(&w.sent)).await;
+        }
+    }
 }
 
-fn dynamic_api(client: &kube::Client, u: &StatusUpdate) -> Result<Api<DynamicObject>, StatusError> {
+fn key_of(u: &StatusUpdate) -> Key {
+    (
+        u.group.clone(),
+        u.kind.clone(),
+        u.namespace.clone(),
+        u.name.clone(),
+    )
+}
+
+/// Route kinds, whose `status.parents` is shared with other implementations.
+fn is_route(group: &str, kind: &str) -> bool {
+    group == GROUP && ROUTE_KINDS.contains(&kind)
+}
+
+const ROUTE_KINDS: [&str; 4] = ["HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"];
+
+/// How many times a write that lost a race (409) is read and tried again.
+const CONFLICT_RETRIES: usize = 3;
+
+/// Writes one object's status: read, merge with what is not ours (other controllers' route
+/// parents), and patch with the version read as a precondition, so that a concurrent write
+/// makes us read again instead of overwriting it. The status sent (with transition times);
+/// `None` if the object is gone.
+async fn write_one(
+    api: &Api<DynamicObject>,
+    u: &StatusUpdate,
+    previous: Option<&Value>,
+) -> Result<Option<Value>, StatusError> {
+    for _ in 0..CONFLICT_RETRIES {
+        let Some(object) = api.get_opt(&u.name).await? else {
+            return Ok(None);
+        };
+        let server = object.data.get("status");
+        let mut sent = u.status.clone();
+        // Nothing written by this replica since it took the Lease: what the server holds
+        // (from a previous leader) is the last status, whose transition times carry over.
+        transition_times(&mut sent, previous.or(server), &now());
+        let status = if is_route(&u.group, &u.kind) {
+            with_other_parents(&sent, server)
+        } else {
+            sent.clone()
+        };
+        if server == Some(&status) {
+            return Ok(Some(sent));
+        }
+        match patch(api, &u.name, &status, object.metadata.resource_version).await {
+            Ok(()) => return Ok(Some(sent)),
+            Err(StatusError::Kube(kube::Error::Api(e))) if e.code == 409 => continue,
+            Err(StatusError::Kube(kube::Error::Api(e))) if e.code == 404 => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StatusError::Conflicts(CONFLICT_RETRIES))
+}
+
+/// `ours` (a route status with our parent entries) with the entries of other controllers
+/// that `server` holds kept before ours, as the Gateway API asks: each implementation owns
+/// only the entries carrying its `controllerName`.
+fn with_other_parents(ours: &Value, server: Option<&Value>) -> Value {
+    let mut parents: Vec<Value> = others(server);
+    if let Some(list) = ours.get("parents").and_then(Value::as_array) {
+        parents.extend(list.iter().cloned());
+    }
+    let mut status = ours.clone();
+    if let Some(map) = status.as_object_mut() {
+        map.insert("parents".into(), Value::Array(parents));
+    }
+    status
+}
+
+/// The route parent entries of `status` that another controller wrote.
+fn others(status: Option<&Value>) -> Vec<Value> {
+    status
+        .and_then(|s| s.get("parents"))
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter(|p| !is_ours(p)).cloned().collect())
+        .unwrap_or_default()
+}
+
+fn is_ours(parent: &Value) -> bool {
+    parent.get("controllerName").and_then(Value::as_str) == Some(GATEWAY_CONTROLLER)
+}
+
+/// Removes what this instance wrote to an object that is no longer its to report on: its
+/// route parent entries (leaving other controllers'), or an Ingress's load-balancer status
+/// when it still is what was `sent` (else another controller has written it since). A Gateway
+/// or GatewayClass that moved to another controller is that controller's to rewrite.
+async fn clear(client: &kube::Client, key: &Key, sent: Option<&Value>) {
+    let (group, kind, namespace, name) = key;
+    let api = match dynamic_api(client, group, kind, namespace) {
+        Ok(api) => api,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot clear status");
+            return;
+        }
+    };
+    let result = if is_route(group, kind) {
+        clear_parents(&api, name).await
+    } else if group == "networking.k8s.io" && kind == "Ingress" {
+        clear_load_balancer(&api, name, sent).await
+    } else {
+        Ok(())
+    };
+    match result {
+        Ok(()) => tracing::debug!(%kind, %namespace, %name, "stale status cleared"),
+        Err(StatusError::Kube(kube::Error::Api(e))) if e.code == 404 => {}
+        Err(e) => {
+            tracing::warn!(%kind, %namespace, %name, error = %e, "cannot clear stale status")
+        }
+    }
+}
+
+async fn clear_parents(api: &Api<DynamicObject>, name: &str) -> Result<(), StatusError> {
+    for _ in 0..CONFLICT_RETRIES {
+        let Some(object) = api.get_opt(name).await? else {
+            return Ok(());
+        };
+        let server = object.data.get("status");
+        let kept = others(server);
+        let had = server
+            .and_then(|s| s.get("parents"))
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if kept.len() == had {
+            return Ok(());
+        }
+        let status = json!({"parents": kept});
+        match patch(api, name, &status, object.metadata.resource_version).await {
+            Err(StatusError::Kube(kube::Error::Api(e))) if e.code == 409 => continue,
+            other => return other,
+        }
+    }
+    Err(StatusError::Conflicts(CONFLICT_RETRIES))
+}
+
+async fn clear_load_balancer(
+    api: &Api<DynamicObject>,
+    name: &str,
+    sent: Option<&Value>,
+) -> Result<(), StatusError> {
+    let Some(object) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let server = object
+        .data
+        .get("status")
+        .and_then(|s| s.get("loadBalancer"));
+    let ours = sent.and_then(|s| s.get("loadBalancer"));
+    if server.is_none() || server != ours {
+        return Ok(());
+    }
+    // `null` removes the field in a merge patch.
+    let status = json!({"loadBalancer": {"ingress": null}});
+    patch(api, name, &status, object.metadata.resource_version).await
+}
+
+/// On taking the Lease: a previous leader may have left entries of ours on routes that are
+/// no longer attached to this instance's Gateways; they are cleared.
+async fn sweep(client: &kube::Client, want: &[StatusUpdate]) {
+    let wanted: HashSet<Key> = want.iter().map(key_of).collect();
+    for kind in ROUTE_KINDS {
+        let api = match dynamic_api(client, GROUP, kind, "") {
+            Ok(api) => api,
+            Err(_) => continue,
+        };
+        let list = match api.list(&ListParams::default()).await {
+            Ok(list) => list,
+            // A kind the cluster does not serve has nothing to clear.
+            Err(_) => continue,
+        };
+        for o in list {
+            let has_ours = o
+                .data
+                .get("status")
+                .and_then(|s| s.get("parents"))
+                .and_then(Value::as_array)
+                .is_some_and(|ps| ps.iter().any(is_ours));
+            let key = (
+                GROUP.to_string(),
+                kind.to_string(),
+                o.metadata.namespace.clone().unwrap_or_default(),
+                o.metadata.name.clone().unwrap_or_default(),
+            );
+            if has_ours && !wanted.contains(&key) {
+                clear(client, &key, None).await;
+            }
+        }
+    }
+}
+
+fn dynamic_api(
+    client: &kube::Client,
+    group: &str,
+    kind: &str,
+    namespace: &str,
+) -> Result<Api<DynamicObject>, StatusError> {
     let w = WATCHED
         .iter()
-        .find(|w| w.group == u.group && w.kind == u.kind)
+        .find(|w| w.group == group && w.kind == kind)
         .ok_or_else(|| StatusError::UnknownKind {
-            group: u.group.clone(),
-            kind: u.kind.clone(),
+            group: group.to_string(),
+            kind: kind.to_string(),
         })?;
     let resource = ApiResource {
         group: w.group.to_string(),
@@ -318,21 +503,26 @@ fn dynamic_api(client: &kube::Client, u: &StatusUpdate) -> Result<Api<DynamicObj
         kind: w.kind.to_string(),
         plural: w.plural.to_string(),
     };
-    Ok(if u.namespace.is_empty() {
+    Ok(if namespace.is_empty() {
         Api::all_with(client.clone(), &resource)
     } else {
-        Api::namespaced_with(client.clone(), &u.namespace, &resource)
+        Api::namespaced_with(client.clone(), namespace, &resource)
     })
 }
 
+/// A merge patch of `status` alone (the rest of the object is the user's), on the version
+/// read: the server refuses it with 409 if the object changed since.
 async fn patch(
     api: &Api<DynamicObject>,
-    u: &StatusUpdate,
+    name: &str,
     status: &Value,
+    version: Option<String>,
 ) -> Result<(), StatusError> {
-    // A merge patch of `status` alone: the rest of the object is the user's.
-    let body = json!({"status": status});
-    api.patch_status(&u.name, &PatchParams::default(), &Patch::Merge(&body))
+    let mut body = json!({"status": status});
+    if let (Some(v), Some(map)) = (version, body.as_object_mut()) {
+        map.insert("metadata".into(), json!({"resourceVersion": v}));
+    }
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
         .await?;
     Ok(())
 }

@@ -369,3 +369,196 @@ async fn releasing_a_lease_held_by_another_replica_leaves_it_alone() {
     assert_eq!(holder(&api).as_deref(), Some("replica-a"));
     drop(a);
 }
+
+/// Another implementation's GatewayClass and Gateway in the same cluster.
+fn other_controller(api: &FakeApi) {
+    api.apply(
+        json!({"apiVersion": GW, "kind": "GatewayClass", "metadata": {"name": "other"},
+                     "spec": {"controllerName": "example.com/other-controller"}}),
+    );
+    api.apply(json!({"apiVersion": GW, "kind": "Gateway", "metadata": {"name": "other-gw", "namespace": "shop"},
+                     "spec": {"gatewayClassName": "other", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}));
+}
+
+/// The route status entry the other implementation wrote for its Gateway.
+fn other_entry() -> Value {
+    json!({"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "shop", "name": "other-gw"},
+           "controllerName": "example.com/other-controller",
+           "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "theirs",
+                           "lastTransitionTime": "2024-01-01T00:00:00Z", "observedGeneration": 1}]})
+}
+
+/// A route attached to `parents`, with `status` as the API server holds it.
+fn shared_route(name: &str, parents: &[&str], status: Value) -> Value {
+    let refs: Vec<Value> = parents.iter().map(|p| json!({"name": p})).collect();
+    json!({"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": name, "namespace": "shop", "generation": 1},
+           "spec": {"parentRefs": refs, "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]},
+           "status": status})
+}
+
+fn parents(api: &FakeApi, route: &str) -> Vec<Value> {
+    api.object(GW, "HTTPRoute", "shop", route)
+        .and_then(|o| o.pointer("/status/parents").cloned())
+        .and_then(|p| p.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn controllers(list: &[Value]) -> Vec<String> {
+    list.iter()
+        .map(|p| p["controllerName"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Waits until the source's view of the cluster gives `want` statuses.
+async fn computed_when(
+    source: &KubeSource,
+    what: &str,
+    check: impl Fn(&[StatusUpdate]) -> bool,
+) -> Vec<StatusUpdate> {
+    until(what, || {
+        let c = computed(source);
+        check(&c).then_some(c)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn route_parents_of_other_implementations_are_kept_and_ours_cleared_when_detached() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    cluster(&api);
+    other_controller(&api);
+    api.apply(shared_route(
+        "shared",
+        &["gw", "other-gw"],
+        json!({"parents": [other_entry()]}),
+    ));
+    // The first writes race with "another writer": each is read again and retried.
+    api.conflict_next_status_patches(2);
+    let (source, _changes) = KubeSource::start(client(&api), "cluster.local");
+    tokio::time::timeout(WAIT, source.synced()).await.unwrap();
+    let writer = StatusWriter::start(client(&api), settings("only"));
+    writer.update(computed(&source));
+
+    let both = until("our entry beside theirs", || {
+        let p = parents(&api, "shared");
+        (p.len() == 2).then_some(p)
+    })
+    .await;
+    assert_eq!(
+        controllers(&both),
+        [
+            "example.com/other-controller",
+            "isthmus.io/gateway-controller"
+        ]
+    );
+    assert_eq!(both[0], other_entry(), "their entry is untouched");
+    assert_eq!(both[1]["parentRef"]["name"], "gw");
+
+    // Detached from our Gateway (the spec changes, the status stays): our entry goes, theirs
+    // stays.
+    let mut route = api.object(GW, "HTTPRoute", "shop", "shared").unwrap();
+    route["spec"]["parentRefs"] = json!([{"name": "other-gw"}]);
+    api.apply(route);
+    let now = computed_when(&source, "the route to be detached", |c| {
+        !c.iter().any(|u| u.name == "shared")
+    })
+    .await;
+    writer.update(now);
+    until("our entry to be cleared", || {
+        (parents(&api, "shared") == [other_entry()]).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_leader_clears_entries_a_previous_leader_left_on_detached_routes() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    cluster(&api);
+    other_controller(&api);
+    // Written by a previous leader while the route was attached to gw; it no longer is.
+    let left = json!({"parentRef": {"group": GW.split('/').next().unwrap(), "kind": "Gateway", "namespace": "shop", "name": "gw"},
+                      "controllerName": "isthmus.io/gateway-controller",
+                      "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "old"}]});
+    api.apply(shared_route(
+        "moved",
+        &["other-gw"],
+        json!({"parents": [other_entry(), left]}),
+    ));
+    let (source, _changes) = KubeSource::start(client(&api), "cluster.local");
+    tokio::time::timeout(WAIT, source.synced()).await.unwrap();
+    let writer = StatusWriter::start(client(&api), settings("successor"));
+    writer.update(computed(&source));
+    until("the stale entry to be cleared", || {
+        (parents(&api, "moved") == [other_entry()]).then_some(())
+    })
+    .await;
+    // The routes that are still ours keep their entries.
+    assert_eq!(
+        controllers(&parents(&api, "good")),
+        ["isthmus.io/gateway-controller"]
+    );
+}
+
+fn ingress(load_balancer: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"name": "web", "namespace": "shop"},
+           "spec": {"ingressClassName": "isthmus", "rules": [{"host": "web.example.com"}]},
+           "status": {"loadBalancer": load_balancer}})
+}
+
+fn ingress_update(ip: &str) -> StatusUpdate {
+    StatusUpdate {
+        group: "networking.k8s.io".into(),
+        kind: "Ingress".into(),
+        namespace: "shop".into(),
+        name: "web".into(),
+        status: json!({"loadBalancer": {"ingress": [{"ip": ip}]}}),
+    }
+}
+
+fn load_balancer(api: &FakeApi) -> Value {
+    api.object("networking.k8s.io/v1", "Ingress", "shop", "web")
+        .and_then(|o| o.pointer("/status/loadBalancer").cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn an_ingress_no_longer_served_loses_the_address_we_set_but_not_another_controllers() {
+    let api = FakeApi::start(&[]).await.unwrap();
+    api.apply(ingress(json!({})));
+    let writer = StatusWriter::start(client(&api), settings("only"));
+    writer.update(vec![ingress_update("192.0.2.10")]);
+    until("the published address", || {
+        (load_balancer(&api) == json!({"ingress": [{"ip": "192.0.2.10"}]})).then_some(())
+    })
+    .await;
+    // No longer served (say its class changed): the address is removed.
+    writer.update(Vec::new());
+    until("the address to be removed", || {
+        (load_balancer(&api) == json!({})).then_some(())
+    })
+    .await;
+
+    // Served again, then another controller takes it over and writes its own address
+    // before we notice: that one is left alone.
+    writer.update(vec![ingress_update("192.0.2.10")]);
+    until("the published address again", || {
+        (load_balancer(&api) == json!({"ingress": [{"ip": "192.0.2.10"}]})).then_some(())
+    })
+    .await;
+    let theirs = json!({"ingress": [{"ip": "198.51.100.1"}]});
+    api.apply(ingress(theirs.clone()));
+    let patches = api.status_patches();
+    writer.update(Vec::new());
+    // The writer has handled the update once the Lease has been renewed twice more.
+    let renewed = |api: &FakeApi| {
+        api.lease("isthmus-system", "isthmus-status")
+            .and_then(|l| l.pointer("/spec/renewTime").cloned())
+    };
+    for _ in 0..2 {
+        let before = renewed(&api);
+        until("a renewal", || (renewed(&api) != before).then_some(())).await;
+    }
+    assert_eq!(load_balancer(&api), theirs);
+    assert_eq!(api.status_patches(), patches);
+}
