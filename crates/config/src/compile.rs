@@ -24,6 +24,7 @@ mod secrets;
 mod services;
 
 pub use actions::{grpc_code, parse_retry_on, read_body_file};
+pub use secrets::{SecretKey, referenced as referenced_secrets};
 
 use isthmus_api::{Diagnostic, Resource};
 

@@ -64,6 +64,36 @@ pub fn compile(
     (built, status)
 }
 
+/// The Secrets the `certificateRefs` of Gateways of the instance's class name and are
+/// permitted to use (their own namespace, or one whose ReferenceGrant allows it).
+pub fn referenced_secrets(resources: &[&Resource], instance: &Instance) -> Vec<(String, String)> {
+    let ctx = Context::new(resources, instance);
+    let mut out = Vec::new();
+    for g in select_gateways(resources, instance, &mut Vec::new()) {
+        let gw = g.gateway;
+        let from = Referrer {
+            kind: "Gateway",
+            namespace: &gw.namespace,
+        };
+        let refs = gw
+            .spec
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|t| &t.certificate_refs);
+        for r in refs {
+            let core_secret = r.group.as_deref().unwrap_or("").is_empty()
+                && r.kind.as_deref().unwrap_or("Secret") == "Secret";
+            let name = r.name.as_deref().unwrap_or("");
+            let ns = r.namespace.as_deref().unwrap_or(&gw.namespace);
+            if core_secret && !name.is_empty() && ctx.permitted(from, "Secret", ns, name) {
+                out.push((ns.to_string(), name.to_string()));
+            }
+        }
+    }
+    out
+}
+
 /// What every step needs to look up: namespaces (for selectors) and ReferenceGrants.
 pub struct Context<'a> {
     pub resources: &'a [&'a Resource],

@@ -2,11 +2,12 @@
 //! servers and client certificates and CAs of DestinationRule TLS origination. Istio looks
 //! them up in the gateway's own namespace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use isthmus_api::Resource;
 
+use crate::instance::Instance;
 use crate::tls::PemSource;
 
 pub enum SecretError {
@@ -112,5 +113,164 @@ impl<'a> Secrets<'a> {
 
     pub fn ca(&self, name: &str) -> Option<PemSource> {
         self.inline(name, &["ca.crt", "cacert", "tls.crt"])
+    }
+}
+
+/// A Secret by `(namespace, name)`.
+pub type SecretKey = (String, String);
+
+/// The Secrets the configuration refers to and may read, where compilation looks them up:
+/// Istio Gateway servers' `credentialName`/`credentialNames`/`caCertCredentialName` (with the
+/// `<name>-cacert` companion) and DestinationRule TLS `credentialName`, in the instance's
+/// namespace; Gateway API `certificateRefs` in the Gateway's namespace, or another one a
+/// ReferenceGrant opens; Ingress `secretName` in the Ingress's namespace or the instance's.
+/// A source that fetches Secrets one by one (Kubernetes) fetches exactly these.
+pub fn referenced(resources: &[&Resource], instance: &Instance) -> BTreeSet<SecretKey> {
+    let own = |name: &str| (instance.namespace.clone(), name.to_string());
+    let mut out = BTreeSet::new();
+    for r in resources {
+        match r {
+            Resource::Gateway(g) => {
+                for t in g.spec.servers.iter().filter_map(|s| s.tls.as_ref()) {
+                    let names = t.credential_name.iter().chain(&t.credential_names);
+                    for n in names {
+                        out.insert(own(n));
+                        out.insert(own(&format!("{n}-cacert")));
+                    }
+                    if let Some(n) = &t.ca_cert_credential_name {
+                        out.insert(own(n));
+                    }
+                }
+            }
+            Resource::DestinationRule(d) => {
+                let policies = d.spec.traffic_policy.iter().chain(
+                    d.spec
+                        .subsets
+                        .iter()
+                        .filter_map(|s| s.traffic_policy.as_ref()),
+                );
+                for p in policies {
+                    let tls = p
+                        .tls
+                        .iter()
+                        .chain(p.port_level_settings.iter().filter_map(|l| l.tls.as_ref()));
+                    for n in tls.filter_map(|t| t.credential_name.as_deref()) {
+                        out.insert(own(n));
+                        out.insert(own(&format!("{n}-cacert")));
+                    }
+                }
+            }
+            Resource::Ingress(i) => {
+                for n in i.spec.tls.iter().filter_map(|t| t.secret_name.as_deref()) {
+                    out.insert((i.namespace.clone(), n.to_string()));
+                    out.insert(own(n));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.extend(super::gateway_api::referenced_secrets(resources, instance));
+    out
+}
+
+#[cfg(test)]
+mod referenced_tests {
+    use super::*;
+    use isthmus_api::load::load_str;
+
+    #[test]
+    fn only_the_secrets_the_configuration_may_use_are_referenced() {
+        let text = "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-gw, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: web-cert, credentialNames: [alt-cert], caCertCredentialName: client-ca}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: upstream, namespace: shop}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    portLevelSettings: [{port: {number: 443}, tls: {mode: MUTUAL, credentialName: client-cert}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: ing, namespace: shop}
+spec:
+  tls: [{secretName: ing-cert}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: isthmus}
+spec: {controllerName: isthmus.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: shop}
+spec:
+  gatewayClassName: isthmus
+  listeners:
+  - name: own
+    port: 443
+    protocol: HTTPS
+    hostname: a.example.com
+    tls: {certificateRefs: [{name: own-cert}]}
+  - name: granted
+    port: 443
+    protocol: HTTPS
+    hostname: b.example.com
+    tls: {certificateRefs: [{name: shared-cert, namespace: certs}]}
+  - name: not-granted
+    port: 443
+    protocol: HTTPS
+    hostname: c.example.com
+    tls: {certificateRefs: [{name: private-cert, namespace: vault}, {group: example.com, kind: Cert, name: x}]}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: shop}]
+  to: [{group: '', kind: Secret}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: elsewhere, namespace: shop}
+spec:
+  gatewayClassName: someone-else
+  listeners: [{name: x, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: foreign-cert}]}}]
+";
+        let loaded = load_str("t.yaml", text).unwrap();
+        let resources: Vec<&Resource> = loaded.resources.iter().collect();
+        let instance = Instance {
+            namespace: "istio-system".into(),
+            ..Instance::default()
+        };
+        let got: Vec<String> = referenced(&resources, &instance)
+            .into_iter()
+            .map(|(ns, name)| format!("{ns}/{name}"))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "certs/shared-cert",
+                "istio-system/alt-cert",
+                "istio-system/alt-cert-cacert",
+                "istio-system/client-ca",
+                "istio-system/client-cert",
+                "istio-system/client-cert-cacert",
+                "istio-system/ing-cert",
+                "istio-system/web-cert",
+                "istio-system/web-cert-cacert",
+                "shop/ing-cert",
+                "shop/own-cert",
+            ]
+        );
     }
 }
