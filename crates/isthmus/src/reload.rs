@@ -109,6 +109,9 @@ impl Controller {
             &self.instance,
         );
         let compiled_at = started.elapsed();
+        // Until the Secrets the configuration names have been fetched, its TLS servers are
+        // incomplete: not ready yet (their arrival reloads again).
+        let secrets_settled = self.source.want_secrets(&loaded.resources, &self.instance);
         let mut diagnostics = loaded.diagnostics;
         diagnostics.extend(b.diagnostics);
         diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
@@ -160,7 +163,12 @@ impl Controller {
             loaded: loaded_at,
             compiled: compiled_at,
         };
-        self.publish(diagnostics, resources, report.failed.is_empty(), timing);
+        self.publish(
+            diagnostics,
+            resources,
+            report.failed.is_empty() && secrets_settled,
+            timing,
+        );
     }
 
     /// rustls configurations for the snapshot's terminating chains. A chain whose certificates

@@ -184,6 +184,23 @@ impl Sources {
         }
         out
     }
+
+    /// Tells the Kubernetes source which Secrets `resources` refer to (it fetches those, and
+    /// only those); whether every one of them has been fetched once. Files need nothing.
+    pub fn want_secrets(
+        &self,
+        resources: &[isthmus_api::Resource],
+        instance: &isthmus_config::Instance,
+    ) -> bool {
+        let Some(k) = &self.kube else {
+            return true;
+        };
+        let refs: Vec<&isthmus_api::Resource> = resources.iter().collect();
+        k.want_secrets(&isthmus_config::compile::referenced_secrets(
+            &refs, instance,
+        ));
+        k.secrets_settled()
+    }
 }
 
 #[cfg(test)]

@@ -346,3 +346,108 @@ async fn destination_rule_subsets_select_pods_by_their_labels() {
         "{text}"
     );
 }
+
+fn tls_secret_object(namespace: &str, name: &str, leaf: &Leaf) -> Value {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+           "metadata": {"name": name, "namespace": namespace},
+           "data": {"tls.crt": b64(&leaf.cert_pem), "tls.key": b64(&leaf.key_pem)}})
+}
+
+fn https_gateway(certificate: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": "shop"},
+        "spec": {"gatewayClassName": "isthmus", "listeners": [
+            {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "shop.example.com",
+             "tls": {"certificateRefs": [{"name": certificate}]}},
+            // No ReferenceGrant opens namespace vault: its Secret is never fetched.
+            {"name": "vault", "port": 443, "protocol": "HTTPS", "hostname": "vault.example.com",
+             "tls": {"certificateRefs": [{"name": "private", "namespace": "vault"}]}}
+        ]}
+    })
+}
+
+/// The `(namespace, name)` of every Secret the configuration holds.
+async fn secrets_held(g: &Gateway) -> Vec<String> {
+    let dump = g.config_dump().await;
+    dump["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "Secret")
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["namespace"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_referenced_secrets_are_fetched_and_a_late_one_brings_its_listener_up() {
+    let api = FakeApi::start(&["networking.istio.io"]).await.unwrap();
+    let web = backend("web").await;
+    let pki = Pki::new("k8s-test-ca");
+    let leaf = pki.server(&["shop.example.com"]);
+    for o in [
+        https_gateway("web-cert"),
+        route("shop", "/", "web"),
+        service("web"),
+        slice("web", web),
+        tls_secret_object("shop", "unrelated", &leaf),
+        tls_secret_object("vault", "private", &leaf),
+    ] {
+        api.apply(o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = spawn(&api, &dir);
+    g.wait_ready().await;
+    // The certificate is not there yet: the listener waits for it.
+    assert!(secrets_held(&g).await.is_empty());
+    let (_, listeners) = g.admin_get("/listeners").await;
+    assert!(!listeners.contains("443"), "{listeners}");
+
+    // It arrives: the listener comes up with it.
+    api.apply(tls_secret_object("shop", "web-cert", &leaf));
+    eventually("the HTTPS listener", || async {
+        g.admin_get("/listeners").await.1.contains("443")
+    })
+    .await;
+    let addr = g.addr(443).await;
+    let client = tls_client(&pki, None);
+    let reply = tls_get(addr, "shop.example.com", &client, "shop.example.com", "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(secrets_held(&g).await, ["shop/web-cert"]);
+
+    // Every Secret request named the one Secret referenced; no list of all Secrets, and
+    // nothing of namespace vault.
+    let requests: Vec<String> = api
+        .collection_requests()
+        .into_iter()
+        .filter(|(path, _)| path == "/api/v1/secrets")
+        .map(|(_, selector)| selector)
+        .collect();
+    assert!(!requests.is_empty());
+    for selector in &requests {
+        assert_eq!(selector, "metadata.namespace=shop,metadata.name=web-cert");
+    }
+
+    // The reference moves to another Secret: the old one is dropped, the new one fetched.
+    api.apply(tls_secret_object("shop", "web-cert-2", &leaf));
+    api.apply(https_gateway("web-cert-2"));
+    eventually("the new certificate to replace the old", || async {
+        secrets_held(&g).await == ["shop/web-cert-2"]
+    })
+    .await;
+    let reply = tls_get(addr, "shop.example.com", &client, "shop.example.com", "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}

@@ -61,6 +61,8 @@ struct State {
     /// Status patches still to be refused with 409, as if another writer had just changed
     /// the object (to test that writers read again and retry).
     status_conflicts: usize,
+    /// Every collection request (list or watch): its path and decoded field selector.
+    collection_requests: Vec<(String, String)>,
 }
 
 /// A running fake API server; it stops when dropped.
@@ -275,6 +277,11 @@ impl FakeApi {
     }
 
     /// How many status PATCH requests succeeded.
+    /// The path and field selector of every list and watch so far.
+    pub fn collection_requests(&self) -> Vec<(String, String)> {
+        lock(&self.state).collection_requests.clone()
+    }
+
     /// Refuses the next `n` status patches with 409 Conflict.
     pub fn conflict_next_status_patches(&self, n: usize) {
         lock(&self.state).status_conflicts = n;
@@ -412,6 +419,10 @@ async fn answer(
             None => not_found(),
         };
     };
+    let selector = q.get("fieldSelector").cloned().unwrap_or_default();
+    lock(state)
+        .collection_requests
+        .push((path.clone(), selector));
     if !lock(state).served.contains(&path) {
         return json_response(
             StatusCode::NOT_FOUND,

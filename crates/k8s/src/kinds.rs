@@ -27,6 +27,9 @@ pub enum Role {
     Pod,
     /// A Node: the locality (region, zone, subzone) of the endpoints on it.
     Node,
+    /// A Secret: watched one by one, only those the configuration refers to
+    /// ([`crate::KubeSource::want_secrets`]), never the whole collection.
+    Secret,
 }
 
 impl Watched {
@@ -87,8 +90,7 @@ pub const WATCHED: &[Watched] = &[
     config(NETWORKING, "v1", "IngressClass", "ingressclasses"),
     config("", "v1", "Namespace", "namespaces"),
     Watched {
-        // Only certificates: the rest of the cluster's Secrets are none of a gateway's business.
-        field_selector: Some("type=kubernetes.io/tls"),
+        role: Role::Secret,
         ..config("", "v1", "Secret", "secrets")
     },
     Watched {

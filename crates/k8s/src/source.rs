@@ -50,6 +50,11 @@ struct Store {
     slices: BTreeMap<Key, Value>,
     /// Pods and Nodes, reduced to what endpoints need from them.
     topology: Topology,
+    /// The Secrets the configuration refers to, as loaded, and (compared) as last seen.
+    secrets: BTreeMap<Key, LoadedFile>,
+    secrets_compared: BTreeMap<Key, Value>,
+    /// Wanted Secrets whose first list has not answered yet.
+    secrets_pending: std::collections::BTreeSet<Key>,
     synced: Vec<bool>,
     /// Collections whose last attempt failed (logged once per failure streak).
     failing: Vec<bool>,
@@ -69,11 +74,21 @@ pub struct KubeSource {
     shared: Arc<Shared>,
     synced: watch::Receiver<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    client: kube::Client,
+    /// One watch per wanted Secret.
+    secret_watches: Mutex<BTreeMap<Key, tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for KubeSource {
     fn drop(&mut self) {
         for t in &self.tasks {
+            t.abort();
+        }
+        let watches = self
+            .secret_watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for t in watches.values() {
             t.abort();
         }
     }
@@ -100,11 +115,20 @@ impl KubeSource {
             changed,
             domain: domain.to_string(),
         });
-        let mut tasks: Vec<tokio::task::JoinHandle<()>> = WATCHED
-            .iter()
-            .enumerate()
-            .map(|(i, w)| tokio::spawn(watch_collection(shared.clone(), client.clone(), i, *w)))
-            .collect();
+        let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        for (i, w) in WATCHED.iter().enumerate() {
+            if w.role == Role::Secret {
+                // Watched one by one as the configuration asks for them.
+                shared.mark_synced(&mut lock(&shared.store), i);
+                continue;
+            }
+            tasks.push(tokio::spawn(watch_collection(
+                shared.clone(),
+                client.clone(),
+                i,
+                *w,
+            )));
+        }
         let (tx, rx) = mpsc::channel(1);
         tasks.push(tokio::spawn(debounce(raw, tx)));
         (
@@ -112,6 +136,8 @@ impl KubeSource {
                 shared,
                 synced,
                 tasks,
+                client,
+                secret_watches: Mutex::new(BTreeMap::new()),
             },
             rx,
         )
@@ -125,6 +151,44 @@ impl KubeSource {
 
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()
+    }
+
+    /// Watches exactly the Secrets in `wanted` (`(namespace, name)`): those the configuration
+    /// refers to and may read. New ones are fetched (and a change is signalled once they
+    /// arrive); the others are dropped, with their data.
+    pub fn want_secrets(&self, wanted: &std::collections::BTreeSet<(String, String)>) {
+        let mut watches = self
+            .secret_watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut store = lock(&self.shared.store);
+        watches.retain(|key, task| {
+            let keep = wanted.contains(key);
+            if !keep {
+                task.abort();
+                store.secrets.remove(key);
+                store.secrets_compared.remove(key);
+                store.secrets_pending.remove(key);
+            }
+            keep
+        });
+        for key in wanted {
+            if watches.contains_key(key) {
+                continue;
+            }
+            store.secrets_pending.insert(key.clone());
+            let task = tokio::spawn(watch_secret(
+                self.shared.clone(),
+                self.client.clone(),
+                key.clone(),
+            ));
+            watches.insert(key.clone(), task);
+        }
+    }
+
+    /// Whether every wanted Secret has been fetched once (found or not).
+    pub fn secrets_settled(&self) -> bool {
+        lock(&self.shared.store).secrets_pending.is_empty()
     }
 
     /// The collections (URL paths) whose last list or watch failed and are being retried.
@@ -151,6 +215,7 @@ impl KubeSource {
         for files in store.config.values() {
             files.values().for_each(&mut add);
         }
+        store.secrets.values().for_each(&mut add);
         let mut slices: BTreeMap<Key, Vec<&Value>> = BTreeMap::new();
         for s in store.slices.values() {
             if let Some(svc) = slice_service(s) {
@@ -205,6 +270,48 @@ fn object_value(o: DynamicObject, w: &Watched) -> Value {
     v
 }
 
+/// Watches one Secret (cluster-wide, selected by namespace and name, so the RBAC and the
+/// collection are those of every other watch) and keeps the store's copy of it.
+async fn watch_secret(shared: Arc<Shared>, client: kube::Client, key: Key) {
+    let Some(w) = WATCHED.iter().find(|w| w.role == Role::Secret).copied() else {
+        return;
+    };
+    let resource = ApiResource {
+        group: w.group.to_string(),
+        version: w.version.to_string(),
+        api_version: w.api_version(),
+        kind: w.kind.to_string(),
+        plural: w.plural.to_string(),
+    };
+    let api: Api<DynamicObject> = Api::all_with(client, &resource);
+    let config = watcher::Config::default().fields(&format!(
+        "metadata.namespace={},metadata.name={}",
+        key.0, key.1
+    ));
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut listing: Option<Value> = None;
+    let mut failing = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => listing = None,
+            Ok(Event::InitApply(o)) => listing = Some(object_value(o, &w)),
+            Ok(Event::InitDone) => shared.secret(&key, &w, listing.take(), true),
+            Ok(Event::Apply(o)) => shared.secret(&key, &w, Some(object_value(o, &w)), false),
+            Ok(Event::Delete(_)) => shared.secret(&key, &w, None, false),
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(namespace = %key.0, name = %key.1, error = %e, "cannot watch a referenced Secret; retrying");
+                }
+                failing = true;
+                // Readiness does not wait for a Secret that cannot be read.
+                lock(&shared.store).secrets_pending.remove(&key);
+                continue;
+            }
+        }
+        failing = false;
+    }
+}
+
 async fn watch_collection(shared: Arc<Shared>, client: kube::Client, index: usize, w: Watched) {
     let resource = ApiResource {
         group: w.group.to_string(),
@@ -248,6 +355,29 @@ impl Shared {
         }
     }
 
+    /// The Secret `key` as listed or changed (`None`: there is none); a reload is signalled
+    /// when what the configuration reads of it changed, or when its first list answered.
+    fn secret(&self, key: &Key, w: &Watched, object: Option<Value>, listed: bool) {
+        let mut store = lock(&self.store);
+        let first = store.secrets_pending.remove(key);
+        let compared = object.as_ref().map(comparable);
+        let changed = store.secrets_compared.get(key) != compared.as_ref();
+        match (object, compared) {
+            (Some(o), Some(c)) => {
+                store.secrets.insert(key.clone(), load(&origin(w, &o), &o));
+                store.secrets_compared.insert(key.clone(), c);
+            }
+            _ => {
+                store.secrets.remove(key);
+                store.secrets_compared.remove(key);
+            }
+        }
+        drop(store);
+        if changed || (listed && first) {
+            self.notify();
+        }
+    }
+
     /// A complete listing replaces what the store had of the collection.
     fn replace(&self, index: usize, w: &Watched, objects: Vec<Value>) {
         let mut store = lock(&self.store);
@@ -272,6 +402,8 @@ impl Shared {
             Role::Pod => {
                 store.topology.pods = objects.iter().map(|o| (key_of(o), strip_pod(o))).collect()
             }
+            // Watched one by one (`watch_secret`), never as a collection.
+            Role::Secret => {}
             Role::Node => {
                 store.topology.nodes = objects
                     .iter()
@@ -315,6 +447,8 @@ impl Shared {
                 }
                 store.topology.pods.insert(key, pod);
             }
+            // Watched one by one (`watch_secret`), never as a collection.
+            Role::Secret => {}
             Role::Node => {
                 let node = strip_node(&o);
                 if store.topology.nodes.get(&key.1) == Some(&node) {
@@ -346,6 +480,8 @@ impl Shared {
             Role::Pod => {
                 store.topology.pods.remove(&key);
             }
+            // Watched one by one (`watch_secret`), never as a collection.
+            Role::Secret => {}
             Role::Node => {
                 store.topology.nodes.remove(&key.1);
             }

@@ -79,6 +79,23 @@ async fn lists_watches_and_turns_services_into_registry_entries() {
     tokio::time::timeout(WAIT, source.synced())
         .await
         .expect("initial sync");
+    // Secrets are fetched only once the configuration names them, and only those.
+    assert_eq!(
+        keys(&source),
+        [
+            "HTTPRoute shop/a",
+            "Namespace shop",
+            "ServiceEntry shop/web"
+        ]
+    );
+    assert!(source.secrets_settled());
+    let wanted = [("shop".to_string(), "cert".to_string())].into();
+    source.want_secrets(&wanted);
+    until(&source, &mut changes, |k| {
+        k.contains(&"Secret shop/cert".to_string())
+    })
+    .await;
+    assert!(source.secrets_settled());
     assert_eq!(
         keys(&source),
         [
@@ -88,6 +105,9 @@ async fn lists_watches_and_turns_services_into_registry_entries() {
             "ServiceEntry shop/web",
         ]
     );
+    // No longer named: dropped, with its data.
+    source.want_secrets(&std::collections::BTreeSet::new());
+    assert!(!keys(&source).contains(&"Secret shop/cert".to_string()));
     let snapshot = source.snapshot();
     assert!(
         snapshot.diagnostics.is_empty(),
