@@ -60,6 +60,15 @@ pub struct RunArgs {
     /// Ingress status is left alone.
     #[arg(long, env = "ISTHMUS_PUBLISH_STATUS_ADDRESS", value_delimiter = ',')]
     pub publish_status_address: Vec<String>,
+
+    /// NAMESPACE/NAME (or NAME, in the instance's namespace) of the Service in front of this
+    /// instance (its own LoadBalancer Service), as ingress-nginx's --publish-service: its
+    /// load-balancer addresses (else its
+    /// externalIPs) become the Ingresses' `status.loadBalancer` and the Gateway API Gateways'
+    /// `status.addresses`, following the Service as they change. --publish-status-address
+    /// overrides it.
+    #[arg(long, env = "ISTHMUS_PUBLISH_SERVICE")]
+    pub publish_service: Option<String>,
     /// This instance's labels; Gateways whose selector matches them apply here.
     #[arg(long, env = "ISTHMUS_LABELS", default_value = "istio=ingressgateway", value_parser = parse_labels)]
     pub labels: BTreeMap<String, String>,

@@ -130,6 +130,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         kubernetes: false,
         kubeconfig: None,
         publish_status_address: Vec::new(),
+        publish_service: None,
         labels: crate::cli::parse_labels("istio=ingressgateway").map_err(anyhow::Error::msg)?,
         namespace: "istio-system".into(),
         locality: String::new(),

@@ -114,7 +114,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reload = |controller: &mut Controller| {
         controller.reload();
         if let Some(w) = &status_writer {
-            w.update(status_updates(controller, &args.publish_status_address));
+            let addresses = published_addresses(controller, &args);
+            w.update(status_updates(controller, &addresses));
         }
     };
     reload(&mut controller);
@@ -158,8 +159,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The addresses clients reach this instance at: `--publish-status-address`, else those of
+/// the `--publish-service` Service (read from the cluster, so they follow it).
+fn published_addresses(controller: &Controller, args: &RunArgs) -> Vec<String> {
+    if !args.publish_status_address.is_empty() {
+        return args.publish_status_address.clone();
+    }
+    let (Some(service), Some(kube)) = (&args.publish_service, &controller.source.kube) else {
+        return Vec::new();
+    };
+    match service.split_once('/') {
+        Some((namespace, name)) => kube.service_addresses(namespace, name),
+        None => kube.service_addresses(&controller.instance.namespace, service),
+    }
+}
+
 /// The status of the configuration just applied, for the status writer: the Gateway API
-/// objects', and the load-balancer addresses of the Ingresses served (when configured).
+/// objects' (Gateways with the published addresses), and the load-balancer addresses of the
+/// Ingresses served (when there are any).
 fn status_updates(controller: &Controller, addresses: &[String]) -> Vec<isthmus_k8s::StatusUpdate> {
     let active = controller.gateway.active.load();
     let snapshot = &active.snapshot;
@@ -167,12 +184,21 @@ fn status_updates(controller: &Controller, addresses: &[String]) -> Vec<isthmus_
         .gateway_status
         .objects()
         .into_iter()
-        .map(|o| isthmus_k8s::StatusUpdate {
-            group: o.group.to_string(),
-            kind: o.kind.to_string(),
-            namespace: o.namespace,
-            name: o.name,
-            status: o.status,
+        .map(|o| {
+            let mut status = o.status;
+            if o.kind == "Gateway"
+                && !addresses.is_empty()
+                && let Some(map) = status.as_object_mut()
+            {
+                map.insert("addresses".into(), gateway_addresses(addresses));
+            }
+            isthmus_k8s::StatusUpdate {
+                group: o.group.to_string(),
+                kind: o.kind.to_string(),
+                namespace: o.namespace,
+                name: o.name,
+                status,
+            }
         })
         .collect();
     if !addresses.is_empty() {
@@ -188,6 +214,17 @@ fn status_updates(controller: &Controller, addresses: &[String]) -> Vec<isthmus_
         }));
     }
     out
+}
+
+/// A Gateway's `status.addresses`: each address typed `IPAddress` or `Hostname`.
+fn gateway_addresses(addresses: &[String]) -> serde_json::Value {
+    addresses
+        .iter()
+        .map(|a| match a.parse::<std::net::IpAddr>() {
+            Ok(_) => serde_json::json!({"type": "IPAddress", "value": a}),
+            Err(_) => serde_json::json!({"type": "Hostname", "value": a}),
+        })
+        .collect()
 }
 
 /// An Ingress's `status`: each address as `ip` when it is one, else as `hostname`.

@@ -18,6 +18,8 @@ use isthmus_k8s::fake::FakeApi;
 use serde_json::{Value, json};
 use support::*;
 
+const GW: &str = "gateway.networking.k8s.io/v1";
+
 fn gateway_api_gateway() -> Value {
     json!({
         "apiVersion": "gateway.networking.k8s.io/v1",
@@ -450,4 +452,62 @@ async fn only_referenced_secrets_are_fetched_and_a_late_one_brings_its_listener_
         .await
         .unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+/// The gateway's own LoadBalancer Service, with `ingress` as its load-balancer status.
+fn own_service(ingress: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "ingressgateway-isthmus", "namespace": "istio-system"},
+           "spec": {"type": "LoadBalancer", "ports": [{"name": "http", "port": 80}]},
+           "status": {"loadBalancer": {"ingress": ingress}}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingresses_and_gateways_publish_the_addresses_of_the_gateways_own_service() {
+    let api = FakeApi::start(&["networking.istio.io"]).await.unwrap();
+    let web = backend("web").await;
+    for o in [
+        ingress("shop", "isthmus"),
+        gateway_api_gateway(),
+        route("shop", "/shop", "web"),
+        service("web"),
+        slice("web", web),
+        // Documentation addresses: status only, no traffic goes there.
+        own_service(json!([{"ip": "192.0.2.10"}])),
+    ] {
+        api.apply(o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g = spawn_with(
+        &api,
+        &dir,
+        &["--publish-service", "istio-system/ingressgateway-isthmus"],
+    );
+    g.wait_ready().await;
+    let ingress_status = |api: &FakeApi| {
+        api.object("networking.k8s.io/v1", "Ingress", "shop", "shop")
+            .and_then(|o| o.pointer("/status/loadBalancer/ingress").cloned())
+            .unwrap_or(Value::Null)
+    };
+    let gateway_addresses = |api: &FakeApi| {
+        api.object(GW, "Gateway", "shop", "gw")
+            .and_then(|o| o.pointer("/status/addresses").cloned())
+            .unwrap_or(Value::Null)
+    };
+    eventually(
+        "the Service's address on the Ingress and the Gateway",
+        || async {
+            ingress_status(&api) == json!([{"ip": "192.0.2.10"}])
+                && gateway_addresses(&api) == json!([{"type": "IPAddress", "value": "192.0.2.10"}])
+        },
+    )
+    .await;
+    // The cloud's load balancer changes: the statuses follow.
+    api.apply(own_service(json!([{"hostname": "lb.example.com"}])));
+    eventually("the new address", || async {
+        ingress_status(&api) == json!([{"hostname": "lb.example.com"}])
+            && gateway_addresses(&api) == json!([{"type": "Hostname", "value": "lb.example.com"}])
+    })
+    .await;
+    assert_eq!(outcome(&g, "/shop").await, "web");
 }

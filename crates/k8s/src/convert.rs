@@ -58,6 +58,34 @@ fn protocol(port: &Value) -> &'static str {
     })
 }
 
+/// The addresses of a Service's load balancer (`ip`, else `hostname`, of each
+/// `status.loadBalancer.ingress` entry), else its `spec.externalIPs`.
+pub fn load_balancer_addresses(service: &Value) -> Vec<String> {
+    let strings = |pointer: &str| -> Vec<String> {
+        service
+            .pointer(pointer)
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|e| match e {
+                        Value::String(s) => Some(s.clone()),
+                        _ => str_at(e, "/ip")
+                            .or_else(|| str_at(e, "/hostname"))
+                            .map(str::to_string),
+                    })
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let balanced = strings("/status/loadBalancer/ingress");
+    if balanced.is_empty() {
+        strings("/spec/externalIPs")
+    } else {
+        balanced
+    }
+}
+
 /// Node labels giving a locality, as Istio reads them.
 const REGION_LABEL: &str = "topology.kubernetes.io/region";
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -408,5 +436,31 @@ mod tests {
                 {"address": "10.0.0.4", "ports": {"http": 8080}, "locality": "/z9"},
             ])
         );
+    }
+
+    #[test]
+    fn a_services_addresses_are_its_load_balancers_else_its_external_ips() {
+        let cases = [
+            (
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}, {"hostname": "lb.example.com"}]}},
+                    "spec": {"externalIPs": ["198.51.100.1"]}}),
+                vec!["192.0.2.1", "lb.example.com"],
+            ),
+            (
+                json!({"status": {"loadBalancer": {}}, "spec": {"externalIPs": ["198.51.100.1"]}}),
+                vec!["198.51.100.1"],
+            ),
+            (
+                json!({"spec": {"type": "ClusterIP", "clusterIP": "10.0.0.1"}}),
+                vec![],
+            ),
+            (
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": ""}, {}]}}}),
+                vec![],
+            ),
+        ];
+        for (service, want) in cases {
+            assert_eq!(load_balancer_addresses(&service), want, "{service}");
+        }
     }
 }

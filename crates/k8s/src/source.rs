@@ -186,6 +186,18 @@ impl KubeSource {
         }
     }
 
+    /// The addresses clients reach Service `namespace/name` at: its load balancer's
+    /// (`status.loadBalancer.ingress`, IPs and host names), else its `spec.externalIPs`; none
+    /// when it is unknown or has neither (a ClusterIP Service).
+    pub fn service_addresses(&self, namespace: &str, name: &str) -> Vec<String> {
+        let store = lock(&self.shared.store);
+        store
+            .services
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(crate::convert::load_balancer_addresses)
+            .unwrap_or_default()
+    }
+
     /// Whether every wanted Secret has been fetched once (found or not).
     pub fn secrets_settled(&self) -> bool {
         lock(&self.shared.store).secrets_pending.is_empty()
