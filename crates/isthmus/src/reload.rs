@@ -99,8 +99,26 @@ impl Controller {
     /// Loads, compiles and applies the configuration. The previous configuration keeps
     /// serving until the new one is swapped in.
     pub fn reload(&mut self) {
+        self.reload_with(false);
+    }
+
+    /// [`Controller::reload`], unless no file and nothing in the Kubernetes source changed
+    /// since the last load: one edit can wake the file watcher after a SIGHUP already applied
+    /// it, and compiling a large configuration twice would double the work for nothing.
+    pub fn reload_if_changed(&mut self) {
+        self.reload_with(true);
+    }
+
+    fn reload_with(&mut self, only_if_changed: bool) {
         let started = std::time::Instant::now();
         let loaded = self.source.load();
+        if only_if_changed && !loaded.changed {
+            tracing::debug!(
+                load_ms = started.elapsed().as_secs_f64() * 1e3,
+                "nothing changed since the last load: not recompiled"
+            );
+            return;
+        }
         let loaded_at = started.elapsed();
         let b = build(
             &loaded.resources,

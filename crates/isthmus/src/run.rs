@@ -105,36 +105,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Sources {
             files: FileSource::new(args.config.clone()),
             kube,
+            kube_version: 0,
         },
         instance,
         gateway,
         listeners,
         status,
     );
-    let reload = |controller: &mut Controller| {
-        controller.reload();
+    // `only_if_changed`: for the file watcher and the Kubernetes source, whose events may
+    // repeat a change already applied (by a SIGHUP, or an earlier event of the same burst).
+    let reload = |controller: &mut Controller, only_if_changed: bool| {
+        if only_if_changed {
+            controller.reload_if_changed();
+        } else {
+            controller.reload();
+        }
         if let Some(w) = &status_writer {
             let addresses = published_addresses(controller, &args);
             w.update(status_updates(controller, &addresses));
         }
     };
-    reload(&mut controller);
+    reload(&mut controller, false);
 
     // Certificate files may live outside the watched folders (mounted Secrets): poll them.
     let mut certificates = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tokio::select! {
-            Some(()) = changes.recv() => reload(&mut controller),
-            Some(()) = next(&mut kube_changes) => reload(&mut controller),
+            Some(()) = changes.recv() => reload(&mut controller, true),
+            Some(()) = next(&mut kube_changes) => reload(&mut controller, true),
             _ = certificates.tick() => {
                 if controller.certificates_changed() {
                     tracing::info!("a certificate file changed: reloading");
-                    reload(&mut controller);
+                    reload(&mut controller, false);
                 }
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
-                reload(&mut controller);
+                reload(&mut controller, false);
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

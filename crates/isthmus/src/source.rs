@@ -15,12 +15,18 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
     /// Paths that could not be read and files that do not parse (their diagnostics say why).
     pub failed: usize,
+    /// Whether anything differs from the previous load: a file's text, a file added or
+    /// removed, or a change in the Kubernetes source.
+    pub changed: bool,
 }
 
 pub struct FileSource {
     roots: Vec<PathBuf>,
     /// The last good parse of every file, with a digest of the text it came from.
     files: BTreeMap<PathBuf, Parsed>,
+    /// The digest of every file read by the last load (0: could not be read), to tell whether
+    /// anything changed.
+    read: BTreeMap<PathBuf, u64>,
 }
 
 #[derive(Clone)]
@@ -42,6 +48,7 @@ impl FileSource {
         FileSource {
             roots,
             files: BTreeMap::new(),
+            read: BTreeMap::new(),
         }
     }
 
@@ -80,6 +87,11 @@ impl FileSource {
                 }
             }
         }
+        let read: BTreeMap<PathBuf, u64> =
+            pending.iter().map(|p| (p.path.clone(), p.digest)).collect();
+        // The first load always counts as a change.
+        out.changed = read != self.read || self.files.is_empty() && self.read.is_empty();
+        self.read = read;
         parse_in_parallel(&mut pending);
         let mut seen = BTreeMap::new();
         for p in pending {
@@ -171,12 +183,17 @@ fn file_diag(path: &Path, message: String) -> Diagnostic {
 pub struct Sources {
     pub files: FileSource,
     pub kube: Option<isthmus_k8s::KubeSource>,
+    /// The Kubernetes source's version at the last load.
+    pub kube_version: u64,
 }
 
 impl Sources {
     pub fn load(&mut self) -> Loaded {
         let mut out = self.files.load();
         if let Some(k) = &self.kube {
+            let version = k.version();
+            out.changed |= version != self.kube_version;
+            self.kube_version = version;
             let s = k.snapshot();
             out.resources.extend(s.resources);
             out.rejected.extend(s.rejected);
@@ -244,5 +261,33 @@ mod tests {
             (names(&fixed), fixed.failed),
             (vec!["g0".into(), "g2".into(), "x3".into(), "x4".into()], 0)
         );
+    }
+
+    #[test]
+    fn a_load_says_whether_anything_changed_since_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        std::fs::write(path("a.yaml"), gateway("a")).unwrap();
+        let mut source = FileSource::new(vec![dir.path().to_path_buf()]);
+        let changed = |s: &mut FileSource| s.load().changed;
+        assert!(changed(&mut source), "the first load");
+        assert!(!changed(&mut source), "nothing touched");
+        // Rewritten with the same text: no change.
+        std::fs::write(path("a.yaml"), gateway("a")).unwrap();
+        assert!(!changed(&mut source));
+        std::fs::write(path("a.yaml"), gateway("b")).unwrap();
+        assert!(changed(&mut source), "edited");
+        std::fs::write(path("c.yaml"), gateway("c")).unwrap();
+        assert!(changed(&mut source), "added");
+        assert!(!changed(&mut source));
+        std::fs::write(path("c.yaml"), "kind: [").unwrap();
+        assert!(changed(&mut source), "broken");
+        assert!(!changed(&mut source), "still broken the same way");
+        std::fs::remove_file(path("c.yaml")).unwrap();
+        assert!(changed(&mut source), "removed");
+        // A source with no files at all: every load may be the first.
+        let empty = tempfile::tempdir().unwrap();
+        let mut none = FileSource::new(vec![empty.path().to_path_buf()]);
+        assert!(changed(&mut none));
     }
 }

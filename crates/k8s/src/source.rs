@@ -63,6 +63,8 @@ struct Store {
 }
 
 struct Shared {
+    /// Counts changes, so a reader can tell whether anything changed since it last looked.
+    version: std::sync::atomic::AtomicU64,
     store: Mutex<Store>,
     synced: watch::Sender<bool>,
     changed: mpsc::UnboundedSender<()>,
@@ -105,6 +107,7 @@ impl KubeSource {
         let (changed, raw) = mpsc::unbounded_channel();
         let (synced_tx, synced) = watch::channel(false);
         let shared = Arc::new(Shared {
+            version: std::sync::atomic::AtomicU64::new(0),
             store: Mutex::new(Store {
                 synced: vec![false; WATCHED.len()],
                 failing: vec![false; WATCHED.len()],
@@ -196,6 +199,13 @@ impl KubeSource {
             .get(&(namespace.to_string(), name.to_string()))
             .map(crate::convert::load_balancer_addresses)
             .unwrap_or_default()
+    }
+
+    /// A number that changes whenever what the source holds changes.
+    pub fn version(&self) -> u64 {
+        self.shared
+            .version
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether every wanted Secret has been fetched once (found or not).
@@ -355,6 +365,8 @@ async fn watch_collection(shared: Arc<Shared>, client: kube::Client, index: usiz
 
 impl Shared {
     fn notify(&self) {
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _ = self.changed.send(());
     }
 
