@@ -150,8 +150,10 @@ impl StatusWriter {
     /// `ReleaseOnCancel`): the holder is cleared, so another replica takes over at its next
     /// renewal instead of after the Lease expires. Bounded by `within`, so that a shutdown
     /// never waits on an unreachable API server; the Lease then simply expires.
-    pub async fn release(self, within: Duration) {
+    pub async fn release(mut self, within: Duration) {
         self.task.abort();
+        // Until the task has stopped, a renewal of its own could race the release.
+        let _ = (&mut self.task).await;
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.settings.namespace);
         match tokio::time::timeout(within, release(&leases, &self.settings)).await {
             Ok(Ok(true)) => tracing::info!(identity = %self.identity, "status Lease released"),
