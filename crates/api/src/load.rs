@@ -56,11 +56,11 @@ pub fn load_str(file: &str, text: &str) -> Result<LoadedFile, FileError> {
             ),
         })
     })?;
-    let indexes = index_documents(text);
+    let mut indexes = index_documents(text).into_iter();
     let mut out = LoadedFile::default();
     let mut ordinal = 0;
-    for (i, value) in values.iter().enumerate() {
-        let lines = Arc::new(indexes.get(i).cloned().unwrap_or_default());
+    for value in &values {
+        let lines = Arc::new(indexes.next().unwrap_or_default());
         let doc = Doc {
             file: file.clone(),
             lines,

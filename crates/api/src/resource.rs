@@ -172,11 +172,10 @@ impl Origin {
         }
     }
 
-    /// Every field path present in the object (relative to the object).
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.lines
-            .paths()
-            .filter_map(|p| p.strip_prefix(self.prefix.as_str()))
+    /// Calls `f(path)` for every field present in the object, in document order (a field
+    /// before the fields under it), with paths relative to the object.
+    pub fn walk_fields(&self, f: impl FnMut(&str)) {
+        self.lines.walk(self.prefix.trim_end_matches('.'), f);
     }
 }
 

@@ -501,28 +501,30 @@ fn matches_prefix(pattern: &[&str], path: &[String]) -> bool {
     (*p == first.as_str() || list_node) && matches_prefix(prest, rest)
 }
 
-/// Warnings for the fields of `r` that are set but not acted on yet.
+/// Warnings for the fields of `r` that are set but not acted on yet, in the order of their
+/// paths.
 pub fn unsupported_fields(r: &Resource) -> Vec<Diagnostic> {
     let patterns = patterns(r.kind());
     let split: Vec<Vec<&str>> = patterns.iter().map(|p| p.split('.').collect()).collect();
     let s = subject(r);
-    let mut out = Vec::new();
+    let mut found: Vec<(String, Diagnostic)> = Vec::new();
+    // The fields are walked in document order, so the fields under a reported one follow it.
     let mut reported: Option<String> = None;
     let mut memo: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     let mut shape = String::new();
-    for path in r.origin().paths() {
+    r.origin().walk_fields(|path| {
         if !(path == "spec" || path.starts_with("spec.") || r.kind() == Kind::Secret) {
-            continue;
+            return;
         }
         if let Some(prev) = &reported
             && path
                 .strip_prefix(prev.as_str())
                 .is_some_and(|rest| rest.starts_with(['.', '[']))
         {
-            continue;
+            return;
         }
         if r.origin().is_unknown(path) {
-            continue;
+            return;
         }
         // Large resources repeat the same field shapes (`spec.http[].match[].uri.prefix` for
         // every route): each shape is matched against the patterns once.
@@ -538,14 +540,17 @@ pub fn unsupported_fields(r: &Resource) -> Vec<Diagnostic> {
             }
         };
         if !acted_on {
-            out.push(s.warning(
+            let warning = s.warning(
                 path,
                 "field is not acted on by this version of Isthmus (ignored)",
-            ));
+            );
+            found.push((path.to_string(), warning));
             reported = Some(path.to_string());
         }
-    }
-    out
+    });
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.dedup_by(|a, b| a.0 == b.0);
+    found.into_iter().map(|(_, d)| d).collect()
 }
 
 #[cfg(test)]
