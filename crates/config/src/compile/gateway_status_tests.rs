@@ -288,18 +288,23 @@ stringData: {tls.crt: C, tls.key: K}
         missing.conditions
     );
     // Some listeners are served: the Gateway is accepted, saying that not all are valid.
-    let conds: Vec<(&str, bool, &str)> = g
-        .conditions
-        .iter()
-        .map(|c| (c.kind, c.status, c.reason))
-        .collect();
     assert_eq!(
-        conds,
+        gateway_conditions(g),
         [
             ("Accepted", true, "ListenersNotValid"),
             ("Programmed", true, "Programmed")
         ]
     );
+}
+
+/// A Gateway's own conditions as `(type, status, reason)`.
+fn gateway_conditions(
+    g: &crate::gateway_status::GatewayStatus,
+) -> Vec<(&'static str, bool, &'static str)> {
+    g.conditions
+        .iter()
+        .map(|c| (c.kind, c.status, c.reason))
+        .collect()
 }
 
 #[test]
@@ -314,13 +319,8 @@ spec:
 ",
     );
     let g = s.gateway("default", "none").unwrap();
-    let conds: Vec<(&str, bool, &str)> = g
-        .conditions
-        .iter()
-        .map(|c| (c.kind, c.status, c.reason))
-        .collect();
     assert_eq!(
-        conds,
+        gateway_conditions(g),
         [
             ("Accepted", false, "ListenersNotValid"),
             ("Programmed", false, "Invalid")
