@@ -251,6 +251,7 @@ async fn write_all(
     want: &[StatusUpdate],
     written: &mut HashMap<Key, Written>,
 ) {
+    let served = served(want);
     for u in want {
         let key = key_of(u);
         let previous = written.get(&key);
@@ -258,7 +259,7 @@ async fn write_all(
             continue;
         }
         let result = match dynamic_api(client, &u.group, &u.kind, &u.namespace) {
-            Ok(api) => write_one(&api, u, previous.map(|w| &w.sent)).await,
+            Ok(api) => write_one(&api, u, previous.map(|w| &w.sent), &served).await,
             Err(e) => Err(e),
         };
         match result {
@@ -290,7 +291,7 @@ async fn write_all(
         .collect();
     for key in stale {
         if let Some(w) = written.remove(&key) {
-            clear(client, &key, Some(&w.sent)).await;
+            clear(client, &key, Some(&w.sent), &served).await;
         }
     }
 }
@@ -322,6 +323,7 @@ async fn write_one(
     api: &Api<DynamicObject>,
     u: &StatusUpdate,
     previous: Option<&Value>,
+    served: &Served,
 ) -> Result<Option<Value>, StatusError> {
     for _ in 0..CONFLICT_RETRIES {
         let Some(object) = api.get_opt(&u.name).await? else {
@@ -333,7 +335,7 @@ async fn write_one(
         // (from a previous leader) is the last status, whose transition times carry over.
         transition_times(&mut sent, previous.or(server), &now());
         let status = if is_route(&u.group, &u.kind) {
-            with_other_parents(&sent, server)
+            with_other_parents(&sent, server, served)
         } else {
             sent.clone()
         };
@@ -353,8 +355,8 @@ async fn write_one(
 /// `ours` (a route status with our parent entries) with the entries of other controllers
 /// that `server` holds kept before ours, as the Gateway API asks: each implementation owns
 /// only the entries carrying its `controllerName`.
-fn with_other_parents(ours: &Value, server: Option<&Value>) -> Value {
-    let mut parents: Vec<Value> = others(server);
+fn with_other_parents(ours: &Value, server: Option<&Value>, served: &Served) -> Value {
+    let mut parents: Vec<Value> = others(server, served);
     if let Some(list) = ours.get("parents").and_then(Value::as_array) {
         parents.extend(list.iter().cloned());
     }
@@ -366,23 +368,51 @@ fn with_other_parents(ours: &Value, server: Option<&Value>) -> Value {
 }
 
 /// The route parent entries of `status` that another controller wrote.
-fn others(status: Option<&Value>) -> Vec<Value> {
+fn others(status: Option<&Value>, served: &Served) -> Vec<Value> {
     status
         .and_then(|s| s.get("parents"))
         .and_then(Value::as_array)
-        .map(|list| list.iter().filter(|p| !is_ours(p)).cloned().collect())
+        .map(|list| {
+            list.iter()
+                .filter(|p| !is_ours(p, served))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
-fn is_ours(parent: &Value) -> bool {
-    parent.get("controllerName").and_then(Value::as_str) == Some(GATEWAY_CONTROLLER)
+/// Gateways (`namespace`, `name`) this instance serves: those whose status it writes. Other
+/// instances (the egress release, a `--gateway` deployment) write entries under the same
+/// controller name for their own Gateways, which are theirs to keep.
+type Served = HashSet<(String, String)>;
+
+fn served(want: &[StatusUpdate]) -> Served {
+    want.iter()
+        .filter(|u| u.group == GROUP && u.kind == "Gateway")
+        .map(|u| (u.namespace.clone(), u.name.clone()))
+        .collect()
+}
+
+/// An entry this instance owns: our controller name, for a Gateway this instance serves.
+fn is_ours(parent: &Value, served: &Served) -> bool {
+    let text = |pointer: &str| {
+        parent
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    text("/controllerName") == GATEWAY_CONTROLLER
+        && served.contains(&(
+            text("/parentRef/namespace").to_string(),
+            text("/parentRef/name").to_string(),
+        ))
 }
 
 /// Removes what this instance wrote to an object that is no longer its to report on: its
 /// route parent entries (leaving other controllers'), or an Ingress's load-balancer status
 /// when it still is what was `sent` (else another controller has written it since). A Gateway
 /// or GatewayClass that moved to another controller is that controller's to rewrite.
-async fn clear(client: &kube::Client, key: &Key, sent: Option<&Value>) {
+async fn clear(client: &kube::Client, key: &Key, sent: Option<&Value>, served: &Served) {
     let (group, kind, namespace, name) = key;
     let api = match dynamic_api(client, group, kind, namespace) {
         Ok(api) => api,
@@ -392,7 +422,7 @@ async fn clear(client: &kube::Client, key: &Key, sent: Option<&Value>) {
         }
     };
     let result = if is_route(group, kind) {
-        clear_parents(&api, name).await
+        clear_parents(&api, name, served).await
     } else if group == "networking.k8s.io" && kind == "Ingress" {
         clear_load_balancer(&api, name, sent).await
     } else {
@@ -407,13 +437,17 @@ async fn clear(client: &kube::Client, key: &Key, sent: Option<&Value>) {
     }
 }
 
-async fn clear_parents(api: &Api<DynamicObject>, name: &str) -> Result<(), StatusError> {
+async fn clear_parents(
+    api: &Api<DynamicObject>,
+    name: &str,
+    served: &Served,
+) -> Result<(), StatusError> {
     for _ in 0..CONFLICT_RETRIES {
         let Some(object) = api.get_opt(name).await? else {
             return Ok(());
         };
         let server = object.data.get("status");
-        let kept = others(server);
+        let kept = others(server, served);
         let had = server
             .and_then(|s| s.get("parents"))
             .and_then(Value::as_array)
@@ -455,6 +489,7 @@ async fn clear_load_balancer(
 /// no longer attached to this instance's Gateways; they are cleared.
 async fn sweep(client: &kube::Client, want: &[StatusUpdate]) {
     let wanted: HashSet<Key> = want.iter().map(key_of).collect();
+    let served = served(want);
     for kind in ROUTE_KINDS {
         let api = match dynamic_api(client, GROUP, kind, "") {
             Ok(api) => api,
@@ -471,7 +506,7 @@ async fn sweep(client: &kube::Client, want: &[StatusUpdate]) {
                 .get("status")
                 .and_then(|s| s.get("parents"))
                 .and_then(Value::as_array)
-                .is_some_and(|ps| ps.iter().any(is_ours));
+                .is_some_and(|ps| ps.iter().any(|p| is_ours(p, &served)));
             let key = (
                 GROUP.to_string(),
                 kind.to_string(),
@@ -479,7 +514,7 @@ async fn sweep(client: &kube::Client, want: &[StatusUpdate]) {
                 o.metadata.name.clone().unwrap_or_default(),
             );
             if has_ours && !wanted.contains(&key) {
-                clear(client, &key, None).await;
+                clear(client, &key, None, &served).await;
             }
         }
     }

@@ -479,17 +479,22 @@ async fn a_new_leader_clears_entries_a_previous_leader_left_on_detached_routes()
     let left = json!({"parentRef": {"group": GW.split('/').next().unwrap(), "kind": "Gateway", "namespace": "shop", "name": "gw"},
                       "controllerName": "isthmus.io/gateway-controller",
                       "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "old"}]});
+    // Written under the same controller name by another instance (the egress release) for a
+    // Gateway it serves: not this instance's to clear.
+    let egress = json!({"parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "shop", "name": "egress-gw"},
+                        "controllerName": "isthmus.io/gateway-controller",
+                        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "egress"}]});
     api.apply(shared_route(
         "moved",
         &["other-gw"],
-        json!({"parents": [other_entry(), left]}),
+        json!({"parents": [other_entry(), left, egress.clone()]}),
     ));
     let (source, _changes) = KubeSource::start(client(&api), "cluster.local");
     tokio::time::timeout(WAIT, source.synced()).await.unwrap();
     let writer = StatusWriter::start(client(&api), settings("successor"));
     writer.update(computed(&source));
     until("the stale entry to be cleared", || {
-        (parents(&api, "moved") == [other_entry()]).then_some(())
+        (parents(&api, "moved") == [other_entry(), egress.clone()]).then_some(())
     })
     .await;
     // The routes that are still ours keep their entries.
