@@ -20,7 +20,9 @@ use crate::resource::{Kind, Object, ObjectMeta, Origin, Resource, ResourceKey};
 /// What one file yielded.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedFile {
-    pub resources: Vec<Resource>,
+    /// Shared, so that a caller keeping a file's parse (and everything derived from each
+    /// resource) across reloads copies pointers, not specs.
+    pub resources: Vec<Arc<Resource>>,
     /// Objects that were recognised but are invalid (a type error in a field). The caller may
     /// keep serving an earlier good version of them.
     pub rejected: Vec<ResourceKey>,
@@ -267,7 +269,7 @@ impl Doc {
                 .map(Resource::IngressClass),
         };
         match resource {
-            Some(r) => out.resources.push(r),
+            Some(r) => out.resources.push(Arc::new(r)),
             None => out.rejected.push(key),
         }
     }

@@ -289,7 +289,7 @@ metadata: {name: old}
             "f.yaml:60: error: Ingress -: apiVersion: unsupported version v1beta1 of networking.k8s.io Ingress (expected v1); object skipped",
         ]
     );
-    let Some(Resource::HttpRoute(r)) = l.resources.get(2) else {
+    let Some(Resource::HttpRoute(r)) = l.resources.get(2).map(|r| &**r) else {
         panic!("no HTTPRoute")
     };
     let timeout = r.spec.rules[0].timeouts.as_ref().and_then(|t| t.request);

@@ -15,6 +15,7 @@ mod gateway_api;
 mod ingress;
 mod l4;
 mod listeners;
+mod memo;
 mod merge;
 mod policy;
 
@@ -24,6 +25,7 @@ mod secrets;
 mod services;
 
 pub use actions::{grpc_code, parse_retry_on, read_body_file};
+pub use memo::RouteMemo;
 pub use secrets::{SecretKey, referenced as referenced_secrets};
 
 use isthmus_api::{Diagnostic, Resource};
@@ -33,8 +35,21 @@ use crate::snapshot::Snapshot;
 
 /// Compiles resources that passed validation, in creation order (oldest first).
 pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<Diagnostic>) {
+    compile_with(resources, instance, &mut RouteMemo::default())
+}
+
+/// [`compile`], reusing the routes `memo` kept from the previous build where they cannot
+/// have changed, and keeping this build's for the next. The resources of the previous build
+/// must still be alive (see [`memo`]).
+pub(crate) fn compile_with(
+    resources: &[&Resource],
+    instance: &Instance,
+    memo: &mut RouteMemo,
+) -> (Snapshot, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut registry = services::Registry::new(resources, instance, &mut diags);
+    memo.begin(resources, instance);
+    registry.memo = std::mem::take(memo);
     let ports = listeners::collect(resources, instance, &mut diags);
     let mut listeners = routes::bind(resources, instance, &ports, &mut registry, &mut diags);
     let (kube, gateway_status) =
@@ -43,6 +58,8 @@ pub fn compile(resources: &[&Resource], instance: &Instance) -> (Snapshot, Vec<D
     let (ingresses, served_ingresses) =
         ingress::compile(resources, instance, &mut registry, &mut diags);
     merge::merge(&mut listeners, ingresses, &mut diags);
+    *memo = std::mem::take(&mut registry.memo);
+    memo.end();
     let snapshot = Snapshot {
         listeners,
         clusters: registry.into_clusters(),

@@ -30,6 +30,6 @@ pub mod support;
 pub mod tls;
 pub mod validate;
 
-pub use build::{Build, LastGood, build};
+pub use build::{Build, Builder, LastGood, build};
 pub use instance::Instance;
 pub use snapshot::Snapshot;

@@ -10,7 +10,7 @@ use isthmus_api::{Diagnostic, Resource, ResourceKey, Severity};
 
 #[derive(Default)]
 pub struct Loaded {
-    pub resources: Vec<Resource>,
+    pub resources: Vec<std::sync::Arc<Resource>>,
     pub rejected: Vec<ResourceKey>,
     pub diagnostics: Vec<Diagnostic>,
     /// Paths that could not be read and files that do not parse (their diagnostics say why).
@@ -206,13 +206,13 @@ impl Sources {
     /// only those); whether every one of them has been fetched once. Files need nothing.
     pub fn want_secrets(
         &self,
-        resources: &[isthmus_api::Resource],
+        resources: &[std::sync::Arc<isthmus_api::Resource>],
         instance: &isthmus_config::Instance,
     ) -> bool {
         let Some(k) = &self.kube else {
             return true;
         };
-        let refs: Vec<&isthmus_api::Resource> = resources.iter().collect();
+        let refs: Vec<&isthmus_api::Resource> = resources.iter().map(|r| &**r).collect();
         k.want_secrets(&isthmus_config::compile::referenced_secrets(
             &refs, instance,
         ));

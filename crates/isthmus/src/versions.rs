@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use isthmus_admin::ResourceVersion;
 use isthmus_api::{Object, Resource, ResourceKey};
@@ -13,18 +14,28 @@ use isthmus_api::{Object, Resource, ResourceKey};
 pub struct Versions {
     /// (resource, file) -> (version, generation it first appeared in).
     seen: HashMap<(ResourceKey, String), (String, u64)>,
+    /// The version of every resource of the last update, by the resource's address: hashing
+    /// a large spec is costly, and most resources of a reload are the very same ones (the
+    /// entry holds the resource, so the address is not reused while it lives).
+    hashed: HashMap<usize, (Arc<Resource>, String)>,
 }
 
 impl Versions {
     /// The versions of `resources` as loaded for `generation`.
-    pub fn update(&mut self, resources: &[Resource], generation: u64) -> Vec<ResourceVersion> {
+    pub fn update(&mut self, resources: &[Arc<Resource>], generation: u64) -> Vec<ResourceVersion> {
         let mut seen = HashMap::with_capacity(resources.len());
+        let mut previous = std::mem::take(&mut self.hashed);
         let out = resources
             .iter()
             .map(|r| {
                 let key = r.key();
                 let origin = r.origin();
-                let version = version(r);
+                let id = Arc::as_ptr(r) as usize;
+                let version = match previous.remove(&id) {
+                    Some((_, v)) => v,
+                    None => version(r),
+                };
+                self.hashed.insert(id, (r.clone(), version.clone()));
                 let id = (key.clone(), origin.file.to_string());
                 let since = match self.seen.get(&id) {
                     Some((v, g)) if *v == version => *g,
@@ -85,7 +96,7 @@ mod tests {
     use super::*;
     use isthmus_api::load::load_str;
 
-    fn load(text: &str) -> Vec<Resource> {
+    fn load(text: &str) -> Vec<Arc<Resource>> {
         load_str("gw.yaml", text).unwrap().resources
     }
 

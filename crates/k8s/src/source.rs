@@ -31,7 +31,7 @@ pub const DEBOUNCE: Duration = Duration::from_millis(150);
 /// What the cluster holds now, as resources.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    pub resources: Vec<Resource>,
+    pub resources: Vec<std::sync::Arc<Resource>>,
     pub rejected: Vec<ResourceKey>,
     pub diagnostics: Vec<Diagnostic>,
 }

@@ -117,7 +117,7 @@ async fn lists_watches_and_turns_services_into_registry_entries() {
     let se = snapshot
         .resources
         .iter()
-        .find_map(|r| match r {
+        .find_map(|r| match &**r {
             isthmus_api::Resource::ServiceEntry(se) => Some(se),
             _ => None,
         })
@@ -140,7 +140,7 @@ async fn lists_watches_and_turns_services_into_registry_entries() {
     api.delete("discovery.k8s.io/v1", "EndpointSlice", "shop", "web-abc");
     until(&source, &mut changes, |_| {
         source.snapshot().resources.iter().any(|r| {
-            matches!(r, isthmus_api::Resource::ServiceEntry(se) if se.spec.endpoints.is_empty())
+            matches!(&**r, isthmus_api::Resource::ServiceEntry(se) if se.spec.endpoints.is_empty())
         })
     })
     .await;

@@ -13,6 +13,7 @@ use super::actions;
 use super::delegation;
 use super::l4;
 use super::listeners::{PortServers, ServerRef};
+use super::memo;
 use super::services::{Registry, Unresolved, check_service_entries};
 use crate::actions::Mirror;
 use crate::diag::{Subject, subject};
@@ -298,7 +299,7 @@ fn report_shared_forward_proxy(port: u16, servers: &[ServerRef<'_>], diags: &mut
 
 /// The routes a VirtualService gives a virtual host, and its match blocks left out.
 #[derive(Default)]
-struct Compiled {
+pub(super) struct Compiled {
     routes: Vec<Route>,
     excluded: Vec<Excluded>,
 }
@@ -310,8 +311,53 @@ fn catch_alls_last(routes: Vec<Route>) -> Vec<Route> {
     specific.into_iter().chain(all).collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A VirtualService's routes for `binding` on `port`: the previous build's if they cannot
+/// have changed (see [`memo`]), else compiled now.
 fn compile_routes(
+    r: &Resource,
+    vs: &Object<VirtualServiceSpec>,
+    all: &[&Resource],
+    binding: Binding<'_>,
+    port: u16,
+    registry: &mut Registry<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Arc<Compiled> {
+    if !memo::cacheable(vs) {
+        return Arc::new(compile_routes_now(
+            r, vs, all, binding, port, registry, diags,
+        ));
+    }
+    let gateway = match binding {
+        Binding::Gateway { ns, name } => Some((ns, name)),
+        Binding::Mesh => None,
+    };
+    let key = memo::Key::new(r, port, gateway);
+    if let Some(entry) = registry.memo.previous(&key)
+        && registry.replay(&entry.clusters)
+    {
+        diags.extend(entry.diagnostics.iter().cloned());
+        let compiled = entry.compiled.clone();
+        registry.memo.keep(key, entry);
+        return compiled;
+    }
+    let mut found = Vec::new();
+    registry.record();
+    let compiled = Arc::new(compile_routes_now(
+        r, vs, all, binding, port, registry, &mut found,
+    ));
+    let clusters = registry.recorded();
+    diags.extend(found.iter().cloned());
+    let entry = memo::Entry {
+        compiled: compiled.clone(),
+        diagnostics: found,
+        clusters,
+    };
+    registry.memo.keep(key, Arc::new(entry));
+    compiled
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_routes_now(
     r: &Resource,
     vs: &Object<VirtualServiceSpec>,
     all: &[&Resource],

@@ -247,7 +247,7 @@ spec:
   listeners: [{name: x, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: foreign-cert}]}}]
 ";
         let loaded = load_str("t.yaml", text).unwrap();
-        let resources: Vec<&Resource> = loaded.resources.iter().collect();
+        let resources: Vec<&Resource> = loaded.resources.iter().map(|r| &**r).collect();
         let instance = Instance {
             namespace: "istio-system".into(),
             ..Instance::default()

@@ -10,6 +10,7 @@ use isthmus_api::istio::destination_rule::{
 use isthmus_api::istio::service_entry::{ServiceEntrySpec, ServicePort};
 use isthmus_api::{Diagnostic, Object, Resource};
 
+use super::memo::{ClusterCall, RouteMemo};
 use super::policy;
 use super::secrets::{SecretError, Secrets};
 use crate::diag::{Subject, subject};
@@ -43,6 +44,10 @@ pub struct Registry<'a> {
     by_name: HashMap<String, usize>,
     /// Secrets of the gateway's namespace, for `tls.credentialName`.
     secrets: Secrets<'a>,
+    /// Routes compiled by the previous build (see [`super::memo`]).
+    pub(super) memo: RouteMemo,
+    /// The clusters asked for since [`Registry::record`], while a VirtualService compiles.
+    journal: Option<Vec<ClusterCall>>,
 }
 
 /// Why a destination has no cluster; the route answers 503 for it.
@@ -114,7 +119,28 @@ impl<'a> Registry<'a> {
             clusters: Vec::new(),
             by_name: HashMap::new(),
             secrets: Secrets::new(resources, &instance.namespace),
+            memo: RouteMemo::default(),
+            journal: None,
         }
+    }
+
+    /// Starts recording the clusters asked for.
+    pub(super) fn record(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// Stops recording: the clusters asked for since [`Registry::record`], in order.
+    pub(super) fn recorded(&mut self) -> Vec<ClusterCall> {
+        self.journal.take().unwrap_or_default()
+    }
+
+    /// Asks for `calls`' clusters again, in order; whether each got the index it got then.
+    /// Stops at the first that did not.
+    pub(super) fn replay(&mut self, calls: &[ClusterCall]) -> bool {
+        calls.iter().all(|c| {
+            let got = self.find_or_add(&c.host, c.port, c.subset.as_deref());
+            got.ok().map(|(_, i)| i) == c.index
+        })
     }
 
     pub fn into_clusters(self) -> Vec<Cluster> {
@@ -141,6 +167,24 @@ impl<'a> Registry<'a> {
     /// The cluster for a destination, made on first use. `port` is the destination's port if
     /// it names one.
     pub fn cluster(
+        &mut self,
+        host: &str,
+        port: Option<u16>,
+        subset: Option<&str>,
+    ) -> Result<(String, usize), Unresolved> {
+        let got = self.find_or_add(host, port, subset);
+        if let Some(journal) = &mut self.journal {
+            journal.push(ClusterCall {
+                host: host.to_string(),
+                port,
+                subset: subset.map(str::to_string),
+                index: got.as_ref().ok().map(|(_, i)| *i),
+            });
+        }
+        got
+    }
+
+    fn find_or_add(
         &mut self,
         host: &str,
         port: Option<u16>,

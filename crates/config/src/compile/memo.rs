@@ -1,0 +1,129 @@
+//! Routes compiled by the previous build, reused by the next one.
+//!
+//! With a large configuration, compiling every VirtualService's routes again is most of a
+//! reload, although an edit usually touches one of them. A VirtualService's routes for one
+//! binding (its Gateway, or the mesh) and port depend only on the VirtualService itself and
+//! on its context: every resource that is not a VirtualService (services, DestinationRules,
+//! Gateways, Secrets) and the instance. While the context is the same, the routes of every
+//! VirtualService that is the same resource as before are taken from here.
+//!
+//! The clusters its routes point to are indexes into the snapshot's cluster list, given out
+//! in the order destinations are first met, which the other VirtualServices can change. So an
+//! entry also keeps the clusters its compilation asked for, in order; a hit asks for them
+//! again and is used only if every one gets the index it got before, else the routes are
+//! compiled afresh.
+//!
+//! Resources are known by their address. Only [`crate::Builder`] keeps a memo, and it keeps
+//! every resource of the previous build alive until the next build is done, so an address
+//! found both in the memo and in the build's input is the same resource.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use isthmus_api::istio::virtual_service::VirtualServiceSpec;
+use isthmus_api::{Diagnostic, Object, Resource};
+
+use super::routes::Compiled;
+use crate::instance::Instance;
+
+/// Compiled routes of the previous build and of the one under way.
+#[derive(Default)]
+pub struct RouteMemo {
+    /// The context the entries were compiled in.
+    context: Option<Context>,
+    /// The previous build's entries.
+    previous: HashMap<Key, Arc<Entry>>,
+    /// The entries this build used or made: the next build's `previous`.
+    current: HashMap<Key, Arc<Entry>>,
+}
+
+/// What routes depend on besides their VirtualService: the addresses of the other resources,
+/// in order, and the instance.
+#[derive(PartialEq)]
+struct Context {
+    others: Vec<usize>,
+    instance: Instance,
+}
+
+/// One VirtualService compiled for one binding on one port.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(super) struct Key {
+    resource: usize,
+    port: u16,
+    /// The Gateway `(namespace, name)`, or `None` for the mesh.
+    gateway: Option<(String, String)>,
+}
+
+impl Key {
+    pub(super) fn new(r: &Resource, port: u16, gateway: Option<(&str, &str)>) -> Self {
+        Key {
+            resource: std::ptr::from_ref(r) as usize,
+            port,
+            gateway: gateway.map(|(ns, name)| (ns.to_string(), name.to_string())),
+        }
+    }
+}
+
+pub(super) struct Entry {
+    pub compiled: Arc<Compiled>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub clusters: Vec<ClusterCall>,
+}
+
+/// A cluster a compilation asked for, and the index it got (`None`: unresolved).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterCall {
+    pub host: String,
+    pub port: Option<u16>,
+    pub subset: Option<String>,
+    pub index: Option<usize>,
+}
+
+impl RouteMemo {
+    /// Starts a build of `resources`: the previous build's entries stay usable only if the
+    /// context is unchanged.
+    pub(super) fn begin(&mut self, resources: &[&Resource], instance: &Instance) {
+        let context = Context {
+            others: resources
+                .iter()
+                .filter(|r| !matches!(r, Resource::VirtualService(_)))
+                .map(|r| std::ptr::from_ref(*r) as usize)
+                .collect(),
+            instance: instance.clone(),
+        };
+        let mut previous = std::mem::take(&mut self.current);
+        if self.context.as_ref() != Some(&context) {
+            previous.clear();
+        }
+        self.previous = previous;
+        self.context = Some(context);
+    }
+
+    /// Ends the build: entries it did not use are dropped.
+    pub(super) fn end(&mut self) {
+        self.previous.clear();
+    }
+
+    /// The previous build's entry for `key`, if any.
+    pub(super) fn previous(&self, key: &Key) -> Option<Arc<Entry>> {
+        self.previous.get(key).cloned()
+    }
+
+    /// Keeps `entry` for the next build.
+    pub(super) fn keep(&mut self, key: Key, entry: Arc<Entry>) {
+        self.current.insert(key, entry);
+    }
+}
+
+/// Whether a VirtualService's routes depend on nothing but itself and the context: not on
+/// delegate VirtualServices, nor on files read at compile time (a `directResponse` body file).
+pub(super) fn cacheable(vs: &Object<VirtualServiceSpec>) -> bool {
+    vs.spec.http.iter().all(|route| {
+        route.delegate.is_none()
+            && route
+                .direct_response
+                .as_ref()
+                .and_then(|d| d.body.as_ref())
+                .is_none_or(|b| b.filename.is_none())
+    })
+}
