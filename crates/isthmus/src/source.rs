@@ -18,6 +18,8 @@ pub struct Loaded {
     /// Whether anything differs from the previous load: a file's text, a file added or
     /// removed, or a change in the Kubernetes source.
     pub changed: bool,
+    /// How many files were read (the others were known unchanged by their metadata).
+    pub files_read: usize,
 }
 
 pub struct FileSource {
@@ -27,12 +29,63 @@ pub struct FileSource {
     /// The digest of every file read by the last load (0: could not be read), to tell whether
     /// anything changed.
     read: BTreeMap<PathBuf, u64>,
+    /// How long before a read a file must have last changed for its metadata to vouch for
+    /// its text ([`SETTLED`]; tests shorten it).
+    settled: std::time::Duration,
 }
 
 #[derive(Clone)]
 struct Parsed {
     digest: u64,
     loaded: LoadedFile,
+    /// The file's metadata when that text was read, if it can vouch for the text.
+    stamp: Option<Stamp>,
+}
+
+/// What a file's metadata says about its content, as `git` and `rsync` use it: a file whose
+/// size, times and inode are all unchanged has not been written since.
+///
+/// Times have a coarse granularity, so a write within the same tick as the read before it
+/// would leave them unchanged. As `git` does with "racily clean" entries, a stamp counts only
+/// if the file had last changed well before it was read ([`SETTLED`]); otherwise the file is
+/// read again next time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: std::time::SystemTime,
+    changed: (i64, i64),
+    inode: (u64, u64),
+}
+
+/// How long before a read a file must have last changed for its stamp to vouch for its text.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            len: m.len(),
+            modified: m.modified().ok()?,
+            changed: (m.ctime(), m.ctime_nsec()),
+            inode: (m.dev(), m.ino()),
+        })
+    }
+
+    /// This stamp, if a read at `read_at` came at least `settled` after the file's last change.
+    fn settled(
+        self,
+        read_at: std::time::SystemTime,
+        settled: std::time::Duration,
+    ) -> Option<Stamp> {
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(self.changed.0).ok()?,
+                u32::try_from(self.changed.1).ok()?,
+            );
+        let last = self.modified.max(changed);
+        (read_at.duration_since(last).ok()? >= settled).then_some(self)
+    }
 }
 
 /// One file of a load: its text (or why it could not be read) and, once known, its parse.
@@ -41,6 +94,10 @@ struct Pending {
     text: Result<String, FileError>,
     digest: u64,
     parsed: Option<Result<LoadedFile, FileError>>,
+    /// The file's stamp, taken before it was read, if it vouches for the text.
+    stamp: Option<Stamp>,
+    /// Whether the file was read (not known unchanged by its stamp).
+    read: bool,
 }
 
 impl FileSource {
@@ -49,6 +106,7 @@ impl FileSource {
             roots,
             files: BTreeMap::new(),
             read: BTreeMap::new(),
+            settled: SETTLED,
         }
     }
 
@@ -64,22 +122,7 @@ impl FileSource {
         let mut pending = Vec::new();
         for root in &self.roots {
             match config_files(root) {
-                Ok(files) => pending.extend(files.into_iter().map(|path| {
-                    let text = read_file(&path);
-                    let digest = text.as_deref().map_or(0, digest);
-                    let parsed = match self.files.get(&path) {
-                        Some(prev) if text.is_ok() && prev.digest == digest => {
-                            Some(Ok(prev.loaded.clone()))
-                        }
-                        _ => None,
-                    };
-                    Pending {
-                        path,
-                        text,
-                        digest,
-                        parsed,
-                    }
-                })),
+                Ok(files) => pending.extend(files.into_iter().map(|path| self.pending(path))),
                 Err(e) => {
                     out.diagnostics
                         .push(file_diag(root, format!("cannot read: {e}")));
@@ -87,6 +130,7 @@ impl FileSource {
                 }
             }
         }
+        out.files_read = pending.iter().filter(|p| p.read).count();
         let read: BTreeMap<PathBuf, u64> =
             pending.iter().map(|p| (p.path.clone(), p.digest)).collect();
         // The first load always counts as a change.
@@ -99,6 +143,7 @@ impl FileSource {
                 Some(Ok(l)) => Parsed {
                     digest: p.digest,
                     loaded: l,
+                    stamp: p.stamp,
                 },
                 Some(Err(e)) => {
                     out.diagnostics.push(e.0);
@@ -120,6 +165,8 @@ impl FileSource {
                             diagnostics: Vec::new(),
                             ..prev.loaded.clone()
                         },
+                        // The kept parse is not of the file's text now.
+                        stamp: None,
                     }
                 }
                 None => continue,
@@ -132,6 +179,40 @@ impl FileSource {
         }
         self.files = seen;
         out
+    }
+
+    /// One file of a load: unchanged since its last good parse, by its stamp, or read now
+    /// (and given that parse if its text is the same).
+    fn pending(&self, path: PathBuf) -> Pending {
+        let stamp = Stamp::of(&path);
+        let prev = self.files.get(&path);
+        if let (Some(now), Some(prev)) = (stamp, prev)
+            && prev.stamp == Some(now)
+        {
+            return Pending {
+                text: Ok(String::new()),
+                digest: prev.digest,
+                parsed: Some(Ok(prev.loaded.clone())),
+                stamp: Some(now),
+                read: false,
+                path,
+            };
+        }
+        let read_at = std::time::SystemTime::now();
+        let text = read_file(&path);
+        let digest = text.as_deref().map_or(0, digest);
+        let parsed = match prev {
+            Some(prev) if text.is_ok() && prev.digest == digest => Some(Ok(prev.loaded.clone())),
+            _ => None,
+        };
+        Pending {
+            path,
+            text,
+            digest,
+            parsed,
+            stamp: stamp.and_then(|s| s.settled(read_at, self.settled)),
+            read: true,
+        }
     }
 }
 
@@ -261,6 +342,51 @@ mod tests {
             (names(&fixed), fixed.failed),
             (vec!["g0".into(), "g2".into(), "x3".into(), "x4".into()], 0)
         );
+    }
+
+    #[test]
+    fn settled_files_are_known_unchanged_by_their_metadata_and_fresh_ones_are_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        for n in ["a", "b", "c"] {
+            std::fs::write(path(&format!("{n}.yaml")), gateway(n)).unwrap();
+        }
+        let read = |s: &mut FileSource| {
+            let l = s.load();
+            (l.files_read, names(&l))
+        };
+        let abc = || vec!["a".to_string(), "b".into(), "c".into()];
+        // Just written: a write in the same tick could leave the metadata as it is, so the
+        // files are read every time.
+        let mut fresh = FileSource::new(vec![dir.path().to_path_buf()]);
+        assert_eq!(read(&mut fresh), (3, abc()));
+        assert_eq!(read(&mut fresh), (3, abc()));
+        // Settled files (here: at once) are not read again until their metadata changes.
+        let mut source = FileSource {
+            settled: std::time::Duration::ZERO,
+            ..FileSource::new(vec![dir.path().to_path_buf()])
+        };
+        assert_eq!(read(&mut source), (3, abc()));
+        assert_eq!(read(&mut source), (0, abc()));
+        // (Another size: with `settled` zero, a same-size write within the clock tick of the
+        // first one is exactly the case the real setting guards against.)
+        std::fs::write(path("b.yaml"), gateway("bb")).unwrap();
+        assert_eq!(
+            read(&mut source),
+            (1, vec!["a".to_string(), "bb".into(), "c".into()])
+        );
+        // Replaced by a rename (as editors and ConfigMap updates do): another inode.
+        std::fs::write(path("c.tmp"), gateway("z")).unwrap();
+        std::fs::rename(path("c.tmp"), path("c.yaml")).unwrap();
+        assert_eq!(
+            read(&mut source),
+            (1, vec!["a".to_string(), "bb".into(), "z".into()])
+        );
+        // A file that stops parsing is read at every load until it is fixed.
+        std::fs::write(path("a.yaml"), "kind: [").unwrap();
+        assert_eq!(read(&mut source).0, 1);
+        assert_eq!(read(&mut source).0, 1);
+        assert_eq!(source.load().failed, 1);
     }
 
     #[test]

@@ -173,7 +173,13 @@ impl<'a> Registry<'a> {
         subset: Option<&str>,
     ) -> Result<(String, usize), Unresolved> {
         let got = self.find_or_add(host, port, subset);
-        if let Some(journal) = &mut self.journal {
+        // Asking again for a cluster already asked for gives the same index, so only the
+        // first call for each is kept (routes of one VirtualService usually share a few).
+        if let Some(journal) = &mut self.journal
+            && !journal
+                .iter()
+                .any(|c| c.host == host && c.port == port && c.subset.as_deref() == subset)
+        {
             journal.push(ClusterCall {
                 host: host.to_string(),
                 port,
