@@ -55,6 +55,12 @@ fn vs(name: &str, host: &str, destinations: &[&str]) -> String {
     out
 }
 
+fn catch_all(name: &str, hosts: &str, destination: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: {hosts}\n  gateways: [gw]\n  http:\n  - route: [{{destination: {{host: {destination}}}}}]\n  - match: [{{uri: {{prefix: /{name}/}}}}]\n    route: [{{destination: {{host: {destination}}}}}]\n"
+    )
+}
+
 /// Files as a file source keeps them: an unchanged file keeps the resources (the same `Arc`s)
 /// of its previous parse.
 #[derive(Default)]
@@ -103,6 +109,12 @@ fn an_incremental_build_equals_a_build_from_scratch() {
         ("2-x.yaml", vs("x", "x.example", &["a.svc", "nowhere.svc"])),
         ("3-y.yaml", vs("y", "y.example", &["b.svc", "a.svc#v1"])),
         ("4-z.yaml", vs("z", "z.example", &["c.svc", "a.svc#v9"])),
+        // Merged into x.example's table after x, its catch-all behind x's routes; and a second
+        // host with the same routes.
+        (
+            "5-w.yaml",
+            catch_all("w", "[x.example, w.example]", "b.svc"),
+        ),
     ];
     let with = |g: &[(&'static str, String)], file: &'static str, text: Option<String>| {
         let mut g: Vec<(&'static str, String)> =
@@ -138,6 +150,14 @@ fn an_incremental_build_equals_a_build_from_scratch() {
         ),
         ("a VirtualService removed", with(&gen0, "3-y.yaml", None)),
         (
+            "an edit of the second VirtualService of a host",
+            with(
+                &gen0,
+                "5-w.yaml",
+                Some(catch_all("w", "[x.example]", "c.svc")),
+            ),
+        ),
+        (
             "an edit that breaks a VirtualService (its last good version serves)",
             with(
                 &gen0,
@@ -156,4 +176,16 @@ fn an_incremental_build_equals_a_build_from_scratch() {
         assert_eq!(rendered(&incremental), rendered(&scratch), "{what}");
         last_good = scratch.accepted;
     }
+    // The scenario is the one meant: x.example merges x's routes with w's catch-all last.
+    let b = builder.build(&files.load(&gen0), &[], &Instance::default());
+    let table = &b.snapshot.listeners[&80].virtual_hosts;
+    let x: Vec<&str> = table
+        .find("x.example")
+        .unwrap()
+        .routes
+        .iter()
+        .map(|r| r.virtual_service.as_str())
+        .collect();
+    assert_eq!(x, ["default/x", "default/x", "default/w"]);
+    assert!(table.find("w.example").is_some());
 }

@@ -246,12 +246,13 @@ pub struct VirtualHost {
     /// `httpsRedirect`: plaintext requests get a 301 to `https://`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub require_tls: bool,
-    /// Evaluated in order; the first match wins.
-    pub routes: Vec<Route>,
+    /// Evaluated in order; the first match wins. Shared: the next build reuses a host's routes
+    /// while the VirtualServices they come from are unchanged.
+    pub routes: Arc<Vec<Route>>,
     /// Match blocks of the bound VirtualServices that are not in this table (another port,
     /// another gateway, nothing to do), for `isthmus explain`.
     #[serde(skip)]
-    pub excluded: Vec<Excluded>,
+    pub excluded: Arc<Vec<Excluded>>,
 }
 
 impl VirtualHost {
@@ -524,8 +525,8 @@ mod tests {
         VirtualHost {
             domain: domain.into(),
             require_tls: false,
-            routes: vec![],
-            excluded: vec![],
+            routes: Arc::default(),
+            excluded: Arc::default(),
         }
     }
 

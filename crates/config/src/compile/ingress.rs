@@ -128,8 +128,8 @@ fn virtual_hosts(hosts: BTreeMap<String, Vec<Ranked>>) -> Vec<VirtualHost> {
             VirtualHost {
                 domain,
                 require_tls: false,
-                routes: ranked.into_iter().map(|x| x.route).collect(),
-                excluded: Vec::new(),
+                routes: Arc::new(ranked.into_iter().map(|x| x.route).collect()),
+                excluded: Arc::default(),
             }
         })
         .collect()

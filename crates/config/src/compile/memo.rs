@@ -23,8 +23,9 @@ use std::sync::Arc;
 use isthmus_api::istio::virtual_service::VirtualServiceSpec;
 use isthmus_api::{Diagnostic, Object, Resource};
 
-use super::routes::Compiled;
+use super::routes::{Compiled, merged};
 use crate::instance::Instance;
+use crate::snapshot::{Excluded, Route};
 
 /// Compiled routes of the previous build and of the one under way.
 #[derive(Default)]
@@ -35,6 +36,18 @@ pub struct RouteMemo {
     previous: HashMap<Key, Arc<Entry>>,
     /// The entries this build used or made: the next build's `previous`.
     current: HashMap<Key, Arc<Entry>>,
+    /// Route tables of hosts, by the routes merged into them, of the previous build and of
+    /// this one.
+    previous_hosts: HashMap<Vec<usize>, HostEntry>,
+    current_hosts: HashMap<Vec<usize>, HostEntry>,
+}
+
+/// A host's route table and the parts it was merged from (kept, so that their addresses are
+/// not reused while the entry lives).
+struct HostEntry {
+    _parts: Vec<Arc<Compiled>>,
+    routes: Arc<Vec<Route>>,
+    excluded: Arc<Vec<Excluded>>,
 }
 
 /// What routes depend on besides their VirtualService: the addresses of the other resources,
@@ -96,12 +109,41 @@ impl RouteMemo {
             previous.clear();
         }
         self.previous = previous;
+        self.previous_hosts = std::mem::take(&mut self.current_hosts);
         self.context = Some(context);
     }
 
     /// Ends the build: entries it did not use are dropped.
     pub(super) fn end(&mut self) {
         self.previous.clear();
+        self.previous_hosts.clear();
+    }
+
+    /// The route table of a host merged from `parts` ([`merged`]): the previous build's if
+    /// it was merged from the very same parts.
+    pub(super) fn host(
+        &mut self,
+        parts: Vec<Arc<Compiled>>,
+    ) -> (Arc<Vec<Route>>, Arc<Vec<Excluded>>) {
+        let key: Vec<usize> = parts.iter().map(|p| Arc::as_ptr(p) as usize).collect();
+        // Another host of this build with the same parts (a VirtualService with two hosts).
+        if let Some(e) = self.current_hosts.get(&key) {
+            return (e.routes.clone(), e.excluded.clone());
+        }
+        let entry = match self.previous_hosts.remove(&key) {
+            Some(entry) => entry,
+            None => {
+                let (routes, excluded) = merged(&parts);
+                HostEntry {
+                    _parts: parts,
+                    routes: Arc::new(routes),
+                    excluded: Arc::new(excluded),
+                }
+            }
+        };
+        let out = (entry.routes.clone(), entry.excluded.clone());
+        self.current_hosts.insert(key, entry);
+        out
     }
 
     /// The previous build's entry for `key`, if any.

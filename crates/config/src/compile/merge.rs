@@ -69,7 +69,7 @@ fn merge_hosts(existing: &mut Listener, l: Listener, diags: &mut Vec<Diagnostic>
                         ),
                     ));
                 }
-                h.routes.extend(vh.routes);
+                std::sync::Arc::make_mut(&mut h.routes).extend(vh.routes.iter().cloned());
             }
             None => hosts.push(vh),
         }

@@ -94,8 +94,8 @@ pub(super) fn http_table(
     registry: &mut Registry<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> VirtualHosts {
-    // domain -> routes, in VirtualService creation order.
-    let mut domains: BTreeMap<String, Compiled> = BTreeMap::new();
+    // domain -> the routes of each VirtualService bound to it, in creation order.
+    let mut domains: BTreeMap<String, Vec<Arc<Compiled>>> = BTreeMap::new();
     for r in resources {
         let Resource::VirtualService(vs) = r else {
             continue;
@@ -135,13 +135,16 @@ pub(super) fn http_table(
     }
     let hosts = domains
         .into_iter()
-        .map(|(domain, compiled)| VirtualHost {
-            require_tls: redirect_hosts
-                .iter()
-                .any(|h| crate::hosts::covers(h, &domain)),
-            domain,
-            routes: catch_alls_last(compiled.routes),
-            excluded: compiled.excluded,
+        .map(|(domain, parts)| {
+            let (routes, excluded) = registry.memo.host(parts);
+            VirtualHost {
+                require_tls: redirect_hosts
+                    .iter()
+                    .any(|h| crate::hosts::covers(h, &domain)),
+                domain,
+                routes,
+                excluded,
+            }
         })
         .collect();
     VirtualHosts::new(hosts)
@@ -156,7 +159,7 @@ fn bind_one(
     servers: &[&ServerRef<'_>],
     instance: &Instance,
     registry: &mut Registry<'_>,
-    domains: &mut BTreeMap<String, Compiled>,
+    domains: &mut BTreeMap<String, Vec<Arc<Compiled>>>,
     diags: &mut Vec<Diagnostic>,
 ) {
     let vs_hosts: Vec<String> = vs
@@ -197,9 +200,7 @@ fn bind_one(
         };
         let compiled = compile_routes(r, vs, all, binding, port, registry, diags);
         for d in fresh {
-            let entry = domains.entry(d).or_default();
-            entry.routes.extend(compiled.routes.iter().cloned());
-            entry.excluded.extend(compiled.excluded.iter().cloned());
+            domains.entry(d).or_default().push(compiled.clone());
         }
     }
 }
@@ -218,7 +219,7 @@ fn bind_mesh(
     servers: &[&ServerRef<'_>],
     instance: &Instance,
     registry: &mut Registry<'_>,
-    domains: &mut BTreeMap<String, Compiled>,
+    domains: &mut BTreeMap<String, Vec<Arc<Compiled>>>,
     diags: &mut Vec<Diagnostic>,
 ) {
     let bound = mesh_hosts(vs, servers, instance);
@@ -227,9 +228,7 @@ fn bind_mesh(
     }
     let compiled = compile_routes(r, vs, all, Binding::Mesh, port, registry, diags);
     for d in bound {
-        let entry = domains.entry(d).or_default();
-        entry.routes.extend(compiled.routes.iter().cloned());
-        entry.excluded.extend(compiled.excluded.iter().cloned());
+        domains.entry(d).or_default().push(compiled.clone());
     }
 }
 
@@ -304,11 +303,20 @@ pub(super) struct Compiled {
     excluded: Vec<Excluded>,
 }
 
-/// Istio moves every catch-all route behind the others once VirtualServices are merged.
-fn catch_alls_last(routes: Vec<Route>) -> Vec<Route> {
-    let (all, specific): (Vec<Route>, Vec<Route>) =
-        routes.into_iter().partition(|r| r.matcher.is_catch_all());
-    specific.into_iter().chain(all).collect()
+/// The route table of a host from the routes of the VirtualServices bound to it, in creation
+/// order: merged, with every catch-all route moved behind the others, as Istio does.
+pub(super) fn merged(parts: &[Arc<Compiled>]) -> (Vec<Route>, Vec<Excluded>) {
+    let all = || parts.iter().flat_map(|p| &p.routes);
+    let routes = all()
+        .filter(|r| !r.matcher.is_catch_all())
+        .chain(all().filter(|r| r.matcher.is_catch_all()))
+        .cloned()
+        .collect();
+    let excluded = parts
+        .iter()
+        .flat_map(|p| p.excluded.iter().cloned())
+        .collect();
+    (routes, excluded)
 }
 
 /// A VirtualService's routes for `binding` on `port`: the previous build's if they cannot

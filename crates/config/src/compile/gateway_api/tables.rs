@@ -205,8 +205,8 @@ impl Tables<'_, '_, '_> {
                 VirtualHost {
                     domain,
                     require_tls: false,
-                    routes,
-                    excluded: Vec::new(),
+                    routes: Arc::new(routes),
+                    excluded: Arc::default(),
                 }
             })
             .collect();
