@@ -138,7 +138,7 @@ fn an_incremental_build_equals_a_build_from_scratch() {
             ),
         ),
         (
-            "a subset appears (the context changes)",
+            "a subset appears",
             with(
                 &gen0,
                 "1-rule.yaml",
@@ -149,6 +149,32 @@ fn an_incremental_build_equals_a_build_from_scratch() {
             ),
         ),
         ("a VirtualService removed", with(&gen0, "3-y.yaml", None)),
+        (
+            // Same cluster indexes, other names: outbound|8080||a.svc.
+            "the services' port changes",
+            with(
+                &gen0,
+                "0-base.yaml",
+                Some(BASE.replace("ports: [{number: 80,", "ports: [{number: 8080,")),
+            ),
+        ),
+        (
+            // Destinations without a port no longer resolve, with a message naming the ports.
+            "the services get a second port",
+            with(
+                &gen0,
+                "0-base.yaml",
+                Some(BASE.replace(
+                    "ports: [{number: 80, name: http, protocol: HTTP}]",
+                    "ports: [{number: 80, name: http, protocol: HTTP}, {number: 81, name: http2, protocol: HTTP}]",
+                )),
+            ),
+        ),
+        (
+            "endpoints change (the routes stay, the clusters follow)",
+            with(&gen0, "0-base.yaml", Some(BASE.replace("127.0.0.2", "127.0.0.3"))),
+        ),
+        ("the subsets go", with(&gen0, "1-rule.yaml", None)),
         (
             "an edit of the second VirtualService of a host",
             with(

@@ -48,7 +48,7 @@ pub(crate) fn compile_with(
 ) -> (Snapshot, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut registry = services::Registry::new(resources, instance, &mut diags);
-    memo.begin(resources, instance);
+    memo.begin(instance);
     registry.memo = std::mem::take(memo);
     let ports = listeners::collect(resources, instance, &mut diags);
     let mut listeners = routes::bind(resources, instance, &ports, &mut registry, &mut diags);

@@ -2,16 +2,17 @@
 //!
 //! With a large configuration, compiling every VirtualService's routes again is most of a
 //! reload, although an edit usually touches one of them. A VirtualService's routes for one
-//! binding (its Gateway, or the mesh) and port depend only on the VirtualService itself and
-//! on its context: every resource that is not a VirtualService (services, DestinationRules,
-//! Gateways, Secrets) and the instance. While the context is the same, the routes of every
-//! VirtualService that is the same resource as before are taken from here.
+//! binding (its Gateway, or the mesh) and port depend on the VirtualService itself, on the
+//! instance, and on nothing else but the clusters its destinations resolve to: each one's
+//! name and its index in the snapshot's cluster list (given out in the order destinations are
+//! first met, which the other VirtualServices can change), or why it does not resolve. The
+//! services and DestinationRules behind them count only through those answers.
 //!
-//! The clusters its routes point to are indexes into the snapshot's cluster list, given out
-//! in the order destinations are first met, which the other VirtualServices can change. So an
-//! entry also keeps the clusters its compilation asked for, in order; a hit asks for them
-//! again and is used only if every one gets the index it got before, else the routes are
-//! compiled afresh.
+//! So an entry keeps the cluster lookups its compilation made, in order, with their answers.
+//! While the instance is the same, the routes of a VirtualService that is the same resource
+//! as before are taken from here if making its lookups again gets the same answers, and
+//! compiled afresh otherwise. A change of endpoints or load-balancing policy, which lives in
+//! the clusters themselves, keeps every route.
 //!
 //! Resources are known by their address. Only [`crate::Builder`] keeps a memo, and it keeps
 //! every resource of the previous build alive until the next build is done, so an address
@@ -24,6 +25,7 @@ use isthmus_api::istio::virtual_service::VirtualServiceSpec;
 use isthmus_api::{Diagnostic, Object, Resource};
 
 use super::routes::{Compiled, merged};
+use super::services::Unresolved;
 use crate::instance::Instance;
 use crate::snapshot::{Excluded, Route};
 
@@ -50,11 +52,9 @@ struct HostEntry {
     excluded: Arc<Vec<Excluded>>,
 }
 
-/// What routes depend on besides their VirtualService: the addresses of the other resources,
-/// in order, and the instance.
+/// What routes depend on besides their VirtualService and its cluster lookups.
 #[derive(PartialEq)]
 struct Context {
-    others: Vec<usize>,
     instance: Instance,
 }
 
@@ -83,25 +83,37 @@ pub(super) struct Entry {
     pub clusters: Vec<ClusterCall>,
 }
 
-/// A cluster a compilation asked for, and the index it got (`None`: unresolved).
+/// A cluster a compilation asked for, and what it got.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterCall {
     pub host: String,
     pub port: Option<u16>,
     pub subset: Option<String>,
-    pub index: Option<usize>,
+    pub outcome: Outcome,
+}
+
+/// Everything of a cluster lookup that compiled routes carry: the cluster's name and index,
+/// or why there is none (its message goes into a diagnostic).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Found(String, usize),
+    Unresolved(Unresolved),
+}
+
+impl Outcome {
+    pub fn of(got: &Result<(String, usize), Unresolved>) -> Self {
+        match got {
+            Ok((name, i)) => Outcome::Found(name.clone(), *i),
+            Err(why) => Outcome::Unresolved(why.clone()),
+        }
+    }
 }
 
 impl RouteMemo {
-    /// Starts a build of `resources`: the previous build's entries stay usable only if the
-    /// context is unchanged.
-    pub(super) fn begin(&mut self, resources: &[&Resource], instance: &Instance) {
+    /// Starts a build: the previous build's entries stay usable only if the context is
+    /// unchanged.
+    pub(super) fn begin(&mut self, instance: &Instance) {
         let context = Context {
-            others: resources
-                .iter()
-                .filter(|r| !matches!(r, Resource::VirtualService(_)))
-                .map(|r| std::ptr::from_ref(*r) as usize)
-                .collect(),
             instance: instance.clone(),
         };
         let mut previous = std::mem::take(&mut self.current);

@@ -10,7 +10,7 @@ use isthmus_api::istio::destination_rule::{
 use isthmus_api::istio::service_entry::{ServiceEntrySpec, ServicePort};
 use isthmus_api::{Diagnostic, Object, Resource};
 
-use super::memo::{ClusterCall, RouteMemo};
+use super::memo::{ClusterCall, Outcome, RouteMemo};
 use super::policy;
 use super::secrets::{SecretError, Secrets};
 use crate::diag::{Subject, subject};
@@ -51,6 +51,7 @@ pub struct Registry<'a> {
 }
 
 /// Why a destination has no cluster; the route answers 503 for it.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Unresolved {
     UnknownHost,
     Port(String),
@@ -134,12 +135,12 @@ impl<'a> Registry<'a> {
         self.journal.take().unwrap_or_default()
     }
 
-    /// Asks for `calls`' clusters again, in order; whether each got the index it got then.
+    /// Asks for `calls`' clusters again, in order; whether each got what it got then.
     /// Stops at the first that did not.
     pub(super) fn replay(&mut self, calls: &[ClusterCall]) -> bool {
         calls.iter().all(|c| {
             let got = self.find_or_add(&c.host, c.port, c.subset.as_deref());
-            got.ok().map(|(_, i)| i) == c.index
+            Outcome::of(&got) == c.outcome
         })
     }
 
@@ -184,7 +185,7 @@ impl<'a> Registry<'a> {
                 host: host.to_string(),
                 port,
                 subset: subset.map(str::to_string),
-                index: got.as_ref().ok().map(|(_, i)| *i),
+                outcome: Outcome::of(&got),
             });
         }
         got
