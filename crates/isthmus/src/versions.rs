@@ -60,7 +60,7 @@ impl Versions {
 
 /// 16 hex digits of FNV-1a over the resource's API version, metadata and spec.
 fn version(r: &Resource) -> String {
-    let text = match r {
+    let hash = match r {
         Resource::Gateway(o) => content(o),
         Resource::VirtualService(o) => content(o),
         Resource::DestinationRule(o) => content(o),
@@ -77,18 +77,31 @@ fn version(r: &Resource) -> String {
         Resource::Ingress(o) => content(o),
         Resource::IngressClass(o) => content(o),
     };
-    format!("{:016x}", fnv1a(text.as_bytes()))
+    format!("{hash:016x}")
 }
 
-fn content<S: Debug>(o: &Object<S>) -> String {
-    format!("{}\n{:?}\n{:?}", o.api_version, o.meta, o.spec)
+/// FNV-1a of the object's debug rendering, hashed as it is written: a large spec would
+/// otherwise be rendered into a string of its own first.
+fn content<S: Debug>(o: &Object<S>) -> u64 {
+    use std::fmt::Write;
+    let mut h = Fnv1a(FNV_OFFSET);
+    // Writing into a hasher cannot fail.
+    let _ = write!(h, "{}\n{:?}\n{:?}", o.api_version, o.meta, o.spec);
+    h.0
 }
 
-/// FNV-1a, 64 bits: stable across builds and processes, unlike the standard library's hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// An FNV-1a hash that text can be written into.
+struct Fnv1a(u64);
+
+impl std::fmt::Write for Fnv1a {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 = s.bytes().fold(self.0, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +133,15 @@ mod tests {
 
     #[test]
     fn fnv_reference_values() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        use std::fmt::Write;
+        let fnv = |parts: &[&str]| {
+            let mut h = Fnv1a(FNV_OFFSET);
+            parts.iter().for_each(|p| h.write_str(p).unwrap());
+            h.0
+        };
+        assert_eq!(fnv(&[]), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv(&["a"]), 0xaf63_dc4c_8601_ec8c);
+        // Stable across splits: the hash is of the text, however it is written.
+        assert_eq!(fnv(&["foo", "bar"]), fnv(&["foobar"]));
     }
 }
