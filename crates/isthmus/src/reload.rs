@@ -177,6 +177,7 @@ impl Controller {
             started,
             loaded: loaded_at,
             compiled: compiled_at,
+            files_read: loaded.files_read,
         };
         self.publish(
             diagnostics,
@@ -268,6 +269,7 @@ impl Controller {
         tracing::info!(
             generation = self.generation,
             errors,
+            files_read = timing.files_read,
             load_ms = millis(timing.loaded),
             compile_ms = millis(timing.compiled.saturating_sub(timing.loaded)),
             total_ms = millis(timing.started.elapsed()),
@@ -288,6 +290,8 @@ struct Timing {
     started: std::time::Instant,
     loaded: std::time::Duration,
     compiled: std::time::Duration,
+    /// Files read by the load (the others were known unchanged by their metadata).
+    files_read: usize,
 }
 
 /// Drops the replaced configuration on a thread of its own: freeing the route tables of a
