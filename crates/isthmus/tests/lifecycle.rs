@@ -464,6 +464,77 @@ async fn routes_are_added_and_removed_while_traffic_keeps_flowing() {
     assert!(ok >= 60, "only {ok} requests");
 }
 
+/// A DestinationRule whose subset `stable` selects the endpoints labelled `version`.
+fn stable_subset(version: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  host: httpbin.local
+  subsets: [{{name: stable, labels: {{version: {version}}}}}]
+"
+    )
+}
+
+#[tokio::test]
+async fn routes_kept_across_reloads_follow_what_their_destinations_now_resolve_to() {
+    // A reload keeps the compiled routes of every VirtualService it did not change. These
+    // edits touch everything but the VirtualService, and each must still show in its answers.
+    let (v1, v2) = (backend("v1").await, backend("v2").await);
+    let stable_vs = simple_vs("vs", HOST, "httpbin.local").replace(
+        "{host: httpbin.local}",
+        "{host: httpbin.local, subset: stable}",
+    );
+    let files = vec![
+        ("gw.yaml", gateway(&[(80, &["*"])])),
+        (
+            "svc.yaml",
+            service("httpbin", "httpbin.local", &[(v1, "v1"), (v2, "v2")]),
+        ),
+        ("dr.yaml", stable_subset("v1")),
+        ("vs.yaml", stable_vs),
+        (
+            "other.yaml",
+            simple_vs("other", "other.example.com", "httpbin.local"),
+        ),
+    ];
+    let g = start(&files, &[]).await;
+    wait_answer(&g, HOST, 200, Some("v1")).await;
+
+    // The subset now selects other endpoints.
+    g.write("dr.yaml", &stable_subset("v2")).await;
+    wait_answer(&g, HOST, 200, Some("v2")).await;
+
+    // Another VirtualService changes: this one keeps answering.
+    g.write(
+        "other.yaml",
+        &simple_vs("other", "renamed.example.com", "httpbin.local"),
+    )
+    .await;
+    wait_answer(&g, "renamed.example.com", 200, None).await;
+    assert_eq!(probe(&g, 80, HOST, "/get").await, (200, Some("v2".into())));
+
+    // The subset is gone: Istio answers 503 for a route to an undefined subset.
+    g.remove("dr.yaml").await;
+    wait_answer(&g, HOST, 503, None).await;
+    wait_diagnostic(&g, "the undefined subset is reported", |d| {
+        d.contains("subset \"stable\" is not defined")
+    })
+    .await;
+
+    // Back, and the service loses its v2 endpoint: the subset is empty (503, no healthy
+    // upstream), though the route itself did not change.
+    g.write("dr.yaml", &stable_subset("v2")).await;
+    wait_answer(&g, HOST, 200, Some("v2")).await;
+    g.write(
+        "svc.yaml",
+        &service("httpbin", "httpbin.local", &[(v1, "v1")]),
+    )
+    .await;
+    wait_answer(&g, HOST, 503, None).await;
+}
+
 #[tokio::test]
 async fn gateway_ports_are_bound_and_closed_without_touching_the_others() {
     let b = backend("v1").await;
