@@ -32,8 +32,9 @@ use crate::snapshot::{Excluded, Route};
 /// Compiled routes of the previous build and of the one under way.
 #[derive(Default)]
 pub struct RouteMemo {
-    /// The context the entries were compiled in.
-    context: Option<Context>,
+    /// The instance the entries were compiled for: what routes depend on besides their
+    /// VirtualService and its cluster lookups (the domain suffix, the namespace).
+    instance: Option<Instance>,
     /// The previous build's entries.
     previous: HashMap<Key, Arc<Entry>>,
     /// The entries this build used or made: the next build's `previous`.
@@ -50,12 +51,6 @@ struct HostEntry {
     _parts: Vec<Arc<Compiled>>,
     routes: Arc<Vec<Route>>,
     excluded: Arc<Vec<Excluded>>,
-}
-
-/// What routes depend on besides their VirtualService and its cluster lookups.
-#[derive(PartialEq)]
-struct Context {
-    instance: Instance,
 }
 
 /// One VirtualService compiled for one binding on one port.
@@ -100,6 +95,50 @@ pub enum Outcome {
     Unresolved(Unresolved),
 }
 
+/// The cluster lookups of one compilation, first of each only, findable by what was asked.
+#[derive(Default)]
+pub struct Journal {
+    calls: Vec<ClusterCall>,
+    /// Positions in `calls` by a hash of what was asked: finding a lookup must not allocate,
+    /// nor scan every earlier one (a VirtualService may have thousands of destinations).
+    by_ask: HashMap<u64, Vec<usize>>,
+}
+
+impl Journal {
+    fn ask_hash(host: &str, port: Option<u16>, subset: Option<&str>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: the hash must be the same at every call within a compilation.
+        let mut h = std::hash::DefaultHasher::new();
+        (host, port, subset).hash(&mut h);
+        h.finish()
+    }
+
+    /// The earlier lookup of the same cluster, if any.
+    pub fn find(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        subset: Option<&str>,
+    ) -> Option<&ClusterCall> {
+        self.by_ask
+            .get(&Self::ask_hash(host, port, subset))?
+            .iter()
+            .filter_map(|i| self.calls.get(*i))
+            .find(|c| c.host == host && c.port == port && c.subset.as_deref() == subset)
+    }
+
+    /// Records a lookup (the caller has checked it is the first of its cluster).
+    pub fn push(&mut self, call: ClusterCall) {
+        let h = Self::ask_hash(&call.host, call.port, call.subset.as_deref());
+        self.by_ask.entry(h).or_default().push(self.calls.len());
+        self.calls.push(call);
+    }
+
+    pub fn into_calls(self) -> Vec<ClusterCall> {
+        self.calls
+    }
+}
+
 impl Outcome {
     pub fn of(got: &Result<(String, usize), Unresolved>) -> Self {
         match got {
@@ -107,22 +146,27 @@ impl Outcome {
             Err(why) => Outcome::Unresolved(why.clone()),
         }
     }
+
+    /// The lookup's answer again.
+    pub fn answer(&self) -> Result<(String, usize), Unresolved> {
+        match self {
+            Outcome::Found(name, i) => Ok((name.clone(), *i)),
+            Outcome::Unresolved(why) => Err(why.clone()),
+        }
+    }
 }
 
 impl RouteMemo {
-    /// Starts a build: the previous build's entries stay usable only if the context is
-    /// unchanged.
+    /// Starts a build: the previous build's entries stay usable only if the instance is the
+    /// same.
     pub(super) fn begin(&mut self, instance: &Instance) {
-        let context = Context {
-            instance: instance.clone(),
-        };
         let mut previous = std::mem::take(&mut self.current);
-        if self.context.as_ref() != Some(&context) {
+        if self.instance.as_ref() != Some(instance) {
             previous.clear();
+            self.instance = Some(instance.clone());
         }
         self.previous = previous;
         self.previous_hosts = std::mem::take(&mut self.current_hosts);
-        self.context = Some(context);
     }
 
     /// Ends the build: entries it did not use are dropped.

@@ -10,7 +10,7 @@ use isthmus_api::istio::destination_rule::{
 use isthmus_api::istio::service_entry::{ServiceEntrySpec, ServicePort};
 use isthmus_api::{Diagnostic, Object, Resource};
 
-use super::memo::{ClusterCall, Outcome, RouteMemo};
+use super::memo::{ClusterCall, Journal, Outcome, RouteMemo};
 use super::policy;
 use super::secrets::{SecretError, Secrets};
 use crate::diag::{Subject, subject};
@@ -47,7 +47,7 @@ pub struct Registry<'a> {
     /// Routes compiled by the previous build (see [`super::memo`]).
     pub(super) memo: RouteMemo,
     /// The clusters asked for since [`Registry::record`], while a VirtualService compiles.
-    journal: Option<Vec<ClusterCall>>,
+    journal: Option<Journal>,
 }
 
 /// Why a destination has no cluster; the route answers 503 for it.
@@ -127,12 +127,15 @@ impl<'a> Registry<'a> {
 
     /// Starts recording the clusters asked for.
     pub(super) fn record(&mut self) {
-        self.journal = Some(Vec::new());
+        self.journal = Some(Journal::default());
     }
 
     /// Stops recording: the clusters asked for since [`Registry::record`], in order.
     pub(super) fn recorded(&mut self) -> Vec<ClusterCall> {
-        self.journal.take().unwrap_or_default()
+        self.journal
+            .take()
+            .map(Journal::into_calls)
+            .unwrap_or_default()
     }
 
     /// Asks for `calls`' clusters again, in order; whether each got what it got then.
@@ -173,14 +176,16 @@ impl<'a> Registry<'a> {
         port: Option<u16>,
         subset: Option<&str>,
     ) -> Result<(String, usize), Unresolved> {
+        let Some(journal) = &self.journal else {
+            return self.find_or_add(host, port, subset);
+        };
+        // Asking again for a cluster already asked for gets the same answer, so while a
+        // VirtualService compiles each is looked up once (its routes usually share a few).
+        if let Some(asked) = journal.find(host, port, subset) {
+            return asked.outcome.answer();
+        }
         let got = self.find_or_add(host, port, subset);
-        // Asking again for a cluster already asked for gives the same index, so only the
-        // first call for each is kept (routes of one VirtualService usually share a few).
-        if let Some(journal) = &mut self.journal
-            && !journal
-                .iter()
-                .any(|c| c.host == host && c.port == port && c.subset.as_deref() == subset)
-        {
+        if let Some(journal) = &mut self.journal {
             journal.push(ClusterCall {
                 host: host.to_string(),
                 port,
