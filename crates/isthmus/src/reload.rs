@@ -148,13 +148,13 @@ impl Controller {
         // differs from its fingerprint and is read again at the next check.
         self.tls_files = tls_fingerprints(&server_config::files(&b.snapshot));
         let tls = self.tls_configs(&b.snapshot, &mut diagnostics);
-        let replaced = self.gateway.active.swap(Arc::new(Active {
+        // The replaced configuration frees itself in the background (`Active`'s `Drop`).
+        self.gateway.active.store(Arc::new(Active {
             generation: self.generation,
             snapshot: Arc::new(b.snapshot),
             clusters,
             tls,
         }));
-        drop_in_background(replaced);
         let report = self.listeners.apply(&ports);
         for (port, addr) in &report.started {
             tracing::info!(port, %addr, "listener started");
@@ -292,18 +292,6 @@ struct Timing {
     compiled: std::time::Duration,
     /// Files read by the load (the others were known unchanged by their metadata).
     files_read: usize,
-}
-
-/// Drops the replaced configuration on a thread of its own: freeing the route tables of a
-/// large configuration takes a while (100 ms for 100,000 routes), which neither the reload
-/// nor, if it held the last reference, a request should wait for.
-fn drop_in_background<T: Send + 'static>(value: T) {
-    let spawned = std::thread::Builder::new()
-        .name("isthmus-drop".into())
-        .spawn(move || drop(value));
-    if let Err(e) = spawned {
-        tracing::debug!("cannot start a thread to drop the previous configuration: {e}");
-    }
 }
 
 fn millis(d: std::time::Duration) -> f64 {
