@@ -15,6 +15,7 @@
 
 pub mod diagnostic;
 pub mod duration;
+mod fast;
 pub mod gateway_api;
 pub mod istio;
 pub mod k8s;

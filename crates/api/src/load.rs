@@ -1,19 +1,21 @@
 //! YAML loading: text -> typed resources plus diagnostics, the way `kubectl apply -f` reads
 //! a file (multi-document streams, `kind: List`).
 //!
-//! Three passes, each with one job: serde-saphyr turns the text into JSON-like values (and
-//! reports syntax errors with a position), [`crate::position`] records the line of every
-//! field, and serde turns each object's body into typed structs while `serde_ignored` names
-//! the fields the schema does not know and `serde_path_to_error` names the field a type
-//! error is in.
+//! Two steps, each with one job: the text becomes JSON-like values with the line of every
+//! field ([`crate::fast`] for the YAML configuration is usually written in, serde-saphyr and
+//! [`crate::position`] for the rest, and for the messages of syntax errors), then serde turns
+//! each object's body into typed structs while `serde_ignored` names the fields the schema
+//! does not know and `serde_path_to_error` names the field a type error is in.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::diagnostic::{Diagnostic, Severity};
+use crate::fast::Document;
 use crate::position::{LineIndex, index_documents};
 use crate::resource::{Kind, Object, ObjectMeta, Origin, Resource, ResourceKey};
 
@@ -41,10 +43,16 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// a runaway file from exhausting memory.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Files at least this big are split at their document markers and read on several threads.
+const PARALLEL_BYTES: usize = 1 << 20;
+
 /// Parses one file's text.
 pub fn load_str(file: &str, text: &str) -> Result<LoadedFile, FileError> {
     let file: Arc<str> = file.into();
-    let values: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| {
+    if let Some(loaded) = load_fast(&file, text) {
+        return Ok(loaded);
+    }
+    let documents = full_parse(text).map_err(|e| {
         let line = e.location().map_or(1, |l| l.line() as usize);
         FileError(Diagnostic {
             severity: Severity::Error,
@@ -58,18 +66,118 @@ pub fn load_str(file: &str, text: &str) -> Result<LoadedFile, FileError> {
             ),
         })
     })?;
+    Ok(load_documents(&file, documents).0)
+}
+
+/// The documents of a file as serde-saphyr reads them, with their line indexes.
+///
+/// serde-saphyr's budget counts nodes, events and documents over the whole file (250,000
+/// nodes by default, a few thousand routes); files are already limited to
+/// [`MAX_FILE_BYTES`], so those limits grow with the text instead: an object that size
+/// needs that many bytes, while aliases still cannot expand a file beyond it.
+pub(crate) fn full_parse(text: &str) -> Result<Vec<Document>, serde_saphyr::Error> {
+    let defaults = serde_saphyr::Budget::default();
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_nodes: defaults.max_nodes.max(text.len()),
+            max_events: defaults.max_events.max(text.len().saturating_mul(2)),
+            max_documents: defaults.max_documents.max(text.len() / 2),
+        },
+    };
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)?;
     let mut indexes = index_documents(text).into_iter();
+    Ok(values
+        .into_iter()
+        .map(|v| (v, indexes.next().unwrap_or_default()))
+        .collect())
+}
+
+/// The file read by [`crate::fast`]; a big file in parts, one per core, split at document
+/// markers. `None` if any part is outside what it reads: the whole file then goes to
+/// serde-saphyr.
+fn load_fast(file: &Arc<str>, text: &str) -> Option<LoadedFile> {
+    let parts = split_documents(text);
+    if parts.len() <= 1 {
+        return crate::fast::parse(text, 1).map(|docs| load_documents(file, docs).0);
+    }
+    let loaded: Vec<Option<(LoadedFile, usize)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|&(part, line)| {
+                scope.spawn(move || {
+                    crate::fast::parse(part, line).map(|docs| load_documents(file, docs))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    let mut out = LoadedFile::default();
+    let mut ordinals = 0;
+    for part in loaded {
+        let (part, count) = part?;
+        out.resources
+            .extend(part.resources.into_iter().map(|mut r| {
+                r.origin_mut().ordinal += ordinals;
+                r
+            }));
+        out.rejected.extend(part.rejected);
+        out.diagnostics.extend(part.diagnostics);
+        ordinals += count;
+    }
+    Some(out)
+}
+
+/// Splits a big text at lines that are document markers (`---` at column 0) into about one
+/// part per core, each with the line number it starts at. Inside what [`crate::fast`] reads,
+/// such a line always ends a document; a text where it would not (a block scalar, a quoted
+/// scalar spanning lines) has a part that [`crate::fast`] refuses.
+fn split_documents(text: &str) -> Vec<(&str, usize)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if text.len() < PARALLEL_BYTES || cores < 2 {
+        return vec![(text, 1)];
+    }
+    let target = text.len() / cores;
+    let mut parts = Vec::new();
+    let (mut start, mut line) = (0, 1);
+    while let Some(cut) = next_marker(text, start + target) {
+        let part = text.get(start..cut).unwrap_or("");
+        parts.push((part, line));
+        line += part.bytes().filter(|b| *b == b'\n').count();
+        start = cut;
+    }
+    parts.push((text.get(start..).unwrap_or(""), line));
+    parts
+}
+
+/// The start of the first document marker line at or after `from`.
+fn next_marker(text: &str, from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let i = at + text.get(at..)?.find("\n---")? + 1;
+        let after = text.as_bytes().get(i + 3);
+        if matches!(after, None | Some(b'\n' | b' ')) {
+            return Some(i);
+        }
+        at = i;
+    }
+}
+
+/// Types the objects of parsed documents; also says how many objects they hold (valid or not),
+/// which the ordinals of a next part follow.
+fn load_documents(file: &Arc<str>, documents: Vec<Document>) -> (LoadedFile, usize) {
     let mut out = LoadedFile::default();
     let mut ordinal = 0;
-    for value in &values {
-        let lines = Arc::new(indexes.next().unwrap_or_default());
+    for (value, lines) in documents {
         let doc = Doc {
             file: file.clone(),
-            lines,
+            lines: Arc::new(lines),
         };
-        doc.load_object(value, "", &mut ordinal, &mut out);
+        doc.load_object(&value, "", &mut ordinal, &mut out);
     }
-    Ok(out)
+    (out, ordinal)
 }
 
 /// Reads and parses one file.
@@ -200,7 +308,7 @@ impl Doc {
         };
         let meta: ObjectMeta = obj
             .get("metadata")
-            .and_then(|m| serde_json::from_value(m.clone()).ok())
+            .and_then(|m| ObjectMeta::deserialize(m).ok())
             .unwrap_or_default();
         let namespace = if kind.cluster_scoped() {
             String::new()
@@ -360,10 +468,7 @@ impl Doc {
         } else {
             body
         };
-        let mut unknown = Vec::new();
-        let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(base, &path));
-        let de = serde_ignored::Deserializer::new(body.as_ref(), &mut record);
-        let result: Result<S, _> = serde_path_to_error::deserialize(de);
+        let (result, unknown) = deserialize_body::<S>(body.as_ref(), base);
         let mut header = header;
         header.origin.set_unknown(unknown.clone());
         for path in unknown {
@@ -385,19 +490,43 @@ impl Doc {
                 spec,
                 origin: header.origin,
             }),
-            Err(e) => {
-                let path = join_path(base, &error_path(e.path()));
+            Err((path, message)) => {
                 out.diagnostics.push(self.diag(
                     Severity::Error,
                     header.origin.line_of(&path),
                     &resource,
                     &path,
-                    format!("{}; object rejected", e.inner()),
+                    format!("{message}; object rejected"),
                 ));
                 None
             }
         }
     }
+}
+
+/// An object's body as `S`, with the paths of the fields `S` does not know; a type error
+/// comes with the path of its field. Tracking the path of every field costs as much as
+/// reading it, so it is done only again after an error, to name the field.
+fn deserialize_body<S: DeserializeOwned>(
+    body: &Value,
+    base: &str,
+) -> (Result<S, (String, String)>, Vec<String>) {
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(base, &path));
+    if let Ok(value) = S::deserialize(serde_ignored::Deserializer::new(body, &mut record)) {
+        return (Ok(value), unknown);
+    }
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(base, &path));
+    let de = serde_ignored::Deserializer::new(body, &mut record);
+    let result: Result<S, _> = serde_path_to_error::deserialize(de);
+    let result = result.map_err(|e| {
+        (
+            join_path(base, &error_path(e.path())),
+            e.inner().to_string(),
+        )
+    });
+    (result, unknown)
 }
 
 /// `a`, `a or b`, `a, b or c`.

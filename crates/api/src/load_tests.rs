@@ -345,3 +345,56 @@ fn acceptance_manifests_load_without_errors() {
     }
     assert!(loaded > 150, "only {loaded} resources loaded");
 }
+
+#[test]
+fn a_big_file_loads_in_parts_as_it_loads_whole() {
+    let vs = |i: usize| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: v{i}}}\nspec:\n  hosts: [h{i}]\n  http:\n{}",
+            "  - route: [{destination: {host: b}}]\n".repeat(40)
+        )
+    };
+    let mut docs: Vec<String> = (0..800).map(vs).collect();
+    // A type error and an unknown field far down the file: their lines must be the file's.
+    docs[700] = docs[700].replace("hosts: [h700]", "hosts: h700");
+    docs[750] = docs[750].replace("  http:", "  htp: 1\n  http:");
+    let text = docs.join("---\n");
+    assert!(text.len() > PARALLEL_BYTES);
+    assert!(
+        split_documents(&text).len() > 1
+            || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
+    );
+    let parts = load(&text);
+    let whole = load_documents(&Arc::from("f.yaml"), crate::fast::parse(&text, 1).unwrap()).0;
+    assert_eq!(parts.resources, whole.resources);
+    assert_eq!(parts.rejected, whole.rejected);
+    assert_eq!(rendered(&parts), rendered(&whole));
+    assert_eq!(parts.resources.len(), 799);
+    let ordinals: Vec<usize> = parts.resources.iter().map(|r| r.origin().ordinal).collect();
+    assert_eq!(
+        ordinals,
+        (1..=800).filter(|o| *o != 701).collect::<Vec<_>>()
+    );
+    assert_eq!(rendered(&parts).len(), 2, "{:?}", rendered(&parts));
+}
+
+#[test]
+fn splits_only_at_document_markers() {
+    let text = format!(
+        "a: 1\n{}---\nb: 2\n--- # c\nc: 3\n----\n",
+        "x: y\n".repeat(PARALLEL_BYTES / 4)
+    );
+    let parts = split_documents(&text);
+    for (part, line) in &parts[1..] {
+        assert!(
+            part.starts_with("---\n") || part.starts_with("--- "),
+            "{part:.20}"
+        );
+        assert_eq!(
+            text.lines().nth(line - 1).unwrap(),
+            part.lines().next().unwrap()
+        );
+    }
+    let joined: String = parts.iter().map(|p| p.0).collect();
+    assert_eq!(joined, text);
+}

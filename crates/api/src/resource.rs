@@ -284,4 +284,8 @@ impl Resource {
     pub fn origin(&self) -> &Origin {
         self.parts().3
     }
+
+    pub(crate) fn origin_mut(&mut self) -> &mut Origin {
+        each_object!(self, o => &mut o.origin)
+    }
 }
