@@ -120,7 +120,8 @@ fn load_fast(file: &Arc<str>, text: &str) -> Option<LoadedFile> {
         let (part, count) = part?;
         out.resources
             .extend(part.resources.into_iter().map(|mut r| {
-                r.origin_mut().ordinal += ordinals;
+                // Just made, so not shared: this does not copy.
+                Arc::make_mut(&mut r).origin_mut().ordinal += ordinals;
                 r
             }));
         out.rejected.extend(part.rejected);
