@@ -471,6 +471,7 @@ impl Doc {
         };
         let (result, unknown) = deserialize_body::<S>(body.as_ref(), base);
         let mut header = header;
+        header.origin.set_body_hash(body_hash(body.as_ref()));
         header.origin.set_unknown(unknown.clone());
         for path in unknown {
             let name = path.rsplit(['.', '[']).next().unwrap_or(&path).to_string();
@@ -503,6 +504,16 @@ impl Doc {
             }
         }
     }
+}
+
+/// A hash of a body's values. serde_json's maps are ordered by key, so the order of keys in
+/// the file does not count. SipHash with fixed keys: the same text hashes the same in every
+/// process, which resource versions rely on.
+fn body_hash(body: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    body.hash(&mut h);
+    h.finish()
 }
 
 /// An object's body as `S`, with the paths of the fields `S` does not know; a type error

@@ -121,6 +121,9 @@ pub struct Origin {
     prefix: String,
     /// Fields the schema does not know (already reported as unknown).
     unknown: Arc<[String]>,
+    /// A hash of the object's body as read (`spec`, or a Secret's data), when it was read
+    /// from text: a version of its content that costs nothing to ask for later.
+    body_hash: Option<u64>,
 }
 
 impl Origin {
@@ -131,7 +134,20 @@ impl Origin {
             lines,
             prefix,
             unknown: Arc::from(Vec::new()),
+            body_hash: None,
         }
+    }
+
+    /// Records the hash of the object's body as read.
+    pub fn set_body_hash(&mut self, hash: u64) {
+        self.body_hash = Some(hash);
+    }
+
+    /// The hash of the object's body as read: equal bodies give equal hashes, whatever their
+    /// formatting, comments, key order or position in the file. `None` for objects built in
+    /// code.
+    pub fn body_hash(&self) -> Option<u64> {
+        self.body_hash
     }
 
     /// Records the fields the schema does not know.
