@@ -452,7 +452,7 @@ fn provenance_of_servers_and_routes() {
     );
     let matched = e.routes.iter().find(|r| r.matched).unwrap();
     assert_eq!(matched.virtual_service, "default/a");
-    assert_eq!(matched.source.resource, "VirtualService default/a");
+    assert_eq!(&*matched.source.resource, "VirtualService default/a");
     assert_eq!(matched.source.line, crate_line("headers: {end-user"));
     assert_eq!(matched.when, r#"header "end-user" exact "jason""#);
 }
@@ -732,7 +732,7 @@ spec:
     let r = &e.routes[0];
     assert!(r.matched);
     assert_eq!(r.virtual_service, "default/root");
-    assert_eq!(r.source.resource, "VirtualService default/child");
+    assert_eq!(&*r.source.resource, "VirtualService default/child");
     assert_eq!(r.source.field, "spec.http[0].match[0]");
     assert!(
         e.to_text().contains(

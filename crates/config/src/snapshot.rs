@@ -144,8 +144,8 @@ impl Serialize for ServerInfo {
 /// The data plane never reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Source {
-    /// `Kind namespace/name` of the resource.
-    pub resource: String,
+    /// `Kind namespace/name` of the resource; shared by every route of a VirtualService.
+    pub resource: Arc<str>,
     /// The field path, such as `spec.http[1].match[0]`.
     pub field: String,
     pub file: Arc<str>,
@@ -154,9 +154,15 @@ pub struct Source {
 
 impl Source {
     pub fn of(r: &isthmus_api::Resource, field: &str) -> Self {
+        Source::keyed(r.key().to_string().into(), r, field)
+    }
+
+    /// [`Source::of`] with the resource's key already rendered: a VirtualService with
+    /// thousands of routes renders it once.
+    pub fn keyed(resource: Arc<str>, r: &isthmus_api::Resource, field: &str) -> Self {
         let origin = r.origin();
         Source {
-            resource: r.key().to_string(),
+            resource,
             field: field.to_string(),
             file: origin.file.clone(),
             line: origin.line_of(field),

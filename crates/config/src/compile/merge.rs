@@ -83,7 +83,7 @@ fn about(s: &ServerInfo, severity: Severity, message: String) -> Diagnostic {
         severity,
         file: s.source.file.to_string(),
         line: s.source.line,
-        resource: s.source.resource.clone(),
+        resource: s.source.resource.to_string(),
         field: s.source.field.clone(),
         message,
     }

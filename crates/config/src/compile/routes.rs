@@ -380,8 +380,18 @@ fn compile_routes_now(
     // dropped (merging moves catch-alls to the end, which would otherwise make those later
     // routes reachable).
     let mut catch_all: Option<String> = None;
+    // The key of the resource the last rule came from (delegation mixes several).
+    let mut key: Option<(&Resource, Arc<str>)> = None;
     for item in delegation::expand(r, vs, all, diags) {
         let s = subject(item.origin);
+        let resource = match &key {
+            Some((from, k)) if std::ptr::eq(*from, item.origin) => k.clone(),
+            _ => {
+                let k: Arc<str> = item.origin.key().to_string().into();
+                key = Some((item.origin, k.clone()));
+                k
+            }
+        };
         let route: &HttpRoute = &item.route;
         let blocks: Vec<Option<&HttpMatchRequest>> = if route.matches.is_empty() {
             vec![None]
@@ -391,7 +401,8 @@ fn compile_routes_now(
         let mut forward_cache: Option<Forward> = None;
         for (j, m) in blocks.into_iter().enumerate() {
             let name = route_name(route.name.as_deref(), m.and_then(|m| m.name.as_deref()));
-            let source = Arc::new(Source::of(item.origin, &block_field(&item, m.map(|_| j))));
+            let field = block_field(&item, m.map(|_| j));
+            let source = Arc::new(Source::keyed(resource.clone(), item.origin, &field));
             let exclude = |reason: String| Excluded {
                 virtual_service: vs_name.clone(),
                 name: name.clone(),

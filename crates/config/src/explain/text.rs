@@ -214,9 +214,9 @@ fn origin(virtual_service: &str, name: &str, source: &crate::snapshot::Source) -
     let mut s = if istio {
         own.clone()
     } else {
-        source.resource.clone()
+        source.resource.to_string()
     };
-    if istio && !source.resource.is_empty() && source.resource != own {
+    if istio && !source.resource.is_empty() && *source.resource != *own {
         s.push_str(&format!(" (delegate {})", source.resource));
     }
     if !name.is_empty() {
