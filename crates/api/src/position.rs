@@ -54,9 +54,11 @@ impl LineIndex {
         }
     }
 
-    /// Calls `f(path)` for every node under `under` (a path; empty for the whole document), in
-    /// document order (a node before its subtree), with paths relative to it.
-    pub fn walk(&self, under: &str, mut f: impl FnMut(&str)) {
+    /// Calls `f(path, shape)` for every node under `under` (a path; empty for the whole
+    /// document), in document order (a node before its subtree), with paths relative to it.
+    /// The shape is the path without its list indexes (`http[].match[].uri`), which large
+    /// documents repeat. `f` returns whether to go on into the node's subtree.
+    pub fn walk(&self, under: &str, mut f: impl FnMut(&str, &str) -> bool) {
         let range = if under.is_empty() {
             Some((0, self.nodes.len()))
         } else {
@@ -64,30 +66,32 @@ impl LineIndex {
                 .and_then(|i| Some((i + 1, self.nodes.get(i)?.end as usize)))
         };
         let Some((from, to)) = range else { return };
-        let mut path = String::new();
-        self.walk_range(from, to, &mut path, &mut f);
+        let mut names = Names::default();
+        self.walk_range(from, to, &mut names, &mut f);
     }
 
-    fn walk_range(&self, from: usize, to: usize, path: &mut String, f: &mut impl FnMut(&str)) {
+    fn walk_range(
+        &self,
+        from: usize,
+        to: usize,
+        names: &mut Names,
+        f: &mut impl FnMut(&str, &str) -> bool,
+    ) {
         let mut i = from;
         while let Some(node) = self.nodes.get(i).filter(|_| i < to) {
-            let len = path.len();
+            let (path_len, shape_len) = (names.path.len(), names.shape.len());
             match node.seg {
                 Seg::Key { start, end } => {
                     let key = self.keys.get(start as usize..end as usize).unwrap_or("");
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(key);
+                    names.push_key(key);
                 }
-                Seg::Index(n) => {
-                    use std::fmt::Write;
-                    let _ = write!(path, "[{n}]");
-                }
+                Seg::Index(n) => names.push_index(n),
             }
-            f(path);
-            self.walk_range(i + 1, node.end as usize, path, f);
-            path.truncate(len);
+            if f(&names.path, &names.shape) {
+                self.walk_range(i + 1, node.end as usize, names, f);
+            }
+            names.path.truncate(path_len);
+            names.shape.truncate(shape_len);
             i = node.end as usize;
         }
     }
@@ -130,6 +134,30 @@ impl LineIndex {
                 (canonical_index(digits)? == n).then_some(after)
             }
         }
+    }
+}
+
+/// A node's path and shape, built as a walk descends.
+#[derive(Default)]
+struct Names {
+    path: String,
+    shape: String,
+}
+
+impl Names {
+    fn push_key(&mut self, key: &str) {
+        for s in [&mut self.path, &mut self.shape] {
+            if !s.is_empty() {
+                s.push('.');
+            }
+            s.push_str(key);
+        }
+    }
+
+    fn push_index(&mut self, n: u32) {
+        use std::fmt::Write;
+        let _ = write!(self.path, "[{n}]");
+        self.shape.push_str("[]");
     }
 }
 
@@ -388,21 +416,34 @@ data: {tls.crt: A, tls: {crt: B}}
             .try_into()
             .unwrap();
         let mut seen = Vec::new();
-        doc.walk("", |p| seen.push(p.to_string()));
+        doc.walk("", |p, s| {
+            seen.push(format!("{p} {s}"));
+            true
+        });
         assert_eq!(
             seen,
             [
-                "spec",
-                "spec.b",
-                "spec.b[0]",
-                "spec.b[1]",
-                "spec.b[1].c",
-                "spec.a"
+                "spec spec",
+                "spec.b spec.b",
+                "spec.b[0] spec.b[]",
+                "spec.b[1] spec.b[]",
+                "spec.b[1].c spec.b[].c",
+                "spec.a spec.a"
             ]
         );
         let mut under = Vec::new();
-        doc.walk("spec.b[1]", |p| under.push(p.to_string()));
+        doc.walk("spec.b[1]", |p, _| {
+            under.push(p.to_string());
+            true
+        });
         assert_eq!(under, ["c"]);
+        // Returning false skips a node's subtree, not its siblings.
+        let mut pruned = Vec::new();
+        doc.walk("", |p, _| {
+            pruned.push(p.to_string());
+            p != "spec.b"
+        });
+        assert_eq!(pruned, ["spec", "spec.b", "spec.a"]);
     }
 
     #[test]

@@ -188,9 +188,10 @@ impl Origin {
         }
     }
 
-    /// Calls `f(path)` for every field present in the object, in document order (a field
-    /// before the fields under it), with paths relative to the object.
-    pub fn walk_fields(&self, f: impl FnMut(&str)) {
+    /// Calls `f(path, shape)` for every field present in the object, in document order (a
+    /// field before the fields under it), with paths relative to the object; see
+    /// [`LineIndex::walk`].
+    pub fn walk_fields(&self, f: impl FnMut(&str, &str) -> bool) {
         self.lines.walk(self.prefix.trim_end_matches('.'), f);
     }
 }

@@ -465,6 +465,7 @@ fn normalise(path: &str) -> Vec<String> {
     out.split('.').map(str::to_string).collect()
 }
 
+#[cfg(test)]
 /// Appends the shape of `path` to `out`: `spec.http[3].match[0].uri` -> `spec.http[].match[].uri`.
 fn shape_of(path: &str, out: &mut String) {
     let mut in_index = false;
@@ -507,35 +508,23 @@ pub fn unsupported_fields(r: &Resource) -> Vec<Diagnostic> {
     let patterns = patterns(r.kind());
     let split: Vec<Vec<&str>> = patterns.iter().map(|p| p.split('.').collect()).collect();
     let s = subject(r);
+    let secret = r.kind() == Kind::Secret;
     let mut found: Vec<(String, Diagnostic)> = Vec::new();
-    // The fields are walked in document order, so the fields under a reported one follow it.
-    let mut reported: Option<String> = None;
+    // Large resources repeat the same field shapes (`spec.http[].match[].uri.prefix` for
+    // every route): each shape is matched against the patterns once.
     let mut memo: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
-    let mut shape = String::new();
-    r.origin().walk_fields(|path| {
-        if !(path == "spec" || path.starts_with("spec.") || r.kind() == Kind::Secret) {
-            return;
+    // The fields are walked in document order, a field before those under it: a reported
+    // field's subtree, an unknown field's and everything outside the spec are skipped whole.
+    r.origin().walk_fields(|path, shape| {
+        if !(secret || path == "spec" || path.starts_with("spec.")) || r.origin().is_unknown(path) {
+            return false;
         }
-        if let Some(prev) = &reported
-            && path
-                .strip_prefix(prev.as_str())
-                .is_some_and(|rest| rest.starts_with(['.', '[']))
-        {
-            return;
-        }
-        if r.origin().is_unknown(path) {
-            return;
-        }
-        // Large resources repeat the same field shapes (`spec.http[].match[].uri.prefix` for
-        // every route): each shape is matched against the patterns once.
-        shape.clear();
-        shape_of(path, &mut shape);
-        let acted_on = match memo.get(shape.as_str()) {
+        let acted_on = match memo.get(shape) {
             Some(known) => *known,
             None => {
                 let segments: Vec<String> = shape.split('.').map(str::to_string).collect();
                 let known = split.iter().any(|p| matches_prefix(p, &segments));
-                memo.insert(shape.clone(), known);
+                memo.insert(shape.to_string(), known);
                 known
             }
         };
@@ -545,8 +534,8 @@ pub fn unsupported_fields(r: &Resource) -> Vec<Diagnostic> {
                 "field is not acted on by this version of Isthmus (ignored)",
             );
             found.push((path.to_string(), warning));
-            reported = Some(path.to_string());
         }
+        acted_on
     });
     found.sort_by(|a, b| a.0.cmp(&b.0));
     found.dedup_by(|a, b| a.0 == b.0);
@@ -713,5 +702,40 @@ mod tests {
         for (kind, path, want) in cases {
             assert_eq!(supported(kind, path), want, "{kind} {path}");
         }
+    }
+
+    #[test]
+    fn reports_the_outermost_field_not_acted_on_once_per_place() {
+        let text = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, labels: {anything: goes}}
+spec:
+  hosts: [a]
+  http:
+  - match: [{uri: {prefix: /a}, sourceLabels: {app: x, tier: web}}]
+    route: [{destination: {host: a}}]
+    retries: {attempts: 1, retryRemoteLocalities: true}
+    tiemout: 1s
+  - match: [{uri: {prefix: /b}, sourceLabels: {app: z}}]
+    route: [{destination: {host: a}}]
+    retries: {attempts: 1, retryRemoteLocalities: true}
+";
+        let loaded = isthmus_api::load::load_str("t.yaml", text).unwrap();
+        let [r] = loaded.resources.as_slice() else {
+            panic!("one resource expected: {:?}", loaded.diagnostics)
+        };
+        let fields: Vec<String> = unsupported_fields(r).into_iter().map(|d| d.field).collect();
+        // Not the labels under sourceLabels, nor the misspelt field (reported as unknown by
+        // the loader), nor metadata.
+        assert_eq!(
+            fields,
+            [
+                "spec.http[0].match[0].sourceLabels",
+                "spec.http[0].retries.retryRemoteLocalities",
+                "spec.http[1].match[0].sourceLabels",
+                "spec.http[1].retries.retryRemoteLocalities",
+            ]
+        );
     }
 }
