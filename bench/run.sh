@@ -194,18 +194,19 @@ cleanup() {
     fi
 }
 
-# utime+stime (clock ticks) summed over a process tree. Threads are included:
-# /proc/<pid>/stat of a process covers all its threads.
+# utime+stime, then stime alone (clock ticks), summed over a process tree. Threads
+# are included: /proc/<pid>/stat of a process covers all its threads.
 cpu_ticks() {
-    local total=0 pid stat
+    local total=0 sys=0 pid stat
     local -a f
     for pid in $(proc_tree "$1"); do
         stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
         stat=${stat##*) }               # drop "pid (comm) " — comm may contain spaces
         read -r -a f <<<"$stat"
         total=$((total + f[11] + f[12])) # fields 14 and 15 of the full line
+        sys=$((sys + f[12]))
     done
-    echo "$total"
+    echo "$total $sys"
 }
 
 # "busy total" jiffies of one core from /proc/stat (busy = all but idle+iowait).
@@ -609,8 +610,8 @@ parse_wrk() {
 # One measured run of one proxy: fresh start, idle RSS, warm-up, measured
 # load bracketed by CPU readings, RSS after load, stop. Appends a TSV row.
 bench_once() { # proxy run
-    local name=$1 run=$2 out rss_idle ticks0 ticks1 t0 t1 rss_load
-    local rps p50 p99 reqs errs cpu_us_req cpu_pct pcore0 lcore0 pcore_pct lcore_pct
+    local name=$1 run=$2 out rss_idle ticks0 ticks1 sys0 sys1 t0 t1 rss_load
+    local rps p50 p99 reqs errs cpu_us_req sys_us_req cpu_pct pcore0 lcore0 pcore_pct lcore_pct
     log "run $run/$RUNS: $name"
     start_proxy "$name"
     rss_idle=$(rss_kb "$PROXY_PID")
@@ -619,10 +620,10 @@ bench_once() { # proxy run
     run_load "$WARMUP" "$PROXY_URL" "$WORK/$name.run$run.warmup.txt"
 
     out=$WORK/$name.run$run.txt
-    ticks0=$(cpu_ticks "$PROXY_PID"); t0=$(date +%s%N)
+    read -r ticks0 sys0 < <(cpu_ticks "$PROXY_PID"); t0=$(date +%s%N)
     pcore0=$(core_jiffies "$PROXY_CPU"); lcore0=$(core_jiffies "$LOAD_CPU")
     run_load "$DURATION" "$PROXY_URL" "$out"
-    ticks1=$(cpu_ticks "$PROXY_PID"); t1=$(date +%s%N)
+    read -r ticks1 sys1 < <(cpu_ticks "$PROXY_PID"); t1=$(date +%s%N)
     pcore_pct=$(core_busy_pct "$pcore0" "$(core_jiffies "$PROXY_CPU")")
     lcore_pct=$(core_busy_pct "$lcore0" "$(core_jiffies "$LOAD_CPU")")
     rss_load=$(rss_kb "$PROXY_PID")
@@ -633,13 +634,14 @@ bench_once() { # proxy run
     read -r rps p50 p99 reqs errs < <(parse_load "$out") || { cat "$out" >&2; die "cannot parse the load generator's output"; }
     ((reqs > 0)) || die "$name: wrk completed 0 requests"
     cpu_us_req=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
+    sys_us_req=$(awk -v d=$((sys1 - sys0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')
     cpu_pct=$(awk -v d=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }')
     if ((errs > 0)); then log "WARNING: $name run $run had $errs errors (wrk output below)"; cat "$out" >&2; fi
 
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$rps" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$rps" \
         "$(to_us "$p50")" "$(to_us "$p99")" "$reqs" "$errs" "$cpu_us_req" "$cpu_pct" \
-        "$rss_idle" "$rss_load" "$pcore_pct" "$lcore_pct" >>"$RESULTS"
-    log "  $rps req/s, p50 $p50, p99 $p99, $cpu_us_req CPU µs/req (${cpu_pct}% of a core), RSS ${rss_idle}→${rss_load} kB, errors $errs; core busy: proxy ${pcore_pct}%, load ${lcore_pct}%"
+        "$rss_idle" "$rss_load" "$pcore_pct" "$lcore_pct" "$sys_us_req" >>"$RESULTS"
+    log "  $rps req/s, p50 $p50, p99 $p99, $cpu_us_req CPU µs/req ($sys_us_req in the kernel; ${cpu_pct}% of a core), RSS ${rss_idle}→${rss_load} kB, errors $errs; core busy: proxy ${pcore_pct}%, load ${lcore_pct}%"
     sleep 1 # let the proxy's sockets close before the next load
 }
 
@@ -699,7 +701,7 @@ report_access_log() {
 # ---------------------------------------------------------------- report
 # TSV columns: 1 proxy 2 run 3 rps 4 p50_us 5 p99_us 6 requests 7 errors
 #              8 cpu_us_per_req 9 cpu_pct 10 rss_idle_kb 11 rss_load_kb
-#              12 proxy_core_busy_pct 13 load_core_busy_pct
+#              12 proxy_core_busy_pct 13 load_core_busy_pct 14 sys_us_per_req
 median_of() { # proxy column
     awk -F'\t' -v p="$1" -v c="$2" '$1 == p { print $c }' "$RESULTS" | sort -g |
         awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -712,7 +714,7 @@ declare -A MED # MED[proxy,column] = median across runs
 summarise() {
     local p c
     for p in $PROXIES; do
-        for c in 3 4 5 8 9 10 11 12 13; do MED[$p,$c]=$(median_of "$p" "$c"); done
+        for c in 3 4 5 8 9 10 11 12 13 14; do MED[$p,$c]=$(median_of "$p" "$c"); done
         MED[$p,7]=$(sum_of "$p" 7) # errors: total over all runs, not a median
     done
 }
@@ -750,17 +752,19 @@ print_header() {
 
 print_table() {
     local p label
-    printf '%-14s %9s %8s %8s %10s %6s %9s %9s %6s %6s %6s\n' \
-        proxy req/s p50_us p99_us CPU_us/req proc% RSSidleMB RSSloadMB core$PROXY_CPU% core$LOAD_CPU% errors
+    printf '%-14s %9s %8s %8s %10s %7s %6s %9s %9s %6s %6s %6s\n' \
+        proxy req/s p50_us p99_us CPU_us/req sys_us proc% RSSidleMB RSSloadMB core$PROXY_CPU% core$LOAD_CPU% errors
     for p in $PROXIES; do
         label=$p; [[ $p == direct ]] && label="direct*"
-        printf '%-14s %9.0f %8.0f %8.0f %10.2f %6.0f %9.1f %9.1f %6.0f %6.0f %6d\n' "$label" \
-            "${MED[$p,3]}" "${MED[$p,4]}" "${MED[$p,5]}" "${MED[$p,8]}" "${MED[$p,9]}" \
+        printf '%-14s %9.0f %8.0f %8.0f %10.2f %7.2f %6.0f %9.1f %9.1f %6.0f %6.0f %6d\n' "$label" \
+            "${MED[$p,3]}" "${MED[$p,4]}" "${MED[$p,5]}" "${MED[$p,8]}" "${MED[$p,14]}" "${MED[$p,9]}" \
             "$(awk -v k="${MED[$p,10]}" 'BEGIN { print k / 1024 }')" \
             "$(awk -v k="${MED[$p,11]}" 'BEGIN { print k / 1024 }')" \
             "${MED[$p,12]}" "${MED[$p,13]}" "${MED[$p,7]}"
     done
     echo
+    echo "sys_us: the part of CPU_us/req spent in the kernel (system calls, and the TCP/IP stack of both"
+    echo "  sockets: on loopback, sending runs the peer's receive path too). The rest is the proxy's own code."
     echo "proc%: CPU time of the measured process(es) / wall time of the load (100 = one full core)."
     echo "core$PROXY_CPU% / core$LOAD_CPU%: whole-core busy time (proxy core / wrk+backend core) during the load;"
     echo "  a core near 100% is the bottleneck, so req/s and latency say more about it than about the proxy."
@@ -772,18 +776,22 @@ print_table() {
     echo
 }
 
+# CPU µs per request outside the kernel (median CPU minus median kernel time).
+user_us() { awk -v c="${MED[$1,8]}" -v s="${MED[$1,14]}" 'BEGIN { print c - s }'; }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2fx\n", a / b }'; }
 
 print_ratios() { # reference proxy
     local ref=$1 p
     has_proxy "$ref" || return 0
     echo "Ratios vs $ref (proxy / $ref; req/s: higher is better, everything else: lower is better)"
-    printf '%-14s %8s %8s %8s %11s %10s %10s\n' proxy req/s p50 p99 CPU/req RSS_idle RSS_load
+    printf '%-14s %8s %8s %8s %11s %9s %10s %10s\n' proxy req/s p50 p99 CPU/req user/req RSS_idle RSS_load
     for p in $PROXIES; do
         [[ $p == direct ]] && continue
-        printf '%-14s %8s %8s %8s %11s %10s %10s\n' "$p" \
+        printf '%-14s %8s %8s %8s %11s %9s %10s %10s\n' "$p" \
             "$(ratio "${MED[$p,3]}" "${MED[$ref,3]}")" "$(ratio "${MED[$p,4]}" "${MED[$ref,4]}")" \
             "$(ratio "${MED[$p,5]}" "${MED[$ref,5]}")" "$(ratio "${MED[$p,8]}" "${MED[$ref,8]}")" \
+            "$(ratio "$(user_us "$p")" "$(user_us "$ref")")" \
             "$(ratio "${MED[$p,10]}" "${MED[$ref,10]}")" "$(ratio "${MED[$p,11]}" "${MED[$ref,11]}")"
     done
     echo
