@@ -3,21 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::*;
 use crate::load::full_parse;
 
 /// Checks the rule on one text; says whether the fast reader read it.
 fn agrees(text: &str) -> bool {
-    let fast = parse(text, 1);
-    match (full_parse(text), &fast) {
-        (Ok(full), Some(fast)) => {
-            assert_eq!(fast, &full, "different results for {text:?}");
-            true
-        }
-        (Ok(_), None) => false,
-        (Err(e), Some(fast)) => panic!("read {fast:?} from {text:?}, which fails with {e}"),
-        (Err(_), None) => false,
-    }
+    crate::fuzzing::fast_reader_agrees(text)
 }
 
 #[test]

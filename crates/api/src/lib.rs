@@ -16,6 +16,8 @@
 pub mod diagnostic;
 pub mod duration;
 mod fast;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway_api;
 pub mod istio;
 pub mod k8s;

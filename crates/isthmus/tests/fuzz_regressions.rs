@@ -49,3 +49,12 @@ fn http_request_inputs() {
         isthmus_proxy::fuzzing::http_request(&bytes);
     }
 }
+
+#[test]
+fn yaml_fast_inputs() {
+    for (_, bytes) in inputs("yaml_fast") {
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            isthmus_api::fuzzing::fast_reader_agrees(text);
+        }
+    }
+}
