@@ -360,6 +360,12 @@ write_haproxy_conf() {
 global
     nbthread 1
     maxconn $MAX_CONNS
+    # The descriptors it may use: what this script could raise the limit to. HAProxy wants two
+    # per connection (client and server side) and by default refuses to start if it cannot
+    # raise the limit that far; without strict limits it warns instead. The idle client
+    # connections need no server side, so they fit.
+    ulimit-n $(ulimit -n)
+    no strict-limits
 
 defaults
     mode http
@@ -831,7 +837,18 @@ main() {
     validate_knobs
     # Each idle connection is a descriptor in the proxy and in the holder (and a second one
     # in the proxy for its upstream, for some proxies).
-    if ((IDLE_CONNS > 0)); then ulimit -n $((2 * MAX_CONNS + 1024)) || die "cannot raise the open-file limit"; fi
+    # Without privileges the limit can rise only to the hard limit: it is used if it still
+    # leaves room for the idle connections, the load and some spare in each process.
+    if ((IDLE_CONNS > 0)); then
+        local want=$((2 * MAX_CONNS + 1024)) hard
+        hard=$(ulimit -Hn)
+        if [[ $hard != unlimited ]] && ((want > hard)); then
+            ((hard >= MAX_CONNS + 1024)) || die "the hard open-file limit ($hard) is too low for IDLE_CONNS=$IDLE_CONNS"
+            log "open-file limit: $want wanted, using the hard limit $hard"
+            want=$hard
+        fi
+        ulimit -n "$want" || die "cannot raise the open-file limit"
+    fi
     ensure_tools
     ensure_oha
     ensure_isthmus
