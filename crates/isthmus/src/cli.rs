@@ -134,6 +134,11 @@ pub struct RunArgs {
     /// (GOAWAY on HTTP/2). 0: never.
     #[arg(long, env = "ISTHMUS_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// A downstream HTTP/1 connection quiet this long between requests is parked: its
+    /// HTTP state and buffers (about 20 kB) are freed until its next request arrives, so
+    /// many idle keep-alive connections cost little memory. 0: never.
+    #[arg(long, env = "ISTHMUS_PARK_IDLE_AFTER", default_value = "1s", value_parser = parse_duration)]
+    pub park_idle_after: Duration,
     /// Request bodies up to this many bytes are buffered so retries and mirrors can resend
     /// them; larger bodies stream once, without retries or mirror copies.
     #[arg(

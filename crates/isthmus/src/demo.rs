@@ -144,6 +144,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         http2_initial_connection_window_size: isthmus_proxy::edge::DEFAULT_H2_CONNECTION_WINDOW,
         request_headers_timeout: isthmus_proxy::edge::DEFAULT_REQUEST_HEADERS_TIMEOUT,
         idle_timeout: isthmus_proxy::edge::DEFAULT_IDLE_TIMEOUT,
+        park_idle_after: isthmus_proxy::edge::DEFAULT_PARK_AFTER,
         max_request_buffer_bytes: isthmus_proxy::edge::DEFAULT_MAX_REQUEST_BUFFER,
         bind: vec![(80, args.listen)],
         admin: args.admin,

@@ -45,6 +45,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         h2_initial_connection_window: args.http2_initial_connection_window_size,
         request_headers_timeout: crate::cli::optional(args.request_headers_timeout),
         idle_timeout: crate::cli::optional(args.idle_timeout),
+        park_after: crate::cli::optional(args.park_idle_after),
         max_request_buffer: args.max_request_buffer_bytes,
     };
     let identity = Identity {

@@ -941,3 +941,255 @@ async fn streams_cancelled_after_the_gateway_took_them_close_the_connection() {
         "closed after {cancelled} cancelled streams"
     );
 }
+
+// === Parking quiet HTTP/1 connections ===
+
+async fn parked(g: &Gateway) -> f64 {
+    metric_sum(
+        &g.prometheus().await,
+        "isthmus_downstream_connections_parked",
+        &[],
+    )
+}
+
+/// Reads from `s` until `n` whole responses (`Content-Length` bodies) have arrived.
+async fn responses(s: &mut TcpStream, n: usize) -> Vec<String> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let mut out = Vec::new();
+        let mut rest = text.as_str();
+        while let Some((head, after)) = rest.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if after.len() < len {
+                break;
+            }
+            out.push(format!("{head}\r\n\r\n{}", &after[..len]));
+            rest = &after[len..];
+        }
+        if out.len() >= n {
+            return out;
+        }
+        let read = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .expect("responses did not arrive")
+            .unwrap();
+        assert!(read > 0, "closed after {} responses: {text}", out.len());
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}
+
+#[tokio::test]
+async fn quiet_http1_connections_are_parked_and_serve_their_next_requests() {
+    let (mut g, _, public) = start(&["--park-idle-after", "100ms"]).await;
+    let addr = g.addr(80).await;
+    let mut conns = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
+        conns.push(s);
+    }
+    eventually("every quiet connection parked", || async {
+        parked(&g).await == 50.0
+    })
+    .await;
+
+    // The next request arrives in pieces on some connections, pipelined behind another on
+    // others, with a body on the rest: each is answered as on a connection never parked.
+    for (i, s) in conns.iter_mut().enumerate() {
+        let get = |p: &str| format!("GET /{p}/{i} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        match i % 3 {
+            0 => {
+                let text = get("pieces");
+                for piece in [&text[..1], &text[1..5], &text[5..]] {
+                    s.write_all(piece.as_bytes()).await.unwrap();
+                    s.flush().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                let r = responses(s, 1).await;
+                assert!(r[0].starts_with("HTTP/1.1 200"), "{r:?}");
+            }
+            1 => {
+                let two = format!("{}{}", get("first"), get("second"));
+                s.write_all(two.as_bytes()).await.unwrap();
+                let r = responses(s, 2).await;
+                assert!(r.iter().all(|r| r.starts_with("HTTP/1.1 200")), "{r:?}");
+            }
+            _ => {
+                let post = format!(
+                    "POST /body/{i} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n\r\nhello"
+                );
+                s.write_all(post.as_bytes()).await.unwrap();
+                let r = responses(s, 1).await;
+                assert!(r[0].starts_with("HTTP/1.1 200"), "{r:?}");
+            }
+        }
+    }
+    let seen = public.seen();
+    for i in 0..50 {
+        let want: &[&str] = match i % 3 {
+            0 => &["pieces"],
+            1 => &["first", "second"],
+            _ => &["body"],
+        };
+        for p in want {
+            let path = format!("/{p}/{i}");
+            let s = seen.iter().find(|s| s.path == path);
+            let s = s.unwrap_or_else(|| panic!("{path} never reached the backend"));
+            assert_eq!(s.body_bytes, if *p == "body" { 5 } else { 0 }, "{path}");
+        }
+    }
+
+    // They park again, and a drain closes parked connections at once.
+    eventually("the connections parked again", || async {
+        parked(&g).await == 50.0
+    })
+    .await;
+    g.signal("TERM");
+    for s in &mut conns {
+        let mut out = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+            .await
+            .expect("a parked connection stayed open through the drain")
+            .ok();
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    }
+    assert_eq!(g.exit_code_within(WAIT).await, Some(0));
+}
+
+#[tokio::test]
+async fn parked_connections_still_close_at_the_idle_timeout() {
+    let (g, _, _) = start(&["--park-idle-after", "50ms", "--idle-timeout", "1s"]).await;
+    let addr = g.addr(80).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
+    let idle_from = tokio::time::Instant::now();
+    eventually("the connection parked", || async {
+        parked(&g).await == 1.0
+    })
+    .await;
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the parked connection stayed open")
+        .ok();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    let idled = idle_from.elapsed();
+    assert!(
+        idled >= Duration::from_millis(900),
+        "closed after {idled:?}"
+    );
+    eventually("no connection parked", || async { parked(&g).await == 0.0 }).await;
+}
+
+/// An upstream that answers as soon as it has a request's head, then reads the chunked body
+/// to its end and reports it.
+async fn early_answering_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 4096];
+                let mut answered = false;
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((_, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    if !answered {
+                        answered = true;
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                    if body.ends_with("0\r\n\r\n") {
+                        let _ = tx.send(body.to_string());
+                        buf.clear();
+                        answered = false;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_request_body_still_arriving_keeps_its_connection_from_parking() {
+    let (up, mut bodies) = early_answering_backend().await;
+    let files = [
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
+        (
+            "u.yaml".to_string(),
+            service("upload", "upload.internal", &[(up, "v1")]),
+        ),
+        (
+            "vs.yaml".to_string(),
+            virtual_service(
+                "vs",
+                "default",
+                &[HOST],
+                &["gw"],
+                &http_routes(&[("", "upload.internal")]),
+            ),
+        ),
+    ];
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let g = Gateway::start_with(&refs, &["--park-idle-after", "50ms"]).await;
+    let mut s = TcpStream::connect(g.addr(80).await).await.unwrap();
+    let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    s.write_all(format!("{head}5\r\nfirst\r\n").as_bytes())
+        .await
+        .unwrap();
+    let r = responses(&mut s, 1).await;
+    assert!(
+        r[0].starts_with("HTTP/1.1 200") && r[0].ends_with("early"),
+        "{r:?}"
+    );
+    // The client pauses mid-body, far longer than the parking delay: the upload is not over,
+    // so the connection must not be parked (the rest of the body would be read as a request).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(parked(&g).await, 0.0);
+    s.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+    let body = tokio::time::timeout(WAIT, bodies.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, "5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n");
+    // The connection goes on, and parks once it is quiet.
+    eventually("the quiet connection parked", || async {
+        parked(&g).await == 1.0
+    })
+    .await;
+    s.write_all(format!("{head}0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let r = responses(&mut s, 1).await;
+    assert!(r[0].starts_with("HTTP/1.1 200"), "{r:?}");
+}

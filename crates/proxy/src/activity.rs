@@ -8,7 +8,9 @@
 //!   Envoy's `common_http_protocol_options.idle_timeout`;
 //! - premature resets (HTTP/2 rapid reset, CVE-2023-44487): streams the client cancels before
 //!   their answer, shortly after opening them, are counted, and a connection made mostly of
-//!   them is closed, as Envoy 1.27.1+ does (`overload.premature_reset_*`).
+//!   them is closed, as Envoy 1.27.1+ does (`overload.premature_reset_*`);
+//! - parking: an HTTP/1 connection quiet for [`Timeouts::park`] between requests gives back
+//!   hyper's connection state and buffers until its next request (see [`crate::parking`]).
 //!
 //! One [`Activity`] per connection; [`Activity::watch`] resolves when the connection must end.
 
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -37,6 +40,8 @@ pub const PREMATURE_RESET_TOTAL: u64 = 500;
 pub struct Timeouts {
     pub request_headers: Option<Duration>,
     pub idle: Option<Duration>,
+    /// How long an HTTP/1 connection waits between requests before it is parked.
+    pub park: Option<Duration>,
 }
 
 /// Why [`Activity::watch`] says the connection must end.
@@ -48,16 +53,22 @@ pub enum Ending {
     Idle,
     /// Mostly premature resets: close at once, as Envoy aborts such a connection.
     TooManyResets,
+    /// An HTTP/1 connection between requests (nothing in flight, no request body still
+    /// arriving, no byte of the next head) for [`Timeouts::park`]: park it. Not said again
+    /// until the parking is done or called off ([`Activity::request_park`]).
+    Park,
 }
 
 #[derive(Debug)]
 struct State {
     /// Requests in flight: from the service call until the response body is done.
     active: usize,
+    /// Request bodies hyper may still be reading (see [`ClientBody`]).
+    bodies: usize,
     /// When the current request head started arriving (the connection's start for the
     /// first), while no request is in flight.
     head_since: Option<Instant>,
-    /// When the last request finished.
+    /// When the last request finished: its response sent and its body read.
     idle_since: Instant,
     /// Whether the connection speaks HTTP/2: after its first stream, bytes between requests
     /// are PINGs and WINDOW_UPDATEs, not a request head, so they arm no timer.
@@ -75,6 +86,8 @@ pub struct Activity {
     /// Cheap check for the read path: whether a read may arm the headers timer.
     arm_on_read: AtomicBool,
     abusive: AtomicBool,
+    /// A park was asked for and is not yet done or called off.
+    parking: AtomicBool,
     changed: Notify,
 }
 
@@ -84,6 +97,7 @@ impl Activity {
         Arc::new(Activity {
             state: Mutex::new(State {
                 active: 0,
+                bodies: 0,
                 head_since: Some(now),
                 idle_since: now,
                 http2: false,
@@ -94,6 +108,7 @@ impl Activity {
             }),
             arm_on_read: AtomicBool::new(true),
             abusive: AtomicBool::new(false),
+            parking: AtomicBool::new(false),
             changed: Notify::new(),
         })
     }
@@ -115,7 +130,8 @@ impl Activity {
             s.seen_bytes = true;
             s.http2 = data.starts_with(b"PRI * HTTP/2.0");
         }
-        let arms = s.active == 0 && !(s.http2 && s.started_streams > 0);
+        // Bytes of a request body still arriving after its response are not a new head.
+        let arms = s.active == 0 && s.bodies == 0 && !(s.http2 && s.started_streams > 0);
         if arms && s.head_since.is_none() {
             s.head_since = Some(Instant::now());
             drop(s);
@@ -150,7 +166,7 @@ impl Activity {
         if premature_resets_excessive(s.premature_resets, s.closed_streams) {
             self.abusive.store(true, Ordering::Relaxed);
         }
-        if s.active == 0 {
+        if s.active == 0 && s.bodies == 0 {
             s.idle_since = Instant::now();
             // Bytes from now on start the next request head (HTTP/1).
             self.arm_on_read
@@ -160,7 +176,18 @@ impl Activity {
         self.changed.notify_one();
     }
 
-    /// Resolves when the connection must end, by `timeouts` or for premature resets.
+    /// Marks a park as asked for ([`Ending::Park`] is not said again meanwhile), or with
+    /// `false`, as done or called off.
+    pub fn request_park(&self, parking: bool) {
+        self.parking.store(parking, Ordering::Relaxed);
+    }
+
+    pub fn parking(&self) -> bool {
+        self.parking.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the connection must end, by `timeouts` or for premature resets, or (with
+    /// [`Timeouts::park`]) when it should be parked.
     pub async fn watch(&self, timeouts: Timeouts) -> Ending {
         loop {
             let changed = self.changed.notified();
@@ -170,16 +197,7 @@ impl Activity {
             if self.abusive.load(Ordering::Relaxed) {
                 return Ending::TooManyResets;
             }
-            let deadline = {
-                let s = self.lock();
-                match (s.head_since, timeouts.request_headers, timeouts.idle) {
-                    (Some(since), Some(t), _) if s.active == 0 => {
-                        Some((since + t, Ending::HeadersTimeout))
-                    }
-                    (None, _, Some(t)) if s.active == 0 => Some((s.idle_since + t, Ending::Idle)),
-                    _ => None,
-                }
-            };
+            let deadline = self.deadline(timeouts);
             match deadline {
                 Some((at, ending)) if at <= Instant::now() => return ending,
                 Some((at, _)) => {
@@ -190,6 +208,45 @@ impl Activity {
                 }
                 None => changed.await,
             }
+        }
+    }
+}
+
+impl Activity {
+    /// The next thing to happen if nothing changes, and when.
+    fn deadline(&self, timeouts: Timeouts) -> Option<(Instant, Ending)> {
+        let s = self.lock();
+        // A request body still arriving after its response keeps the connection busy.
+        if s.active > 0 || s.bodies > 0 {
+            return None;
+        }
+        if let Some(since) = s.head_since {
+            return timeouts
+                .request_headers
+                .map(|t| (since + t, Ending::HeadersTimeout));
+        }
+        let idle = timeouts.idle.map(|t| (s.idle_since + t, Ending::Idle));
+        let park = timeouts
+            .park
+            .filter(|_| !s.http2 && !self.parking())
+            .map(|t| (s.idle_since + t, Ending::Park));
+        match (idle, park) {
+            (Some(i), Some(p)) if p.0 < i.0 => Some(p),
+            (Some(i), _) => Some(i),
+            (None, p) => p,
+        }
+    }
+
+    fn body_ended(&self) {
+        let mut s = self.lock();
+        s.bodies = s.bodies.saturating_sub(1);
+        if s.bodies == 0 && s.active == 0 {
+            s.idle_since = Instant::now();
+            // Bytes from now on start the next request head (HTTP/1).
+            self.arm_on_read
+                .store(!(s.http2 && s.started_streams > 0), Ordering::Relaxed);
+            drop(s);
+            self.changed.notify_one();
         }
     }
 }
@@ -254,6 +311,64 @@ where
         if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             // Done: the request is no longer in flight, even if hyper keeps the body.
             self.guard = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body as hyper reads it from the client, counted by the connection's
+/// [`Activity`] until it ends or is dropped: hyper may still be reading it after the response
+/// is done (an upload the upstream answered early), and a connection must not be parked
+/// then.
+pub struct ClientBody {
+    inner: Incoming,
+    activity: Option<Arc<Activity>>,
+}
+
+impl ClientBody {
+    /// Counts `inner` on `activity` unless it has already ended.
+    pub fn new(inner: Incoming, activity: &Arc<Activity>) -> Self {
+        let activity = (!inner.is_end_stream()).then(|| {
+            activity.lock().bodies += 1;
+            activity.clone()
+        });
+        ClientBody { inner, activity }
+    }
+
+    fn ended(&mut self) {
+        if let Some(a) = self.activity.take() {
+            a.body_ended();
+        }
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.ended();
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || self.inner.is_end_stream()
+        {
+            self.ended();
         }
         frame
     }
@@ -348,6 +463,7 @@ mod tests {
         let t = Timeouts {
             request_headers: Some(Duration::from_secs(10)),
             idle: Some(Duration::from_secs(3600)),
+            park: None,
         };
         let started = Instant::now();
         assert_eq!(a.watch(t).await, Ending::HeadersTimeout);
@@ -360,6 +476,7 @@ mod tests {
         let t = Timeouts {
             request_headers: Some(Duration::from_secs(10)),
             idle: Some(Duration::from_secs(60)),
+            park: None,
         };
         a.on_read(b"GET / HTTP/1.1\r\n\r\n");
         let mut g = a.stream_started();
@@ -383,6 +500,7 @@ mod tests {
         let t = Timeouts {
             request_headers: Some(Duration::from_secs(10)),
             idle: Some(Duration::from_secs(60)),
+            park: None,
         };
         a.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         let mut g = a.stream_started();
@@ -400,6 +518,7 @@ mod tests {
         let t = Timeouts {
             request_headers: Some(Duration::from_secs(1)),
             idle: Some(Duration::from_secs(1)),
+            park: None,
         };
         let g = a.stream_started();
         let watch = a.watch(t);
@@ -413,6 +532,55 @@ mod tests {
         assert_eq!(watch.await, Ending::Idle);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn http1_connections_park_after_the_delay_once_then_idle_out() {
+        let a = Activity::new();
+        let t = Timeouts {
+            request_headers: Some(Duration::from_secs(10)),
+            idle: Some(Duration::from_secs(60)),
+            park: Some(Duration::from_secs(1)),
+        };
+        // Not while the first request is awaited: the headers timeout runs then.
+        assert_eq!(a.watch(t).await, Ending::HeadersTimeout);
+        a.on_read(b"GET / HTTP/1.1\r\n\r\n");
+        let mut g = a.stream_started();
+        g.responded();
+        drop(g);
+        let from = Instant::now();
+        assert_eq!(a.watch(t).await, Ending::Park);
+        assert_eq!(from.elapsed(), Duration::from_secs(1));
+        // Asked for, it is not said again; the idle timeout still runs.
+        a.request_park(true);
+        assert_eq!(a.watch(t).await, Ending::Idle);
+        assert_eq!(from.elapsed(), Duration::from_secs(60));
+        // Called off, it is said again.
+        a.request_park(false);
+        assert_eq!(a.watch(t).await, Ending::Park);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_connections_and_heads_in_progress_do_not_park() {
+        let t = Timeouts {
+            request_headers: Some(Duration::from_secs(10)),
+            idle: Some(Duration::from_secs(60)),
+            park: Some(Duration::from_secs(1)),
+        };
+        let h2 = Activity::new();
+        h2.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        drop(h2.stream_started());
+        let from = Instant::now();
+        assert_eq!(h2.watch(t).await, Ending::Idle);
+        assert_eq!(from.elapsed(), Duration::from_secs(60));
+
+        let h1 = Activity::new();
+        h1.on_read(b"GET / HTTP/1.1\r\n\r\n");
+        drop(h1.stream_started());
+        h1.on_read(b"GET /next HT");
+        let from = Instant::now();
+        assert_eq!(h1.watch(t).await, Ending::HeadersTimeout);
+        assert_eq!(from.elapsed(), Duration::from_secs(10));
+    }
+
     #[tokio::test]
     async fn cancelled_streams_close_the_connection() {
         let a = Activity::new();
@@ -422,6 +590,7 @@ mod tests {
         let t = Timeouts {
             request_headers: None,
             idle: None,
+            park: None,
         };
         assert_eq!(a.watch(t).await, Ending::TooManyResets);
     }

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+
+use crate::activity::ClientBody;
 
 /// A request body read as far as needed to decide whether it can be replayed.
 pub enum RequestBody {
@@ -26,7 +27,7 @@ pub enum RequestBody {
     /// `received` counts its bytes as they pass.
     Streaming {
         head: Vec<Bytes>,
-        rest: Incoming,
+        rest: ClientBody,
         received: Arc<AtomicU64>,
     },
     /// A streaming body already sent (it still counts its bytes as they pass).
@@ -56,7 +57,7 @@ impl RequestBody {
     /// length (a chunked upload, a gRPC stream) is forwarded as it comes, because its sender
     /// may be waiting for the answer before it sends more (bidirectional streaming). Such a
     /// body is not replayed for retries or mirrors.
-    pub async fn read(mut body: Incoming, limit: usize) -> Result<RequestBody, hyper::Error> {
+    pub async fn read(mut body: ClientBody, limit: usize) -> Result<RequestBody, hyper::Error> {
         let declared = body.size_hint().exact();
         if !body.is_end_stream() && declared.is_none_or(|n| n > limit as u64) {
             return Ok(RequestBody::streaming(Vec::new(), body));
@@ -94,7 +95,7 @@ impl RequestBody {
         }
     }
 
-    fn streaming(head: Vec<Bytes>, rest: Incoming) -> RequestBody {
+    fn streaming(head: Vec<Bytes>, rest: ClientBody) -> RequestBody {
         let read: usize = head.iter().map(Bytes::len).sum();
         RequestBody::Streaming {
             head,
@@ -160,7 +161,7 @@ impl RequestBody {
 pub struct UpstreamBody {
     chunks: VecDeque<Bytes>,
     trailers: Option<HeaderMap>,
-    rest: Option<(Incoming, Arc<AtomicU64>)>,
+    rest: Option<(ClientBody, Arc<AtomicU64>)>,
 }
 
 impl UpstreamBody {

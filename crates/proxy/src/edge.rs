@@ -54,6 +54,9 @@ pub struct EdgeSettings {
     pub request_headers_timeout: Option<Duration>,
     /// A connection without a request in flight for this long is closed. `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// An HTTP/1 connection quiet this long between requests is parked: hyper's connection
+    /// state and buffers (about 20 kB) are freed until its next request. `None`: never.
+    pub park_after: Option<Duration>,
     /// Request bodies up to this size are kept so that retries and mirrors can send them
     /// again; larger ones stream once (no retry, no mirror copy), as Envoy gives up
     /// buffering beyond its buffer limit.
@@ -65,6 +68,7 @@ impl EdgeSettings {
         crate::activity::Timeouts {
             request_headers: self.request_headers_timeout,
             idle: self.idle_timeout,
+            park: self.park_after,
         }
     }
 }
@@ -79,6 +83,10 @@ pub const DEFAULT_H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Envoy's default `common_http_protocol_options.idle_timeout` (Istio keeps it).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Long enough that a client sending request after request keeps its connection as it is
+/// (parking and waking cost a few microseconds), short enough that thousands of idle
+/// keep-alive connections hold kilobytes each, not tens of kilobytes.
+pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(1);
 /// Envoy's default `per_connection_buffer_limit_bytes`, which bounds what its router buffers
 /// for retries and shadows (Istio keeps it).
 pub const DEFAULT_MAX_REQUEST_BUFFER: usize = 1024 * 1024;
@@ -97,6 +105,7 @@ impl Default for EdgeSettings {
             h2_initial_connection_window: DEFAULT_H2_CONNECTION_WINDOW,
             request_headers_timeout: Some(DEFAULT_REQUEST_HEADERS_TIMEOUT),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            park_after: Some(DEFAULT_PARK_AFTER),
             max_request_buffer: DEFAULT_MAX_REQUEST_BUFFER,
         }
     }

@@ -89,7 +89,7 @@ spec:
 struct Fixture {
     runtime: tokio::runtime::Runtime,
     gateway: Arc<Gateway>,
-    builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    builder: Arc<serve::Protocols>,
 }
 
 fn fixture() -> Option<&'static Fixture> {
@@ -125,7 +125,7 @@ fn fixture() -> Option<&'static Fixture> {
                 clusters,
                 tls: Default::default(),
             }));
-            let builder = Arc::new(serve::builder(&gateway.edge));
+            let builder = Arc::new(serve::protocols(&gateway.edge));
             Some(Fixture {
                 runtime,
                 gateway,

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Either;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use isthmus_config::actions::{
@@ -24,6 +23,7 @@ use isthmus_config::path;
 use isthmus_config::snapshot::{ActionKind, Forward, Route, UpstreamProtocol, WeightedDestination};
 use tokio::time::Instant;
 
+use crate::activity::ClientBody;
 use crate::body::RequestBody;
 use crate::cors::{self, Decision};
 use crate::drain::DrainWatch;
@@ -89,7 +89,7 @@ impl ConnInfo {
 pub async fn handle(
     gw: Arc<Gateway>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<TelemetryBody> {
     let active = gw.active.load_full();
     let (mut parts, body) = req.into_parts();
@@ -272,7 +272,7 @@ async fn route_request<'a>(
     active: &'a Arc<Active>,
     conn: &ConnInfo,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
     let listener = active.snapshot.listeners.get(&conn.port);
     let outbound = outbound_of(active, conn);
@@ -351,7 +351,7 @@ async fn run_route<'a>(
     route: &'a Route,
     conn: &ConnInfo,
     parts: &mut http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     normalized: Option<String>,
     start: SystemTime,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
@@ -443,7 +443,7 @@ async fn forward_with_faults<'a>(
     active: &'a Arc<Active>,
     request: &Forwarding<'a, '_>,
     parts: &mut http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     upgrade: Option<(HeaderValue, OnUpgrade)>,
 ) -> Answer<'a> {
     let f = request.f;
@@ -474,7 +474,7 @@ async fn forward<'a>(
     request: &Forwarding<'a, '_>,
     dest: Option<&'a WeightedDestination>,
     parts: &mut http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     upgrade: Option<(HeaderValue, OnUpgrade)>,
 ) -> Answer<'a> {
     let Some(dest) = dest else {

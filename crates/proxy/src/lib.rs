@@ -32,6 +32,7 @@ pub mod listeners;
 pub mod local_reply;
 pub mod metrics;
 pub mod mirror;
+pub mod parking;
 pub mod pool;
 pub mod proxy_protocol;
 pub mod response_flags;

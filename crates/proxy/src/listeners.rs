@@ -6,8 +6,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -30,7 +28,7 @@ pub struct Listeners {
     /// `--bind` overrides: Gateway port -> address.
     binds: HashMap<u16, SocketAddr>,
     running: BTreeMap<u16, Running>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<serve::Protocols>,
     drain: DrainTrigger,
 }
 
@@ -45,7 +43,7 @@ pub struct ApplyReport {
 impl Listeners {
     pub fn new(gateway: Arc<Gateway>, binds: HashMap<u16, SocketAddr>) -> Self {
         Listeners {
-            builder: Arc::new(serve::builder(&gateway.edge)),
+            builder: Arc::new(serve::protocols(&gateway.edge)),
             gateway,
             binds,
             running: BTreeMap::new(),
@@ -134,7 +132,7 @@ impl Listeners {
 /// header when the edge expects one.
 async fn serve_accepted(
     gw: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<serve::Protocols>,
     mut stream: TcpStream,
     mut peer: SocketAddr,
     port: u16,
@@ -184,7 +182,7 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 async fn accept_loop(
     gw: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<serve::Protocols>,
     listener: TcpListener,
     port: u16,
     protocol: ListenerProtocol,

@@ -1,21 +1,33 @@
 //! Serving one downstream connection: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the
 //! same port, told apart by the HTTP/2 preface. HTTP/1.1 connections can be upgraded
-//! (WebSocket): the handler then splices them to the upstream's.
+//! (WebSocket): the handler then splices them to the upstream's. An HTTP/1.1 connection quiet
+//! between requests is parked ([`crate::parking`]) and served by a new hyper connection when
+//! its next request arrives.
 //!
 //! Limits of the HTTP libraries are set here; the timeouts and the premature-reset rule they
 //! lack are enforced by the connection's [`Activity`].
 
 use std::sync::Arc;
 
-use hyper::service::service_fn;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Gateway;
-use crate::activity::{Activity, Ending, Tracked, Watched};
+use crate::activity::{Activity, ClientBody, Ending, Timeouts, Tracked, Watched};
 use crate::drain::DrainWatch;
 use crate::edge::EdgeSettings;
 use crate::handler::{ConnInfo, handle};
+use crate::parking::{Parkable, Protocol};
+use crate::telemetry::TelemetryBody;
 
 /// Envoy's limits: 60 KiB of request headers, 100 headers (431 beyond).
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
@@ -28,9 +40,15 @@ pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
 /// before GOAWAY `ENHANCE_YOUR_CALM` (the "MadeYouReset" flood, CVE-2025-8671).
 pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
-pub fn builder(edge: &EdgeSettings) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
+/// hyper's settings for both protocols, made once for every connection.
+pub struct Protocols {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+pub fn protocols(edge: &EdgeSettings) -> Protocols {
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS)
@@ -39,7 +57,8 @@ pub fn builder(edge: &EdgeSettings) -> auto::Builder<TokioExecutor> {
         // first byte instead (Envoy's `request_headers_timeout`).
         .header_read_timeout(None)
         .keep_alive(true);
-    b.http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(Some(edge.h2_max_concurrent_streams))
         .initial_stream_window_size(edge.h2_initial_stream_window)
@@ -51,73 +70,249 @@ pub fn builder(edge: &EdgeSettings) -> auto::Builder<TokioExecutor> {
         // A larger header block gets 431; CONTINUATION frames beyond what this needs get
         // GOAWAY `ENHANCE_YOUR_CALM` (h2 counts them), so a flood cannot grow memory.
         .max_header_list_size(MAX_HEADER_BYTES as u32);
-    b
+    Protocols { http1, http2 }
 }
 
 pub async fn connection<S>(
     gw: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    protocols: Arc<Protocols>,
     stream: S,
     mut info: ConnInfo,
     drain: [DrainWatch; 2],
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let [mut shutdown, mut closing] = drain;
+    let [shutdown, closing] = drain;
     info.drain = Some(shutdown.clone());
     let peer = info.peer;
-    let info = Arc::new(info);
-    let timeouts = gw.edge.timeouts();
-    let counted = gw.clone();
-    counted.metrics.active_connections.inc();
     let activity = Activity::new();
-    let streams = activity.clone();
-    let service = service_fn(move |req| {
-        let (gw, info) = (gw.clone(), info.clone());
-        let mut stream = streams.stream_started();
-        // Boxed: hyper keeps room for one request future in every connection, idle or not,
-        // and the handler's future is kilobytes. Boxed, an idle keep-alive connection holds
-        // a pointer, and the room is taken only while a request runs.
-        let handling: std::pin::Pin<Box<dyn Future<Output = _> + Send>> =
-            Box::pin(async move { handle(gw, &info, req).await });
-        async move {
-            let resp = handling.await;
-            stream.responded();
-            Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, stream)))
+    let mut watch = Watch {
+        timeouts: gw.edge.timeouts(),
+        activity: activity.clone(),
+        shutdown,
+        closing,
+        peer,
+        parked: gw.metrics.parked_connections.clone(),
+    };
+    gw.metrics.active_connections.inc();
+    let service = Service {
+        gw: gw.clone(),
+        info: Arc::new(info),
+        activity: activity.clone(),
+    };
+    let io = Parkable::new(Watched::new(stream, activity.clone()), activity);
+    if let Err(e) = serve(&protocols, io, service, &mut watch).await {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+    gw.metrics.active_connections.dec();
+}
+
+type Io<S> = Parkable<Watched<S>>;
+
+async fn serve<S>(
+    protocols: &Protocols,
+    mut io: Io<S>,
+    service: Service,
+    watch: &mut Watch,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let protocol = match watch.unless_ending(io.sniff()).await {
+        Some(Ok(Some(p))) => p,
+        Some(Err(e)) => return Err(ConnError::Io(e)),
+        Some(Ok(None)) | None => return Ok(()),
+    };
+    if protocol == Protocol::Http2 {
+        let conn = protocols
+            .http2
+            .serve_connection(TokioIo::new(io), service.clone());
+        let mut conn = Box::pin(conn);
+        return drive(conn.as_mut(), watch).await.1.map_err(ConnError::Http);
+    }
+    loop {
+        watch.activity.request_park(false);
+        let conn = protocols
+            .http1
+            .serve_connection(TokioIo::new(io), service.clone())
+            .with_upgrades();
+        // Boxed: hyper's connection state is then freed while the connection is parked.
+        let mut conn = Box::pin(conn);
+        let (draining, result) = drive(conn.as_mut(), watch).await;
+        result.map_err(ConnError::Http)?;
+        // `None`: upgraded (WebSocket, CONNECT); the handler has the connection.
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return Ok(());
+        };
+        io = parts.io.into_inner();
+        if draining || !io.parked() {
+            return Ok(());
         }
-    });
-    let io = TokioIo::new(Watched::new(stream, activity.clone()));
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = shutdown.started() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        () = closing.started() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        ending = activity.watch(timeouts) => match ending {
-            Ending::Idle => {
-                tracing::debug!(%peer, "idle timeout: closing the connection");
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        io.unpark(parts.read_buf);
+        drop(parts.service);
+        if !io.has_prefix() {
+            let _parked = GaugeGuard::new(&watch.parked);
+            match watch.unless_ending(io.wake()).await {
+                Some(Ok(true)) => {}
+                Some(Err(e)) => return Err(ConnError::Io(e)),
+                Some(Ok(false)) | None => return Ok(()),
             }
-            // Dropping the connection closes the socket: nothing more is read or answered.
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("{0}")]
+    Http(hyper::Error),
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// What a connection ends for, besides its client: the gateway's drain, the listener's
+/// removal, and the [`Activity`]'s timeouts.
+struct Watch {
+    timeouts: Timeouts,
+    activity: Arc<Activity>,
+    shutdown: DrainWatch,
+    closing: DrainWatch,
+    peer: SocketAddr,
+    parked: Gauge,
+}
+
+/// One more on a gauge while it lives.
+struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Watch {
+    /// `fut`'s output, or `None` if the connection must end first (nothing is in flight:
+    /// it is closed at once).
+    async fn unless_ending<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let timeouts = Timeouts {
+            park: None,
+            ..self.timeouts
+        };
+        tokio::select! {
+            out = fut => Some(out),
+            () = self.shutdown.started() => None,
+            () = self.closing.started() => None,
+            ending = self.activity.watch(timeouts) => {
+                self.log(ending);
+                None
+            }
+        }
+    }
+
+    fn log(&self, ending: Ending) {
+        let peer = self.peer;
+        match ending {
+            Ending::Idle => tracing::debug!(%peer, "idle timeout: closing the connection"),
             Ending::HeadersTimeout => {
                 tracing::debug!(%peer, "request headers timeout: connection closed");
-                Ok(())
             }
             Ending::TooManyResets => {
                 tracing::info!(%peer, "too many premature stream resets: connection closed");
-                Ok(())
             }
-        },
-    };
-    counted.metrics.active_connections.dec();
-    if let Err(e) = result {
-        tracing::debug!(%peer, "connection ended: {e}");
+            Ending::Park => {}
+        }
+    }
+}
+
+/// A hyper connection that can be asked to finish what it is doing and close.
+trait Graceful: Future<Output = hyper::Result<()>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B, E> Graceful for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// Runs `conn` to its end, closing it gracefully on a drain or the idle timeout, at once on
+/// the headers timeout or too many premature resets, and parking it when the [`Activity`]
+/// says so (its reads then end it). Also says whether it was asked to close.
+async fn drive<C: Graceful>(mut conn: Pin<&mut C>, watch: &mut Watch) -> (bool, hyper::Result<()>) {
+    loop {
+        let ending = tokio::select! {
+            r = conn.as_mut() => return (false, r),
+            () = watch.shutdown.started() => Ending::Idle,
+            () = watch.closing.started() => Ending::Idle,
+            ending = watch.activity.watch(watch.timeouts) => ending,
+        };
+        watch.log(ending);
+        match ending {
+            // The next poll of `conn` reads, and the read parks it unless a request came.
+            Ending::Park => watch.activity.request_park(true),
+            Ending::Idle => break,
+            // Dropping the connection closes the socket: nothing more is read or answered.
+            Ending::HeadersTimeout | Ending::TooManyResets => return (true, Ok(())),
+        }
+    }
+    watch.activity.request_park(false);
+    conn.as_mut().graceful_shutdown();
+    (true, conn.await)
+}
+
+/// The service every hyper connection of one client connection calls.
+#[derive(Clone)]
+struct Service {
+    gw: Arc<Gateway>,
+    info: Arc<ConnInfo>,
+    activity: Arc<Activity>,
+}
+
+type Handled = Result<http::Response<Tracked<TelemetryBody>>, Infallible>;
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = http::Response<Tracked<TelemetryBody>>;
+    type Error = Infallible;
+    // Boxed: hyper keeps room for one request future in every connection, idle or not, and
+    // the handler's future is kilobytes. Boxed, the room is taken only while a request runs.
+    type Future = Pin<Box<dyn Future<Output = Handled> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let Service { gw, info, activity } = self.clone();
+        let mut stream = activity.stream_started();
+        let req = req.map(|body| ClientBody::new(body, &activity));
+        Box::pin(async move {
+            let resp = handle(gw, &info, req).await;
+            stream.responded();
+            Ok(resp.map(|b| Tracked::new(b, stream)))
+        })
     }
 }

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub generation: Gauge,
     pub diagnostics: Family<SeverityLabels, Gauge>,
     pub active_connections: Gauge,
+    /// Of those, HTTP/1 connections parked between requests ([`crate::parking`]).
+    pub parked_connections: Gauge,
     pub mirrors_dropped: Counter,
     pub access_log_dropped: Counter,
     registry: Registry,
@@ -85,6 +87,11 @@ impl Metrics {
                 &mut registry,
                 "isthmus_downstream_connections_active",
                 "Open downstream HTTP connections",
+            ),
+            parked_connections: register(
+                &mut registry,
+                "isthmus_downstream_connections_parked",
+                "Open downstream HTTP/1 connections parked between requests (holding no HTTP state)",
             ),
             mirrors_dropped: register(
                 &mut registry,

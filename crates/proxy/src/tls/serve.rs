@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use isthmus_config::tls::{ChainRoutes, ChainTls, choose_chain, find_tls_route, first_tcp_route};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -22,7 +20,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn connection(
     gw: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builder: Arc<serve::Protocols>,
     mut stream: TcpStream,
     mut info: ConnInfo,
     drain: [DrainWatch; 2],

@@ -1,0 +1,262 @@
+//! Parking idle HTTP/1 connections, so that thousands of keep-alive clients cost kilobytes
+//! each instead of tens of kilobytes.
+//!
+//! hyper keeps, for every connection, its state and its read and write buffers (8 KB each, the
+//! read buffer often grown to 16 KB) from the first request until the connection closes, and
+//! has no setting to give them back while the connection waits. So a connection that stays
+//! quiet between requests ([`crate::activity::Ending::Park`]) ends hyper's connection without
+//! closing the socket: [`Parkable`] answers hyper's next read with an end of stream, which
+//! hyper takes as the client closing an idle connection, and skips the shutdown hyper then
+//! asks for. The socket waits alone for the next request's first byte ([`Parkable::wake`]);
+//! that byte, and anything hyper had read but not parsed, are read again by the next hyper
+//! connection, which serves the next request as if nothing happened.
+//!
+//! The made-up end of stream is given only when nothing could be lost by it: the connection
+//! is between requests as the [`crate::activity::Activity`] sees it (no request in flight, no
+//! request body still arriving, no byte of the next head), the socket has nothing to read, and
+//! hyper has flushed everything it wrote.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+use crate::activity::Activity;
+
+/// What HTTP/2 with prior knowledge starts with (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The protocol a connection's first bytes speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// The client's side of a connection as hyper reads and writes it.
+pub struct Parkable<S> {
+    inner: S,
+    /// Bytes read ahead of hyper, given to it first: the protocol's first bytes, the byte that
+    /// woke a parked connection, what hyper had read but not parsed when it was parked.
+    prefix: Bytes,
+    activity: Arc<Activity>,
+    /// hyper wrote since its last completed flush: it still has bytes to send.
+    unflushed: bool,
+    /// This side ended hyper's connection with a made-up end of stream: park, do not close.
+    parked: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Parkable<S> {
+    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Parkable {
+            inner,
+            prefix: Bytes::new(),
+            activity,
+            unflushed: false,
+            parked: false,
+        }
+    }
+
+    /// Reads until the first bytes tell HTTP/2's preface from anything else; `None` if the
+    /// client closed before sending a byte. The bytes read are given to hyper first.
+    pub async fn sniff(&mut self) -> io::Result<Option<Protocol>> {
+        let mut head = [0u8; H2_PREFACE.len()];
+        let mut n = 0;
+        let protocol = loop {
+            let read = self
+                .inner
+                .read(head.get_mut(n..).unwrap_or_default())
+                .await?;
+            n += read;
+            let seen = head.get(..n).unwrap_or_default();
+            if read == 0 && n == 0 {
+                return Ok(None);
+            }
+            if read == 0 || !H2_PREFACE.starts_with(seen) {
+                break Protocol::Http1;
+            }
+            if n == H2_PREFACE.len() {
+                break Protocol::Http2;
+            }
+        };
+        self.prefix = Bytes::copy_from_slice(head.get(..n).unwrap_or_default());
+        Ok(Some(protocol))
+    }
+
+    /// Whether hyper's connection ended because this side parked it.
+    pub fn parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Takes the connection back from a parked hyper connection, with the bytes hyper had
+    /// read but not parsed.
+    pub fn unpark(&mut self, unread: Bytes) {
+        self.parked = false;
+        self.unflushed = false;
+        self.prefix = unread;
+    }
+
+    /// Whether bytes wait to be given to hyper.
+    pub fn has_prefix(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
+    /// Waits, parked, for the next request's first byte; `false` if the client closed.
+    pub async fn wake(&mut self) -> io::Result<bool> {
+        let mut first = [0u8; 1];
+        if self.inner.read(&mut first).await? == 0 {
+            return Ok(false);
+        }
+        self.prefix = Bytes::copy_from_slice(&first);
+        Ok(true)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Parkable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(self.prefix.split_to(n).chunk());
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending if self.activity.parking() && !self.unflushed => {
+                // Nothing to read and nothing left to write: hyper sees the end of the
+                // stream and ends its connection, keeping the socket.
+                self.parked = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(())) if buf.filled().len() > before && self.activity.parking() => {
+                // The next request came first: no parking this time.
+                self.activity.request_park(false);
+                Poll::Ready(Ok(()))
+            }
+            polled => polled,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Parkable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.unflushed = true;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            // hyper flushes its connection only once its buffers are written out.
+            self.unflushed = false;
+        }
+        flushed
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.parked {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn sniffed(sent: &[u8]) -> (Option<Protocol>, Vec<u8>) {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(sent).await.unwrap_or_default();
+        drop(client);
+        let mut io = Parkable::new(server, Activity::new());
+        let protocol = io.sniff().await.ok().flatten();
+        let mut replayed = Vec::new();
+        io.read_to_end(&mut replayed).await.unwrap_or_default();
+        (protocol, replayed)
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_the_protocol_and_are_read_again() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let frames = [preface.as_slice(), b"\0\0\0\x04\0\0\0\0\0"].concat();
+        let cases: [(&[u8], Option<Protocol>); 5] = [
+            (b"GET / HTTP/1.1\r\n\r\n", Some(Protocol::Http1)),
+            (&frames, Some(Protocol::Http2)),
+            (b"PRI * HTTP/1.1\r\n", Some(Protocol::Http1)),
+            (b"PRI * HT", Some(Protocol::Http1)),
+            (b"", None),
+        ];
+        for (sent, want) in cases {
+            let (protocol, replayed) = sniffed(sent).await;
+            assert_eq!(protocol, want, "{sent:?}");
+            assert_eq!(replayed, sent, "{sent:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_ends_the_stream_only_when_parking_with_nothing_unsent() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let activity = Activity::new();
+        let mut io = Parkable::new(server, activity.clone());
+        let mut buf = [0u8; 16];
+
+        // Data that came before the park is read as usual, and calls the park off.
+        client.write_all(b"GET").await.unwrap_or_default();
+        activity.request_park(true);
+        assert_eq!(io.read(&mut buf).await.ok(), Some(3));
+        assert!(!activity.parking() && !io.parked());
+
+        // Written but not flushed: no made-up end while hyper has bytes to send.
+        io.write_all(b"HTTP/1.1 200 OK\r\n")
+            .await
+            .unwrap_or_default();
+        activity.request_park(true);
+        let read = tokio::time::timeout(Duration::from_millis(50), io.read(&mut buf)).await;
+        assert!(read.is_err(), "read ended before the flush: {read:?}");
+
+        // Flushed and quiet: the read ends, the shutdown keeps the socket, and the next
+        // byte wakes the connection and is read again.
+        io.flush().await.unwrap_or_default();
+        assert_eq!(io.read(&mut buf).await.ok(), Some(0));
+        assert!(io.parked());
+        io.shutdown().await.unwrap_or_default();
+        io.unpark(Bytes::new());
+        activity.request_park(false);
+        client.write_all(b"POST").await.unwrap_or_default();
+        assert!(io.wake().await.unwrap_or(false));
+        let mut woke = [0u8; 4];
+        io.read_exact(&mut woke).await.unwrap_or_default();
+        assert_eq!(&woke, b"POST");
+        let mut got = [0u8; 64];
+        let n = client.read(&mut got).await.unwrap_or_default();
+        assert_eq!(got.get(..n), Some(b"HTTP/1.1 200 OK\r\n".as_slice()));
+    }
+}
