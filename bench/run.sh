@@ -38,6 +38,9 @@
 #   IDLE_CONNS   if > 0, before the load of each run hold this many idle keep-alive
 #                  connections (one request each) and report the proxy's RSS per
 #                  idle connection in a second table                       (default 0)
+#   IDLE_HOLD    seconds the idle connections stay quiet, once all are open,
+#                  before RSS is read: what an idle connection holds, not
+#                  what it held while busy (Isthmus parks after 1 s)     (default 3)
 #
 # Layout on a 2-core machine: the proxy alone on core 1; wrk and the backend
 # (a separate nginx answering 200 "ok\n") share core 0. Every proxy gets one
@@ -65,6 +68,7 @@ KEEP_TMP=${KEEP_TMP:-0}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 IDLE_CONNS=${IDLE_CONNS:-0}
+IDLE_HOLD=${IDLE_HOLD:-3}
 H2=${H2:-0}
 STREAMS=${STREAMS:-8}
 RATE=${RATE:-0}
@@ -669,6 +673,7 @@ measure_idle_conns() { # proxy run rss_idle_kb
         fi
         sleep 0.2
     done
+    sleep "$IDLE_HOLD"
     rss_held=$(rss_kb "$PROXY_PID")
     exec 9>&-
     wait "$holder" || true

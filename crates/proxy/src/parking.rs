@@ -96,7 +96,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Parkable<S> {
     pub fn unpark(&mut self, unread: Bytes) {
         self.parked = false;
         self.unflushed = false;
-        self.prefix = unread;
+        // Copied: `unread` is a view of hyper's read buffer, and would keep all of it (8 to
+        // 16 KB) allocated, even empty.
+        self.prefix = if unread.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&unread)
+        };
     }
 
     /// Whether bytes wait to be given to hyper.
