@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Open N keep-alive connections to HOST:PORT, make one request on each, and hold them idle.
 
-    idle_conns.py PORT N HOST_HEADER
+    idle_conns.py PORT N HOST_HEADER [tls]
+
+With `tls`, each connection is HTTPS (TLS 1.3, certificate not verified: the bench's own).
 
 Prints "ready <open>" once every connection has had its response, then holds them until
 stdin closes (bench/run.sh closes it after reading the proxy's RSS). Used to measure
@@ -10,6 +12,7 @@ memory per idle keep-alive connection; not a test.
 
 import selectors
 import socket
+import ssl
 import sys
 import time
 
@@ -30,6 +33,12 @@ def complete(response):
 
 def main():
     port, n, host = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    tls = None
+    if sys.argv[4:5] == ["tls"]:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+        tls.set_alpn_protocols(["http/1.1"])
     request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     sel = selectors.DefaultSelector()
     socks, waiting = [], {}
@@ -37,6 +46,8 @@ def main():
     for start in range(0, n, BATCH):
         for _ in range(min(BATCH, n - start)):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if tls:
+                s = tls.wrap_socket(s, server_hostname=host)
             s.sendall(request)
             s.setblocking(False)
             socks.append(s)
@@ -46,7 +57,10 @@ def main():
         while waiting and time.monotonic() < deadline:
             for key, _ in sel.select(timeout=1):
                 s = key.fileobj
-                data = s.recv(65536)
+                try:
+                    data = s.recv(65536)
+                except ssl.SSLWantReadError:
+                    continue
                 if not data:
                     sys.exit(f"connection closed by the proxy after {len(socks)} opened")
                 waiting[s] += data

@@ -358,6 +358,10 @@ pub fn parse_bind(s: &str) -> Result<(u16, SocketAddr), String> {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    // A bare 0 needs no unit: the flags document `0` as "off".
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
     isthmus_api::duration::ProtoDuration::parse(s)
         .map(|d| d.0)
         .map_err(|e| e.to_string())
@@ -419,5 +423,7 @@ mod tests {
         assert!(parse_window("1024").is_err());
         assert!(parse_window("2147483648").is_err());
         assert_eq!(parse_duration("0s").map(optional).unwrap(), None);
+        assert_eq!(parse_duration("0").map(optional).unwrap(), None);
+        assert!(parse_duration("5").is_err(), "a number other than 0 needs a unit");
     }
 }
