@@ -424,6 +424,9 @@ mod tests {
         assert!(parse_window("2147483648").is_err());
         assert_eq!(parse_duration("0s").map(optional).unwrap(), None);
         assert_eq!(parse_duration("0").map(optional).unwrap(), None);
-        assert!(parse_duration("5").is_err(), "a number other than 0 needs a unit");
+        assert!(
+            parse_duration("5").is_err(),
+            "a number other than 0 needs a unit"
+        );
     }
 }

@@ -1193,3 +1193,56 @@ async fn a_request_body_still_arriving_keeps_its_connection_from_parking() {
     let r = responses(&mut s, 1).await;
     assert!(r[0].starts_with("HTTP/1.1 200"), "{r:?}");
 }
+
+/// The status of the response to stream `id`: HPACK's static-table index of `:status`
+/// (0x88 is 200) as the first byte of its HEADERS block.
+async fn h2_first_status(s: &mut TcpStream, id: u32) -> Option<u8> {
+    tokio::time::timeout(WAIT, async {
+        while let Some(f) = h2raw::read(s).await {
+            if f.kind == h2raw::HEADERS && f.stream == id {
+                return f.payload.first().copied();
+            }
+            assert!(
+                h2raw::goaway_code(&f).is_none(),
+                "GOAWAY on a quiet connection"
+            );
+        }
+        None
+    })
+    .await
+    .expect("no answer on the HTTP/2 connection")
+}
+
+#[tokio::test]
+async fn quiet_http2_connections_are_never_parked_even_with_a_preface_in_pieces() {
+    let (g, _, public) = start(&["--park-idle-after", "50ms"]).await;
+    let mut s = TcpStream::connect(g.addr(80).await).await.unwrap();
+    // The preface in pieces, apart enough to arrive in separate reads: the first read cannot
+    // tell HTTP/2 from its first bytes alone.
+    for piece in [
+        &h2raw::PREFACE[..3],
+        &h2raw::PREFACE[3..10],
+        &h2raw::PREFACE[10..],
+    ] {
+        s.write_all(piece).await.unwrap();
+        s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.write_all(&h2raw::frame(h2raw::SETTINGS, 0, 0, &[]))
+        .await
+        .unwrap();
+    let flags = h2raw::END_STREAM | h2raw::END_HEADERS;
+    let block = h2raw::get(HOST);
+    s.write_all(&h2raw::frame(h2raw::HEADERS, flags, 1, &block))
+        .await
+        .unwrap();
+    assert_eq!(h2_first_status(&mut s, 1).await, Some(0x88));
+    // Quiet for many times the parking delay (a non-event: nothing to wait on but time).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(parked(&g).await, 0.0);
+    s.write_all(&h2raw::frame(h2raw::HEADERS, flags, 3, &block))
+        .await
+        .unwrap();
+    assert_eq!(h2_first_status(&mut s, 3).await, Some(0x88));
+    assert_eq!(public.count(), 2);
+}

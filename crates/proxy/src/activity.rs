@@ -140,6 +140,14 @@ impl Activity {
         self.arm_on_read.store(false, Ordering::Relaxed);
     }
 
+    /// The connection speaks HTTP/2, as its preface said (the first read alone may be too
+    /// short to tell).
+    pub fn speaks_http2(&self) {
+        let mut s = self.lock();
+        s.seen_bytes = true;
+        s.http2 = true;
+    }
+
     /// A request's head is complete and its handling starts.
     pub fn stream_started(self: &Arc<Self>) -> StreamGuard {
         let mut s = self.lock();

@@ -124,6 +124,9 @@ where
         Some(Ok(None)) | None => return Ok(()),
     };
     if protocol == Protocol::Http2 {
+        // HTTP/2 is never parked: h2 owns the connection until it ends.
+        watch.timeouts.park = None;
+        watch.activity.speaks_http2();
         let conn = protocols
             .http2
             .serve_connection(TokioIo::new(io), service.clone());
