@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::Gateway;
 use crate::drain::{DrainTrigger, DrainWatch};
@@ -128,17 +128,31 @@ impl Listeners {
     }
 }
 
+/// A connection the listener took, holding one of its connection slots.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    protocol: ListenerProtocol,
+    _slot: OwnedSemaphorePermit,
+}
+
 /// Serves one accepted connection by the listener's protocol, after the PROXY protocol
-/// header when the edge expects one.
+/// header when the edge expects one. Spawned as is: every layer of future around it would
+/// add its arguments to the connection's task, for as long as the connection lives.
 async fn serve_accepted(
     gw: Arc<Gateway>,
     builder: Arc<serve::Protocols>,
-    mut stream: TcpStream,
-    mut peer: SocketAddr,
-    port: u16,
-    protocol: ListenerProtocol,
+    accepted: Accepted,
     drain: [DrainWatch; 2],
 ) {
+    let Accepted {
+        mut stream,
+        mut peer,
+        port,
+        protocol,
+        _slot,
+    } = accepted;
     if gw.edge.proxy_protocol {
         match proxy_protocol::read(&mut stream).await {
             Ok(Some(source)) => peer = source,
@@ -201,11 +215,9 @@ async fn accept_loop(
                         drop(stream);
                         continue;
                     };
+                    let accepted = Accepted { stream, peer, port, protocol, _slot: slot };
                     let (gw, builder, drain) = (gw.clone(), builder.clone(), drain.clone());
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        serve_accepted(gw, builder, stream, peer, port, protocol, drain).await;
-                    });
+                    tokio::spawn(serve_accepted(gw, builder, accepted, drain));
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

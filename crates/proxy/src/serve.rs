@@ -73,13 +73,16 @@ pub fn protocols(edge: &EdgeSettings) -> Protocols {
     Protocols { http1, http2 }
 }
 
-pub async fn connection<S>(
+/// Serves one client connection. Set up before the returned future is first polled, so that
+/// the future carries only what the connection needs (not its arguments as well).
+pub fn connection<S>(
     gw: Arc<Gateway>,
     protocols: Arc<Protocols>,
     stream: S,
     mut info: ConnInfo,
     drain: [DrainWatch; 2],
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let [shutdown, closing] = drain;
@@ -94,17 +97,19 @@ pub async fn connection<S>(
         peer,
         parked: gw.metrics.parked_connections.clone(),
     };
-    gw.metrics.active_connections.inc();
+    let open = GaugeGuard::new(&gw.metrics.active_connections);
     let service = Service {
-        gw: gw.clone(),
+        gw,
         info: Arc::new(info),
         activity: activity.clone(),
     };
     let io = Parkable::new(Watched::new(stream, activity.clone()), activity);
-    if let Err(e) = serve(&protocols, io, service, &mut watch).await {
-        tracing::debug!(%peer, "connection ended: {e}");
+    async move {
+        let _open = open;
+        if let Err(e) = serve(&protocols, io, service, &mut watch).await {
+            tracing::debug!(peer = %watch.peer, "connection ended: {e}");
+        }
     }
-    gw.metrics.active_connections.dec();
 }
 
 type Io<S> = Parkable<Watched<S>>;
@@ -147,12 +152,15 @@ where
         let Some(parts) = Pin::into_inner(conn).into_parts() else {
             return Ok(());
         };
-        io = parts.io.into_inner();
+        // Taken apart here: `parts` held across the wait below would grow every task.
+        let hyper::server::conn::http1::Parts {
+            io: tio, read_buf, ..
+        } = parts;
+        io = tio.into_inner();
         if draining || !io.parked() {
             return Ok(());
         }
-        io.unpark(parts.read_buf);
-        drop(parts.service);
+        io.unpark(read_buf);
         if !io.has_prefix() {
             let _parked = GaugeGuard::new(&watch.parked);
             match watch.unless_ending(io.wake()).await {
