@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Open N keep-alive connections to HOST:PORT, make one request on each, and hold them idle.
 
-    idle_conns.py PORT N HOST_HEADER [tls]
+    idle_conns.py PORT N HOST_HEADER [tls|h2c]
 
 With `tls`, each connection is HTTPS (TLS 1.3, certificate not verified: the bench's own).
+With `h2c`, each is HTTP/2 with prior knowledge: one GET on stream 1, written frame by frame.
 
 Prints "ready <open>" once every connection has had its response, then holds them until
 stdin closes (bench/run.sh closes it after reading the proxy's RSS). Used to measure
@@ -17,6 +18,31 @@ import sys
 import time
 
 BATCH = 100
+
+
+def h2c_request(host):
+    """The HTTP/2 preface, empty SETTINGS and `GET /` on stream 1 (HPACK without Huffman)."""
+
+    def frame(kind, flags, stream, payload):
+        return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+    # :method GET, :scheme http, :path /, then :authority (static index 1) as a literal.
+    block = bytes([0x82, 0x86, 0x84, 0x01, len(host)]) + host.encode()
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    return preface + frame(0x4, 0, 0, b"") + frame(0x1, 0x5, 1, block)
+
+
+def h2_complete(data):
+    """Whether `data` (frames from the server) holds the end of stream 1's response."""
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        kind, flags, stream = data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+        if len(data) < 9 + length:
+            return False
+        if stream == 1 and kind in (0x0, 0x1) and flags & 0x1:
+            return True
+        data = data[9 + length :]
+    return False
 
 
 def complete(response):
@@ -40,6 +66,9 @@ def main():
         tls.verify_mode = ssl.CERT_NONE
         tls.set_alpn_protocols(["http/1.1"])
     request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    done = complete
+    if sys.argv[4:5] == ["h2c"]:
+        request, done = h2c_request(host), h2_complete
     sel = selectors.DefaultSelector()
     socks, waiting = [], {}
     # Connect in batches so the listen backlog never overflows.
@@ -64,7 +93,7 @@ def main():
                 if not data:
                     sys.exit(f"connection closed by the proxy after {len(socks)} opened")
                 waiting[s] += data
-                if complete(waiting[s]):
+                if done(waiting[s]):
                     del waiting[s]
                     sel.unregister(s)
         if waiting:

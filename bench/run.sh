@@ -662,7 +662,7 @@ measure_idle_conns() { # proxy run rss_idle_kb
     port=${PROXY_URL##*:}; port=${port%%/*}
     fifo=$WORK/idle.fifo; rm -f "$fifo"; mkfifo "$fifo"
     # The holder keeps its connections until its stdin (the fifo) closes.
-    taskset -c "$LOAD_CPU" python3 "$ROOT/bench/idle_conns.py" "$port" "$IDLE_CONNS" "$HOST_HEADER" $( [[ $TLS == 1 ]] && echo tls) \
+    taskset -c "$LOAD_CPU" python3 "$ROOT/bench/idle_conns.py" "$port" "$IDLE_CONNS" "$HOST_HEADER" $( [[ $TLS == 1 ]] && echo tls; [[ $TLS != 1 && $H2 == 1 ]] && echo h2c) \
         <"$fifo" >"$WORK/idle.out" 2>&1 &
     local holder=$!
     exec 9>"$fifo"

@@ -57,6 +57,31 @@ async fn start(extra: &[&str]) -> (Gateway, Recorder, Recorder) {
     (g, admin, public)
 }
 
+/// A gateway routing every request for `HOST` to the one backend at `addr`, with extra
+/// command-line arguments.
+async fn start_one(name: &str, addr: SocketAddr, extra: &[&str]) -> Gateway {
+    let host = format!("{name}.internal");
+    let files = [
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
+        ("b.yaml".to_string(), service(name, &host, &[(addr, "v1")])),
+        (
+            "vs.yaml".to_string(),
+            virtual_service(
+                "vs",
+                "default",
+                &[HOST],
+                &["gw"],
+                &http_routes(&[("", &host)]),
+            ),
+        ),
+    ];
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    Gateway::start_with(&refs, extra).await
+}
+
 fn req(path: &str, extra_headers: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra_headers}Connection: close\r\n\r\n")
 }
@@ -742,28 +767,7 @@ async fn slowloris_request_heads_are_cut_off_at_the_headers_timeout() {
 #[tokio::test]
 async fn idle_connections_are_closed_and_busy_ones_are_not() {
     let slow = recording_backend("slow", |_| Answer::ok().after(Duration::from_secs(3))).await;
-    let files = [
-        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
-        (
-            "s.yaml".to_string(),
-            service("slow", "slow.internal", &[(slow.addr, "v1")]),
-        ),
-        (
-            "vs.yaml".to_string(),
-            virtual_service(
-                "vs",
-                "default",
-                &[HOST],
-                &["gw"],
-                &http_routes(&[("", "slow.internal")]),
-            ),
-        ),
-    ];
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    let g = Gateway::start_with(&refs, &["--idle-timeout", "2s"]).await;
+    let g = start_one("slow", slow.addr, &["--idle-timeout", "2s"]).await;
     let addr = g.addr(80).await;
     // A request taking longer than the idle timeout is not cut: it is not idle.
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -880,28 +884,7 @@ async fn streams_cancelled_after_the_gateway_took_them_close_the_connection() {
     // streams reset before they are accepted never sees them: Envoy's premature-reset rule
     // (250 streams cancelled within 1 s of opening) closes the connection.
     let held = recording_backend("held", |_| Answer::ok().after(Duration::from_secs(20))).await;
-    let files = [
-        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
-        (
-            "h.yaml".to_string(),
-            service("held", "held.internal", &[(held.addr, "v1")]),
-        ),
-        (
-            "vs.yaml".to_string(),
-            virtual_service(
-                "vs",
-                "default",
-                &[HOST],
-                &["gw"],
-                &http_routes(&[("", "held.internal")]),
-            ),
-        ),
-    ];
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    let g = Gateway::start_with(&refs, &[]).await;
+    let g = start_one("held", held.addr, &[]).await;
     let tcp = TcpStream::connect(g.addr(80).await).await.unwrap();
     let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
     let mut driver = tokio::spawn(conn);
@@ -1140,28 +1123,7 @@ async fn early_answering_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedR
 #[tokio::test]
 async fn a_request_body_still_arriving_keeps_its_connection_from_parking() {
     let (up, mut bodies) = early_answering_backend().await;
-    let files = [
-        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
-        (
-            "u.yaml".to_string(),
-            service("upload", "upload.internal", &[(up, "v1")]),
-        ),
-        (
-            "vs.yaml".to_string(),
-            virtual_service(
-                "vs",
-                "default",
-                &[HOST],
-                &["gw"],
-                &http_routes(&[("", "upload.internal")]),
-            ),
-        ),
-    ];
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    let g = Gateway::start_with(&refs, &["--park-idle-after", "50ms"]).await;
+    let g = start_one("upload", up, &["--park-idle-after", "50ms"]).await;
     let mut s = TcpStream::connect(g.addr(80).await).await.unwrap();
     let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n");
     s.write_all(format!("{head}5\r\nfirst\r\n").as_bytes())
