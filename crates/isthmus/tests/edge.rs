@@ -82,6 +82,16 @@ async fn start_one(name: &str, addr: SocketAddr, extra: &[&str]) -> Gateway {
     Gateway::start_with(&refs, extra).await
 }
 
+/// Waits for the gateway to close `s`, and checks that it wrote nothing first.
+async fn closed_silently(s: &mut TcpStream, what: &str) {
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect(what)
+        .ok();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+}
+
 fn req(path: &str, extra_headers: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra_headers}Connection: close\r\n\r\n")
 }
@@ -726,12 +736,7 @@ async fn slowloris_request_heads_are_cut_off_at_the_headers_timeout() {
     // A connection that sends nothing at all.
     let started = tokio::time::Instant::now();
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("the silent connection was not closed")
-        .ok();
-    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    closed_silently(&mut s, "the silent connection was not closed").await;
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(900), "closed after {took:?}");
     // HTTP/2: a HEADERS frame without END_HEADERS, and nothing more.
@@ -1038,12 +1043,7 @@ async fn quiet_http1_connections_are_parked_and_serve_their_next_requests() {
     .await;
     g.signal("TERM");
     for s in &mut conns {
-        let mut out = Vec::new();
-        tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-            .await
-            .expect("a parked connection stayed open through the drain")
-            .ok();
-        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        closed_silently(s, "a parked connection stayed open through the drain").await;
     }
     assert_eq!(g.exit_code_within(WAIT).await, Some(0));
 }
@@ -1059,12 +1059,7 @@ async fn parked_connections_still_close_at_the_idle_timeout() {
         parked(&g).await == 1.0
     })
     .await;
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("the parked connection stayed open")
-        .ok();
-    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    closed_silently(&mut s, "the parked connection stayed open").await;
     let idled = idle_from.elapsed();
     assert!(
         idled >= Duration::from_millis(900),
