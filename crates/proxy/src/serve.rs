@@ -7,12 +7,11 @@
 //! Limits of the HTTP libraries are set here; the timeouts and the premature-reset rule they
 //! lack are enforced by the connection's [`Activity`].
 
-use std::sync::Arc;
-
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use http::Request;
 use hyper::body::Incoming;
@@ -281,8 +280,8 @@ async fn drive<C: Graceful>(mut conn: Pin<&mut C>, watch: &mut Watch) -> (bool, 
     loop {
         let ending = tokio::select! {
             r = conn.as_mut() => return (false, r),
-            () = watch.shutdown.started() => Ending::Idle,
-            () = watch.closing.started() => Ending::Idle,
+            () = watch.shutdown.started() => break,
+            () = watch.closing.started() => break,
             ending = watch.activity.watch(watch.timeouts) => ending,
         };
         watch.log(ending);
@@ -317,9 +316,9 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     type Future = Pin<Box<dyn Future<Output = Handled> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let Service { gw, info, activity } = self.clone();
-        let mut stream = activity.stream_started();
-        let req = req.map(|body| ClientBody::new(body, &activity));
+        let (gw, info) = (self.gw.clone(), self.info.clone());
+        let mut stream = self.activity.stream_started();
+        let req = req.map(|body| ClientBody::new(body, &self.activity));
         Box::pin(async move {
             let resp = handle(gw, &info, req).await;
             stream.responded();
