@@ -1203,3 +1203,14 @@ async fn quiet_http2_connections_are_never_parked_even_with_a_preface_in_pieces(
     assert_eq!(h2_first_status(&mut s, 3).await, Some(0x88));
     assert_eq!(public.count(), 2);
 }
+
+#[tokio::test]
+async fn parking_is_off_with_a_zero_delay() {
+    let (g, _, _) = start(&["--park-idle-after", "0"]).await;
+    let mut s = TcpStream::connect(g.addr(80).await).await.unwrap();
+    assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Quiet well past any delay a parking would use (a non-event: nothing to wait on).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(parked(&g).await, 0.0);
+    assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
+}
