@@ -49,11 +49,7 @@ async fn start(extra: &[&str]) -> (Gateway, Recorder, Recorder) {
             ),
         ),
     ];
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    let g = Gateway::start_with(&refs, extra).await;
+    let g = start_files_with(&files, extra).await;
     (g, admin, public)
 }
 
@@ -75,11 +71,7 @@ async fn start_one(name: &str, addr: SocketAddr, extra: &[&str]) -> Gateway {
             ),
         ),
     ];
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    Gateway::start_with(&refs, extra).await
+    start_files_with(&files, extra).await
 }
 
 /// Waits for the gateway to close `s`, and checks that it wrote nothing first.
@@ -844,11 +836,7 @@ spec:
         ),
         ("vs.yaml".to_string(), vs),
     ];
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    let g = Gateway::start_with(&refs, &["--max-request-buffer-bytes", "1024"]).await;
+    let g = start_files_with(&files, &["--max-request-buffer-bytes", "1024"]).await;
     let url = g.url(80, "/upload").await;
     let post = |size: usize| {
         let url = url.clone();

@@ -21,10 +21,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::activity::Activity;
+use crate::tls::prefixed::Prefixed;
 
 /// What HTTP/2 with prior knowledge starts with (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -38,10 +39,9 @@ pub enum Protocol {
 
 /// The client's side of a connection as hyper reads and writes it.
 pub struct Parkable<S> {
-    inner: S,
-    /// Bytes read ahead of hyper, given to it first: the protocol's first bytes, the byte that
+    /// Replays the bytes read ahead of hyper first: the protocol's first bytes, the byte that
     /// woke a parked connection, what hyper had read but not parsed when it was parked.
-    prefix: Bytes,
+    inner: Prefixed<S>,
     activity: Arc<Activity>,
     /// hyper wrote since its last completed flush: it still has bytes to send.
     unflushed: bool,
@@ -52,8 +52,7 @@ pub struct Parkable<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Parkable<S> {
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
         Parkable {
-            inner,
-            prefix: Bytes::new(),
+            inner: Prefixed::new(Vec::new(), inner),
             activity,
             unflushed: false,
             parked: false,
@@ -82,7 +81,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Parkable<S> {
                 break Protocol::Http2;
             }
         };
-        self.prefix = Bytes::copy_from_slice(head.get(..n).unwrap_or_default());
+        self.inner.replay(head.get(..n).unwrap_or_default());
         Ok(Some(protocol))
     }
 
@@ -98,16 +97,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Parkable<S> {
         self.unflushed = false;
         // Copied: `unread` is a view of hyper's read buffer, and would keep all of it (8 to
         // 16 KB) allocated, even empty.
-        self.prefix = if unread.is_empty() {
-            Bytes::new()
-        } else {
-            Bytes::copy_from_slice(&unread)
-        };
+        self.inner.replay(&unread);
     }
 
     /// Whether bytes wait to be given to hyper.
     pub fn has_prefix(&self) -> bool {
-        !self.prefix.is_empty()
+        self.inner.has_head()
     }
 
     /// Waits, parked, for the next request's first byte; `false` if the client closed.
@@ -116,7 +111,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Parkable<S> {
         if self.inner.read(&mut first).await? == 0 {
             return Ok(false);
         }
-        self.prefix = Bytes::copy_from_slice(&first);
+        self.inner.replay(&first);
         Ok(true)
     }
 }
@@ -127,11 +122,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Parkable<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(self.prefix.split_to(n).chunk());
-            return Poll::Ready(Ok(()));
-        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Pending if self.activity.parking() && !self.unflushed => {

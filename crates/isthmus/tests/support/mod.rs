@@ -411,11 +411,16 @@ pub fn destination_rule(name: &str, host: &str, versions: &[&str]) -> String {
 
 /// Starts a gateway from owned `(file name, text)` pairs.
 pub async fn start_files(files: &[(String, String)]) -> Gateway {
+    start_files_with(files, &[]).await
+}
+
+/// [`start_files`] with extra command-line arguments.
+pub async fn start_files_with(files: &[(String, String)], extra: &[&str]) -> Gateway {
     let refs: Vec<(&str, &str)> = files
         .iter()
         .map(|(n, t)| (n.as_str(), t.as_str()))
         .collect();
-    Gateway::start(&refs).await
+    Gateway::start_with(&refs, extra).await
 }
 
 /// A port of 127.0.0.1 that refuses connections for as long as this value lives: the port is

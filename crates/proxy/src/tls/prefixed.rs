@@ -1,4 +1,5 @@
-//! A stream that first replays bytes already read from it (the ClientHello), then reads on.
+//! A stream that first replays bytes already read from it (the ClientHello, the first bytes of
+//! an HTTP connection), then reads on.
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +20,18 @@ impl<S> Prefixed<S> {
             pos: 0,
             inner,
         }
+    }
+
+    /// Replays `head` before anything not yet read.
+    pub fn replay(&mut self, head: &[u8]) {
+        let rest = self.head.get(self.pos..).unwrap_or_default();
+        self.head = [head, rest].concat();
+        self.pos = 0;
+    }
+
+    /// Whether bytes wait to be replayed.
+    pub fn has_head(&self) -> bool {
+        self.pos < self.head.len()
     }
 }
 
