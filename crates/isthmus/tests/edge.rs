@@ -1056,6 +1056,83 @@ async fn parked_connections_still_close_at_the_idle_timeout() {
     eventually("no connection parked", || async { parked(&g).await == 0.0 }).await;
 }
 
+#[tokio::test]
+async fn a_parked_connection_keeps_its_slot_until_its_client_closes_it() {
+    let (g, _, _) = start(&[
+        "--park-idle-after",
+        "50ms",
+        "--max-connections-per-listener",
+        "1",
+    ])
+    .await;
+    let addr = g.addr(80).await;
+    let mut a = TcpStream::connect(addr).await.unwrap();
+    assert!(keep(&mut a).await.starts_with("HTTP/1.1 200"));
+    eventually("the connection parked", || async {
+        parked(&g).await == 1.0
+    })
+    .await;
+    // Parked, it still holds the listener's only slot: another connection is shed.
+    let out = exchange(addr, req("/", "").as_bytes()).await;
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    // Its client closes it while parked: the lot lets it go, and its slot with it.
+    drop(a);
+    eventually("the closed connection left the lot", || async {
+        parked(&g).await == 0.0
+    })
+    .await;
+    eventually("the slot is free again", || async {
+        !exchange(addr, req("/", "").as_bytes()).await.is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn parked_connections_close_when_their_port_goes_and_the_others_stay() {
+    let backend = recording_backend("public", |_| Answer::ok()).await;
+    let mut files = vec![
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"]), (81, &["*"])])),
+        (
+            "b.yaml".to_string(),
+            service("public", "public.internal", &[(backend.addr, "v1")]),
+        ),
+        (
+            "vs.yaml".to_string(),
+            virtual_service(
+                "vs",
+                "default",
+                &[HOST],
+                &["gw"],
+                &http_routes(&[("", "public.internal")]),
+            ),
+        ),
+    ];
+    let g = start_files_with(&files, &["--park-idle-after", "50ms"]).await;
+    let (gone, kept) = (g.addr(80).await, g.addr(81).await);
+    let mut conns = Vec::new();
+    for addr in [gone, gone, kept, kept] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
+        conns.push(s);
+    }
+    eventually("every connection parked", || async {
+        parked(&g).await == 4.0
+    })
+    .await;
+
+    files[0].1 = gateway(&[(81, &["*"])]);
+    let before = g.generation().await;
+    g.write("gw.yaml", &files[0].1).await;
+    g.wait_generation_after(before).await;
+    for s in &mut conns[..2] {
+        closed_silently(s, "a parked connection outlived its port").await;
+    }
+    for s in &mut conns[2..] {
+        assert!(keep(s).await.starts_with("HTTP/1.1 200"));
+    }
+    assert!(refused(gone).await, "port 80 still accepts");
+}
+
 /// An upstream that answers as soon as it has a request's head, then reads the chunked body
 /// to its end and reports it.
 async fn early_answering_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {

@@ -194,6 +194,12 @@ impl Activity {
         self.parking.load(Ordering::Relaxed)
     }
 
+    /// When an idle timeout of `idle` closes the connection if nothing happens (parked, it
+    /// has nothing in flight).
+    pub fn idle_deadline(&self, idle: Option<Duration>) -> Option<Instant> {
+        idle.map(|t| self.lock().idle_since + t)
+    }
+
     /// Resolves when the connection must end, by `timeouts` or for premature resets, or (with
     /// [`Timeouts::park`]) when it should be parked.
     pub async fn watch(&self, timeouts: Timeouts) -> Ending {

@@ -10,6 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::drain::DrainTrigger;
 use crate::handler::ConnInfo;
+use crate::parking::Lot;
+use crate::serve::FromListener;
 use crate::{Active, ClusterRegistry, Gateway, Identity, serve};
 
 /// Loads, validates and compiles `data` as one configuration file.
@@ -145,12 +147,20 @@ pub fn http_request(data: &[u8]) {
         let peer = SocketAddr::from(([203, 0, 113, 1], 40000));
         let local = SocketAddr::from(([127, 0, 0, 1], 80));
         let (a, b) = (DrainTrigger::new(), DrainTrigger::new());
+        let lot = Lot::new(f.gateway.metrics.parked_connections.clone());
+        // Ends when the triggers are dropped, with this input.
+        tokio::spawn(lot.clone().run([a.watcher(), b.watcher()]));
+        let from = FromListener {
+            drain: [a.watcher(), b.watcher()],
+            lot,
+            slot: None,
+        };
         let serve = serve::connection(
             f.gateway.clone(),
             f.builder.clone(),
             server,
             ConnInfo::plain(80, peer, local),
-            [a.watcher(), b.watcher()],
+            from,
         );
         let talk = async {
             let _ = client.write_all(data).await;

@@ -7,11 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::Gateway;
 use crate::drain::{DrainTrigger, DrainWatch};
 use crate::handler::ConnInfo;
+use crate::parking::Lot;
+use crate::serve::FromListener;
 use crate::{proxy_protocol, serve, tcp, tls};
 use isthmus_config::snapshot::ListenerProtocol;
 
@@ -88,14 +90,21 @@ impl Listeners {
                     let local = listener.local_addr().unwrap_or(addr);
                     let (stop, stopped) = oneshot::channel();
                     let closing = DrainTrigger::new();
+                    let drain = [self.drain.watcher(), closing.watcher()];
+                    let lot = Lot::new(self.gateway.metrics.parked_connections.clone());
+                    tokio::spawn(lot.clone().run(drain.clone()));
+                    let gives = Port {
+                        port,
+                        protocol,
+                        drain,
+                        lot,
+                    };
                     tokio::spawn(accept_loop(
                         self.gateway.clone(),
                         self.builder.clone(),
                         listener,
-                        port,
-                        protocol,
+                        gives,
                         stopped,
-                        [self.drain.watcher(), closing.watcher()],
                     ));
                     self.running.insert(
                         port,
@@ -128,30 +137,34 @@ impl Listeners {
     }
 }
 
+/// What an accept loop gives each of its connections.
+struct Port {
+    port: u16,
+    protocol: ListenerProtocol,
+    drain: [DrainWatch; 2],
+    /// Where its parked connections wait.
+    lot: Lot,
+}
+
 /// A connection the listener took, holding one of its connection slots.
 struct Accepted {
     stream: TcpStream,
     peer: SocketAddr,
     port: u16,
     protocol: ListenerProtocol,
-    _slot: OwnedSemaphorePermit,
+    from: FromListener,
 }
 
 /// Serves one accepted connection by the listener's protocol, after the PROXY protocol
 /// header when the edge expects one. Spawned as is: every layer of future around it would
 /// add its arguments to the connection's task, for as long as the connection lives.
-async fn serve_accepted(
-    gw: Arc<Gateway>,
-    builder: Arc<serve::Protocols>,
-    accepted: Accepted,
-    drain: [DrainWatch; 2],
-) {
+async fn serve_accepted(gw: Arc<Gateway>, builder: Arc<serve::Protocols>, accepted: Accepted) {
     let Accepted {
         mut stream,
         mut peer,
         port,
         protocol,
-        _slot,
+        from,
     } = accepted;
     if gw.edge.proxy_protocol {
         match proxy_protocol::read(&mut stream).await {
@@ -173,12 +186,15 @@ async fn serve_accepted(
     match protocol {
         ListenerProtocol::Http => {
             let _ = stream.set_nodelay(true);
-            serve::connection(gw, builder, stream, info, drain).await;
+            serve::connection(gw, builder, stream, info, from).await;
         }
         ListenerProtocol::Tls => {
-            Box::pin(tls::serve::connection(gw, builder, stream, info, drain)).await;
+            Box::pin(tls::serve::connection(gw, builder, stream, info, from)).await;
         }
-        ListenerProtocol::Tcp => Box::pin(tcp::connection(gw, stream, info)).await,
+        ListenerProtocol::Tcp => {
+            let _slot = from.slot;
+            Box::pin(tcp::connection(gw, stream, info)).await;
+        }
     }
 }
 
@@ -198,10 +214,8 @@ async fn accept_loop(
     gw: Arc<Gateway>,
     builder: Arc<serve::Protocols>,
     listener: TcpListener,
-    port: u16,
-    protocol: ListenerProtocol,
+    port: Port,
     mut stopped: oneshot::Receiver<()>,
-    drain: [DrainWatch; 2],
 ) {
     let slots = Arc::new(Semaphore::new(gw.edge.max_connections));
     loop {
@@ -211,17 +225,21 @@ async fn accept_loop(
                 Ok((stream, peer)) => {
                     // Over the limit, the new connection is shed at once; the others go on.
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        tracing::debug!(port, %peer, "connection limit reached; connection closed");
+                        tracing::debug!(port = port.port, %peer, "connection limit reached; connection closed");
                         drop(stream);
                         continue;
                     };
-                    let accepted = Accepted { stream, peer, port, protocol, _slot: slot };
-                    let (gw, builder, drain) = (gw.clone(), builder.clone(), drain.clone());
-                    tokio::spawn(serve_accepted(gw, builder, accepted, drain));
+                    let from = FromListener {
+                        drain: port.drain.clone(),
+                        lot: port.lot.clone(),
+                        slot: Some(slot),
+                    };
+                    let accepted = Accepted { stream, peer, port: port.port, protocol: port.protocol, from };
+                    tokio::spawn(serve_accepted(gw.clone(), builder.clone(), accepted));
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(port, "accept failed: {e}");
+                    tracing::warn!(port = port.port, "accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             }

@@ -1,8 +1,8 @@
 //! Serving one downstream connection: HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the
 //! same port, told apart by the HTTP/2 preface. HTTP/1.1 connections can be upgraded
 //! (WebSocket): the handler then splices them to the upstream's. An HTTP/1.1 connection quiet
-//! between requests is parked ([`crate::parking`]) and served by a new hyper connection when
-//! its next request arrives.
+//! between requests is parked ([`crate::parking`]): its task ends, and its listener's lot
+//! starts it again, with a new hyper connection, when its next request arrives.
 //!
 //! Limits of the HTTP libraries are set here; the timeouts and the premature-reset rule they
 //! lack are enforced by the connection's [`Activity`].
@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::Request;
 use hyper::body::Incoming;
@@ -19,13 +20,15 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 
 use crate::Gateway;
 use crate::activity::{Activity, ClientBody, Ending, Timeouts, Tracked, Watched};
 use crate::drain::DrainWatch;
 use crate::edge::EdgeSettings;
 use crate::handler::{ConnInfo, handle};
-use crate::parking::{Parkable, Protocol};
+use crate::parking::{Lot, Parkable, Parked, Protocol};
 use crate::telemetry::TelemetryBody;
 
 /// Envoy's limits: 60 KiB of request headers, 100 headers (431 beyond).
@@ -72,6 +75,16 @@ pub fn protocols(edge: &EdgeSettings) -> Protocols {
     Protocols { http1, http2 }
 }
 
+/// What a connection keeps of its listener for as long as it lives, parked or not.
+pub struct FromListener {
+    /// The gateway's drain and the listener's (when its port goes).
+    pub drain: [DrainWatch; 2],
+    /// Where the connection waits while it is parked.
+    pub lot: Lot,
+    /// The listener's connection slot (`--max-connections`) the connection holds.
+    pub slot: Option<OwnedSemaphorePermit>,
+}
+
 /// Serves one client connection. Set up before the returned future is first polled, so that
 /// the future carries only what the connection needs (not its arguments as well).
 pub fn connection<S>(
@@ -79,95 +92,152 @@ pub fn connection<S>(
     protocols: Arc<Protocols>,
     stream: S,
     mut info: ConnInfo,
-    drain: [DrainWatch; 2],
+    from: FromListener,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let [shutdown, closing] = drain;
+    let FromListener {
+        drain: [shutdown, closing],
+        lot,
+        slot,
+    } = from;
     info.drain = Some(shutdown.clone());
-    let peer = info.peer;
     let activity = Activity::new();
-    let mut watch = Watch {
-        timeouts: gw.edge.timeouts(),
-        activity: activity.clone(),
-        shutdown,
-        closing,
-        peer,
-        parked: gw.metrics.parked_connections.clone(),
-    };
-    let open = GaugeGuard::new(&gw.metrics.active_connections);
-    let service = Service {
-        gw,
-        info: Arc::new(info),
-        activity: activity.clone(),
+    let conn = Conn {
+        watch: Watch {
+            timeouts: gw.edge.timeouts(),
+            activity: activity.clone(),
+            shutdown,
+            closing,
+            peer: info.peer,
+        },
+        _open: GaugeGuard::new(&gw.metrics.active_connections),
+        service: Service {
+            gw,
+            info: Arc::new(info),
+            activity: activity.clone(),
+        },
+        protocols,
+        lot,
+        _slot: slot,
     };
     let io = Parkable::new(Watched::new(stream, activity.clone()), activity);
-    async move {
-        let _open = open;
-        if let Err(e) = serve(&protocols, io, service, &mut watch).await {
-            tracing::debug!(peer = %watch.peer, "connection ended: {e}");
-        }
-    }
+    serve(conn, io)
 }
 
 type Io<S> = Parkable<Watched<S>>;
 
-async fn serve<S>(
-    protocols: &Protocols,
-    mut io: Io<S>,
+/// Everything a client connection needs besides its socket; it waits in the lot with the
+/// socket while the connection is parked.
+struct Conn {
+    protocols: Arc<Protocols>,
     service: Service,
-    watch: &mut Watch,
-) -> Result<(), ConnError>
+    watch: Watch,
+    lot: Lot,
+    _open: GaugeGuard,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Conn {
+    fn ended(&self, result: Result<(), ConnError>) {
+        if let Err(e) = result {
+            tracing::debug!(peer = %self.watch.peer, "connection ended: {e}");
+        }
+    }
+}
+
+async fn serve<S>(mut conn: Conn, mut io: Io<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let protocol = match watch.unless_ending(io.sniff()).await {
+    let protocol = match conn.watch.unless_ending(io.sniff()).await {
         Some(Ok(Some(p))) => p,
-        Some(Err(e)) => return Err(ConnError::Io(e)),
-        Some(Ok(None)) | None => return Ok(()),
+        Some(Err(e)) => return conn.ended(Err(ConnError::Io(e))),
+        Some(Ok(None)) | None => return,
     };
-    if protocol == Protocol::Http2 {
-        // HTTP/2 is never parked: h2 owns the connection until it ends.
-        watch.timeouts.park = None;
-        watch.activity.speaks_http2();
-        let conn = protocols
-            .http2
-            .serve_connection(TokioIo::new(io), service.clone());
-        let mut conn = Box::pin(conn);
-        return drive(conn.as_mut(), watch).await.1.map_err(ConnError::Http);
+    if protocol == Protocol::Http1 {
+        return http1(conn, io).await;
     }
-    loop {
-        watch.activity.request_park(false);
-        let conn = protocols
+    // HTTP/2 is never parked: h2 owns the connection until it ends.
+    conn.watch.timeouts.park = None;
+    conn.watch.activity.speaks_http2();
+    let h2 = conn
+        .protocols
+        .http2
+        .serve_connection(TokioIo::new(io), conn.service.clone());
+    let mut h2 = Box::pin(h2);
+    let (_, result) = drive(h2.as_mut(), &mut conn.watch).await;
+    conn.ended(result.map_err(ConnError::Http));
+}
+
+/// Serves HTTP/1 requests, one hyper connection after another, until the connection closes
+/// or is parked (the lot then has it, and this task ends).
+async fn http1<S>(mut conn: Conn, mut io: Io<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let result = loop {
+        conn.watch.activity.request_park(false);
+        let h1 = conn
+            .protocols
             .http1
-            .serve_connection(TokioIo::new(io), service.clone())
+            .serve_connection(TokioIo::new(io), conn.service.clone())
             .with_upgrades();
-        // Boxed: hyper's connection state is then freed while the connection is parked.
-        let mut conn = Box::pin(conn);
-        let (draining, result) = drive(conn.as_mut(), watch).await;
-        result.map_err(ConnError::Http)?;
+        // Boxed: hyper's connection state is then freed when the connection is parked.
+        let mut h1 = Box::pin(h1);
+        let (draining, result) = drive(h1.as_mut(), &mut conn.watch).await;
+        if let Err(e) = result {
+            break Err(ConnError::Http(e));
+        }
         // `None`: upgraded (WebSocket, CONNECT); the handler has the connection.
-        let Some(parts) = Pin::into_inner(conn).into_parts() else {
-            return Ok(());
+        let Some(parts) = Pin::into_inner(h1).into_parts() else {
+            break Ok(());
         };
-        // Taken apart here: `parts` held across the wait below would grow every task.
+        // Taken apart here: `parts` held across an await would grow every connection's task.
         let hyper::server::conn::http1::Parts {
             io: tio, read_buf, ..
         } = parts;
         io = tio.into_inner();
         if draining || !io.parked() {
-            return Ok(());
+            break Ok(());
         }
         io.unpark(read_buf);
         if !io.has_prefix() {
-            let _parked = GaugeGuard::new(&watch.parked);
-            match watch.unless_ending(io.wake()).await {
-                Some(Ok(true)) => {}
-                Some(Err(e)) => return Err(ConnError::Io(e)),
-                Some(Ok(false)) | None => return Ok(()),
-            }
+            let lot = conn.lot.clone();
+            lot.park(Box::new(ParkedConn { conn, io }));
+            return;
         }
+    };
+    conn.ended(result);
+}
+
+/// A connection in its listener's lot, between two requests.
+struct ParkedConn<S> {
+    conn: Conn,
+    io: Io<S>,
+}
+
+impl<S> Parked for ParkedConn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        self.io.poll_wake(cx)
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        let watch = &self.conn.watch;
+        watch.activity.idle_deadline(watch.timeouts.idle)
+    }
+
+    fn resume(self: Box<Self>) {
+        let ParkedConn { conn, io } = *self;
+        tokio::spawn(http1(conn, io));
+    }
+
+    fn expire(self: Box<Self>) {
+        self.conn.watch.log(Ending::Idle);
     }
 }
 
@@ -187,7 +257,6 @@ struct Watch {
     shutdown: DrainWatch,
     closing: DrainWatch,
     peer: SocketAddr,
-    parked: Gauge,
 }
 
 /// One more on a gauge while it lives.

@@ -10,9 +10,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::prefixed::Prefixed;
 use super::{client_hello, xfcc};
-use crate::drain::DrainWatch;
 use crate::egress::original_dst::Target;
 use crate::handler::ConnInfo;
+use crate::serve::FromListener;
 use crate::{Gateway, serve, tcp};
 
 /// A client has this long to send its ClientHello and finish the handshake.
@@ -23,7 +23,7 @@ pub async fn connection(
     builder: Arc<serve::Protocols>,
     mut stream: TcpStream,
     mut info: ConnInfo,
-    drain: [DrainWatch; 2],
+    from: FromListener,
 ) {
     let _ = stream.set_nodelay(true);
     let mut head = Vec::new();
@@ -97,7 +97,7 @@ pub async fn connection(
                         }
                     };
                     drop(active);
-                    serve::connection(gw, builder, tls, info, drain).await;
+                    serve::connection(gw, builder, tls, info, from).await;
                 }
                 ChainRoutes::Tcp(routes) => {
                     if let Some(r) = first_tcp_route(routes) {

@@ -1,25 +1,10 @@
-//! Parking idle HTTP/1 connections, so that thousands of keep-alive clients cost kilobytes
-//! each instead of tens of kilobytes.
-//!
-//! hyper keeps, for every connection, its state and its read and write buffers (8 KB each, the
-//! read buffer often grown to 16 KB) from the first request until the connection closes, and
-//! has no setting to give them back while the connection waits. So a connection that stays
-//! quiet between requests ([`crate::activity::Ending::Park`]) ends hyper's connection without
-//! closing the socket: [`Parkable`] answers hyper's next read with an end of stream, which
-//! hyper takes as the client closing an idle connection, and skips the shutdown hyper then
-//! asks for. The socket waits alone for the next request's first byte ([`Parkable::wake`]);
-//! that byte, and anything hyper had read but not parsed, are read again by the next hyper
-//! connection, which serves the next request as if nothing happened.
-//!
-//! The made-up end of stream is given only when nothing could be lost by it: the connection
-//! is between requests as the [`crate::activity::Activity`] sees it (no request in flight, no
-//! request body still arriving, no byte of the next head), the socket has nothing to read, and
-//! hyper has flushed everything it wrote.
+//! The client's side of a parkable connection: ends hyper's connection with a made-up end of
+//! stream, keeps the socket, and replays what was read ahead of the next hyper connection.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -105,14 +90,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Parkable<S> {
         self.inner.has_head()
     }
 
-    /// Waits, parked, for the next request's first byte; `false` if the client closed.
-    pub async fn wake(&mut self) -> io::Result<bool> {
+    /// Polls, parked, for the next request's first byte, which is then read again by the next
+    /// hyper connection; `false` if the client closed.
+    pub fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let mut first = [0u8; 1];
-        if self.inner.read(&mut first).await? == 0 {
-            return Ok(false);
+        let mut buf = ReadBuf::new(&mut first);
+        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
+        if buf.filled().is_empty() {
+            return Poll::Ready(Ok(false));
         }
-        self.inner.replay(&first);
-        Ok(true)
+        self.inner.replay(buf.filled());
+        Poll::Ready(Ok(true))
     }
 }
 
@@ -247,7 +235,8 @@ mod tests {
         io.unpark(Bytes::new());
         activity.request_park(false);
         client.write_all(b"POST").await.unwrap_or_default();
-        assert!(io.wake().await.unwrap_or(false));
+        let woken = std::future::poll_fn(|cx| io.poll_wake(cx)).await;
+        assert!(woken.unwrap_or(false));
         let mut woke = [0u8; 4];
         io.read_exact(&mut woke).await.unwrap_or_default();
         assert_eq!(&woke, b"POST");
