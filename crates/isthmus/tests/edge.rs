@@ -1091,7 +1091,10 @@ async fn a_parked_connection_keeps_its_slot_until_its_client_closes_it() {
 async fn parked_connections_close_when_their_port_goes_and_the_others_stay() {
     let backend = recording_backend("public", |_| Answer::ok()).await;
     let mut files = vec![
-        ("gw.yaml".to_string(), gateway(&[(80, &["*"]), (81, &["*"])])),
+        (
+            "gw.yaml".to_string(),
+            gateway(&[(80, &["*"]), (81, &["*"])]),
+        ),
         (
             "b.yaml".to_string(),
             service("public", "public.internal", &[(backend.addr, "v1")]),

@@ -734,6 +734,69 @@ async fn rotating_a_secret_serves_the_new_certificate_and_keeps_connections() {
     assert_eq!(r.json()["path"], "/after");
 }
 
+async fn parked(g: &Gateway) -> f64 {
+    metric_sum(
+        &g.prometheus().await,
+        "isthmus_downstream_connections_parked",
+        &[],
+    )
+}
+
+#[tokio::test]
+async fn quiet_https_connections_are_parked_keep_their_session_and_serve_again() {
+    let ca = Pki::new("park");
+    let host = "park.example.com";
+    let mut files = http_app("park", &[host]).await;
+    files.push((
+        "secret.yaml".into(),
+        tls_secret("park-cred", &ca.server(&[host]), None),
+    ));
+    files.push((
+        "gw.yaml".into(),
+        gateway_servers(&[server(443, "https", "HTTPS", &[host], &simple("park-cred"))]),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let args = [BIND_443, &["--park-idle-after", "50ms"]].concat();
+    let g = Gateway::start_with(&refs, &args).await;
+    let addr = g.addr(443).await;
+    let mut conns = Vec::new();
+    for i in 0..5 {
+        let stream = tls_connect(addr, host, &tls_client(&ca, None))
+            .await
+            .unwrap();
+        let mut conn = h1_conn(stream).await;
+        let r = conn.get(host, &format!("/first/{i}")).await.unwrap();
+        assert_eq!(r.status, 200);
+        conns.push(conn);
+    }
+    eventually("every quiet connection parked", || async {
+        parked(&g).await == 5.0
+    })
+    .await;
+    // Each is answered on the same TLS session: rustls' state waited with the socket.
+    for (i, conn) in conns.iter_mut().enumerate() {
+        let path = format!("/again/{i}");
+        let r = conn.get(host, &path).await.unwrap();
+        assert_eq!(
+            (r.status, r.json()["path"].as_str()),
+            (200, Some(path.as_str()))
+        );
+    }
+    eventually("the connections parked again", || async {
+        parked(&g).await == 5.0
+    })
+    .await;
+    // A client closing its parked connection takes it out of the lot.
+    conns.truncate(3);
+    eventually("the closed connections left the lot", || async {
+        parked(&g).await == 3.0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn rotating_certificate_files_in_place_serves_the_new_certificate() {
     let ca = Pki::new("rotation-files");
