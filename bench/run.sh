@@ -657,8 +657,12 @@ bench_once() { # proxy run
 
 # Holds IDLE_CONNS idle keep-alive connections (each served one request) and
 # records the proxy's RSS with them open, in $WORK/idle.tsv.
+per_conn() { # rss_before_kb rss_after_kb
+    awk -v a="$1" -v b="$2" -v n="$IDLE_CONNS" 'BEGIN { printf "%.2f", (b - a) / n }'
+}
+
 measure_idle_conns() { # proxy run rss_idle_kb
-    local port rss_held fifo line
+    local port rss_held rss_live fifo line
     port=${PROXY_URL##*:}; port=${port%%/*}
     fifo=$WORK/idle.fifo; rm -f "$fifo"; mkfifo "$fifo"
     # The holder keeps its connections until its stdin (the fifo) closes.
@@ -675,28 +679,43 @@ measure_idle_conns() { # proxy run rss_idle_kb
     done
     sleep "$IDLE_HOLD"
     rss_held=$(rss_kb "$PROXY_PID")
+    # Then one second of traffic on one more connection, the idle ones still held: an
+    # allocator that gives freed pages back to the system only as it allocates again
+    # (mimalloc) then shows what the idle connections really hold.
+    (CONNECTIONS=1 RATE=0 run_load 1 "$PROXY_URL" "$WORK/idle.trickle")
+    rss_live=$(rss_kb "$PROXY_PID")
     exec 9>&-
     wait "$holder" || true
-    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rss_held" >>"$WORK/idle.tsv"
-    log "  $IDLE_CONNS idle connections: RSS $3 -> $rss_held kB ($(awk -v a="$3" -v b="$rss_held" -v n="$IDLE_CONNS" 'BEGIN { printf "%.2f", (b - a) / n }') kB each)"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rss_held" "$rss_live" >>"$WORK/idle.tsv"
+    log "  $IDLE_CONNS idle connections: RSS $3 -> $rss_held kB quiet ($(per_conn "$3" "$rss_held") kB each), $rss_live kB after a trickle of traffic ($(per_conn "$3" "$rss_live") kB each)"
     sleep 1 # let the proxy close them before the load
 }
 
 print_idle_table() {
     [[ -s $WORK/idle.tsv ]] || return 0
     echo "Idle keep-alive connections: $IDLE_CONNS held open (one request each), RSS before and with them (medians)"
-    printf '%-14s %10s %10s %12s %10s\n' proxy RSSidleMB RSSheldMB kB_per_conn vs_nginx
-    local p base="" med_i med_h per
+    echo "  quiet: read after IDLE_HOLD seconds without traffic; live: after one more second of"
+    echo "  traffic on one other connection (an allocator may return freed pages only as it allocates)"
+    printf '%-14s %10s %10s %12s %10s %10s %10s\n' proxy RSSidleMB RSSheldMB kB_per_conn vs_nginx kB_live vs_nginx
+    local p base="" base_live="" med_i med_h med_l per live
     for p in $PROXIES; do
-        med_i=$(awk -F'\t' -v p="$p" '$1 == p { print $3 }' "$WORK/idle.tsv" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-        med_h=$(awk -F'\t' -v p="$p" '$1 == p { print $4 }' "$WORK/idle.tsv" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+        med_i=$(idle_median "$p" 3)
+        med_h=$(idle_median "$p" 4)
+        med_l=$(idle_median "$p" 5)
         [[ -n $med_i ]] || continue
-        per=$(awk -v a="$med_i" -v b="$med_h" -v n="$IDLE_CONNS" 'BEGIN { printf "%.2f", (b - a) / n }')
-        [[ $p == nginx ]] && base=$per
-        printf '%-14s %10.1f %10.1f %12s %10s\n' "$p" "$(awk -v k="$med_i" 'BEGIN { print k / 1024 }')" \
-            "$(awk -v k="$med_h" 'BEGIN { print k / 1024 }')" "$per" "$( [[ -n $base ]] && ratio "$per" "$base" || echo -)"
+        per=$(per_conn "$med_i" "$med_h")
+        live=$(per_conn "$med_i" "$med_l")
+        [[ $p == nginx ]] && base=$per && base_live=$live
+        printf '%-14s %10.1f %10.1f %12s %10s %10s %10s\n' "$p" "$(awk -v k="$med_i" 'BEGIN { print k / 1024 }')" \
+            "$(awk -v k="$med_h" 'BEGIN { print k / 1024 }')" "$per" "$( [[ -n $base ]] && ratio "$per" "$base" || echo -)" \
+            "$live" "$( [[ -n $base_live ]] && ratio "$live" "$base_live" || echo -)"
     done
     echo
+}
+
+idle_median() { # proxy column (of idle.tsv)
+    awk -F'\t' -v p="$1" -v c="$2" '$1 == p { print $c }' "$WORK/idle.tsv" | sort -g |
+        awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
 # The logged row's proof of work: lines written and lines dropped (the writer

@@ -1057,6 +1057,45 @@ async fn parked_connections_still_close_at_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_head_dribbled_into_a_parked_connection_is_cut_off_at_the_headers_timeout() {
+    let (g, _, public) = start(&[
+        "--park-idle-after",
+        "50ms",
+        "--request-headers-timeout",
+        "1s",
+    ])
+    .await;
+    let mut s = TcpStream::connect(g.addr(80).await).await.unwrap();
+    assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
+    eventually("the connection parked", || async {
+        parked(&g).await == 1.0
+    })
+    .await;
+    // Woken by its first byte, the next head then comes one byte at a time, never ending.
+    let started = tokio::time::Instant::now();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let head = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: ");
+        for b in head.bytes().chain(std::iter::repeat(b'X')) {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, rd.read_to_end(&mut out))
+        .await
+        .expect("the slow head was not cut off")
+        .ok();
+    writer.abort();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    assert_eq!(public.count(), 1);
+}
+
+#[tokio::test]
 async fn a_parked_connection_keeps_its_slot_until_its_client_closes_it() {
     let (g, _, _) = start(&[
         "--park-idle-after",

@@ -140,6 +140,14 @@ impl Activity {
         self.arm_on_read.store(false, Ordering::Relaxed);
     }
 
+    /// The connection speaks HTTP/1, as a parked connection is known to (its next bytes are
+    /// not read through [`Watched`] first).
+    pub fn speaks_http1(&self) {
+        let mut s = self.lock();
+        s.seen_bytes = true;
+        s.http2 = false;
+    }
+
     /// The connection speaks HTTP/2, as its preface said (the first read alone may be too
     /// short to tell).
     pub fn speaks_http2(&self) {
@@ -405,6 +413,10 @@ pub struct Watched<S> {
 impl<S> Watched<S> {
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
         Watched { inner, activity }
+    }
+
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 

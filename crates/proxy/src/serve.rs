@@ -12,7 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use http::Request;
 use hyper::body::Incoming;
@@ -28,7 +28,7 @@ use crate::activity::{Activity, ClientBody, Ending, Timeouts, Tracked, Watched};
 use crate::drain::DrainWatch;
 use crate::edge::EdgeSettings;
 use crate::handler::{ConnInfo, handle};
-use crate::parking::{Lot, Parkable, Parked, Protocol};
+use crate::parking::{Lot, Parkable, Parked, Protocol, poll_first_byte};
 use crate::telemetry::TelemetryBody;
 
 /// Envoy's limits: 60 KiB of request headers, 100 headers (431 beyond).
@@ -97,96 +97,112 @@ pub fn connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let FromListener {
-        drain: [shutdown, closing],
-        lot,
-        slot,
-    } = from;
-    info.drain = Some(shutdown.clone());
-    let activity = Activity::new();
+    let FromListener { drain, lot, slot } = from;
+    info.drain = Some(drain[0].clone());
     let conn = Conn {
-        watch: Watch {
-            timeouts: gw.edge.timeouts(),
-            activity: activity.clone(),
-            shutdown,
-            closing,
-            peer: info.peer,
-        },
         _open: GaugeGuard::new(&gw.metrics.active_connections),
-        service: Service {
-            gw,
-            info: Arc::new(info),
-            activity: activity.clone(),
-        },
+        gw,
         protocols,
+        info: Arc::new(info),
         lot,
         _slot: slot,
     };
-    let io = Parkable::new(Watched::new(stream, activity.clone()), activity);
-    serve(conn, io)
+    let (io, watch) = conn.start(stream, drain, None);
+    serve(conn, io, watch)
 }
 
 type Io<S> = Parkable<Watched<S>>;
 
-/// Everything a client connection needs besides its socket; it waits in the lot with the
-/// socket while the connection is parked.
+/// What a client connection keeps from one hyper connection to the next, and while parked.
+/// Its [`Activity`] and the [`Watch`] on it are made anew each time it wakes.
 struct Conn {
+    gw: Arc<Gateway>,
     protocols: Arc<Protocols>,
-    service: Service,
-    watch: Watch,
+    info: Arc<ConnInfo>,
     lot: Lot,
     _open: GaugeGuard,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Conn {
+    /// What serving `stream` takes besides the connection; `woken_by` is the byte that woke
+    /// a parked connection (read by its lot), which starts its next HTTP/1 request.
+    fn start<S>(&self, stream: S, drain: [DrainWatch; 2], woken_by: Option<u8>) -> (Io<S>, Watch)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let activity = Activity::new();
+        let [shutdown, closing] = drain;
+        let watch = Watch {
+            timeouts: self.gw.edge.timeouts(),
+            activity: activity.clone(),
+            shutdown,
+            closing,
+            peer: self.info.peer,
+        };
+        let mut io = Parkable::new(Watched::new(stream, activity.clone()), activity);
+        if let Some(byte) = woken_by {
+            watch.activity.speaks_http1();
+            io.unpark(&[byte]);
+        }
+        (io, watch)
+    }
+
+    fn service(&self, watch: &Watch) -> Service {
+        Service {
+            gw: self.gw.clone(),
+            info: self.info.clone(),
+            activity: watch.activity.clone(),
+        }
+    }
+
     fn ended(&self, result: Result<(), ConnError>) {
         if let Err(e) = result {
-            tracing::debug!(peer = %self.watch.peer, "connection ended: {e}");
+            tracing::debug!(peer = %self.info.peer, "connection ended: {e}");
         }
     }
 }
 
-async fn serve<S>(mut conn: Conn, mut io: Io<S>)
+async fn serve<S>(conn: Conn, mut io: Io<S>, mut watch: Watch)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let protocol = match conn.watch.unless_ending(io.sniff()).await {
+    let protocol = match watch.unless_ending(io.sniff()).await {
         Some(Ok(Some(p))) => p,
         Some(Err(e)) => return conn.ended(Err(ConnError::Io(e))),
         Some(Ok(None)) | None => return,
     };
     if protocol == Protocol::Http1 {
-        return http1(conn, io).await;
+        return http1(conn, io, watch).await;
     }
     // HTTP/2 is never parked: h2 owns the connection until it ends.
-    conn.watch.timeouts.park = None;
-    conn.watch.activity.speaks_http2();
+    watch.timeouts.park = None;
+    watch.activity.speaks_http2();
     let h2 = conn
         .protocols
         .http2
-        .serve_connection(TokioIo::new(io), conn.service.clone());
+        .serve_connection(TokioIo::new(io), conn.service(&watch));
     let mut h2 = Box::pin(h2);
-    let (_, result) = drive(h2.as_mut(), &mut conn.watch).await;
+    let (_, result) = drive(h2.as_mut(), &mut watch).await;
     conn.ended(result.map_err(ConnError::Http));
 }
 
 /// Serves HTTP/1 requests, one hyper connection after another, until the connection closes
 /// or is parked (the lot then has it, and this task ends).
-async fn http1<S>(mut conn: Conn, mut io: Io<S>)
+async fn http1<S>(conn: Conn, mut io: Io<S>, mut watch: Watch)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let result = loop {
-        conn.watch.activity.request_park(false);
+        watch.activity.request_park(false);
         let h1 = conn
             .protocols
             .http1
-            .serve_connection(TokioIo::new(io), conn.service.clone())
+            .serve_connection(TokioIo::new(io), conn.service(&watch))
             .with_upgrades();
         // Boxed: hyper's connection state is then freed when the connection is parked.
         let mut h1 = Box::pin(h1);
-        let (draining, result) = drive(h1.as_mut(), &mut conn.watch).await;
+        let (draining, result) = drive(h1.as_mut(), &mut watch).await;
         if let Err(e) = result {
             break Err(ConnError::Http(e));
         }
@@ -202,20 +218,41 @@ where
         if draining || !io.parked() {
             break Ok(());
         }
-        io.unpark(read_buf);
+        io.unpark(&read_buf);
         if !io.has_prefix() {
-            let lot = conn.lot.clone();
-            lot.park(Box::new(ParkedConn { conn, io }));
-            return;
+            return park(conn, io, watch);
         }
     };
     conn.ended(result);
 }
 
-/// A connection in its listener's lot, between two requests.
+/// Hands a connection between requests, with nothing read of the next, to its lot.
+fn park<S>(conn: Conn, io: Io<S>, watch: Watch)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let deadline = watch.activity.idle_deadline(watch.timeouts.idle);
+    let Watch {
+        shutdown, closing, ..
+    } = watch;
+    let lot = conn.lot.clone();
+    lot.park(Box::new(ParkedConn {
+        conn,
+        drain: [shutdown, closing],
+        stream: io.into_inner().into_inner(),
+        deadline,
+        woken_by: 0,
+    }));
+}
+
+/// A connection in its listener's lot, between two requests: no HTTP state, no task.
 struct ParkedConn<S> {
     conn: Conn,
-    io: Io<S>,
+    drain: [DrainWatch; 2],
+    stream: S,
+    deadline: Option<Instant>,
+    /// The next request's first byte, once read.
+    woken_by: u8,
 }
 
 impl<S> Parked for ParkedConn<S>
@@ -223,21 +260,29 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
-        self.io.poll_wake(cx)
+        let first = ready!(poll_first_byte(&mut self.stream, cx))?;
+        self.woken_by = first.unwrap_or(0);
+        Poll::Ready(Ok(first.is_some()))
     }
 
     fn idle_deadline(&self) -> Option<Instant> {
-        let watch = &self.conn.watch;
-        watch.activity.idle_deadline(watch.timeouts.idle)
+        self.deadline
     }
 
     fn resume(self: Box<Self>) {
-        let ParkedConn { conn, io } = *self;
-        tokio::spawn(http1(conn, io));
+        let ParkedConn {
+            conn,
+            drain,
+            stream,
+            woken_by,
+            ..
+        } = *self;
+        let (io, watch) = conn.start(stream, drain, Some(woken_by));
+        tokio::spawn(http1(conn, io, watch));
     }
 
     fn expire(self: Box<Self>) {
-        self.conn.watch.log(Ending::Idle);
+        log_ending(self.conn.info.peer, Ending::Idle);
     }
 }
 
@@ -295,17 +340,20 @@ impl Watch {
     }
 
     fn log(&self, ending: Ending) {
-        let peer = self.peer;
-        match ending {
-            Ending::Idle => tracing::debug!(%peer, "idle timeout: closing the connection"),
-            Ending::HeadersTimeout => {
-                tracing::debug!(%peer, "request headers timeout: connection closed");
-            }
-            Ending::TooManyResets => {
-                tracing::info!(%peer, "too many premature stream resets: connection closed");
-            }
-            Ending::Park => {}
+        log_ending(self.peer, ending);
+    }
+}
+
+fn log_ending(peer: SocketAddr, ending: Ending) {
+    match ending {
+        Ending::Idle => tracing::debug!(%peer, "idle timeout: closing the connection"),
+        Ending::HeadersTimeout => {
+            tracing::debug!(%peer, "request headers timeout: connection closed");
         }
+        Ending::TooManyResets => {
+            tracing::info!(%peer, "too many premature stream resets: connection closed");
+        }
+        Ending::Park => {}
     }
 }
 

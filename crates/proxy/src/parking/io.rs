@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::activity::Activity;
@@ -76,13 +75,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Parkable<S> {
     }
 
     /// Takes the connection back from a parked hyper connection, with the bytes hyper had
-    /// read but not parsed.
-    pub fn unpark(&mut self, unread: Bytes) {
+    /// read but not parsed (or, woken from its lot, the byte that woke it).
+    pub fn unpark(&mut self, unread: &[u8]) {
         self.parked = false;
         self.unflushed = false;
         // Copied: `unread` is a view of hyper's read buffer, and would keep all of it (8 to
         // 16 KB) allocated, even empty.
-        self.inner.replay(&unread);
+        self.inner.replay(unread);
     }
 
     /// Whether bytes wait to be given to hyper.
@@ -90,18 +89,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Parkable<S> {
         self.inner.has_head()
     }
 
-    /// Polls, parked, for the next request's first byte, which is then read again by the next
-    /// hyper connection; `false` if the client closed.
-    pub fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let mut first = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut first);
-        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut buf))?;
-        if buf.filled().is_empty() {
-            return Poll::Ready(Ok(false));
-        }
-        self.inner.replay(buf.filled());
-        Poll::Ready(Ok(true))
+    /// The client's side itself, for the lot; nothing is waiting to be given to hyper
+    /// ([`Parkable::has_prefix`]), or it would be lost.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
     }
+}
+
+/// Polls `stream`, parked, for the next request's first byte; `None` if the client closed.
+pub fn poll_first_byte<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<Option<u8>>> {
+    let mut first = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut first);
+    ready!(Pin::new(stream).poll_read(cx, &mut buf))?;
+    Poll::Ready(Ok(buf.filled().first().copied()))
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Parkable<S> {
@@ -232,11 +235,14 @@ mod tests {
         assert_eq!(io.read(&mut buf).await.ok(), Some(0));
         assert!(io.parked());
         io.shutdown().await.unwrap_or_default();
-        io.unpark(Bytes::new());
-        activity.request_park(false);
+        io.unpark(&[]);
+        assert!(!io.has_prefix());
+        let mut stream = io.into_inner();
         client.write_all(b"POST").await.unwrap_or_default();
-        let woken = std::future::poll_fn(|cx| io.poll_wake(cx)).await;
-        assert!(woken.unwrap_or(false));
+        let woken = std::future::poll_fn(|cx| poll_first_byte(&mut stream, cx)).await;
+        assert_eq!(woken.ok().flatten(), Some(b'P'));
+        let mut io = Parkable::new(stream, Activity::new());
+        io.unpark(b"P");
         let mut woke = [0u8; 4];
         io.read_exact(&mut woke).await.unwrap_or_default();
         assert_eq!(&woke, b"POST");

@@ -10,7 +10,7 @@
 //! asks for. The connection's task then ends too: what the connection needs to go on (its
 //! socket, its settings, its drain watches) waits in its listener's [`Lot`], which has one task
 //! for all its parked connections and no timer or future per connection. When the next
-//! request's first byte arrives ([`Parkable::poll_wake`]), the lot spawns the connection's task
+//! request's first byte arrives ([`poll_first_byte`]), the lot spawns the connection's task
 //! again; that byte, and anything hyper had read but not parsed, are read again by a new hyper
 //! connection, which serves the request as if nothing happened.
 //!
@@ -25,5 +25,5 @@
 mod io;
 mod lot;
 
-pub use io::{Parkable, Protocol};
+pub use io::{Parkable, Protocol, poll_first_byte};
 pub use lot::{Lot, Parked};

@@ -29,6 +29,11 @@ impl<S> Prefixed<S> {
         self.pos = 0;
     }
 
+    /// The stream itself, dropping any bytes not yet replayed.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// Whether bytes wait to be replayed.
     pub fn has_head(&self) -> bool {
         self.pos < self.head.len()
