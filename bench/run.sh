@@ -37,7 +37,8 @@
 #                  saturation rather than closed-loop queueing             (default 0)
 #   IDLE_CONNS   if > 0, before the load of each run hold this many idle keep-alive
 #                  connections (one request each) and report the proxy's RSS per
-#                  idle connection in a second table                       (default 0)
+#                  idle connection in a second table, quiet and after one second of
+#                  traffic on one other connection (live)                  (default 0)
 #   IDLE_HOLD    seconds the idle connections stay quiet, once all are open,
 #                  before RSS is read: what an idle connection holds, not
 #                  what it held while busy (Isthmus parks after 1 s)     (default 3)
