@@ -928,6 +928,21 @@ async fn parked(g: &Gateway) -> f64 {
     )
 }
 
+async fn until_parked(g: &Gateway, n: f64, what: &str) {
+    eventually(what, || async { parked(g).await == n }).await;
+}
+
+/// A keep-alive connection to each of `addrs`, each served one request.
+async fn served_once(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<TcpStream> {
+    let mut conns = Vec::new();
+    for addr in addrs {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
+        conns.push(s);
+    }
+    conns
+}
+
 /// Reads from `s` until `n` whole responses (`Content-Length` bodies) have arrived.
 async fn responses(s: &mut TcpStream, n: usize) -> Vec<String> {
     let mut buf = Vec::new();
@@ -967,16 +982,8 @@ async fn responses(s: &mut TcpStream, n: usize) -> Vec<String> {
 async fn quiet_http1_connections_are_parked_and_serve_their_next_requests() {
     let (mut g, _, public) = start(&["--park-idle-after", "100ms"]).await;
     let addr = g.addr(80).await;
-    let mut conns = Vec::new();
-    for _ in 0..50 {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
-        conns.push(s);
-    }
-    eventually("every quiet connection parked", || async {
-        parked(&g).await == 50.0
-    })
-    .await;
+    let mut conns = served_once([addr; 50]).await;
+    until_parked(&g, 50.0, "every quiet connection parked").await;
 
     // The next request arrives in pieces on some connections, pipelined behind another on
     // others, with a body on the rest: each is answered as on a connection never parked.
@@ -1025,10 +1032,7 @@ async fn quiet_http1_connections_are_parked_and_serve_their_next_requests() {
     }
 
     // They park again, and a drain closes parked connections at once.
-    eventually("the connections parked again", || async {
-        parked(&g).await == 50.0
-    })
-    .await;
+    until_parked(&g, 50.0, "the connections parked again").await;
     g.signal("TERM");
     for s in &mut conns {
         closed_silently(s, "a parked connection stayed open through the drain").await;
@@ -1043,10 +1047,7 @@ async fn parked_connections_still_close_at_the_idle_timeout() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
     let idle_from = tokio::time::Instant::now();
-    eventually("the connection parked", || async {
-        parked(&g).await == 1.0
-    })
-    .await;
+    until_parked(&g, 1.0, "the connection parked").await;
     closed_silently(&mut s, "the parked connection stayed open").await;
     let idled = idle_from.elapsed();
     assert!(
@@ -1067,10 +1068,7 @@ async fn a_head_dribbled_into_a_parked_connection_is_cut_off_at_the_headers_time
     .await;
     let mut s = TcpStream::connect(g.addr(80).await).await.unwrap();
     assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
-    eventually("the connection parked", || async {
-        parked(&g).await == 1.0
-    })
-    .await;
+    until_parked(&g, 1.0, "the connection parked").await;
     // Woken by its first byte, the next head then comes one byte at a time, never ending.
     let started = tokio::time::Instant::now();
     let (mut rd, mut wr) = s.into_split();
@@ -1107,19 +1105,13 @@ async fn a_parked_connection_keeps_its_slot_until_its_client_closes_it() {
     let addr = g.addr(80).await;
     let mut a = TcpStream::connect(addr).await.unwrap();
     assert!(keep(&mut a).await.starts_with("HTTP/1.1 200"));
-    eventually("the connection parked", || async {
-        parked(&g).await == 1.0
-    })
-    .await;
+    until_parked(&g, 1.0, "the connection parked").await;
     // Parked, it still holds the listener's only slot: another connection is shed.
     let out = exchange(addr, req("/", "").as_bytes()).await;
     assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
     // Its client closes it while parked: the lot lets it go, and its slot with it.
     drop(a);
-    eventually("the closed connection left the lot", || async {
-        parked(&g).await == 0.0
-    })
-    .await;
+    until_parked(&g, 0.0, "the closed connection left the lot").await;
     eventually("the slot is free again", || async {
         !exchange(addr, req("/", "").as_bytes()).await.is_empty()
     })
@@ -1151,16 +1143,8 @@ async fn parked_connections_close_when_their_port_goes_and_the_others_stay() {
     ];
     let g = start_files_with(&files, &["--park-idle-after", "50ms"]).await;
     let (gone, kept) = (g.addr(80).await, g.addr(81).await);
-    let mut conns = Vec::new();
-    for addr in [gone, gone, kept, kept] {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
-        conns.push(s);
-    }
-    eventually("every connection parked", || async {
-        parked(&g).await == 4.0
-    })
-    .await;
+    let mut conns = served_once([gone, gone, kept, kept]).await;
+    until_parked(&g, 4.0, "every connection parked").await;
 
     files[0].1 = gateway(&[(81, &["*"])]);
     let before = g.generation().await;
@@ -1247,10 +1231,7 @@ async fn a_request_body_still_arriving_keeps_its_connection_from_parking() {
         .unwrap();
     assert_eq!(body, "5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n");
     // The connection goes on, and parks once it is quiet.
-    eventually("the quiet connection parked", || async {
-        parked(&g).await == 1.0
-    })
-    .await;
+    until_parked(&g, 1.0, "the quiet connection parked").await;
     s.write_all(format!("{head}0\r\n\r\n").as_bytes())
         .await
         .unwrap();
