@@ -336,11 +336,7 @@ async fn explain_agrees_with_the_running_gateway_on_sni_passthrough() {
             "  tls:\n  - match: [{sniHosts: [a.pass.example.com]}]\n    route: [{destination: {host: pass-a.internal}}]\n  - match: [{sniHosts: [b.pass.example.com]}]\n    route: [{destination: {host: pass-b.internal}}]\n",
         ),
     ));
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    let g = Gateway::start_with(&refs, &["--bind", "443=127.0.0.1:0"]).await;
+    let g = start_files_with(&files, &["--bind", "443=127.0.0.1:0"]).await;
     let addr = g.addr(443).await;
     let cfg = tls_client(&ca, None);
     for sni in [ha, hb, "c.pass.example.com"] {

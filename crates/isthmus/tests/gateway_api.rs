@@ -96,11 +96,7 @@ async fn start(name: &str, extra: Vec<(String, String)>, args: &[&str]) -> Gatew
     let mut files = base().await;
     files.extend(extra);
     files.push(("scenario.yaml".into(), scenario(name)));
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let g = Gateway::start_with(&refs, args).await;
+    let g = start_files_with(&files, args).await;
     let errors: Vec<String> = g
         .diagnostics()
         .await

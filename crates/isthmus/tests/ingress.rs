@@ -102,11 +102,7 @@ fn outcome(r: &Reply) -> String {
 async fn ingress_paths_route_in_istio_order_over_http_and_https() {
     let pki = Pki::new("ingress");
     let files = files(&pki).await;
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let g = Gateway::start_with(&refs, &["--bind", "443=127.0.0.1:0"]).await;
+    let g = start_files_with(&files, &["--bind", "443=127.0.0.1:0"]).await;
     let cases = [
         ("shop.example.com", "/", "web"),
         ("shop.example.com", "/cart", "web"),
@@ -169,11 +165,7 @@ async fn ingress_paths_route_in_istio_order_over_http_and_https() {
 async fn the_ingress_class_flag_chooses_which_ingresses_are_served() {
     let pki = Pki::new("ingress");
     let files = files(&pki).await;
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let g = Gateway::start_with(&refs, &["--ingress-class", "nginx"]).await;
+    let g = start_files_with(&files, &["--ingress-class", "nginx"]).await;
     let url = g.url(80, "/").await;
     assert_eq!(outcome(&get(&url, "other.example.com", &[]).await), "web");
     assert_eq!(outcome(&get(&url, "shop.example.com", &[]).await), "404");

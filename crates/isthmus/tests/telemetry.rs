@@ -90,14 +90,6 @@ async fn http_fixture() -> Http {
     }
 }
 
-async fn start(files: &[(String, String)], extra: &[&str]) -> Gateway {
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    Gateway::start_with(&refs, extra).await
-}
-
 // === Prometheus text ===
 
 #[derive(Debug, Clone)]
@@ -237,7 +229,7 @@ const HTTPBIN: &[(&str, &str)] = &[
 #[tokio::test]
 async fn http_requests_are_counted_with_istios_labels_and_flags() {
     let fx = http_fixture().await;
-    let g = start(&fx.files, &[]).await;
+    let g = start_files_with(&fx.files, &[]).await;
     let addr = g.addr(80).await;
     let call = |path: &'static str, host: &'static str| {
         let u = format!("http://{addr}{path}");
@@ -309,7 +301,7 @@ async fn http_requests_are_counted_with_istios_labels_and_flags() {
 #[tokio::test]
 async fn request_histograms_have_istios_buckets() {
     let fx = http_fixture().await;
-    let g = start(&fx.files, &[]).await;
+    let g = start_files_with(&fx.files, &[]).await;
     let url = format!("{}/ok", g.url(80, "").await);
     let mut body_bytes = 0;
     for _ in 0..3 {
@@ -380,7 +372,7 @@ async fn grpc_calls_report_their_grpc_status() {
             ),
         ),
     ];
-    let g = start(&files, &[]).await;
+    let g = start_files_with(&files, &[]).await;
     let addr = g.addr(80).await;
     let mut ok = grpc_call(addr, "grpc.example.com", "/test.Echo/Unary", b"x", &[]).await;
     assert_eq!(ok.rest().await, ["g1: x"]);
@@ -460,7 +452,7 @@ async fn echo_exchange(g: &Gateway) -> (SocketAddr, String) {
 #[tokio::test]
 async fn tcp_connections_and_bytes_are_counted() {
     let (files, _refusing) = tcp_files().await;
-    let g = start(&files, &[]).await;
+    let g = start_files_with(&files, &[]).await;
     echo_exchange(&g).await;
     // The refused one: the gateway closes the client's connection without a byte.
     assert!(closed_without_answer(g.addr(82).await, b"x").await);
@@ -505,7 +497,7 @@ async fn tcp_connections_and_bytes_are_counted() {
 #[tokio::test]
 async fn health_series_describe_the_gateway_and_its_upstreams() {
     let fx = http_fixture().await;
-    let g = start(&fx.files, &[]).await;
+    let g = start_files_with(&fx.files, &[]).await;
     let url = format!("{}/ok", g.url(80, "").await);
     assert_eq!(get(&url, HOST, &[]).await.status, 200);
     let cluster = [("cluster_name", "outbound|80||httpbin.local")];
@@ -558,7 +550,7 @@ async fn logging_gateway(
         "--access-log-format",
         format,
     ];
-    let g = start(files, &args).await;
+    let g = start_files_with(files, &args).await;
     (g, dir, path)
 }
 
@@ -842,7 +834,7 @@ fn traceparent(h: &BTreeMap<String, String>) -> (String, String, String) {
 async fn trace_context_is_continued_with_the_gateways_span() {
     let fx = http_fixture().await;
     // Nothing new is sampled: only incoming decisions can say "sampled".
-    let g = start(&fx.files, &["--trace-sampling", "0"]).await;
+    let g = start_files_with(&fx.files, &["--trace-sampling", "0"]).await;
 
     // W3C: same trace, the gateway's span as parent-id, flags kept, tracestate passed on.
     let h = traced(
@@ -906,7 +898,7 @@ async fn trace_context_is_continued_with_the_gateways_span() {
 #[tokio::test]
 async fn new_traces_follow_the_sampling_percentage() {
     let fx = http_fixture().await;
-    let g = start(&fx.files, &["--trace-sampling", "100"]).await;
+    let g = start_files_with(&fx.files, &["--trace-sampling", "100"]).await;
     let h = traced(&g, &[]).await;
     assert_eq!(traceparent(&h).2, "01");
     assert_eq!(h["x-b3-sampled"], "1");

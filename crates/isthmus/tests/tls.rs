@@ -27,11 +27,7 @@ use tokio::time::Instant;
 const BIND_443: &[&str] = &["--bind", "443=127.0.0.1:0"];
 
 async fn start_tls(files: &[(String, String)]) -> Gateway {
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    Gateway::start_with(&refs, BIND_443).await
+    start_files_with(files, BIND_443).await
 }
 
 /// A demo backend `name` behind ServiceEntry `NAME.internal`, and VirtualService `NAME`
@@ -755,12 +751,8 @@ async fn quiet_https_connections_are_parked_keep_their_session_and_serve_again()
         "gw.yaml".into(),
         gateway_servers(&[server(443, "https", "HTTPS", &[host], &simple("park-cred"))]),
     ));
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
     let args = [BIND_443, &["--park-idle-after", "50ms"]].concat();
-    let g = Gateway::start_with(&refs, &args).await;
+    let g = start_files_with(&files, &args).await;
     let addr = g.addr(443).await;
     let mut conns = Vec::new();
     for i in 0..5 {

@@ -22,11 +22,7 @@ const BIND_443: &[&str] = &["--bind", "443=127.0.0.1:0"];
 const CLIENT_URI: &str = "spiffe://cluster.local/ns/default/sa/client";
 
 async fn start_tls(files: &[(String, String)]) -> Gateway {
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    Gateway::start_with(&refs, BIND_443).await
+    start_files_with(files, BIND_443).await
 }
 
 /// A demo backend `name` (it echoes the request headers as JSON) behind ServiceEntry
