@@ -78,6 +78,10 @@ struct State {
     premature_resets: u64,
     /// The first bytes were read (protocol known).
     seen_bytes: bool,
+    /// What the connection's watch sleeps to (`None`: only to a change), and the headers
+    /// timeout it was given: see [`Activity::on_read`].
+    watch_until: Option<Instant>,
+    headers_timeout: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -105,6 +109,8 @@ impl Activity {
                 closed_streams: 0,
                 premature_resets: 0,
                 seen_bytes: false,
+                watch_until: None,
+                headers_timeout: None,
             }),
             arm_on_read: AtomicBool::new(true),
             abusive: AtomicBool::new(false),
@@ -133,9 +139,21 @@ impl Activity {
         // Bytes of a request body still arriving after its response are not a new head.
         let arms = s.active == 0 && s.bodies == 0 && !(s.http2 && s.started_streams > 0);
         if arms && s.head_since.is_none() {
-            s.head_since = Some(Instant::now());
+            let now = Instant::now();
+            s.head_since = Some(now);
+            // The watch is woken only if it would not wake up before the head's deadline
+            // anyway (the park's deadline, nearer, usually comes first): a wake-up costs a
+            // poll of the whole connection, and a head starts with every request.
+            let due = s.headers_timeout.map(|t| now + t);
+            let in_time = match (due, s.watch_until) {
+                (None, _) => true,
+                (Some(due), Some(wakes)) => wakes <= due,
+                (Some(_), None) => false,
+            };
             drop(s);
-            self.changed.notify_one();
+            if !in_time {
+                self.changed.notify_one();
+            }
         }
         self.arm_on_read.store(false, Ordering::Relaxed);
     }
@@ -164,7 +182,9 @@ impl Activity {
         s.head_since = None;
         self.arm_on_read.store(false, Ordering::Relaxed);
         drop(s);
-        self.changed.notify_one();
+        // No wake-up for [`Activity::watch`]: with a request in flight there is no deadline,
+        // so the one it sleeps to (if any) can only be too early, and it looks again then.
+        // Not waking it saves a poll of the whole connection per request.
         StreamGuard {
             activity: self.clone(),
             started: Instant::now(),
@@ -179,17 +199,22 @@ impl Activity {
         if !responded && started.elapsed() < PREMATURE_RESET_LIFETIME {
             s.premature_resets += 1;
         }
-        if premature_resets_excessive(s.premature_resets, s.closed_streams) {
+        let abusive = premature_resets_excessive(s.premature_resets, s.closed_streams);
+        if abusive {
             self.abusive.store(true, Ordering::Relaxed);
         }
-        if s.active == 0 && s.bodies == 0 {
+        let idle = s.active == 0 && s.bodies == 0;
+        if idle {
             s.idle_since = Instant::now();
             // Bytes from now on start the next request head (HTTP/1).
             self.arm_on_read
                 .store(!(s.http2 && s.started_streams > 0), Ordering::Relaxed);
         }
         drop(s);
-        self.changed.notify_one();
+        // Only these bring a deadline nearer; another stream still open changes nothing.
+        if abusive || idle {
+            self.changed.notify_one();
+        }
     }
 
     /// Marks a park as asked for ([`Ending::Park`] is not said again meanwhile), or with
@@ -235,28 +260,15 @@ impl Activity {
 }
 
 impl Activity {
-    /// The next thing to happen if nothing changes, and when.
+    /// The next thing to happen if nothing changes, and when; recorded as what
+    /// [`Activity::watch`] now sleeps to, so that [`Activity::on_read`] wakes it only when the
+    /// head it sees starting has a nearer deadline.
     fn deadline(&self, timeouts: Timeouts) -> Option<(Instant, Ending)> {
-        let s = self.lock();
-        // A request body still arriving after its response keeps the connection busy.
-        if s.active > 0 || s.bodies > 0 {
-            return None;
-        }
-        if let Some(since) = s.head_since {
-            return timeouts
-                .request_headers
-                .map(|t| (since + t, Ending::HeadersTimeout));
-        }
-        let idle = timeouts.idle.map(|t| (s.idle_since + t, Ending::Idle));
-        let park = timeouts
-            .park
-            .filter(|_| !s.http2 && !self.parking())
-            .map(|t| (s.idle_since + t, Ending::Park));
-        match (idle, park) {
-            (Some(i), Some(p)) if p.0 < i.0 => Some(p),
-            (Some(i), _) => Some(i),
-            (None, p) => p,
-        }
+        let mut s = self.lock();
+        let next = next_deadline(&s, timeouts, self.parking());
+        s.watch_until = next.map(|(at, _)| at);
+        s.headers_timeout = timeouts.request_headers;
+        next
     }
 
     fn body_ended(&self) {
@@ -270,6 +282,29 @@ impl Activity {
             drop(s);
             self.changed.notify_one();
         }
+    }
+}
+
+/// What ends or parks a connection in state `s` next if nothing changes, and when.
+fn next_deadline(s: &State, timeouts: Timeouts, parking: bool) -> Option<(Instant, Ending)> {
+    // A request body still arriving after its response keeps the connection busy.
+    if s.active > 0 || s.bodies > 0 {
+        return None;
+    }
+    if let Some(since) = s.head_since {
+        return timeouts
+            .request_headers
+            .map(|t| (since + t, Ending::HeadersTimeout));
+    }
+    let idle = timeouts.idle.map(|t| (s.idle_since + t, Ending::Idle));
+    let park = timeouts
+        .park
+        .filter(|_| !s.http2 && !parking)
+        .map(|t| (s.idle_since + t, Ending::Park));
+    match (idle, park) {
+        (Some(i), Some(p)) if p.0 < i.0 => Some(p),
+        (Some(i), _) => Some(i),
+        (None, p) => p,
     }
 }
 
@@ -518,6 +553,32 @@ mod tests {
         let from = Instant::now();
         assert_eq!(a.watch(t).await, Ending::HeadersTimeout);
         assert_eq!(from.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_starting_while_the_watch_sleeps_is_timed_from_its_first_byte() {
+        // The watch sleeps to the idle timeout (far) or to the park (near) when the head
+        // starts: either way the head's own deadline ends the connection.
+        for park in [None, Some(Duration::from_secs(1))] {
+            let a = Activity::new();
+            let t = Timeouts {
+                request_headers: Some(Duration::from_secs(10)),
+                idle: Some(Duration::from_secs(3600)),
+                park,
+            };
+            a.on_read(b"GET / HTTP/1.1\r\n\r\n");
+            let mut g = a.stream_started();
+            g.responded();
+            drop(g);
+            let watch = a.watch(t);
+            tokio::pin!(watch);
+            let early = tokio::time::timeout(Duration::from_millis(500), &mut watch).await;
+            assert!(early.is_err(), "{park:?}: {early:?}");
+            a.on_read(b"GET");
+            let from = Instant::now();
+            assert_eq!(watch.await, Ending::HeadersTimeout, "{park:?}");
+            assert_eq!(from.elapsed(), Duration::from_secs(10), "{park:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
