@@ -78,10 +78,28 @@ struct State {
     premature_resets: u64,
     /// The first bytes were read (protocol known).
     seen_bytes: bool,
-    /// What the connection's watch sleeps to (`None`: only to a change), and the headers
-    /// timeout it was given: see [`Activity::on_read`].
+    /// What the connection's watch sleeps to (`None`: only to a change), and the timeouts it
+    /// was given, as it last looked: changes that bring no deadline nearer than that do not
+    /// wake it (a wake-up is a poll of the whole connection).
     watch_until: Option<Instant>,
-    headers_timeout: Option<Duration>,
+    watch_timeouts: Option<Timeouts>,
+}
+
+impl State {
+    /// Whether the watch, as it last looked, wakes by `due` anyway.
+    fn watch_wakes_by(&self, due: Option<Instant>) -> bool {
+        match (due, self.watch_until) {
+            (None, _) => true,
+            (Some(due), Some(wakes)) => wakes <= due,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// How soon a connection idle from now could be closed or parked.
+    fn soonest_end(&self, t: Timeouts, parking: bool) -> Option<Duration> {
+        let park = t.park.filter(|_| !self.http2 && !parking);
+        t.idle.into_iter().chain(park).min()
+    }
 }
 
 #[derive(Debug)]
@@ -110,7 +128,7 @@ impl Activity {
                 premature_resets: 0,
                 seen_bytes: false,
                 watch_until: None,
-                headers_timeout: None,
+                watch_timeouts: None,
             }),
             arm_on_read: AtomicBool::new(true),
             abusive: AtomicBool::new(false),
@@ -144,12 +162,11 @@ impl Activity {
             // The watch is woken only if it would not wake up before the head's deadline
             // anyway (the park's deadline, nearer, usually comes first): a wake-up costs a
             // poll of the whole connection, and a head starts with every request.
-            let due = s.headers_timeout.map(|t| now + t);
-            let in_time = match (due, s.watch_until) {
-                (None, _) => true,
-                (Some(due), Some(wakes)) => wakes <= due,
-                (Some(_), None) => false,
-            };
+            let due = s
+                .watch_timeouts
+                .and_then(|t| t.request_headers)
+                .map(|t| now + t);
+            let in_time = s.watch_wakes_by(due);
             drop(s);
             if !in_time {
                 self.changed.notify_one();
@@ -176,18 +193,27 @@ impl Activity {
 
     /// A request's head is complete and its handling starts.
     pub fn stream_started(self: &Arc<Self>) -> StreamGuard {
+        let now = Instant::now();
         let mut s = self.lock();
         s.active += 1;
         s.started_streams += 1;
         s.head_since = None;
         self.arm_on_read.store(false, Ordering::Relaxed);
+        // Busy, nothing ends the connection, but it could idle out or park this soon after
+        // the request ([`Next::Look`]); the watch is woken only if it would sleep past that
+        // (the first request's headers timeout, say), not with every request.
+        let due = s
+            .watch_timeouts
+            .and_then(|t| s.soonest_end(t, self.parking()))
+            .map(|d| now + d);
+        let in_time = s.watch_wakes_by(due);
         drop(s);
-        // No wake-up for [`Activity::watch`]: with a request in flight there is no deadline,
-        // so the one it sleeps to (if any) can only be too early, and it looks again then.
-        // Not waking it saves a poll of the whole connection per request.
+        if !in_time {
+            self.changed.notify_one();
+        }
         StreamGuard {
             activity: self.clone(),
-            started: Instant::now(),
+            started: now,
             responded: false,
         }
     }
@@ -211,8 +237,9 @@ impl Activity {
                 .store(!(s.http2 && s.started_streams > 0), Ordering::Relaxed);
         }
         drop(s);
-        // Only these bring a deadline nearer; another stream still open changes nothing.
-        if abusive || idle {
+        // Only this ends the connection at once; becoming idle brings no deadline nearer
+        // than the one the watch looks again at ([`Next::Look`]).
+        if abusive {
             self.changed.notify_one();
         }
     }
@@ -244,30 +271,45 @@ impl Activity {
             if self.abusive.load(Ordering::Relaxed) {
                 return Ending::TooManyResets;
             }
-            let deadline = self.deadline(timeouts);
-            match deadline {
-                Some((at, ending)) if at <= Instant::now() => return ending,
-                Some((at, _)) => {
+            match self.deadline(timeouts) {
+                Next::End(at, ending) if at <= Instant::now() => return ending,
+                Next::End(at, _) | Next::Look(at) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(at) => {}
                         () = &mut changed => {}
                     }
                 }
-                None => changed.await,
+                Next::Wait => changed.await,
             }
         }
     }
+}
+
+/// What [`Activity::watch`] does next if nothing changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The connection ends (or parks) then.
+    End(Instant, Ending),
+    /// Busy, nothing ends it; it could idle out or park no sooner than this, so the watch
+    /// looks again then (instead of being woken when the last stream ends, with every
+    /// request).
+    Look(Instant),
+    /// Nothing can end it but a change.
+    Wait,
 }
 
 impl Activity {
     /// The next thing to happen if nothing changes, and when; recorded as what
     /// [`Activity::watch`] now sleeps to, so that [`Activity::on_read`] wakes it only when the
     /// head it sees starting has a nearer deadline.
-    fn deadline(&self, timeouts: Timeouts) -> Option<(Instant, Ending)> {
+    fn deadline(&self, timeouts: Timeouts) -> Next {
         let mut s = self.lock();
         let next = next_deadline(&s, timeouts, self.parking());
-        s.watch_until = next.map(|(at, _)| at);
-        s.headers_timeout = timeouts.request_headers;
+        s.watch_until = match next {
+            Next::End(at, _) | Next::Look(at) => Some(at),
+            Next::Wait => None,
+        };
+        s.watch_timeouts = Some(timeouts);
         next
     }
 
@@ -279,33 +321,34 @@ impl Activity {
             // Bytes from now on start the next request head (HTTP/1).
             self.arm_on_read
                 .store(!(s.http2 && s.started_streams > 0), Ordering::Relaxed);
-            drop(s);
-            self.changed.notify_one();
+            // No wake-up: the watch looks again by the time an idle connection could end
+            // ([`Next::Look`]).
         }
     }
 }
 
 /// What ends or parks a connection in state `s` next if nothing changes, and when.
-fn next_deadline(s: &State, timeouts: Timeouts, parking: bool) -> Option<(Instant, Ending)> {
+fn next_deadline(s: &State, timeouts: Timeouts, parking: bool) -> Next {
     // A request body still arriving after its response keeps the connection busy.
     if s.active > 0 || s.bodies > 0 {
-        return None;
+        // Idle from now at the earliest, so ended or parked no sooner than this.
+        let soonest = s.soonest_end(timeouts, parking);
+        return soonest.map_or(Next::Wait, |t| Next::Look(Instant::now() + t));
     }
+    let park = timeouts.park.filter(|_| !s.http2 && !parking);
     if let Some(since) = s.head_since {
         return timeouts
             .request_headers
-            .map(|t| (since + t, Ending::HeadersTimeout));
+            .map_or(Next::Wait, |t| Next::End(since + t, Ending::HeadersTimeout));
     }
     let idle = timeouts.idle.map(|t| (s.idle_since + t, Ending::Idle));
-    let park = timeouts
-        .park
-        .filter(|_| !s.http2 && !parking)
-        .map(|t| (s.idle_since + t, Ending::Park));
-    match (idle, park) {
+    let park = park.map(|t| (s.idle_since + t, Ending::Park));
+    let next = match (idle, park) {
         (Some(i), Some(p)) if p.0 < i.0 => Some(p),
         (Some(i), _) => Some(i),
         (None, p) => p,
-    }
+    };
+    next.map_or(Next::Wait, |(at, ending)| Next::End(at, ending))
 }
 
 /// Envoy's rule (`ConnectionManagerImpl::maybeDrainDueToPrematureResets`).
@@ -582,6 +625,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_first_request_of_a_watched_connection_parks_it_on_time() {
+        let a = Activity::new();
+        let t = Timeouts {
+            request_headers: Some(Duration::from_secs(10)),
+            idle: Some(Duration::from_secs(60)),
+            park: Some(Duration::from_secs(1)),
+        };
+        // The watch sleeps to the first request's headers timeout, 10 s away.
+        let watch = a.watch(t);
+        tokio::pin!(watch);
+        let early = tokio::time::timeout(Duration::from_millis(100), &mut watch).await;
+        assert!(early.is_err(), "{early:?}");
+        a.on_read(b"GET / HTTP/1.1\r\n\r\n");
+        let mut g = a.stream_started();
+        let busy = tokio::time::timeout(Duration::from_secs(3), &mut watch).await;
+        assert!(busy.is_err(), "a busy connection ended: {busy:?}");
+        g.responded();
+        drop(g);
+        let from = Instant::now();
+        assert_eq!(watch.await, Ending::Park);
+        assert_eq!(from.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn http2_frames_between_streams_do_not_arm_the_headers_timer() {
         let a = Activity::new();
         let t = Timeouts {
@@ -600,7 +667,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_request_in_flight_holds_no_timer() {
+    async fn a_request_in_flight_is_never_timed_out_and_idles_out_after_it() {
         let a = Activity::new();
         let t = Timeouts {
             request_headers: Some(Duration::from_secs(1)),
@@ -615,8 +682,11 @@ mod tests {
                 .await
                 .is_err()
         );
+        // Not woken by the request's end, it still idles the connection out on time.
         drop(g);
+        let idle_from = Instant::now();
         assert_eq!(watch.await, Ending::Idle);
+        assert_eq!(idle_from.elapsed(), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
