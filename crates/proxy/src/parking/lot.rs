@@ -161,12 +161,9 @@ impl Lot {
     }
 
     /// How many connections are parked here.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn parked_count(&self) -> usize {
         lock(&self.shared.table).parked.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -363,7 +360,7 @@ mod tests {
         assert_eq!(f.next().await, Some(Left::Resumed(b'G')));
         a.write_all(b"P").await.unwrap_or_default();
         assert_eq!(f.next().await, Some(Left::Resumed(b'P')));
-        assert_eq!((f.lot.len(), f.gauge.get()), (1, 1));
+        assert_eq!((f.lot.parked_count(), f.gauge.get()), (1, 1));
     }
 
     #[tokio::test]
@@ -372,7 +369,7 @@ mod tests {
         let client = f.park(Some(Duration::from_secs(60)));
         drop(client);
         assert_eq!(f.next().await, Some(Left::Dropped));
-        assert_eq!((f.lot.len(), f.gauge.get()), (0, 0));
+        assert_eq!((f.lot.parked_count(), f.gauge.get()), (0, 0));
         assert_eq!(f.lot.next_deadline(), None, "its deadline went with it");
     }
 
@@ -387,7 +384,7 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(5));
         assert_eq!(f.next().await, Some(Left::Expired));
         assert_eq!(start.elapsed(), Duration::from_secs(20));
-        assert_eq!((f.lot.len(), f.gauge.get()), (1, 1));
+        assert_eq!((f.lot.parked_count(), f.gauge.get()), (1, 1));
     }
 
     #[tokio::test]
@@ -403,6 +400,6 @@ mod tests {
         assert!(drained, "the lot's task let go of its drain watch");
         let _c = f.park(None);
         assert_eq!(f.next().await, Some(Left::Dropped));
-        assert_eq!((f.lot.len(), f.gauge.get()), (0, 0));
+        assert_eq!((f.lot.parked_count(), f.gauge.get()), (0, 0));
     }
 }
