@@ -95,10 +95,14 @@ impl State {
         }
     }
 
+    /// The park delay, if this connection may be parked (HTTP/1, not being parked already).
+    fn park_delay(&self, t: Timeouts, parking: bool) -> Option<Duration> {
+        t.park.filter(|_| !self.http2 && !parking)
+    }
+
     /// How soon a connection idle from now could be closed or parked.
     fn soonest_end(&self, t: Timeouts, parking: bool) -> Option<Duration> {
-        let park = t.park.filter(|_| !self.http2 && !parking);
-        t.idle.into_iter().chain(park).min()
+        t.idle.into_iter().chain(self.park_delay(t, parking)).min()
     }
 }
 
@@ -300,8 +304,9 @@ enum Next {
 
 impl Activity {
     /// The next thing to happen if nothing changes, and when; recorded as what
-    /// [`Activity::watch`] now sleeps to, so that [`Activity::on_read`] wakes it only when the
-    /// head it sees starting has a nearer deadline.
+    /// [`Activity::watch`] now sleeps to, so that a head or a stream starting
+    /// ([`Activity::on_read`], [`Activity::stream_started`]) wakes it only when that brings a
+    /// nearer deadline.
     fn deadline(&self, timeouts: Timeouts) -> Next {
         let mut s = self.lock();
         let next = next_deadline(&s, timeouts, self.parking());
@@ -335,14 +340,15 @@ fn next_deadline(s: &State, timeouts: Timeouts, parking: bool) -> Next {
         let soonest = s.soonest_end(timeouts, parking);
         return soonest.map_or(Next::Wait, |t| Next::Look(Instant::now() + t));
     }
-    let park = timeouts.park.filter(|_| !s.http2 && !parking);
     if let Some(since) = s.head_since {
         return timeouts
             .request_headers
             .map_or(Next::Wait, |t| Next::End(since + t, Ending::HeadersTimeout));
     }
     let idle = timeouts.idle.map(|t| (s.idle_since + t, Ending::Idle));
-    let park = park.map(|t| (s.idle_since + t, Ending::Park));
+    let park = s
+        .park_delay(timeouts, parking)
+        .map(|t| (s.idle_since + t, Ending::Park));
     let next = match (idle, park) {
         (Some(i), Some(p)) if p.0 < i.0 => Some(p),
         (Some(i), _) => Some(i),

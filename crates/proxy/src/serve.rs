@@ -21,7 +21,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Instant;
 
 use crate::Gateway;
 use crate::activity::{Activity, ClientBody, Ending, Timeouts, Tracked, Watched};
@@ -236,13 +235,13 @@ where
         shutdown, closing, ..
     } = watch;
     let lot = conn.lot.clone();
-    lot.park(Box::new(ParkedConn {
+    let parked = ParkedConn {
         conn,
         drain: [shutdown, closing],
         stream: io.into_inner().into_inner(),
-        deadline,
         woken_by: 0,
-    }));
+    };
+    lot.park(Box::new(parked), deadline);
 }
 
 /// A connection in its listener's lot, between two requests: no HTTP state, no task.
@@ -250,7 +249,6 @@ struct ParkedConn<S> {
     conn: Conn,
     drain: [DrainWatch; 2],
     stream: S,
-    deadline: Option<Instant>,
     /// The next request's first byte, once read.
     woken_by: u8,
 }
@@ -265,17 +263,12 @@ where
         Poll::Ready(Ok(first.is_some()))
     }
 
-    fn idle_deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
     fn resume(self: Box<Self>) {
         let ParkedConn {
             conn,
             drain,
             stream,
             woken_by,
-            ..
         } = *self;
         let (io, watch) = conn.start(stream, drain, Some(woken_by));
         tokio::spawn(http1(conn, io, watch));

@@ -22,8 +22,6 @@ use crate::drain::DrainWatch;
 pub trait Parked: Send + 'static {
     /// Polls for the next request's first byte; `Ok(false)` if the client closed.
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>>;
-    /// When the idle timeout closes the connection, if it has one.
-    fn idle_deadline(&self) -> Option<Instant>;
     /// Serves the connection again, in a task of its own: its next request has begun.
     fn resume(self: Box<Self>);
     /// Closes the connection: its idle timeout passed.
@@ -110,9 +108,9 @@ impl Lot {
         }
     }
 
-    /// Parks `conn` until its next request, its idle timeout or the lot's drain.
-    pub fn park(&self, conn: Box<dyn Parked>) {
-        let deadline = conn.idle_deadline();
+    /// Parks `conn` until its next request, its idle timeout (`deadline`, if it has one) or
+    /// the lot's drain.
+    pub fn park(&self, conn: Box<dyn Parked>, deadline: Option<Instant>) {
         let mut table = lock(&self.shared.table);
         if table.closed {
             drop(table);
@@ -212,6 +210,8 @@ impl Lot {
                 if at > now {
                     break;
                 }
+                // Taken off first, so the loop ends whatever the table holds.
+                table.deadlines.pop_first();
                 if let Some(entry) = table.remove(key) {
                     expired.push(entry.conn);
                 }
@@ -230,9 +230,9 @@ impl Lot {
             table.deadlines.clear();
             table.parked.drain().collect()
         };
-        for _ in &closed {
-            self.shared.gauge.dec();
-        }
+        self.shared
+            .gauge
+            .dec_by(i64::try_from(closed.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -264,7 +264,6 @@ mod tests {
     struct Conn {
         io: DuplexStream,
         first: Option<u8>,
-        deadline: Option<Instant>,
         report: mpsc::UnboundedSender<Left>,
         reported: bool,
     }
@@ -276,10 +275,6 @@ mod tests {
             std::task::ready!(std::pin::Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
             self.first = buf.filled().first().copied();
             Poll::Ready(Ok(self.first.is_some()))
-        }
-
-        fn idle_deadline(&self) -> Option<Instant> {
-            self.deadline
         }
 
         fn resume(mut self: Box<Self>) {
@@ -330,13 +325,14 @@ mod tests {
         /// Parks a connection; its client's end is returned.
         fn park(&self, idle: Option<Duration>) -> DuplexStream {
             let (client, io) = tokio::io::duplex(64);
-            self.lot.park(Box::new(Conn {
+            let conn = Conn {
                 io,
                 first: None,
-                deadline: idle.map(|d| Instant::now() + d),
                 report: self.report.clone(),
                 reported: false,
-            }));
+            };
+            self.lot
+                .park(Box::new(conn), idle.map(|d| Instant::now() + d));
             client
         }
 
