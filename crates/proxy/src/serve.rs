@@ -27,7 +27,7 @@ use crate::activity::{Activity, ClientBody, Ending, Timeouts, Tracked, Watched};
 use crate::drain::DrainWatch;
 use crate::edge::EdgeSettings;
 use crate::handler::{ConnInfo, handle};
-use crate::parking::{Lot, Parkable, Parked, Protocol, poll_first_byte};
+use crate::parking::{Detach, Lot, Parkable, Parked, Protocol, Resting};
 use crate::telemetry::TelemetryBody;
 
 /// Envoy's limits: 60 KiB of request headers, 100 headers (431 beyond).
@@ -94,7 +94,7 @@ pub fn connection<S>(
     from: FromListener,
 ) -> impl Future<Output = ()> + Send + 'static
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
 {
     let FromListener { drain, lot, slot } = from;
     info.drain = Some(drain[0].clone());
@@ -164,7 +164,7 @@ impl Conn {
 
 async fn serve<S>(conn: Conn, mut io: Io<S>, mut watch: Watch)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
 {
     let protocol = match watch.unless_ending(io.sniff()).await {
         Some(Ok(Some(p))) => p,
@@ -190,7 +190,7 @@ where
 /// or is parked (the lot then has it, and this task ends).
 async fn http1<S>(conn: Conn, mut io: Io<S>, mut watch: Watch)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
 {
     let result = loop {
         watch.activity.request_park(false);
@@ -228,17 +228,21 @@ where
 /// Hands a connection between requests, with nothing read of the next, to its lot.
 fn park<S>(conn: Conn, io: Io<S>, watch: Watch)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
 {
     let deadline = watch.activity.idle_deadline(watch.timeouts.idle);
     let Watch {
         shutdown, closing, ..
     } = watch;
     let lot = conn.lot.clone();
+    let stream = match lot.rest(io.into_inner().into_inner()) {
+        Ok(stream) => stream,
+        Err(e) => return conn.ended(Err(ConnError::Io(e))),
+    };
     let parked = ParkedConn {
         conn,
         drain: [shutdown, closing],
-        stream: io.into_inner().into_inner(),
+        stream,
         woken_by: 0,
     };
     lot.park(Box::new(parked), deadline);
@@ -248,19 +252,24 @@ where
 struct ParkedConn<S> {
     conn: Conn,
     drain: [DrainWatch; 2],
-    stream: S,
+    stream: Resting<S>,
     /// The next request's first byte, once read.
     woken_by: u8,
 }
 
 impl<S> Parked for ParkedConn<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
 {
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
-        let first = ready!(poll_first_byte(&mut self.stream, cx))?;
+        let first = ready!(self.stream.poll_first_byte(cx))?;
         self.woken_by = first.unwrap_or(0);
         Poll::Ready(Ok(first.is_some()))
+    }
+
+    #[cfg(target_os = "linux")]
+    fn detached_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.stream.detached_fd()
     }
 
     fn resume(self: Box<Self>) {
@@ -270,6 +279,10 @@ where
             stream,
             woken_by,
         } = *self;
+        let stream = match stream.wake() {
+            Ok(stream) => stream,
+            Err(e) => return conn.ended(Err(ConnError::Io(e))),
+        };
         let (io, watch) = conn.start(stream, drain, Some(woken_by));
         tokio::spawn(http1(conn, io, watch));
     }

@@ -1,8 +1,10 @@
 //! Where a listener's parked connections wait for their next request: one task and one table
 //! for all of them, so that a parked connection holds no task, timer or future of its own.
 //!
-//! Each parked connection's socket is polled with a waker that only records the connection's
-//! key, so the lot's task learns which sockets became readable without looking at the others.
+//! A parked plain socket leaves tokio's reactor for the lot's own epoll set (on Linux,
+//! [`super::rest`]), which reports it by the connection's key. Any other parked connection is
+//! polled with a waker that only records its key. Either way the lot's task learns which
+//! sockets became readable without looking at the others.
 //! The lot also closes parked connections at their idle timeout (one ordered set of deadlines
 //! for the lot, not a timer each) and all of them when the gateway drains or the listener goes.
 
@@ -11,17 +13,28 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
+#[cfg(target_os = "linux")]
+use std::os::fd::BorrowedFd;
+
 use prometheus_client::metrics::gauge::Gauge;
 use slab::Slab;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+#[cfg(target_os = "linux")]
+use super::poller::Poller;
+use super::rest::{Detach, Resting};
 use crate::drain::DrainWatch;
 
 /// A parked connection, as its lot sees it.
 pub trait Parked: Send + 'static {
     /// Polls for the next request's first byte; `Ok(false)` if the client closed.
     fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>>;
+    /// Its socket, if it left tokio's reactor for the lot's poller; polled with a waker if not.
+    #[cfg(target_os = "linux")]
+    fn detached_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
     /// Serves the connection again, in a task of its own: its next request has begun.
     fn resume(self: Box<Self>);
     /// Closes the connection: its idle timeout passed.
@@ -42,6 +55,9 @@ struct Shared {
     notify: Notify,
     /// Parked connections, all lots together.
     gauge: Gauge,
+    /// Watches the sockets of detached connections.
+    #[cfg(target_os = "linux")]
+    poller: Option<Poller>,
 }
 
 #[derive(Default)]
@@ -57,8 +73,8 @@ struct Table {
 struct Entry {
     conn: Box<dyn Parked>,
     deadline: Option<Instant>,
-    /// Polls `conn`: records its key in [`Shared::woken`].
-    waker: Waker,
+    /// Polls `conn`, if it is still in tokio's reactor: records its key in [`Shared::woken`].
+    waker: Option<Waker>,
 }
 
 /// A parked connection's waker.
@@ -104,8 +120,20 @@ impl Lot {
                 woken: Mutex::new(Vec::new()),
                 notify: Notify::new(),
                 gauge,
+                #[cfg(target_os = "linux")]
+                poller: Poller::new(),
             }),
         }
+    }
+
+    /// `stream` as it will wait here: out of tokio's reactor if it can be and this lot can
+    /// watch it.
+    pub fn rest<S: Detach>(&self, stream: S) -> io::Result<Resting<S>> {
+        #[cfg(target_os = "linux")]
+        if self.shared.poller.is_some() {
+            return stream.detach();
+        }
+        Ok(Resting::Attached(stream))
     }
 
     /// Parks `conn` until its next request, its idle timeout (`deadline`, if it has one) or
@@ -117,13 +145,14 @@ impl Lot {
             drop(conn);
             return;
         }
-        let slot = table.parked.vacant_entry();
-        let key = slot.key();
-        let waker = Waker::from(Arc::new(KeyWaker {
-            key,
-            lot: Arc::downgrade(&self.shared),
-        }));
-        slot.insert(Entry {
+        let key = table.parked.vacant_key();
+        if let Err(e) = self.watch(conn.as_ref(), key) {
+            drop(table);
+            tracing::debug!("parked connection closed: cannot watch its socket: {e}");
+            return;
+        }
+        let waker = self.waker_for(conn.as_ref(), key);
+        table.parked.insert(Entry {
             conn,
             deadline,
             waker,
@@ -133,9 +162,46 @@ impl Lot {
         }
         drop(table);
         self.shared.gauge.inc();
-        // Its first poll, by the lot's task, registers its waker with the socket.
+        // Its first poll, by the lot's task, registers its waker with the socket, or finds
+        // the bytes that came before its poller watched it.
         lock(&self.shared.woken).push(key);
         self.shared.notify.notify_one();
+    }
+
+    /// Adds a detached connection's socket to the lot's poller.
+    fn watch(&self, conn: &dyn Parked, key: usize) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = conn.detached_fd() {
+            let poller = self.shared.poller.as_ref();
+            let poller = poller.ok_or_else(|| io::Error::other("the lot has no poller"))?;
+            return poller.add(fd, key);
+        }
+        let _ = (conn, key);
+        Ok(())
+    }
+
+    /// The waker that polls a connection still in tokio's reactor.
+    fn waker_for(&self, conn: &dyn Parked, key: usize) -> Option<Waker> {
+        #[cfg(target_os = "linux")]
+        if conn.detached_fd().is_some() {
+            return None;
+        }
+        let _ = conn;
+        Some(Waker::from(Arc::new(KeyWaker {
+            key,
+            lot: Arc::downgrade(&self.shared),
+        })))
+    }
+
+    /// Takes a detached connection's socket out of the poller, before it is served again.
+    fn unwatch(&self, conn: &dyn Parked) {
+        #[cfg(target_os = "linux")]
+        if let (Some(fd), Some(poller)) = (conn.detached_fd(), &self.shared.poller)
+            && let Err(e) = poller.remove(fd)
+        {
+            tracing::debug!("parked socket not removed from the poller: {e}");
+        }
+        let _ = conn;
     }
 
     /// The lot's task: resumes connections as their requests arrive and closes them at their
@@ -147,11 +213,12 @@ impl Lot {
             let next = self.next_deadline();
             tokio::select! {
                 () = self.shared.notify.notified() => {}
+                () = self.polled(&mut keys) => {}
                 () = sleep_until(next) => {}
                 () = shutdown.started() => break,
                 () = closing.started() => break,
             }
-            std::mem::swap(&mut *lock(&self.shared.woken), &mut keys);
+            keys.append(&mut lock(&self.shared.woken));
             self.poll_woken(keys.drain(..));
             self.expire(Instant::now());
         }
@@ -162,6 +229,22 @@ impl Lot {
     #[cfg(test)]
     fn parked_count(&self) -> usize {
         lock(&self.shared.table).parked.len()
+    }
+
+    /// Returns once the poller reported sockets, their keys added to `keys`; never if the
+    /// lot has no poller.
+    async fn polled(&self, keys: &mut Vec<usize>) {
+        #[cfg(target_os = "linux")]
+        if let Some(poller) = &self.shared.poller {
+            match poller.ready(keys).await {
+                Ok(()) => return,
+                // Not expected of an epoll set: its sockets are then woken only by the other
+                // connections' wake-ups, and close at their idle timeouts.
+                Err(e) => tracing::warn!("parked sockets' poller failed: {e}"),
+            }
+        }
+        let _ = keys;
+        std::future::pending().await
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -180,6 +263,7 @@ impl Lot {
                 let Some(Entry { conn, waker, .. }) = table.parked.get_mut(key) else {
                     continue;
                 };
+                let waker = waker.as_ref().unwrap_or(Waker::noop());
                 let woke = match conn.poll_wake(&mut Context::from_waker(waker)) {
                     Poll::Pending => continue,
                     Poll::Ready(Ok(woke)) => woke,
@@ -196,6 +280,7 @@ impl Lot {
         for (conn, woke) in left {
             self.shared.gauge.dec();
             if woke {
+                self.unwatch(conn.as_ref());
                 conn.resume();
             }
         }
@@ -260,12 +345,32 @@ mod tests {
         Dropped,
     }
 
-    /// A parked connection that reports how it left the lot.
+    /// Reports how a parked connection left the lot: dropped, unless it said otherwise.
+    struct Reporter {
+        tx: mpsc::UnboundedSender<Left>,
+        sent: bool,
+    }
+
+    impl Reporter {
+        fn send(&mut self, left: Left) {
+            self.sent = true;
+            let _ = self.tx.send(left);
+        }
+    }
+
+    impl Drop for Reporter {
+        fn drop(&mut self) {
+            if !self.sent {
+                let _ = self.tx.send(Left::Dropped);
+            }
+        }
+    }
+
+    /// A parked in-memory connection, polled with the lot's waker.
     struct Conn {
         io: DuplexStream,
         first: Option<u8>,
-        report: mpsc::UnboundedSender<Left>,
-        reported: bool,
+        report: Reporter,
     }
 
     impl Parked for Conn {
@@ -278,21 +383,52 @@ mod tests {
         }
 
         fn resume(mut self: Box<Self>) {
-            self.reported = true;
-            let _ = self.report.send(Left::Resumed(self.first.unwrap_or(0)));
+            let first = self.first.unwrap_or(0);
+            self.report.send(Left::Resumed(first));
         }
 
         fn expire(mut self: Box<Self>) {
-            self.reported = true;
-            let _ = self.report.send(Left::Expired);
+            self.report.send(Left::Expired);
         }
     }
 
-    impl Drop for Conn {
-        fn drop(&mut self) {
-            if !self.reported {
-                let _ = self.report.send(Left::Dropped);
-            }
+    /// A parked TCP connection, as the gateway parks a plain one: once resumed, it echoes its
+    /// first byte through tokio's reactor.
+    #[cfg(target_os = "linux")]
+    struct TcpConn {
+        stream: Resting<tokio::net::TcpStream>,
+        first: Option<u8>,
+        report: Reporter,
+    }
+
+    #[cfg(target_os = "linux")]
+    impl Parked for TcpConn {
+        fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+            self.first = std::task::ready!(self.stream.poll_first_byte(cx))?;
+            Poll::Ready(Ok(self.first.is_some()))
+        }
+
+        fn detached_fd(&self) -> Option<BorrowedFd<'_>> {
+            self.stream.detached_fd()
+        }
+
+        fn resume(self: Box<Self>) {
+            let TcpConn {
+                stream,
+                first,
+                mut report,
+            } = *self;
+            let first = first.unwrap_or(0);
+            tokio::spawn(async move {
+                if let Ok(mut stream) = stream.wake() {
+                    let _ = stream.write_all(&[first]).await;
+                }
+                report.send(Left::Resumed(first));
+            });
+        }
+
+        fn expire(mut self: Box<Self>) {
+            self.report.send(Left::Expired);
         }
     }
 
@@ -328,12 +464,18 @@ mod tests {
             let conn = Conn {
                 io,
                 first: None,
-                report: self.report.clone(),
-                reported: false,
+                report: self.reporter(),
             };
             self.lot
                 .park(Box::new(conn), idle.map(|d| Instant::now() + d));
             client
+        }
+
+        fn reporter(&self) -> Reporter {
+            Reporter {
+                tx: self.report.clone(),
+                sent: false,
+            }
         }
 
         async fn next(&mut self) -> Option<Left> {
@@ -343,6 +485,106 @@ mod tests {
                 .ok()
                 .flatten()
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_tcp_connection_waits_out_of_tokios_reactor_and_resumes_in_it() {
+        use tokio::io::AsyncReadExt;
+
+        let mut f = fixture();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
+        let listener = listener.unwrap_or_else(|e| panic!("{e}"));
+        let mut a = park_tcp(&f, &listener)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = park_tcp(&f, &listener)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = park_tcp(&f, &listener)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        a.write_all(b"G").await.unwrap_or_default();
+        assert_eq!(f.next().await, Some(Left::Resumed(b'G')));
+        let mut echo = [0u8; 1];
+        a.read_exact(&mut echo).await.unwrap_or_default();
+        assert_eq!(&echo, b"G", "the resumed socket works in tokio's reactor");
+        drop(b);
+        assert_eq!(f.next().await, Some(Left::Dropped));
+        c.write_all(b"P").await.unwrap_or_default();
+        assert_eq!(f.next().await, Some(Left::Resumed(b'P')));
+        assert_eq!((f.lot.parked_count(), f.gauge.get()), (0, 0));
+    }
+
+    /// Parks a plain TCP connection as the gateway does; its client's end is returned.
+    #[cfg(target_os = "linux")]
+    async fn park_tcp(
+        f: &Fixture,
+        listener: &tokio::net::TcpListener,
+    ) -> io::Result<tokio::net::TcpStream> {
+        let client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+        let (server, _) = listener.accept().await?;
+        let stream = f.lot.rest(server)?;
+        assert!(
+            stream.detached_fd().is_some(),
+            "a plain socket leaves tokio's reactor"
+        );
+        let conn = TcpConn {
+            stream,
+            first: None,
+            report: f.reporter(),
+        };
+        f.lot.park(Box::new(conn), None);
+        Ok(client)
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn more_sockets_ready_at_once_than_one_poll_takes_all_leave_the_lot() {
+        // Two workers: one left to drive the timers if the lot's spun on the other, and the
+        // test waits on this thread. A spinning lot is caught by the timeout, and left behind
+        // by `shutdown_timeout`.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let left = rt.block_on(async {
+            let mut f = fixture();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let mut clients = Vec::new();
+            for _ in 0..(2 * super::super::poller::BATCH + 10) {
+                clients.push(park_tcp(&f, &listener).await?);
+            }
+            let n = clients.len();
+            {
+                // The lot's task cannot take any of them off until all are ready.
+                let _held = lock(&f.lot.shared.table);
+                drop(clients);
+            }
+            let dropped = tokio::time::timeout(Duration::from_secs(20), async {
+                let mut dropped = 0;
+                while dropped < n && f.left.recv().await == Some(Left::Dropped) {
+                    dropped += 1;
+                }
+                dropped
+            })
+            .await;
+            let parked = (f.lot.parked_count(), f.gauge.get());
+            let mut next = park_tcp(&f, &listener).await?;
+            next.write_all(b"G").await?;
+            io::Result::Ok((n, dropped.ok(), parked, f.next().await))
+        });
+        // Asserted only now: a panic inside would wait for a spinning worker forever.
+        rt.shutdown_timeout(Duration::from_secs(1));
+        let (n, dropped, parked, next) = left.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            dropped,
+            Some(n),
+            "every closed client's connection left the lot"
+        );
+        assert_eq!(parked, (0, 0));
+        assert_eq!(next, Some(Left::Resumed(b'G')));
     }
 
     #[tokio::test]

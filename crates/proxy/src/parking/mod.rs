@@ -24,6 +24,10 @@
 
 mod io;
 mod lot;
+#[cfg(target_os = "linux")]
+mod poller;
+mod rest;
 
 pub use io::{Parkable, Protocol, poll_first_byte};
 pub use lot::{Lot, Parked};
+pub use rest::{Detach, Resting};
