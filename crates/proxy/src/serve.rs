@@ -99,12 +99,14 @@ where
     let FromListener { drain, lot, slot } = from;
     info.drain = Some(drain[0].clone());
     let conn = Conn {
-        _open: GaugeGuard::new(&gw.metrics.active_connections),
-        gw,
-        protocols,
+        held: Held {
+            _open: GaugeGuard::new(&gw.metrics.active_connections),
+            gw,
+            protocols,
+            lot,
+            _slot: slot,
+        },
         info: Arc::new(info),
-        lot,
-        _slot: slot,
     };
     let (io, watch) = conn.start(stream, drain, None);
     serve(conn, io, watch)
@@ -112,12 +114,18 @@ where
 
 type Io<S> = Parkable<Watched<S>>;
 
-/// What a client connection keeps from one hyper connection to the next, and while parked.
-/// Its [`Activity`] and the [`Watch`] on it are made anew each time it wakes.
+/// What a client connection keeps from one hyper connection to the next. Its [`Activity`]
+/// and the [`Watch`] on it are made anew each time it wakes from its lot.
 struct Conn {
+    held: Held,
+    /// Shared with the requests in flight.
+    info: Arc<ConnInfo>,
+}
+
+/// What a connection holds for as long as it lives, served or parked.
+struct Held {
     gw: Arc<Gateway>,
     protocols: Arc<Protocols>,
-    info: Arc<ConnInfo>,
     lot: Lot,
     _open: GaugeGuard,
     _slot: Option<OwnedSemaphorePermit>,
@@ -133,7 +141,7 @@ impl Conn {
         let activity = Activity::new();
         let [shutdown, closing] = drain;
         let watch = Watch {
-            timeouts: self.gw.edge.timeouts(),
+            timeouts: self.held.gw.edge.timeouts(),
             activity: activity.clone(),
             shutdown,
             closing,
@@ -149,7 +157,7 @@ impl Conn {
 
     fn service(&self, watch: &Watch) -> Service {
         Service {
-            gw: self.gw.clone(),
+            gw: self.held.gw.clone(),
             info: self.info.clone(),
             activity: watch.activity.clone(),
         }
@@ -178,6 +186,7 @@ where
     watch.timeouts.park = None;
     watch.activity.speaks_http2();
     let h2 = conn
+        .held
         .protocols
         .http2
         .serve_connection(TokioIo::new(io), conn.service(&watch));
@@ -195,6 +204,7 @@ where
     let result = loop {
         watch.activity.request_park(false);
         let h1 = conn
+            .held
             .protocols
             .http1
             .serve_connection(TokioIo::new(io), conn.service(&watch))
@@ -234,13 +244,20 @@ where
     let Watch {
         shutdown, closing, ..
     } = watch;
-    let lot = conn.lot.clone();
+    let lot = conn.held.lot.clone();
     let stream = match lot.rest(io.into_inner().into_inner()) {
         Ok(stream) => stream,
         Err(e) => return conn.ended(Err(ConnError::Io(e))),
     };
+    let Conn { held, info } = conn;
+    // No request holds it any more: taken out of its `Arc`, it shares the parked
+    // connection's one allocation.
+    let mut info = Arc::try_unwrap(info).unwrap_or_else(|shared| ConnInfo::clone(&shared));
+    // The same watch as `drain[0]`; given back on waking.
+    info.drain = None;
     let parked = ParkedConn {
-        conn,
+        held,
+        info,
         drain: [shutdown, closing],
         stream,
         woken_by: 0,
@@ -248,9 +265,12 @@ where
     lot.park(Box::new(parked), deadline);
 }
 
-/// A connection in its listener's lot, between two requests: no HTTP state, no task.
+/// A connection in its listener's lot, between two requests: no HTTP state and no task, and
+/// one allocation (made as it parks, so it does not keep alive the memory pages of what was
+/// allocated with the connection and freed since).
 struct ParkedConn<S> {
-    conn: Conn,
+    held: Held,
+    info: ConnInfo,
     drain: [DrainWatch; 2],
     stream: Resting<S>,
     /// The next request's first byte, once read.
@@ -274,11 +294,17 @@ where
 
     fn resume(self: Box<Self>) {
         let ParkedConn {
-            conn,
+            held,
+            mut info,
             drain,
             stream,
             woken_by,
         } = *self;
+        info.drain = Some(drain[0].clone());
+        let conn = Conn {
+            held,
+            info: Arc::new(info),
+        };
         let stream = match stream.wake() {
             Ok(stream) => stream,
             Err(e) => return conn.ended(Err(ConnError::Io(e))),
@@ -288,7 +314,7 @@ where
     }
 
     fn expire(self: Box<Self>) {
-        log_ending(self.conn.info.peer, Ending::Idle);
+        log_ending(self.info.peer, Ending::Idle);
     }
 }
 
