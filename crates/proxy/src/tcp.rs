@@ -166,7 +166,7 @@ impl<'a> Session<'a> {
                 start: Some(self.start_time),
                 downstream_local: Some(self.conn.local),
                 downstream_remote: Some(self.conn.peer),
-                server_name: self.conn.sni.as_deref(),
+                server_name: self.conn.sni().map(|s| &**s),
                 ..Entry::default()
             },
         };

@@ -113,7 +113,7 @@ impl RequestLog {
             authority,
             local: conn.local,
             peer: conn.peer,
-            server_name: conn.sni.clone(),
+            server_name: conn.sni().cloned(),
         }
     }
 

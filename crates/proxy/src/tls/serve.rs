@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 use super::prefixed::Prefixed;
 use super::{client_hello, xfcc};
 use crate::egress::original_dst::Target;
-use crate::handler::ConnInfo;
+use crate::handler::{ConnInfo, TlsInfo};
 use crate::serve::FromListener;
 use crate::{Gateway, serve, tcp};
 
@@ -47,7 +47,10 @@ pub async fn connection(
         tracing::debug!(port = info.port, sni = ?hello.sni, "no filter chain matches");
         return;
     };
-    info.sni = hello.sni.as_deref().map(Arc::from);
+    let mut tls_info = Box::new(TlsInfo {
+        sni: hello.sni.as_deref().map(Arc::from),
+        ..TlsInfo::default()
+    });
     let io = Prefixed::new(head, stream);
     match &chain.tls {
         ChainTls::Passthrough => {
@@ -66,6 +69,7 @@ pub async fn connection(
                 host: &host,
                 port: info.port,
             };
+            info.tls = Some(tls_info);
             tcp::splice(&gw, &active, &route.forward, Some(target), io, &info).await;
         }
         ChainTls::Terminate(_) => {
@@ -85,9 +89,8 @@ pub async fn connection(
                 };
             match &chain.routes {
                 ChainRoutes::Http(_) => {
-                    info.secure = true;
-                    info.chain = Some(chain.key.as_str().into());
-                    info.client_cert = match client_cert_details(tls.get_ref().1) {
+                    tls_info.chain = Some(chain.key.as_str().into());
+                    tls_info.client_cert = match client_cert_details(tls.get_ref().1) {
                         Ok(v) => v,
                         Err(e) => {
                             // The certificate passed verification, so this is not expected;
@@ -96,6 +99,7 @@ pub async fn connection(
                             return;
                         }
                     };
+                    info.tls = Some(tls_info);
                     drop(active);
                     serve::connection(gw, builder, tls, info, from).await;
                 }
@@ -106,6 +110,7 @@ pub async fn connection(
                             host,
                             port: info.port,
                         });
+                        info.tls = Some(tls_info);
                         tcp::splice(&gw, &active, &r.forward, target, tls, &info).await;
                     }
                 }
