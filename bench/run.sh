@@ -38,7 +38,9 @@
 #   IDLE_CONNS   if > 0, before the load of each run hold this many idle keep-alive
 #                  connections (one request each) and report the proxy's RSS per
 #                  idle connection in a second table, quiet and after one second of
-#                  traffic on one other connection (live)                  (default 0)
+#                  traffic on one other connection (live); RSS is counted from after
+#                  one second of traffic on 100 connections, which fills every
+#                  proxy's upstream keep-alive pool first                   (default 0)
 #   IDLE_HOLD    seconds the idle connections stay quiet, once all are open,
 #                  before RSS is read: what an idle connection holds, not
 #                  what it held while busy (Isthmus parks after 1 s)     (default 3)
@@ -626,7 +628,7 @@ bench_once() { # proxy run
     log "run $run/$RUNS: $name"
     start_proxy "$name"
     rss_idle=$(rss_kb "$PROXY_PID")
-    ((IDLE_CONNS > 0)) && measure_idle_conns "$name" "$run" "$rss_idle"
+    ((IDLE_CONNS > 0)) && measure_idle_conns "$name" "$run"
 
     run_load "$WARMUP" "$PROXY_URL" "$WORK/$name.run$run.warmup.txt"
 
@@ -662,9 +664,16 @@ per_conn() { # rss_before_kb rss_after_kb
     awk -v a="$1" -v b="$2" -v n="$IDLE_CONNS" 'BEGIN { printf "%.2f", (b - a) / n }'
 }
 
-measure_idle_conns() { # proxy run rss_idle_kb
-    local port rss_held rss_live fifo line
+measure_idle_conns() { # proxy run
+    local port rss_base rss_held rss_live fifo line
     port=${PROXY_URL##*:}; port=${port%%/*}
+    # First one second of traffic on as many connections as the holder opens at once
+    # (idle_conns.py's BATCH), so that every proxy's upstream keep-alive pool is as large
+    # before the idle connections as with them: the pool grows with concurrency, not with
+    # the number of idle clients, and is not what an idle connection costs.
+    (CONNECTIONS=100 RATE=0 run_load 1 "$PROXY_URL" "$WORK/idle.warm")
+    sleep 1 # the warm-up's client connections close
+    rss_base=$(rss_kb "$PROXY_PID")
     fifo=$WORK/idle.fifo; rm -f "$fifo"; mkfifo "$fifo"
     # The holder keeps its connections until its stdin (the fifo) closes.
     taskset -c "$LOAD_CPU" python3 "$ROOT/bench/idle_conns.py" "$port" "$IDLE_CONNS" "$HOST_HEADER" $( [[ $TLS == 1 ]] && echo tls; [[ $TLS != 1 && $H2 == 1 ]] && echo h2c) \
@@ -687,14 +696,15 @@ measure_idle_conns() { # proxy run rss_idle_kb
     rss_live=$(rss_kb "$PROXY_PID")
     exec 9>&-
     wait "$holder" || true
-    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$rss_held" "$rss_live" >>"$WORK/idle.tsv"
-    log "  $IDLE_CONNS idle connections: RSS $3 -> $rss_held kB quiet ($(per_conn "$3" "$rss_held") kB each), $rss_live kB after a trickle of traffic ($(per_conn "$3" "$rss_live") kB each)"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$rss_base" "$rss_held" "$rss_live" >>"$WORK/idle.tsv"
+    log "  $IDLE_CONNS idle connections: RSS $rss_base -> $rss_held kB quiet ($(per_conn "$rss_base" "$rss_held") kB each), $rss_live kB after a trickle of traffic ($(per_conn "$rss_base" "$rss_live") kB each)"
     sleep 1 # let the proxy close them before the load
 }
 
 print_idle_table() {
     [[ -s $WORK/idle.tsv ]] || return 0
-    echo "Idle keep-alive connections: $IDLE_CONNS held open (one request each), RSS before and with them (medians)"
+    echo "Idle keep-alive connections: $IDLE_CONNS held open (one request each), RSS before and with them (medians);"
+    echo "  before: after one second of traffic on 100 connections (the upstream pool filled)"
     echo "  quiet: read after IDLE_HOLD seconds without traffic; live: after one more second of"
     echo "  traffic on one other connection (an allocator may return freed pages only as it allocates)"
     printf '%-14s %10s %10s %12s %10s %10s %10s\n' proxy RSSidleMB RSSheldMB kB_per_conn vs_nginx kB_live vs_nginx
