@@ -60,11 +60,12 @@ struct Shared {
     poller: Option<Poller>,
 }
 
-#[derive(Default)]
 struct Table {
     parked: Slab<Entry>,
     /// Idle deadlines with their connections' keys, earliest first.
-    deadlines: BTreeSet<(Instant, usize)>,
+    deadlines: BTreeSet<(Tick, usize)>,
+    /// When the lot began: [`Tick`]s count from it.
+    epoch: Instant,
     /// The lot closed its connections for good (a drain, or its listener is gone): a
     /// connection parked from now on is closed at once.
     closed: bool,
@@ -72,9 +73,34 @@ struct Table {
 
 struct Entry {
     conn: Box<dyn Parked>,
-    deadline: Option<Instant>,
-    /// Polls `conn`, if it is still in tokio's reactor: records its key in [`Shared::woken`].
-    waker: Option<Waker>,
+    deadline: Tick,
+}
+
+/// An idle deadline, in whole milliseconds since the lot began, rounded up (never early).
+/// Every parked connection has one in the table and one in the ordered set: 8 bytes each,
+/// where an `Option<Instant>` takes 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick(u64);
+
+impl Tick {
+    /// No idle timeout.
+    const NEVER: Tick = Tick(u64::MAX);
+
+    fn after(epoch: Instant, at: Instant) -> Tick {
+        let since = at.saturating_duration_since(epoch);
+        let ms = since.as_millis() + u128::from(!since.subsec_nanos().is_multiple_of(1_000_000));
+        Tick(u64::try_from(ms).unwrap_or(u64::MAX - 1).min(u64::MAX - 1))
+    }
+
+    /// The last whole millisecond reached at `now`.
+    fn reached(epoch: Instant, now: Instant) -> Tick {
+        let ms = now.saturating_duration_since(epoch).as_millis();
+        Tick(u64::try_from(ms).unwrap_or(u64::MAX - 1))
+    }
+
+    fn instant(self, epoch: Instant) -> Instant {
+        epoch + std::time::Duration::from_millis(self.0)
+    }
 }
 
 /// A parked connection's waker.
@@ -104,8 +130,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Table {
     fn remove(&mut self, key: usize) -> Option<Entry> {
         let entry = self.parked.try_remove(key)?;
-        if let Some(at) = entry.deadline {
-            self.deadlines.remove(&(at, key));
+        if entry.deadline != Tick::NEVER {
+            self.deadlines.remove(&(entry.deadline, key));
         }
         Some(entry)
     }
@@ -116,7 +142,12 @@ impl Lot {
     pub fn new(gauge: Gauge) -> Self {
         Lot {
             shared: Arc::new(Shared {
-                table: Mutex::new(Table::default()),
+                table: Mutex::new(Table {
+                    parked: Slab::new(),
+                    deadlines: BTreeSet::new(),
+                    epoch: Instant::now(),
+                    closed: false,
+                }),
                 woken: Mutex::new(Vec::new()),
                 notify: Notify::new(),
                 gauge,
@@ -133,7 +164,7 @@ impl Lot {
         if self.shared.poller.is_some() {
             return stream.detach();
         }
-        Ok(Resting::Attached(stream))
+        Ok(Resting::Attached(Box::new(stream)))
     }
 
     /// Parks `conn` until its next request, its idle timeout (`deadline`, if it has one) or
@@ -151,14 +182,11 @@ impl Lot {
             tracing::debug!("parked connection closed: cannot watch its socket: {e}");
             return;
         }
-        let waker = self.waker_for(conn.as_ref(), key);
-        table.parked.insert(Entry {
-            conn,
-            deadline,
-            waker,
-        });
-        if let Some(at) = deadline {
-            table.deadlines.insert((at, key));
+        let epoch = table.epoch;
+        let deadline = deadline.map_or(Tick::NEVER, |at| Tick::after(epoch, at));
+        table.parked.insert(Entry { conn, deadline });
+        if deadline != Tick::NEVER {
+            table.deadlines.insert((deadline, key));
         }
         drop(table);
         self.shared.gauge.inc();
@@ -180,17 +208,20 @@ impl Lot {
         Ok(())
     }
 
-    /// The waker that polls a connection still in tokio's reactor.
-    fn waker_for(&self, conn: &dyn Parked, key: usize) -> Option<Waker> {
+    /// The waker that polls a connection: one that records its key in [`Shared::woken`] if
+    /// it is still in tokio's reactor (which keeps a clone while it waits), none if the
+    /// lot's poller watches it. Made for each poll (when it parks and when it wakes) rather
+    /// than kept with every parked connection.
+    fn waker_for(&self, conn: &dyn Parked, key: usize) -> Waker {
         #[cfg(target_os = "linux")]
         if conn.detached_fd().is_some() {
-            return None;
+            return Waker::noop().clone();
         }
         let _ = conn;
-        Some(Waker::from(Arc::new(KeyWaker {
+        Waker::from(Arc::new(KeyWaker {
             key,
             lot: Arc::downgrade(&self.shared),
-        })))
+        }))
     }
 
     /// Takes a detached connection's socket out of the poller, before it is served again.
@@ -249,7 +280,8 @@ impl Lot {
 
     fn next_deadline(&self) -> Option<Instant> {
         let table = lock(&self.shared.table);
-        table.deadlines.first().map(|&(at, _)| at)
+        let epoch = table.epoch;
+        table.deadlines.first().map(|&(at, _)| at.instant(epoch))
     }
 
     /// Polls the connections with these keys; resumes those whose next request has begun and
@@ -260,11 +292,11 @@ impl Lot {
             let mut table = lock(&self.shared.table);
             for key in keys {
                 // Gone already: woken twice, or closed at its deadline.
-                let Some(Entry { conn, waker, .. }) = table.parked.get_mut(key) else {
+                let Some(Entry { conn, .. }) = table.parked.get_mut(key) else {
                     continue;
                 };
-                let waker = waker.as_ref().unwrap_or(Waker::noop());
-                let woke = match conn.poll_wake(&mut Context::from_waker(waker)) {
+                let waker = self.waker_for(conn.as_ref(), key);
+                let woke = match conn.poll_wake(&mut Context::from_waker(&waker)) {
                     Poll::Pending => continue,
                     Poll::Ready(Ok(woke)) => woke,
                     Poll::Ready(Err(e)) => {
@@ -291,6 +323,7 @@ impl Lot {
         let mut expired = Vec::new();
         {
             let mut table = lock(&self.shared.table);
+            let now = Tick::reached(table.epoch, now);
             while let Some(&(at, key)) = table.deadlines.first() {
                 if at > now {
                     break;
@@ -585,6 +618,25 @@ mod tests {
         );
         assert_eq!(parked, (0, 0));
         assert_eq!(next, Some(Left::Resumed(b'G')));
+    }
+
+    #[test]
+    fn deadlines_round_up_to_the_millisecond_and_are_reached_on_it() {
+        let epoch = Instant::now();
+        let at = |us: u64| epoch + Duration::from_micros(us);
+        let cases = [
+            (0, 0, 0),
+            (5_000_000, 5_000, 5_000),
+            (5_000_300, 5_001, 5_000),
+            (999, 1, 0),
+        ];
+        for (us, after, reached) in cases {
+            assert_eq!(Tick::after(epoch, at(us)), Tick(after), "{us} µs");
+            assert_eq!(Tick::reached(epoch, at(us)), Tick(reached), "{us} µs");
+            assert!(Tick(after).instant(epoch) >= at(us), "never early: {us} µs");
+        }
+        let before = epoch.checked_sub(Duration::from_secs(1)).unwrap_or(epoch);
+        assert_eq!(Tick::after(epoch, before), Tick(0));
     }
 
     #[tokio::test]

@@ -17,8 +17,9 @@ use super::io::poll_first_byte;
 
 /// A parked connection's stream.
 pub enum Resting<S> {
-    /// In tokio's reactor: polled with the lot's waker.
-    Attached(S),
+    /// In tokio's reactor: polled with the lot's waker. Boxed, so that a detached socket's
+    /// parked connection is not as large as a TLS stream (or a tokio socket).
+    Attached(Box<S>),
     /// Out of tokio's reactor: in the lot's epoll set, read without a waker.
     #[cfg(target_os = "linux")]
     Detached(std::net::TcpStream),
@@ -28,7 +29,7 @@ pub enum Resting<S> {
 pub trait Detach: Sized {
     /// The stream as it waits in a lot with its own poller.
     fn detach(self) -> io::Result<Resting<Self>> {
-        Ok(Resting::Attached(self))
+        Ok(Resting::Attached(Box::new(self)))
     }
 
     /// The stream back in tokio's reactor, from what [`Detach::detach`] gave.
@@ -79,7 +80,7 @@ impl<S: Detach> Resting<S> {
     /// The stream, back in tokio's reactor if it had left it.
     pub fn wake(self) -> io::Result<S> {
         match self {
-            Resting::Attached(stream) => Ok(stream),
+            Resting::Attached(stream) => Ok(*stream),
             #[cfg(target_os = "linux")]
             Resting::Detached(socket) => S::attach(socket),
         }
