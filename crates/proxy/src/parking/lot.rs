@@ -98,8 +98,9 @@ impl Tick {
         Tick(u64::try_from(ms).unwrap_or(u64::MAX - 1))
     }
 
-    fn instant(self, epoch: Instant) -> Instant {
-        epoch + std::time::Duration::from_millis(self.0)
+    /// When it comes; `None` if beyond what the clock can name (as good as never).
+    fn instant(self, epoch: Instant) -> Option<Instant> {
+        epoch.checked_add(std::time::Duration::from_millis(self.0))
     }
 }
 
@@ -281,7 +282,10 @@ impl Lot {
     fn next_deadline(&self) -> Option<Instant> {
         let table = lock(&self.shared.table);
         let epoch = table.epoch;
-        table.deadlines.first().map(|&(at, _)| at.instant(epoch))
+        table
+            .deadlines
+            .first()
+            .and_then(|&(at, _)| at.instant(epoch))
     }
 
     /// Polls the connections with these keys; resumes those whose next request has begun and
@@ -633,7 +637,10 @@ mod tests {
         for (us, after, reached) in cases {
             assert_eq!(Tick::after(epoch, at(us)), Tick(after), "{us} µs");
             assert_eq!(Tick::reached(epoch, at(us)), Tick(reached), "{us} µs");
-            assert!(Tick(after).instant(epoch) >= at(us), "never early: {us} µs");
+            assert!(
+                Tick(after).instant(epoch) >= Some(at(us)),
+                "never early: {us} µs"
+            );
         }
         let before = epoch.checked_sub(Duration::from_secs(1)).unwrap_or(epoch);
         assert_eq!(Tick::after(epoch, before), Tick(0));
