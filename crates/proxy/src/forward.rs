@@ -18,7 +18,7 @@ use crate::balance::{hash, outlier};
 use crate::body::{RequestBody, UpstreamBody};
 use crate::clusters::{ClusterSettings, ClusterState, Endpoint};
 use crate::egress::original_dst::Target;
-use crate::headers::X_ATTEMPT_COUNT;
+use crate::headers::{X_ATTEMPT_COUNT, number};
 use crate::local_reply::LocalReply;
 use crate::pool::{ConnKey, ConnSpec, PooledBody, SendError};
 use isthmus_config::egress::destination_port;
@@ -436,7 +436,13 @@ fn build_request(
                 HeaderValue::from_str(endpoint.authority.as_str()).ok()?,
             );
         }
-        Uri::try_from(path).ok()?
+        // Already in origin form (an HTTP/1.1 client's usual request line): the same URI,
+        // its bytes shared rather than copied.
+        if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+            parts.uri.clone()
+        } else {
+            Uri::try_from(path).ok()?
+        }
     };
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
@@ -445,7 +451,7 @@ fn build_request(
     *req.headers_mut() = headers;
     if let Some(n) = attempt {
         req.headers_mut()
-            .insert(X_ATTEMPT_COUNT.clone(), HeaderValue::from(n));
+            .insert(X_ATTEMPT_COUNT.clone(), number(u64::from(n)));
     }
     Some(req)
 }

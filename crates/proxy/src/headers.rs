@@ -22,25 +22,24 @@ pub static X_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloade
 
 /// Hop-by-hop headers are for one connection only.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+    // Nearly always one `Connection` header (an upstream's `keep-alive`): taken out whole,
+    // its tokens name what to remove with no copy of them. Any further ones are kept aside
+    // first (none: no allocation).
+    let further: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        // A client must not be able to remove what the gateway itself tells the upstream.
-        .filter(|n| {
-            n != header::HOST
-                && *n != X_FORWARDED_FOR
-                && *n != X_FORWARDED_PROTO
-                && *n != X_REQUEST_ID
-        })
+        .skip(1)
+        .cloned()
         .collect();
-    for name in listed {
-        headers.remove(name);
+    if let Some(first) = headers.remove(header::CONNECTION) {
+        for value in std::iter::once(&first).chain(&further) {
+            let tokens = value.to_str().ok().into_iter().flat_map(|v| v.split(','));
+            for name in tokens.map(str::trim) {
+                remove_listed(headers, name);
+            }
+        }
     }
     for name in [
-        header::CONNECTION,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
         header::PROXY_AUTHENTICATE,
@@ -53,6 +52,36 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.get(header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(header::TE);
     }
+}
+
+/// Removes a header that `Connection` lists, unless the gateway itself tells it to the
+/// upstream: a client must not be able to remove those. The name is looked up as it is
+/// (case-insensitively, nothing copied); one that is not a valid header name is no header.
+fn remove_listed(headers: &mut HeaderMap, name: &str) {
+    const KEPT: [&str; 4] = [
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-request-id",
+    ];
+    if !KEPT.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+        headers.remove(name);
+    }
+}
+
+/// A number as a header value: the one-digit ones (most attempt counts and upstream times)
+/// are static, the others one allocation (`HeaderValue::from(u64)` makes two).
+pub fn number(n: u64) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    if let Some(d) = usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
+        return HeaderValue::from_static(d);
+    }
+    let mut buf = [0u8; 20];
+    let mut rest = &mut buf[..];
+    let _ = std::io::Write::write_fmt(&mut rest, format_args!("{n}"));
+    let len = 20 - rest.len();
+    HeaderValue::from_bytes(buf.get(..len).unwrap_or_default())
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// `x-envoy-*` headers steer Envoy (retries, timeouts); a client at the edge must not set them.
@@ -221,6 +250,52 @@ mod tests {
         let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         names.sort();
         assert_eq!(names, ["te", "x-kept"]);
+    }
+
+    #[test]
+    fn connection_lists_headers_to_remove_in_any_case_and_in_every_connection_header() {
+        // (Connection values, headers left besides x-kept and the gateway's own, which
+        // always stay)
+        let cases: [(&[&str], &[&str]); 6] = [
+            (&["X-Secret"], &["x-other"]),
+            (&["close", "x-secret, X-OTHER"], &[]),
+            (&["keep-alive", "x-secret"], &["x-other"]),
+            (
+                &["host, X-Forwarded-For, x-forwarded-proto, X-Request-Id"],
+                &["x-other", "x-secret"],
+            ),
+            (&[", ,bad name,x=1, x-other"], &["x-secret"]),
+            (&[], &["x-other", "x-secret"]),
+        ];
+        let gateway = [
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-request-id",
+        ];
+        for (connection, left) in cases {
+            let mut h = HeaderMap::new();
+            for v in connection {
+                h.append(header::CONNECTION, HeaderValue::from_str(v).unwrap());
+            }
+            for name in gateway.iter().chain(&["x-secret", "x-other", "x-kept"]) {
+                h.insert(*name, HeaderValue::from_static("1"));
+            }
+            strip_hop_by_hop(&mut h);
+            let mut got: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+            got.sort_unstable();
+            let mut want: Vec<&str> = left.iter().chain(&gateway).copied().collect();
+            want.push("x-kept");
+            want.sort_unstable();
+            assert_eq!(got, want, "Connection: {connection:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_become_header_values() {
+        for n in [0, 1, 9, 10, 250, 1_000_000, u64::MAX] {
+            assert_eq!(number(n), n.to_string().as_str(), "{n}");
+        }
     }
 
     #[test]
