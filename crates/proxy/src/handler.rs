@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Either;
 use hyper::upgrade::OnUpgrade;
@@ -939,12 +939,19 @@ fn add_gateway_headers(
     {
         headers.insert(X_EXTERNAL_ADDRESS.clone(), v);
     }
-    let prev = headers
-        .get(&X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .filter(|p| !p.is_empty());
-    if let Ok(v) = address_value(prev, conn.peer.ip()) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    // Entries: one lookup of each name where a look and an insert would take two.
+    match headers.entry(X_FORWARDED_FOR.clone()) {
+        Entry::Occupied(mut e) => {
+            let prev = e.get().to_str().ok().filter(|p| !p.is_empty());
+            if let Ok(v) = address_value(prev, conn.peer.ip()) {
+                e.insert(v);
+            }
+        }
+        Entry::Vacant(e) => {
+            if let Ok(v) = address_value(None, conn.peer.ip()) {
+                e.insert(v);
+            }
+        }
     }
     // SANITIZE_SET: the client's own value is already gone; the verified certificate's
     // details take its place.
@@ -958,12 +965,12 @@ fn add_gateway_headers(
             HeaderValue::from_static(conn.scheme()),
         );
     }
-    if !headers.contains_key(&X_REQUEST_ID) {
+    if let Entry::Vacant(e) = headers.entry(X_REQUEST_ID.clone()) {
         // A version-4 UUID from the thread-local generator: no system call per request.
         let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
         let mut buf = uuid::Uuid::encode_buffer();
         if let Ok(v) = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)) {
-            headers.insert(X_REQUEST_ID.clone(), v);
+            e.insert(v);
         }
     }
 }

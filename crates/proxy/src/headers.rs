@@ -20,8 +20,48 @@ pub static X_EXPECTED_TIMEOUT: HeaderName =
     HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 pub static X_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 
-/// Hop-by-hop headers are for one connection only.
+/// Hop-by-hop headers besides `Connection` (and what it lists) and `TE`.
+static HOP_BY_HOP: [HeaderName; 6] = [
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Hop-by-hop headers are for one connection only (RFC 9110 §7.6.1): `Connection`, what it
+/// lists, the usual ones, and `TE` unless it is `trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names finds which are there: removing each blindly costs a hash and
+    // a probe per name, twice per request, mostly for nothing.
+    let (mut connection, mut te, mut found) = (false, false, [false; HOP_BY_HOP.len()]);
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if name == header::TE {
+            te = true;
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name)
+            && let Some(f) = found.get_mut(i)
+        {
+            *f = true;
+        }
+    }
+    if connection {
+        remove_connection(headers);
+    }
+    for (name, found) in HOP_BY_HOP.iter().zip(found) {
+        if found {
+            headers.remove(name);
+        }
+    }
+    if te && headers.get(header::TE).is_some_and(|v| v != "trailers") {
+        headers.remove(header::TE);
+    }
+}
+
+/// Removes `Connection` and the headers it lists.
+fn remove_connection(headers: &mut HeaderMap) {
     // Nearly always one `Connection` header (an upstream's `keep-alive`): taken out whole,
     // its tokens name what to remove with no copy of them. Any further ones are kept aside
     // first (none: no allocation).
@@ -38,19 +78,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 remove_listed(headers, name);
             }
         }
-    }
-    for name in [
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
-    }
-    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
-        headers.remove(header::TE);
     }
 }
 
@@ -289,6 +316,26 @@ mod tests {
             want.sort_unstable();
             assert_eq!(got, want, "Connection: {connection:?}");
         }
+    }
+
+    #[test]
+    fn the_usual_hop_by_hop_headers_go_without_connection_naming_them() {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic eA=="),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("x-kept", "1"),
+        ] {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
     }
 
     #[test]
