@@ -86,6 +86,8 @@ HAPROXY_PORT=18020
 ISTHMUS_PORT=18000
 ISTHMUS_ADMIN_PORT=18001
 READY_TIMEOUT=10 # seconds a server gets to start answering
+# A command every proxy runs under (its arguments first), e.g. valgrind: bench/instructions.sh.
+WRAP=()
 
 CLK_TCK=$(getconf CLK_TCK) # unit of utime/stime in /proc/<pid>/stat
 
@@ -500,12 +502,12 @@ start_proxy() {
         return 0
         ;;
     nginx)
-        start_bg nginx taskset -c "$PROXY_CPU" nginx -e "$WORK/nginx/error.log" -c "$WORK/nginx.conf"
+        start_bg nginx taskset -c "$PROXY_CPU" "${WRAP[@]}" nginx -e "$WORK/nginx/error.log" -c "$WORK/nginx.conf"
         PROXY_URL="$SCHEME://127.0.0.1:$NGINX_PORT/"
         ;;
     haproxy)
         # -db: stay in the foreground as a single process (no master/worker).
-        start_bg haproxy taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy.cfg"
+        start_bg haproxy taskset -c "$PROXY_CPU" "${WRAP[@]}" haproxy -db -f "$WORK/haproxy.cfg"
         PROXY_URL="$SCHEME://127.0.0.1:$HAPROXY_PORT/"
         ;;
     isthmus | isthmus-rich | isthmus-logged | isthmus-base)
@@ -516,7 +518,7 @@ start_proxy() {
         [[ $1 == isthmus-logged ]] && extra=(--access-log "$WORK/isthmus-logged.access.log")
         rm -f "$WORK/isthmus-logged.access.log"
         start_bg "$1" env ISTHMUS_WORKERS=1 RUST_LOG=warn \
-            taskset -c "$PROXY_CPU" "$bin" run --config "$WORK/$1" \
+            taskset -c "$PROXY_CPU" "${WRAP[@]}" "$bin" run --config "$WORK/$1" \
             --bind "80=127.0.0.1:$ISTHMUS_PORT" --bind "443=127.0.0.1:$ISTHMUS_PORT" \
             --admin "127.0.0.1:$ISTHMUS_ADMIN_PORT" "${extra[@]}"
         PROXY_URL="$SCHEME://127.0.0.1:$ISTHMUS_PORT/"
