@@ -130,7 +130,9 @@ pub async fn handle(
     let (mut resp, outcome) = if tunnel {
         connect(&gw, &active, conn, parts, &mut arrival).await
     } else {
-        route_request(&gw, &active, conn, client, parts, body).await
+        // Boxed: the request's own box (hyper's service future) then holds only this
+        // function's state, and the kilobytes of routing and forwarding are copied once.
+        Box::pin(route_request(&gw, &active, conn, client, parts, body)).await
     };
     if grpc {
         resp = local_reply::grpc_local_reply(resp, head);
