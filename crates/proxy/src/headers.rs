@@ -85,13 +85,13 @@ fn remove_connection(headers: &mut HeaderMap) {
 /// upstream: a client must not be able to remove those. The name is looked up as it is
 /// (case-insensitively, nothing copied); one that is not a valid header name is no header.
 fn remove_listed(headers: &mut HeaderMap, name: &str) {
-    const KEPT: [&str; 4] = [
-        "host",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-request-id",
+    let kept = [
+        &header::HOST,
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_REQUEST_ID,
     ];
-    if !KEPT.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+    if !kept.iter().any(|k| k.as_str().eq_ignore_ascii_case(name)) {
         headers.remove(name);
     }
 }
