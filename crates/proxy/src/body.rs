@@ -160,7 +160,9 @@ impl RequestBody {
 /// bytes are counted as they pass).
 pub struct UpstreamBody {
     chunks: VecDeque<Bytes>,
-    trailers: Option<HeaderMap>,
+    /// Boxed: few requests have trailers, and the body is moved whole with the request, level
+    /// by level, on its way to the connection (96 of its 184 bytes).
+    trailers: Option<Box<HeaderMap>>,
     rest: Option<(ClientBody, Arc<AtomicU64>)>,
 }
 
@@ -168,7 +170,7 @@ impl UpstreamBody {
     fn buffered(data: Vec<Bytes>, trailers: Option<HeaderMap>) -> Self {
         UpstreamBody {
             chunks: data.into(),
-            trailers,
+            trailers: trailers.map(Box::new),
             rest: None,
         }
     }
@@ -194,7 +196,7 @@ impl Body for UpstreamBody {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if let Some(t) = self.trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(t))));
+            return Poll::Ready(Some(Ok(Frame::trailers(*t))));
         }
         let Some((rest, received)) = self.rest.as_mut() else {
             return Poll::Ready(None);

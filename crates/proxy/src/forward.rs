@@ -339,7 +339,9 @@ async fn send(
         open: &endpoint.pool.open,
     };
     if h2 {
-        endpoint.pool.http2.send(endpoint.address, &spec, req).await
+        // Boxed: it is the larger of the two, and would make every HTTP/1.1 request's future
+        // (and the copy made of it as it is boxed above) 2 KB bigger too.
+        Box::pin(endpoint.pool.http2.send(endpoint.address, &spec, req)).await
     } else {
         endpoint.pool.http1.send(endpoint.address, &spec, req).await
     }
