@@ -60,6 +60,9 @@ struct Shared {
     poller: Option<Poller>,
 }
 
+/// Room for this many parked connections is kept when the lot empties.
+const KEEP_SLOTS: usize = 64;
+
 struct Table {
     parked: Slab<Entry>,
     /// Idle deadlines with their connections' keys, earliest first.
@@ -133,6 +136,11 @@ impl Table {
         let entry = self.parked.try_remove(key)?;
         if entry.deadline != Tick::NEVER {
             self.deadlines.remove(&(entry.deadline, key));
+        }
+        // A slab keeps the room of its largest size. Once a spike of parked connections has
+        // left, that room (24 bytes a slot) goes back, rather than being kept for good.
+        if self.parked.is_empty() && self.parked.capacity() > KEEP_SLOTS {
+            self.parked = Slab::new();
         }
         Some(entry)
     }
@@ -261,6 +269,12 @@ impl Lot {
     #[cfg(test)]
     fn parked_count(&self) -> usize {
         lock(&self.shared.table).parked.len()
+    }
+
+    /// How many the table has room for.
+    #[cfg(test)]
+    fn parked_capacity(&self) -> usize {
+        lock(&self.shared.table).parked.capacity()
     }
 
     /// Returns once the poller reported sockets, their keys added to `keys`; never if the
@@ -682,6 +696,33 @@ mod tests {
         assert_eq!(f.next().await, Some(Left::Expired));
         assert_eq!(start.elapsed(), Duration::from_secs(20));
         assert_eq!((f.lot.parked_count(), f.gauge.get()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_table_gives_back_its_room_once_a_spike_has_left() {
+        let mut f = fixture();
+        let last = f.park(None);
+        let _spike: Vec<_> = (0..999)
+            .map(|_| f.park(Some(Duration::from_secs(5))))
+            .collect();
+        assert!(f.lot.parked_capacity() >= 1000);
+        for _ in 0..999 {
+            assert_eq!(f.next().await, Some(Left::Expired));
+        }
+        assert!(
+            f.lot.parked_capacity() >= 1000,
+            "the room stays while a connection is parked"
+        );
+        drop(last);
+        assert_eq!(f.next().await, Some(Left::Dropped));
+        assert_eq!((f.lot.parked_count(), f.gauge.get()), (0, 0));
+        assert!(
+            f.lot.parked_capacity() <= KEEP_SLOTS,
+            "{}",
+            f.lot.parked_capacity()
+        );
+        let _again = f.park(None);
+        assert_eq!(f.lot.parked_count(), 1, "the lot still parks");
     }
 
     #[tokio::test]
