@@ -908,9 +908,10 @@ fn set_path(parts: &mut http::request::Parts, path: &str, original: Option<&str>
     }
 }
 
-/// `ip` as a header value, after `list` and a comma if given, in one allocation for the text and one for the
-/// bytes' shared handle (`to_string` and `from_str` take three, and every copy of the
-/// request's headers, one per attempt, one more), so that copies of it take none.
+/// `ip` as a header value, after `list` and a comma if given. The text is allocated once and
+/// its bytes are shared, so the copy of the request's headers made for each attempt does not
+/// allocate again (`to_string` then `HeaderValue::from_str` would allocate three times, and
+/// once more per copy).
 fn address_value(
     list: Option<&str>,
     ip: std::net::IpAddr,
