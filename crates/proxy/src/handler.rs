@@ -623,7 +623,7 @@ fn upstream_response(
     let switched = done.response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upgraded = match downstream_upgrade {
         Some((down, hold)) if switched => {
-            let up = hyper::upgrade::on(&mut done.response);
+            let up = done.response.body_mut().take_upgraded();
             tokio::spawn(async move {
                 splice(down, up).await;
                 drop(hold);
@@ -680,15 +680,19 @@ fn upstream_version(active: &Active, dest: &WeightedDestination, client: Version
 
 /// Copies bytes both ways between an upgraded client connection and the upstream's, until
 /// both sides are closed. The tunnel depends on no snapshot, so reloads leave it alone.
-async fn splice(downstream: OnUpgrade, upstream: OnUpgrade) {
-    let (down, up) = match tokio::try_join!(downstream, upstream) {
-        Ok(pair) => pair,
+async fn splice(downstream: OnUpgrade, upstream: Option<crate::pool::Upgraded>) {
+    let Some(mut up) = upstream else {
+        tracing::debug!("upgrade failed: the upstream connection is gone");
+        return;
+    };
+    let down = match downstream.await {
+        Ok(down) => down,
         Err(e) => {
             tracing::debug!("upgrade failed: {e}");
             return;
         }
     };
-    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    let mut down = TokioIo::new(down);
     if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
         tracing::debug!("upgraded connection ended: {e}");
     }

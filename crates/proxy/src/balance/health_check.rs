@@ -127,7 +127,6 @@ async fn http_get(
         limits: None,
         open: &open,
     };
-    let mut sender = crate::pool::connect_http1(e.address, &spec).await.ok()?;
     let mut req = Request::new(UpstreamBody::empty());
     *req.uri_mut() = path.parse().ok()?;
     let h = req.headers_mut();
@@ -135,6 +134,8 @@ async fn http_get(
     // Envoy's health checker identifies itself this way; backends often special-case it.
     h.insert(header::USER_AGENT, HeaderValue::from_static("Envoy/HC"));
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    let resp = sender.send_request(req).await.ok()?;
-    Some(resp.status().as_u16())
+    let status = crate::pool::http1_status(e.address, &spec, req)
+        .await
+        .ok()?;
+    Some(status.as_u16())
 }

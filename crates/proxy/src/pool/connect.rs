@@ -1,13 +1,14 @@
-//! Opening a connection: TCP (no Nagle), then TLS if the key says so, then the HTTP
-//! handshake, all within the connect timeout. The connection's task is spawned here.
+//! Opening a connection: TCP (no Nagle), then TLS if the key says so, then for HTTP/2 the
+//! handshake, all within the connect timeout. An HTTP/2 connection's task is spawned here.
 
 use std::net::SocketAddr;
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::exchange::{Connection, Io};
 use super::{ConnKey, ConnSpec, OpenGuard, SendError};
 use crate::body::UpstreamBody;
 
@@ -15,27 +16,26 @@ use crate::body::UpstreamBody;
 const H2_STREAM_WINDOW: u32 = 64 * 1024;
 const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
-pub type H1Sender = http1::SendRequest<UpstreamBody>;
 pub type H2Sender = http2::SendRequest<UpstreamBody>;
 
 /// A new connection's sender and its local address (for the access log).
 pub type Opened<S> = (S, Option<SocketAddr>);
 
-/// Opens an HTTP/1.1 connection; `guard` lives as long as the connection does.
+/// Opens a connection for HTTP/1.1 exchanges (TCP, then TLS if the key says so), within the
+/// connect timeout. Its exchanges run in the tasks of the requests that use it.
 pub async fn http1(
     endpoint: SocketAddr,
     spec: &ConnSpec<'_>,
-    guard: Option<Box<dyn Send + 'static>>,
-) -> Result<Opened<H1Sender>, SendError> {
+) -> Result<(Connection, Option<SocketAddr>), SendError> {
     let timeout = spec.settings.connect_timeout;
     tokio::time::timeout(timeout, async {
         let tcp = tcp(endpoint, spec.settings.keepalive.as_ref()).await?;
         let local = tcp.local_addr().ok();
-        let sender = match tls(tcp, &spec.key, endpoint).await? {
-            Stream::Plain(s) => handshake_h1(TokioIo::new(s), endpoint, spec, guard).await,
-            Stream::Tls(s) => handshake_h1(TokioIo::new(s), endpoint, spec, guard).await,
-        }?;
-        Ok((sender, local))
+        let io = match tls(tcp, &spec.key, endpoint).await? {
+            Stream::Plain(s) => Io::Plain(s),
+            Stream::Tls(s) => Io::Tls(s),
+        };
+        Ok((Connection::new(io), local))
     })
     .await
     .map_err(|_| SendError::Connect)?
@@ -93,29 +93,6 @@ async fn tls(tcp: TcpStream, key: &ConnKey, endpoint: SocketAddr) -> Result<Stre
             SendError::Connect
         })?;
     Ok(Stream::Tls(Box::new(stream)))
-}
-
-async fn handshake_h1<T>(
-    io: T,
-    endpoint: SocketAddr,
-    spec: &ConnSpec<'_>,
-    guard: Option<Box<dyn Send + 'static>>,
-) -> Result<H1Sender, SendError>
-where
-    T: Read + Write + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::handshake(io).await.map_err(|_| SendError::Connect)?;
-    let open = OpenGuard::new(spec.open);
-    tokio::spawn(async move {
-        let _open = open;
-        // Released when the connection ends: its circuit-breaker slot.
-        let _guard = guard;
-        // Upgrades (WebSocket) take the connection over after a 101.
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(%endpoint, "upstream connection ended: {e}");
-        }
-    });
-    Ok(sender)
 }
 
 async fn handshake_h2<T>(

@@ -4,25 +4,23 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
-use http::{Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::balance::limits::{Slot, Which, acquire};
 
-use super::connect::{self, H1Sender};
-use super::response::{PooledBody, Release};
-use super::{ConnKey, ConnSpec, PoolSettings, SendError};
+use super::codec::{self, BodyKind, ResponseHead};
+use super::connect;
+use super::exchange::{self, Connection, Outgoing};
+use super::response::{Http1Body, PooledBody, Return};
+use super::{ConnKey, ConnSpec, OpenGuard, PoolSettings, SendError};
 use crate::body::UpstreamBody;
 use crate::local_reply::LocalReply;
 
 /// At most this many idle connections are kept per endpoint.
 const MAX_IDLE: usize = 256;
-/// How long a taken idle connection may take to become ready (its previous exchange still
-/// finishing) before another is used.
-const READY_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 pub struct Http1Pool {
@@ -44,7 +42,7 @@ impl Drop for Opened {
 }
 
 pub(super) struct Conn {
-    sender: H1Sender,
+    pub(super) wire: Connection,
     /// The connection's own address, for the access log.
     local: Option<SocketAddr>,
     key: ConnKey,
@@ -52,14 +50,20 @@ pub(super) struct Conn {
     /// Requests sent on it so far.
     used: u32,
     idle_since: Instant,
+    /// Counts it among the endpoint's open connections while it lives.
+    _open: OpenGuard,
+    /// Released when it closes: its circuit-breaker slot, if the cluster has limits.
+    _slot: Option<Opened>,
 }
 
 impl Conn {
-    fn usable(&self, key: &ConnKey, settings: &PoolSettings, now: Instant) -> bool {
-        !self.sender.is_closed()
-            && self.key == *key
+    /// Whether it may take a request now: open, opened the same way, not idle too long and
+    /// not worn out.
+    fn usable(&mut self, key: &ConnKey, settings: &PoolSettings, now: Instant) -> bool {
+        self.key == *key
             && now.duration_since(self.idle_since) < settings.idle_timeout
             && !self.worn_out(settings, now)
+            && !self.wire.is_closed()
     }
 
     /// Whether it may take no more requests: too many sent, or too old.
@@ -74,15 +78,16 @@ impl Conn {
 
 impl Http1Pool {
     /// Sends on an idle connection, or a new one. A request that a reused connection could
-    /// not take (it closed meanwhile) goes once more on a new connection, as it never left.
+    /// not take (the upstream had closed it) goes once more on a new connection.
     pub async fn send(
         &self,
         endpoint: SocketAddr,
         spec: &ConnSpec<'_>,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, SendError> {
+        let mut out = Outgoing::new(req);
         loop {
-            let mut conn = match self.checkout(spec).await {
+            let mut conn = match self.checkout(spec) {
                 Some(c) => c,
                 // Boxed: opening is the rare path, and its future would otherwise make every
                 // request's future (moved as it is awaited, level by level) kilobytes bigger.
@@ -90,15 +95,12 @@ impl Http1Pool {
             };
             let reused = conn.used > 0;
             conn.used += 1;
-            match conn.sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.wrap(resp, conn, spec.settings)),
-                Err(mut e) => match e.take_message() {
-                    Some(back) if reused => req = back,
-                    _ => {
-                        tracing::debug!(%endpoint, "upstream error: {:?}", e.error());
-                        return Err(SendError::Reset(classify(e.error())));
-                    }
-                },
+            match exchange::response_head(&mut conn.wire, &mut out).await {
+                Ok(head) => return self.respond(head, conn, out, spec.settings),
+                Err(f) if f.retry && reused => {
+                    tracing::debug!(%endpoint, "reused connection closed; sending again");
+                }
+                Err(f) => return Err(SendError::Reset(f.reply)),
             }
         }
     }
@@ -121,7 +123,7 @@ impl Http1Pool {
                     _slot: slot,
                     freed: self.freed.clone(),
                 };
-                return self.open(endpoint, spec, Some(Box::new(guard))).await;
+                return self.open(endpoint, spec, Some(guard)).await;
             }
             if pending.is_none() {
                 pending = Some(
@@ -130,11 +132,11 @@ impl Http1Pool {
                 );
             }
             let freed = self.freed.notified();
-            if let Some(c) = self.checkout(spec).await {
+            if let Some(c) = self.checkout(spec) {
                 return Ok(c);
             }
             freed.await;
-            if let Some(c) = self.checkout(spec).await {
+            if let Some(c) = self.checkout(spec) {
                 return Ok(c);
             }
         }
@@ -144,17 +146,19 @@ impl Http1Pool {
         &self,
         endpoint: SocketAddr,
         spec: &ConnSpec<'_>,
-        guard: Option<Box<dyn Send + 'static>>,
+        slot: Option<Opened>,
     ) -> Result<Conn, SendError> {
         let now = Instant::now();
-        let (sender, local) = connect::http1(endpoint, spec, guard).await?;
+        let (wire, local) = connect::http1(endpoint, spec).await?;
         Ok(Conn {
-            sender,
+            wire,
             local,
             key: spec.key.clone(),
             opened: now,
             used: 0,
             idle_since: now,
+            _open: OpenGuard::new(spec.open),
+            _slot: slot,
         })
     }
 
@@ -166,25 +170,13 @@ impl Http1Pool {
             .len()
     }
 
-    async fn checkout(&self, spec: &ConnSpec<'_>) -> Option<Conn> {
-        loop {
-            let mut conn = self.pop(spec)?;
-            if conn.sender.is_ready() {
-                return Some(conn);
-            }
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, conn.sender.ready()).await {
-                return Some(conn);
-            }
-        }
-    }
-
     /// The most recently idle usable connection; closed and expired ones met on the way are
     /// dropped.
-    fn pop(&self, spec: &ConnSpec<'_>) -> Option<Conn> {
+    fn checkout(&self, spec: &ConnSpec<'_>) -> Option<Conn> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(i) = idle.iter().rposition(|c| c.key == spec.key) {
-            let conn = idle.swap_remove(i);
+            let mut conn = idle.swap_remove(i);
             if conn.usable(&spec.key, spec.settings, now) {
                 return Some(conn);
             }
@@ -192,28 +184,58 @@ impl Http1Pool {
         None
     }
 
-    /// The response, its body returning the connection to the pool when read to the end,
-    /// unless the connection cannot take another request.
-    fn wrap(
+    /// The response, its body reading from the connection and returning it to the pool when
+    /// read to the end, unless the connection cannot take another request.
+    fn respond(
         &self,
-        resp: Response<hyper::body::Incoming>,
+        head: ResponseHead,
         conn: Conn,
+        out: Outgoing,
         settings: &PoolSettings,
-    ) -> Response<PooledBody> {
-        let closing = resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            || resp
-                .headers()
-                .get(header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
-            || conn.worn_out(settings, Instant::now());
-        let local = conn.local;
-        let release = (!closing).then(|| Release {
-            conn,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let protocol_error = SendError::Reset(LocalReply::UpstreamProtocolError);
+        let switched = head.status == StatusCode::SWITCHING_PROTOCOLS;
+        if switched && !out.upgrade {
+            tracing::debug!("upstream switched protocols without being asked");
+            return Err(protocol_error);
+        }
+        let kind = if switched {
+            BodyKind::Empty
+        } else {
+            codec::response_body(out.is_head, head.status, &head.headers).map_err(|e| {
+                tracing::debug!("upstream response: {e}");
+                protocol_error
+            })?
+        };
+        let reusable = codec::keeps_alive(head.version, &head.headers)
+            && !conn.worn_out(settings, Instant::now());
+        let back = reusable.then(|| Return {
             idle: self.idle.clone(),
             freed: self.freed.clone(),
         });
-        resp.map(|body| PooledBody::new(body, release, local))
+        let local = conn.local;
+        let body = Http1Body::new(conn, kind, out, back, switched);
+        let mut resp = Response::new(PooledBody::http1(body, local));
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        Ok(resp)
     }
+}
+
+/// Sends one request on a new connection of its own and reads the response's status (health
+/// checks).
+pub(super) async fn status_of(
+    endpoint: SocketAddr,
+    spec: &ConnSpec<'_>,
+    req: Request<UpstreamBody>,
+) -> Result<StatusCode, SendError> {
+    let (mut wire, _) = connect::http1(endpoint, spec).await?;
+    let mut out = Outgoing::new(req);
+    exchange::response_head(&mut wire, &mut out)
+        .await
+        .map(|head| head.status)
+        .map_err(|f| SendError::Reset(f.reply))
 }
 
 /// Puts a connection back among the idle ones, and wakes a pending request.
@@ -226,25 +248,4 @@ pub(super) fn put_back(idle: &Mutex<Vec<Conn>>, freed: &Notify, mut conn: Conn) 
         }
     }
     freed.notify_one();
-}
-
-/// A failure of the request body we were sending (the client's stream broke, e.g. a bad
-/// chunk) is the client's: 400 (Envoy's codec error, `DPE`). Otherwise a protocol error
-/// anywhere in the chain is Envoy's `UPE`; anything else a reset.
-pub(crate) fn classify(e: &(dyn std::error::Error + 'static)) -> LocalReply {
-    if e.downcast_ref::<hyper::Error>()
-        .is_some_and(hyper::Error::is_user)
-    {
-        return LocalReply::BadRequest;
-    }
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>()
-            && h.is_parse()
-        {
-            return LocalReply::UpstreamProtocolError;
-        }
-        source = s.source();
-    }
-    LocalReply::UpstreamReset
 }

@@ -9,7 +9,6 @@ use http::{Request, Response};
 use tokio::sync::Mutex;
 
 use super::connect::{self, H2Sender};
-use super::http1::classify;
 use super::{ConnKey, ConnSpec, PooledBody, SendError};
 use crate::body::UpstreamBody;
 use crate::local_reply::LocalReply;
@@ -53,7 +52,7 @@ impl Http2Pool {
                 return Err(SendError::Reset(LocalReply::UpstreamReset));
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(|b| PooledBody::unpooled(b).with_local(local))),
+                Ok(resp) => return Ok(resp.map(|b| PooledBody::http2(b, local))),
                 Err(mut e) => {
                     // A connection that failed a request gets no new ones.
                     self.discard(conn.id).await;
@@ -122,4 +121,25 @@ fn classify_h2(e: &hyper::Error) -> SendError {
         source = s.source();
     }
     SendError::Reset(classify(e))
+}
+
+/// A failure of the request body we were sending (the client's stream broke, e.g. a bad
+/// chunk) is the client's: 400 (Envoy's codec error, `DPE`). Otherwise a protocol error
+/// anywhere in the chain is Envoy's `UPE`; anything else a reset.
+pub(crate) fn classify(e: &(dyn std::error::Error + 'static)) -> LocalReply {
+    if e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_user)
+    {
+        return LocalReply::BadRequest;
+    }
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && h.is_parse()
+        {
+            return LocalReply::UpstreamProtocolError;
+        }
+        source = s.source();
+    }
+    LocalReply::UpstreamReset
 }

@@ -3,7 +3,9 @@
 //! configuration and SNI it was opened with ([`ConnKey`]); a request only reuses a connection
 //! opened the way it would open one.
 
+mod codec;
 mod connect;
+mod exchange;
 mod http1;
 mod http2;
 mod response;
@@ -20,7 +22,7 @@ use isthmus_config::policy::Limits;
 use crate::balance::limits::Counters;
 use crate::local_reply::LocalReply;
 
-pub use response::PooledBody;
+pub use response::{PooledBody, Upgraded};
 
 /// Istio's default upstream connect timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,14 +118,14 @@ pub struct ConnSpec<'a> {
     pub open: &'a Arc<AtomicUsize>,
 }
 
-/// Opens one HTTP/1.1 connection outside any pool (health checks).
-pub async fn connect_http1(
+/// Sends one HTTP/1.1 request on a connection of its own, outside any pool, and returns the
+/// response's status (health checks).
+pub async fn http1_status(
     endpoint: std::net::SocketAddr,
     spec: &ConnSpec<'_>,
-) -> Result<connect::H1Sender, SendError> {
-    connect::http1(endpoint, spec, None)
-        .await
-        .map(|(sender, _)| sender)
+    req: http::Request<crate::body::UpstreamBody>,
+) -> Result<http::StatusCode, SendError> {
+    http1::status_of(endpoint, spec, req).await
 }
 
 /// The connections of one endpoint.

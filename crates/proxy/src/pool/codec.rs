@@ -1,0 +1,503 @@
+//! HTTP/1.1 as the gateway speaks it to upstreams, as bytes: the request head it writes, the
+//! response head it reads (with httparse, the parser hyper uses) and how each body is framed
+//! (RFC 9112 §6). Pure functions; the connection that uses them is [`super::exchange`].
+
+use std::mem::MaybeUninit;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+/// The largest response head (and trailer section) read: Envoy's `max_response_headers_kb`
+/// default is 60 KiB.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most header fields a response head may have (Envoy's `max_headers_count`).
+pub const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// What the request body is known to be when its head is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyShape {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes.
+    Exact(u64),
+    /// A stream of unknown length.
+    Unknown,
+}
+
+/// How a request body follows its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body bytes are written.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// Writes the request line and header fields. The framing is hyper's client's: a body of
+/// unknown length is chunked, except on GET, HEAD and CONNECT (which carry none); a known
+/// length is declared unless a valid `Content-Length` already is.
+pub fn write_request_head(
+    out: &mut BytesMut,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: BodyShape,
+) -> Framing {
+    let declared = content_length(headers);
+    let chunked_te = headers.contains_key(header::TRANSFER_ENCODING);
+    let framing = match (body, declared) {
+        (BodyShape::Empty, _) => Framing::None,
+        _ if chunked_te => Framing::Chunked,
+        (_, Some(n)) => Framing::Length(n),
+        (BodyShape::Unknown, None)
+            if matches!(*method, Method::GET | Method::HEAD | Method::CONNECT) =>
+        {
+            Framing::None
+        }
+        (BodyShape::Unknown, None) => Framing::Chunked,
+        (BodyShape::Exact(n), None) => Framing::Length(n),
+    };
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    // Sized once: growing the buffer field by field would copy it each time it doubles.
+    let fields: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(method.as_str().len() + path.len() + fields + 64);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(path.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    // The framing headers are the gateway's own: what the client sent is replaced.
+    let keep_length = framing == Framing::None || (declared.is_some() && !chunked_te);
+    for (name, value) in headers {
+        if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !keep_length) {
+            continue;
+        }
+        put_field(out, name, value);
+    }
+    match framing {
+        Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Length(n) if declared.is_none() => {
+            out.put_slice(b"content-length: ");
+            put_decimal(out, n);
+            out.put_slice(b"\r\n");
+        }
+        Framing::Length(_) | Framing::None => {}
+    }
+    out.put_slice(b"\r\n");
+    framing
+}
+
+fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    out.put_slice(name.as_str().as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+fn put_decimal(out: &mut BytesMut, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut v = n;
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.put_slice(digits.get(at..).unwrap_or(b"0"));
+}
+
+/// Frames one chunk of a chunked body: its size line, the data is written after it.
+pub fn put_chunk_size(out: &mut BytesMut, len: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 16];
+    let mut at = hex.len();
+    let mut v = len;
+    loop {
+        at -= 1;
+        if let (Some(h), Some(d)) = (hex.get_mut(at), DIGITS.get(v & 0xf)) {
+            *h = *d;
+        }
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    out.put_slice(hex.get(at..).unwrap_or(b"0"));
+    out.put_slice(b"\r\n");
+}
+
+/// The end of a chunked body, with its trailer fields (those that may be trailers).
+pub fn put_last_chunk(out: &mut BytesMut, trailers: Option<&HeaderMap>) {
+    out.put_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        if may_be_trailer(name) {
+            put_field(out, name, value);
+        }
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Fields that frame, route or authenticate a message cannot come after it (RFC 9110 §6.5.1).
+fn may_be_trailer(name: &HeaderName) -> bool {
+    ![
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+        header::HOST,
+        header::CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::AUTHORIZATION,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::EXPECT,
+    ]
+    .contains(name)
+}
+
+/// The value every `Content-Length` field agrees on (a list of equal values counts as one),
+/// or `None` if there is none or they are invalid or differ.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut found = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = decimal(part.trim_ascii())?;
+            if found.is_some_and(|f| f != n) {
+                return None;
+            }
+            found = Some(n);
+        }
+    }
+    found
+}
+
+fn decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Why an upstream's response could not be read: each is Envoy's upstream protocol error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("invalid response head: {0}")]
+    Invalid(httparse::Error),
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    #[error("more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    #[error("invalid Content-Length")]
+    ContentLength,
+    #[error("invalid chunked body")]
+    Chunked,
+}
+
+/// A response head read whole.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+/// Reads a response head from the front of `buf`, taking its bytes: `None` until it is whole.
+/// Header values share the read buffer's memory rather than being copied.
+pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadError> {
+    // Left uninitialised: zeroing a hundred fields for every response costs more than parsing
+    // the few a response has.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(e) => return Err(HeadError::Invalid(e)),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(HeadError::TooLarge);
+    }
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(HeadError::Invalid(httparse::Error::Status))?;
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Where each field sits in the buffer, so the values can be cut from it once it is frozen.
+    let base = buf.as_ptr() as usize;
+    let at: Vec<[usize; 4]> = resp
+        .headers
+        .iter()
+        .map(|f| {
+            let name = f.name.as_ptr() as usize - base;
+            let value = f.value.as_ptr() as usize - base;
+            [name, name + f.name.len(), value, value + f.value.len()]
+        })
+        .collect();
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(at.len());
+    for &[name_start, name_end, start, end] in &at {
+        let name = head
+            .get(name_start..name_end)
+            .and_then(|b| HeaderName::from_bytes(b).ok())
+            .ok_or(HeadError::Invalid(httparse::Error::HeaderName))?;
+        headers.append(name, value(&head, start, end)?);
+    }
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// A field value cut from the head; httparse has checked its bytes already.
+fn value(head: &Bytes, start: usize, end: usize) -> Result<HeaderValue, HeadError> {
+    if start > end || end > head.len() {
+        return Err(HeadError::Invalid(httparse::Error::HeaderValue));
+    }
+    HeaderValue::from_maybe_shared(head.slice(start..end))
+        .map_err(|_| HeadError::Invalid(httparse::Error::HeaderValue))
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection, which then cannot be reused.
+    UntilClose,
+}
+
+/// The response body's framing, from the request's method and the response's head.
+pub fn response_body(
+    method_is_head: bool,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<BodyKind, HeadError> {
+    if method_is_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(BodyKind::Empty);
+    }
+    if let Some(last) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        let ends_chunked = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        return Ok(if ends_chunked {
+            BodyKind::Chunked
+        } else {
+            BodyKind::UntilClose
+        });
+    }
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        return Ok(BodyKind::UntilClose);
+    }
+    match content_length(headers) {
+        Some(0) => Ok(BodyKind::Empty),
+        Some(n) => Ok(BodyKind::Length(n)),
+        None => Err(HeadError::ContentLength),
+    }
+}
+
+/// Whether the connection may carry another request after this response.
+pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &[u8]| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive") && !has(b"close")
+    } else {
+        !has(b"close")
+    }
+}
+
+/// What the chunked decoder found next.
+#[derive(Debug, PartialEq)]
+pub enum Chunk {
+    Data(Bytes),
+    /// The trailer section (possibly empty): the body has ended.
+    End(Option<HeaderMap>),
+    /// More bytes are needed.
+    More,
+}
+
+/// Decodes a chunked body as its bytes arrive.
+#[derive(Debug, Default)]
+pub struct ChunkedDecoder {
+    state: State,
+    /// Data bytes left in the current chunk.
+    left: u64,
+    /// Bytes of the current size line seen so far.
+    line: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    Size,
+    /// Whitespace or an extension after the size, up to the line's CR.
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    Trailers,
+    Done,
+}
+
+impl ChunkedDecoder {
+    /// Whether the body has ended (its trailer section was read).
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Consumes what it can of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Chunk, HeadError> {
+        loop {
+            if self.state == State::Data {
+                if buf.is_empty() {
+                    return Ok(Chunk::More);
+                }
+                let n = usize::try_from(self.left)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                self.left -= n as u64;
+                if self.left == 0 {
+                    self.state = State::DataCr;
+                }
+                return Ok(Chunk::Data(buf.split_to(n).freeze()));
+            }
+            if self.state == State::Trailers {
+                return trailers(buf).map(|t| match t {
+                    Some(t) => {
+                        self.state = State::Done;
+                        Chunk::End(t)
+                    }
+                    None => Chunk::More,
+                });
+            }
+            if self.state == State::Done {
+                return Ok(Chunk::End(None));
+            }
+            let Some(&b) = buf.first() else {
+                return Ok(Chunk::More);
+            };
+            let _ = buf.split_to(1);
+            self.step(b)?;
+        }
+    }
+
+    /// One byte of a size line or of the CRLF after a chunk's data.
+    fn step(&mut self, b: u8) -> Result<(), HeadError> {
+        let bad = Err(HeadError::Chunked);
+        match self.state {
+            State::Size => {
+                self.line += 1;
+                if let Some(d) = (b as char).to_digit(16) {
+                    if self.line > 16 {
+                        return bad;
+                    }
+                    self.left = self.left * 16 + u64::from(d);
+                } else if self.line == 1 {
+                    return bad;
+                } else if b == b'\r' {
+                    self.state = State::SizeLf;
+                } else if b == b';' || b == b' ' || b == b'\t' {
+                    self.state = State::Extension;
+                } else {
+                    return bad;
+                }
+            }
+            State::Extension => {
+                self.line += 1;
+                if b == b'\r' {
+                    self.state = State::SizeLf;
+                } else if self.line > MAX_CHUNK_LINE || b == b'\n' || (b < 0x20 && b != b'\t') {
+                    return bad;
+                }
+            }
+            State::SizeLf if b == b'\n' => {
+                self.line = 0;
+                self.state = if self.left == 0 {
+                    State::Trailers
+                } else {
+                    State::Data
+                };
+            }
+            State::DataCr if b == b'\r' => self.state = State::DataLf,
+            State::DataLf if b == b'\n' => self.state = State::Size,
+            _ => return bad,
+        }
+        Ok(())
+    }
+}
+
+/// The trailer section at the front of `buf`, taken whole: `Some(None)` if it is empty.
+fn trailers(buf: &mut BytesMut) -> Result<Option<Option<HeaderMap>>, HeadError> {
+    if buf.starts_with(b"\r\n") {
+        let _ = buf.split_to(2);
+        return Ok(Some(None));
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (len, map) = match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, fields))) => {
+            let mut map = HeaderMap::with_capacity(fields.len());
+            for f in fields.iter() {
+                let name = HeaderName::from_bytes(f.name.as_bytes())
+                    .map_err(|_| HeadError::Invalid(httparse::Error::HeaderName))?;
+                let value = HeaderValue::from_bytes(f.value)
+                    .map_err(|_| HeadError::Invalid(httparse::Error::HeaderValue))?;
+                map.append(name, value);
+            }
+            (len, map)
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(HeadError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(e) => return Err(HeadError::Invalid(e)),
+    };
+    let _ = buf.split_to(len);
+    Ok(Some(Some(map)))
+}
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;
