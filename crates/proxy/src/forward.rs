@@ -20,7 +20,7 @@ use crate::clusters::{ClusterSettings, ClusterState, Endpoint};
 use crate::egress::original_dst::Target;
 use crate::headers::{X_ATTEMPT_COUNT, number};
 use crate::local_reply::LocalReply;
-use crate::pool::{ConnKey, ConnSpec, PooledBody, SendError};
+use crate::pool::{ConnKey, ConnSpec, Outgoing, PooledBody, RequestHead, SendError};
 use isthmus_config::egress::destination_port;
 use isthmus_config::hosts::request_host as routing_host;
 
@@ -305,7 +305,7 @@ async fn attempt_once(
     cluster: &ClusterState,
     settings: &ClusterSettings,
     endpoint: &Endpoint,
-    req: Request<UpstreamBody>,
+    req: Attempt,
     per_try: Option<Duration>,
 ) -> Result<Response<PooledBody>, AttemptError> {
     // Boxed: every enclosing future (the route's, the handler's, the connection's) would
@@ -321,38 +321,56 @@ async fn attempt_once(
     }
 }
 
+/// One attempt's request, as its connection's protocol takes it.
+enum Attempt {
+    /// Encoded from the client's head as it stands: its header map is not copied. `host` is
+    /// the host it is for, when TLS needs it for SNI.
+    Http1 {
+        out: Outgoing,
+        host: Option<String>,
+    },
+    Http2(Request<UpstreamBody>),
+}
+
 /// Sends on the endpoint's HTTP/2 connection or one of its HTTP/1.1 connections, as the
 /// request's version says, opened with the cluster's TLS.
 async fn send(
     cluster: &ClusterState,
     settings: &ClusterSettings,
     endpoint: &Endpoint,
-    req: Request<UpstreamBody>,
+    req: Attempt,
 ) -> Result<Response<PooledBody>, SendError> {
-    let h2 = req.version() == Version::HTTP_2;
-    let spec = ConnSpec {
-        key: conn_key(settings, endpoint.address, &req, h2)?,
-        settings: &settings.pool,
-        limits: settings
-            .limited
-            .then_some((&cluster.counters, &settings.policy.limits)),
-        open: &endpoint.pool.open,
+    let spec = |host: Option<String>, h2: bool| -> Result<ConnSpec<'_>, SendError> {
+        Ok(ConnSpec {
+            key: conn_key(settings, endpoint.address, host, h2)?,
+            settings: &settings.pool,
+            limits: settings
+                .limited
+                .then_some((&cluster.counters, &settings.policy.limits)),
+            open: &endpoint.pool.open,
+        })
     };
-    if h2 {
-        // Boxed: it is the larger of the two, and would make every HTTP/1.1 request's future
-        // (and the copy made of it as it is boxed above) 2 KB bigger too.
-        Box::pin(endpoint.pool.http2.send(endpoint.address, &spec, req)).await
-    } else {
-        endpoint.pool.http1.send(endpoint.address, &spec, req).await
+    match req {
+        Attempt::Http1 { out, host } => {
+            let spec = spec(host, false)?;
+            endpoint.pool.http1.send(endpoint.address, &spec, out).await
+        }
+        Attempt::Http2(req) => {
+            let host = req.uri().authority().map(|a| a.host().to_string());
+            let spec = spec(host, true)?;
+            // Boxed: it is the larger of the two, and would make every HTTP/1.1 request's
+            // future (and the copy made of it as it is boxed above) 2 KB bigger too.
+            Box::pin(endpoint.pool.http2.send(endpoint.address, &spec, req)).await
+        }
     }
 }
 
-/// The TLS of a connection for `req`: none, or the cluster's configuration with the SNI the
-/// DestinationRule sets, else the request's host (Istio's automatic SNI), else the address.
+/// The TLS of a connection: none, or the cluster's configuration with the SNI the
+/// DestinationRule sets, else the request's `host` (Istio's automatic SNI), else the address.
 fn conn_key(
     settings: &ClusterSettings,
     address: SocketAddr,
-    req: &Request<UpstreamBody>,
+    host: Option<String>,
     h2: bool,
 ) -> Result<ConnKey, SendError> {
     let Some(tls) = &settings.tls else {
@@ -361,23 +379,10 @@ fn conn_key(
     let config = tls.for_version(h2).ok_or(SendError::Connect)?;
     let sni = match &tls.sni {
         Some(s) => s.clone(),
-        None => request_host(req).unwrap_or_else(|| address.ip().to_string()),
+        None => host.unwrap_or_else(|| address.ip().to_string()),
     };
     let name = ServerName::try_from(sni).map_err(|_| SendError::Connect)?;
     Ok(ConnKey::tls(config.clone(), name))
-}
-
-/// The host the request is for, without a port: `Host` over HTTP/1.1, `:authority` over
-/// HTTP/2.
-fn request_host(req: &Request<UpstreamBody>) -> Option<String> {
-    let from_header = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| Authority::try_from(h.as_bytes()).ok());
-    from_header
-        .as_ref()
-        .or(req.uri().authority())
-        .map(|a| a.host().to_string())
 }
 
 /// Full-jitter exponential back-off: up to base·2^(n-1), capped at 10× the base (Envoy).
@@ -410,46 +415,73 @@ fn build_request(
     attempt: Option<u32>,
     version: Version,
     tls: bool,
-) -> Option<Request<UpstreamBody>> {
+) -> Option<Attempt> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut headers = parts.headers.clone();
-    let uri = if version == Version::HTTP_2 {
-        let authority = match headers
-            .get(header::HOST)
-            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-        {
-            Some(a) => {
-                headers.remove(header::HOST);
-                a
-            }
-            None => endpoint.authority.clone(),
-        };
-        let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
-        Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-            .ok()?
-    } else {
-        if !headers.contains_key(header::HOST) {
-            headers.insert(
-                header::HOST,
-                HeaderValue::from_str(endpoint.authority.as_str()).ok()?,
-            );
-        }
-        // Already in origin form (an HTTP/1.1 client's usual request line): the same URI,
-        // its bytes shared rather than copied.
-        if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
-            parts.uri.clone()
-        } else {
-            Uri::try_from(path).ok()?
-        }
+    if version == Version::HTTP_2 {
+        return http2_request(parts, endpoint, path, body, attempt, tls).map(Attempt::Http2);
+    }
+    let given = parts.headers.get(header::HOST);
+    let mut set = Vec::with_capacity(2);
+    if given.is_none() {
+        let authority = HeaderValue::from_str(endpoint.authority.as_str()).ok()?;
+        set.push((&HOST, authority));
+    }
+    if let Some(n) = attempt {
+        set.push((&X_ATTEMPT_COUNT, number(u64::from(n))));
+    }
+    let head = RequestHead {
+        method: &parts.method,
+        path,
+        headers: &parts.headers,
+        set: &set,
     };
+    let host = tls.then(|| {
+        given
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            .map_or_else(
+                || endpoint.authority.host().to_string(),
+                |a| a.host().to_string(),
+            )
+    });
+    Some(Attempt::Http1 {
+        out: Outgoing::new(&head, body),
+        host,
+    })
+}
+
+/// `Host` as a static, so the gateway's own fields can borrow it for as long as a request.
+static HOST: header::HeaderName = header::HOST;
+
+fn http2_request(
+    parts: &http::request::Parts,
+    endpoint: &Endpoint,
+    path: &str,
+    body: UpstreamBody,
+    attempt: Option<u32>,
+    tls: bool,
+) -> Option<Request<UpstreamBody>> {
+    let mut headers = parts.headers.clone();
+    let authority = match headers
+        .get(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+    {
+        Some(a) => {
+            headers.remove(header::HOST);
+            a
+        }
+        None => endpoint.authority.clone(),
+    };
+    let scheme = if tls { Scheme::HTTPS } else { Scheme::HTTP };
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .ok()?;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
-    *req.version_mut() = version;
+    *req.version_mut() = Version::HTTP_2;
     *req.headers_mut() = headers;
     if let Some(n) = attempt {
         req.headers_mut()

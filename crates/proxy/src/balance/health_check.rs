@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, header};
+use http::{HeaderValue, header};
 use isthmus_config::policy::{HealthCheck, HealthCheckKind};
 use tokio::task::JoinHandle;
 
 use crate::body::UpstreamBody;
 use crate::clusters::{ClusterState, Endpoint};
-use crate::pool::{ConnKey, ConnSpec, PoolSettings};
+use crate::pool::{ConnKey, ConnSpec, Outgoing, PoolSettings, RequestHead};
 
 #[derive(Clone, Copy)]
 struct Streak {
@@ -127,13 +127,22 @@ async fn http_get(
         limits: None,
         open: &open,
     };
-    let mut req = Request::new(UpstreamBody::empty());
-    *req.uri_mut() = path.parse().ok()?;
-    let h = req.headers_mut();
-    h.insert(header::HOST, HeaderValue::from_str(host).ok()?);
-    // Envoy's health checker identifies itself this way; backends often special-case it.
-    h.insert(header::USER_AGENT, HeaderValue::from_static("Envoy/HC"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    // Checked as a request target, so nothing in it can break the request line.
+    let path: http::uri::PathAndQuery = path.parse().ok()?;
+    let headers = http::HeaderMap::new();
+    let set = [
+        (&header::HOST, HeaderValue::from_str(host).ok()?),
+        // Envoy's health checker identifies itself this way; backends often special-case it.
+        (&header::USER_AGENT, HeaderValue::from_static("Envoy/HC")),
+        (&header::CONNECTION, HeaderValue::from_static("close")),
+    ];
+    let head = RequestHead {
+        method: &http::Method::GET,
+        path: path.as_str(),
+        headers: &headers,
+        set: &set,
+    };
+    let req = Outgoing::new(&head, UpstreamBody::empty());
     let status = crate::pool::http1_status(e.address, &spec, req)
         .await
         .ok()?;

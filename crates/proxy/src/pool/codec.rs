@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Version};
 
 /// The largest response head (and trailer section) read: Envoy's `max_response_headers_kb`
 /// default is 60 KiB.
@@ -38,16 +38,27 @@ pub enum Framing {
     Chunked,
 }
 
+/// A request head as it goes upstream: the client's fields, with `set` replacing any of the
+/// same name (they are the gateway's, per attempt), so the client's map is never copied.
+#[derive(Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    /// Origin form: the path and query.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub set: &'a [(&'a HeaderName, HeaderValue)],
+}
+
 /// Writes the request line and header fields. The framing is hyper's client's: a body of
 /// unknown length is chunked, except on GET, HEAD and CONNECT (which carry none); a known
 /// length is declared unless a valid `Content-Length` already is.
-pub fn write_request_head(
-    out: &mut BytesMut,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: BodyShape,
-) -> Framing {
+pub fn write_request_head(out: &mut BytesMut, head: &RequestHead<'_>, body: BodyShape) -> Framing {
+    let RequestHead {
+        method,
+        path,
+        headers,
+        set,
+    } = *head;
     let declared = content_length(headers);
     let chunked_te = headers.contains_key(header::TRANSFER_ENCODING);
     let framing = match (body, declared) {
@@ -62,10 +73,10 @@ pub fn write_request_head(
         (BodyShape::Unknown, None) => Framing::Chunked,
         (BodyShape::Exact(n), None) => Framing::Length(n),
     };
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
     // Sized once: growing the buffer field by field would copy it each time it doubles.
     let fields: usize = headers
         .iter()
+        .chain(set.iter().map(|(n, v)| (*n, v)))
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     out.reserve(method.as_str().len() + path.len() + fields + 64);
@@ -76,9 +87,14 @@ pub fn write_request_head(
     // The framing headers are the gateway's own: what the client sent is replaced.
     let keep_length = framing == Framing::None || (declared.is_some() && !chunked_te);
     for (name, value) in headers {
-        if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !keep_length) {
+        let framing_field =
+            *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !keep_length);
+        if framing_field || set.iter().any(|(n, _)| *n == name) {
             continue;
         }
+        put_field(out, name, value);
+    }
+    for (name, value) in set {
         put_field(out, name, value);
     }
     match framing {

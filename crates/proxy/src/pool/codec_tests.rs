@@ -13,10 +13,16 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     h
 }
 
-fn head(method: Method, uri: &str, pairs: &[(&str, &str)], body: BodyShape) -> (String, Framing) {
+fn head(method: Method, path: &str, pairs: &[(&str, &str)], body: BodyShape) -> (String, Framing) {
     let mut out = BytesMut::new();
-    let uri: Uri = uri.parse().unwrap();
-    let framing = write_request_head(&mut out, &method, &uri, &headers(pairs), body);
+    let h = headers(pairs);
+    let head = RequestHead {
+        method: &method,
+        path,
+        headers: &h,
+        set: &[],
+    };
+    let framing = write_request_head(&mut out, &head, body);
     (String::from_utf8(out.to_vec()).unwrap(), framing)
 }
 
@@ -94,13 +100,35 @@ fn request_heads_are_framed_as_hyper_frames_them() {
 fn repeated_fields_are_written_once_per_value() {
     let (text, _) = head(
         Method::GET,
-        "http://svc/x",
+        "/x",
         &[("cookie", "a=1"), ("cookie", "b=2")],
         BodyShape::Empty,
     );
     assert_eq!(
         text,
         "GET /x HTTP/1.1\r\ncookie: a=1\r\ncookie: b=2\r\n\r\n"
+    );
+}
+
+#[test]
+fn the_gateways_fields_replace_the_clients() {
+    let attempt = HeaderName::from_static("x-envoy-attempt-count");
+    let h = headers(&[("x-envoy-attempt-count", "7"), ("accept", "*/*")]);
+    let set = [
+        (&attempt, HeaderValue::from_static("2")),
+        (&header::HOST, HeaderValue::from_static("svc:8080")),
+    ];
+    let head = RequestHead {
+        method: &Method::GET,
+        path: "/",
+        headers: &h,
+        set: &set,
+    };
+    let mut out = BytesMut::new();
+    write_request_head(&mut out, &head, BodyShape::Empty);
+    assert_eq!(
+        &out[..],
+        b"GET / HTTP/1.1\r\naccept: */*\r\nx-envoy-attempt-count: 2\r\nhost: svc:8080\r\n\r\n"
     );
 }
 

@@ -9,12 +9,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{Method, Request};
+use http::Method;
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::codec::{self, BodyShape, Framing, HeadError, ResponseHead};
+use super::codec::{self, BodyShape, Framing, HeadError, RequestHead, ResponseHead};
 use crate::body::UpstreamBody;
 use crate::local_reply::LocalReply;
 
@@ -121,8 +121,8 @@ pub(super) enum SendFail {
     Io(#[from] io::Error),
 }
 
-/// A request on its way out: its encoded bytes and the body still to come.
-pub(super) struct Outgoing {
+/// An HTTP/1.1 request on its way out: its encoded bytes and the body still to come.
+pub struct Outgoing {
     out: BytesMut,
     /// Bytes of `out` already written.
     written: usize,
@@ -141,8 +141,9 @@ pub(super) struct Outgoing {
 }
 
 impl Outgoing {
-    pub(super) fn new(req: Request<UpstreamBody>) -> Self {
-        let (parts, body) = req.into_parts();
+    /// The request `head` with `body`, encoded for the wire (the head now, the body as it is
+    /// sent).
+    pub fn new(head: &RequestHead<'_>, body: UpstreamBody) -> Self {
         let shape = if body.is_end_stream() {
             BodyShape::Empty
         } else {
@@ -151,8 +152,8 @@ impl Outgoing {
                 .map_or(BodyShape::Unknown, BodyShape::Exact)
         };
         let mut out = BytesMut::new();
-        let framing =
-            codec::write_request_head(&mut out, &parts.method, &parts.uri, &parts.headers, shape);
+        let framing = codec::write_request_head(&mut out, head, shape);
+        let method = head.method;
         Outgoing {
             out,
             written: 0,
@@ -161,10 +162,10 @@ impl Outgoing {
             sent: 0,
             emptied: false,
             done: false,
-            is_head: parts.method == Method::HEAD,
-            upgrade: parts.headers.contains_key(http::header::UPGRADE),
+            is_head: *method == Method::HEAD,
+            upgrade: head.headers.contains_key(http::header::UPGRADE),
             idempotent: matches!(
-                parts.method,
+                *method,
                 Method::GET
                     | Method::HEAD
                     | Method::OPTIONS

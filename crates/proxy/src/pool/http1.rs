@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -16,7 +16,6 @@ use super::connect;
 use super::exchange::{self, Connection, Outgoing};
 use super::response::{Http1Body, PooledBody, Return};
 use super::{ConnKey, ConnSpec, OpenGuard, PoolSettings, SendError};
-use crate::body::UpstreamBody;
 use crate::local_reply::LocalReply;
 
 /// At most this many idle connections are kept per endpoint.
@@ -83,9 +82,8 @@ impl Http1Pool {
         &self,
         endpoint: SocketAddr,
         spec: &ConnSpec<'_>,
-        req: Request<UpstreamBody>,
+        mut out: Outgoing,
     ) -> Result<Response<PooledBody>, SendError> {
-        let mut out = Outgoing::new(req);
         loop {
             let mut conn = match self.checkout(spec) {
                 Some(c) => c,
@@ -228,10 +226,9 @@ impl Http1Pool {
 pub(super) async fn status_of(
     endpoint: SocketAddr,
     spec: &ConnSpec<'_>,
-    req: Request<UpstreamBody>,
+    mut out: Outgoing,
 ) -> Result<StatusCode, SendError> {
     let (mut wire, _) = connect::http1(endpoint, spec).await?;
-    let mut out = Outgoing::new(req);
     exchange::response_head(&mut wire, &mut out)
         .await
         .map(|head| head.status)

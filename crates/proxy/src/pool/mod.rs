@@ -22,6 +22,8 @@ use isthmus_config::policy::Limits;
 use crate::balance::limits::Counters;
 use crate::local_reply::LocalReply;
 
+pub use codec::RequestHead;
+pub use exchange::Outgoing;
 pub use response::{PooledBody, Upgraded};
 
 /// Istio's default upstream connect timeout.
@@ -123,7 +125,7 @@ pub struct ConnSpec<'a> {
 pub async fn http1_status(
     endpoint: std::net::SocketAddr,
     spec: &ConnSpec<'_>,
-    req: http::Request<crate::body::UpstreamBody>,
+    req: Outgoing,
 ) -> Result<http::StatusCode, SendError> {
     http1::status_of(endpoint, spec, req).await
 }
