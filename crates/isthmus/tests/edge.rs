@@ -56,22 +56,7 @@ async fn start(extra: &[&str]) -> (Gateway, Recorder, Recorder) {
 /// A gateway routing every request for `HOST` to the one backend at `addr`, with extra
 /// command-line arguments.
 async fn start_one(name: &str, addr: SocketAddr, extra: &[&str]) -> Gateway {
-    let host = format!("{name}.internal");
-    let files = [
-        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
-        ("b.yaml".to_string(), service(name, &host, &[(addr, "v1")])),
-        (
-            "vs.yaml".to_string(),
-            virtual_service(
-                "vs",
-                "default",
-                &[HOST],
-                &["gw"],
-                &http_routes(&[("", &host)]),
-            ),
-        ),
-    ];
-    start_files_with(&files, extra).await
+    start_one_backend(HOST, name, addr, extra).await
 }
 
 /// Waits for the gateway to close `s`, and checks that it wrote nothing first.

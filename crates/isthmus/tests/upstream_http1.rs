@@ -148,24 +148,7 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
 
 /// A gateway routing every request for `HOST` to `addr`, with extra arguments.
 async fn start(addr: SocketAddr, extra: &[&str]) -> (Gateway, String) {
-    let files = [
-        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
-        (
-            "b.yaml".to_string(),
-            service("up", "up.internal", &[(addr, "v1")]),
-        ),
-        (
-            "vs.yaml".to_string(),
-            virtual_service(
-                "vs",
-                "default",
-                &[HOST],
-                &["gw"],
-                &http_routes(&[("", "up.internal")]),
-            ),
-        ),
-    ];
-    let g = start_files_with(&files, extra).await;
+    let g = start_one_backend(HOST, "up", addr, extra).await;
     let url = g.url(80, "/").await;
     (g, url)
 }

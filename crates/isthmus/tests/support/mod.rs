@@ -410,6 +410,35 @@ pub fn destination_rule(name: &str, host: &str, versions: &[&str]) -> String {
 }
 
 /// Starts a gateway from owned `(file name, text)` pairs.
+/// A gateway on port 80 routing every request for `host` to the one backend at `addr`
+/// (service `name`), with extra command-line arguments.
+pub async fn start_one_backend(
+    host: &str,
+    name: &str,
+    addr: SocketAddr,
+    extra: &[&str],
+) -> Gateway {
+    let service_host = format!("{name}.internal");
+    let files = [
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
+        (
+            "b.yaml".to_string(),
+            service(name, &service_host, &[(addr, "v1")]),
+        ),
+        (
+            "vs.yaml".to_string(),
+            virtual_service(
+                "vs",
+                "default",
+                &[host],
+                &["gw"],
+                &http_routes(&[("", &service_host)]),
+            ),
+        ),
+    ];
+    start_files_with(&files, extra).await
+}
+
 pub async fn start_files(files: &[(String, String)]) -> Gateway {
     start_files_with(files, &[]).await
 }
