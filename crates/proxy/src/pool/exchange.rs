@@ -307,11 +307,9 @@ pub(super) async fn response_head(
 ) -> Result<ResponseHead, Failure> {
     let mut write_failed = false;
     let mut answered = false;
-    // The write waits for the other requests that are ready now, as Envoy's deferred writes
-    // do: the requests that arrived together leave together, and a backend on the same host
-    // is woken once for them rather than once each (measured on loopback: 0.12 wake-ups of
-    // the backend per request instead of 0.36-0.44), for one more poll of this task.
-    tokio::task::yield_now().await;
+    // Written at once. Waiting for the other requests ready now (Envoy's deferred write)
+    // batches the writes and wakes a backend on the same host less often, but measured on
+    // loopback it cost more than it saved: bench/README.md, "Own HTTP/1.1 upstream exchange".
     let result = std::future::poll_fn(|cx| {
         loop {
             if !write_failed {
