@@ -31,10 +31,7 @@ pub async fn http1(
     tokio::time::timeout(timeout, async {
         let tcp = tcp(endpoint, spec.settings.keepalive.as_ref()).await?;
         let local = tcp.local_addr().ok();
-        let io = match tls(tcp, &spec.key, endpoint).await? {
-            Stream::Plain(s) => Io::Plain(s),
-            Stream::Tls(s) => Io::Tls(s),
-        };
+        let io = tls(tcp, &spec.key, endpoint).await?;
         Ok((Connection::new(io), local))
     })
     .await
@@ -50,8 +47,9 @@ pub async fn http2(
         let tcp = tcp(endpoint, spec.settings.keepalive.as_ref()).await?;
         let local = tcp.local_addr().ok();
         let sender = match tls(tcp, &spec.key, endpoint).await? {
-            Stream::Plain(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
-            Stream::Tls(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
+            // Each its own type, so that hyper's HTTP/2 reads and writes need no dispatch.
+            Io::Plain(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
+            Io::Tls(s) => handshake_h2(TokioIo::new(s), endpoint, spec).await,
         }?;
         Ok((sender, local))
     })
@@ -76,14 +74,9 @@ async fn tcp(
     Ok(stream)
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-async fn tls(tcp: TcpStream, key: &ConnKey, endpoint: SocketAddr) -> Result<Stream, SendError> {
+async fn tls(tcp: TcpStream, key: &ConnKey, endpoint: SocketAddr) -> Result<Io, SendError> {
     let Some(t) = &key.tls else {
-        return Ok(Stream::Plain(tcp));
+        return Ok(Io::Plain(tcp));
     };
     let stream = tokio_rustls::TlsConnector::from(t.config.clone())
         .connect(t.sni.clone(), tcp)
@@ -92,7 +85,7 @@ async fn tls(tcp: TcpStream, key: &ConnKey, endpoint: SocketAddr) -> Result<Stre
             tracing::debug!(%endpoint, "upstream TLS handshake failed: {e}");
             SendError::Connect
         })?;
-    Ok(Stream::Tls(Box::new(stream)))
+    Ok(Io::Tls(Box::new(stream)))
 }
 
 async fn handshake_h2<T>(
