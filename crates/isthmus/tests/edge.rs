@@ -928,41 +928,6 @@ async fn served_once(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<TcpStre
     conns
 }
 
-/// Reads from `s` until `n` whole responses (`Content-Length` bodies) have arrived.
-async fn responses(s: &mut TcpStream, n: usize) -> Vec<String> {
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let mut out = Vec::new();
-        let mut rest = text.as_str();
-        while let Some((head, after)) = rest.split_once("\r\n\r\n") {
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if after.len() < len {
-                break;
-            }
-            out.push(format!("{head}\r\n\r\n{}", &after[..len]));
-            rest = &after[len..];
-        }
-        if out.len() >= n {
-            return out;
-        }
-        let read = tokio::time::timeout(WAIT, s.read(&mut chunk))
-            .await
-            .expect("responses did not arrive")
-            .unwrap();
-        assert!(read > 0, "closed after {} responses: {text}", out.len());
-        buf.extend_from_slice(&chunk[..read]);
-    }
-}
-
 #[tokio::test]
 async fn quiet_http1_connections_are_parked_and_serve_their_next_requests() {
     let (mut g, _, public) = start(&["--park-idle-after", "100ms"]).await;

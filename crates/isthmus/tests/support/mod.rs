@@ -2216,3 +2216,39 @@ pub async fn grpc_call(
     .await
     .expect("gRPC call got no response headers within the wait")
 }
+
+/// Reads from `s` until `n` whole responses (`Content-Length` bodies) have arrived.
+pub async fn responses(s: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let mut out = Vec::new();
+        let mut rest = text.as_str();
+        while let Some((head, after)) = rest.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if after.len() < len {
+                break;
+            }
+            out.push(format!("{head}\r\n\r\n{}", &after[..len]));
+            rest = &after[len..];
+        }
+        if out.len() >= n {
+            return out;
+        }
+        let read = tokio::time::timeout(WAIT, s.read(&mut chunk))
+            .await
+            .expect("responses did not arrive")
+            .unwrap();
+        assert!(read > 0, "closed after {} responses: {text}", out.len());
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}

@@ -8,6 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::headers::number;
+
 /// The largest response head (and trailer section) read: Envoy's `max_response_headers_kb`
 /// default is 60 KiB.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -100,9 +102,7 @@ pub fn write_request_head(out: &mut BytesMut, head: &RequestHead<'_>, body: Body
     match framing {
         Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Length(n) if declared.is_none() => {
-            out.put_slice(b"content-length: ");
-            put_decimal(out, n);
-            out.put_slice(b"\r\n");
+            put_field(out, &header::CONTENT_LENGTH, &number(n));
         }
         Framing::Length(_) | Framing::None => {}
     }
@@ -115,23 +115,6 @@ fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
     out.put_slice(b": ");
     out.put_slice(value.as_bytes());
     out.put_slice(b"\r\n");
-}
-
-fn put_decimal(out: &mut BytesMut, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut v = n;
-    loop {
-        at -= 1;
-        if let Some(d) = digits.get_mut(at) {
-            *d = b'0' + (v % 10) as u8;
-        }
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.put_slice(digits.get(at..).unwrap_or(b"0"));
 }
 
 /// Frames one chunk of a chunked body: its size line, the data is written after it.
