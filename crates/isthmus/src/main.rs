@@ -3,11 +3,13 @@
 use clap::Parser;
 use isthmus::cli::{Cli, Command};
 
+mod allocator;
+
 /// mimalloc instead of glibc's allocator: requests and configuration builds are made of many
 /// small short-lived allocations, which it serves from per-thread pages without locks, and it
 /// returns freed memory to the system instead of fragmenting arenas per thread.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

@@ -65,7 +65,7 @@ impl Poller {
 /// tokio 1.54 deprecated this safe constructor for `unsafe AsyncFd::register_with_interest`,
 /// whose contract is that the descriptor stays open and the same while registered: objects
 /// whose `as_raw_fd` could change made the safe one unsound. An `OwnedFd` owned by the
-/// `AsyncFd` meets that contract, and the workspace forbids `unsafe`, so the safe one stays.
+/// `AsyncFd` meets that contract, and the workspace denies `unsafe` outside its allocator, so the safe one stays.
 #[allow(deprecated)]
 fn register(epoll: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     AsyncFd::with_interest(epoll, Interest::READABLE)
