@@ -242,6 +242,11 @@ async fn trusted_proxies_name_the_client_from_x_forwarded_for() {
     let seen = public.next().await;
     assert!(seen.headers.get("x-envoy-external-address").is_none());
     assert_eq!(seen.headers.get("x-forwarded-proto").unwrap(), "http");
+    // The peer is still appended to what the client claimed, as Envoy does.
+    assert_eq!(
+        seen.headers.get("x-forwarded-for").unwrap(),
+        "203.0.113.1, 127.0.0.1"
+    );
 }
 
 async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {

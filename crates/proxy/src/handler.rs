@@ -47,6 +47,9 @@ pub struct ConnInfo {
     /// The Gateway port the connection arrived on (not the bound port).
     pub port: u16,
     pub peer: SocketAddr,
+    /// The peer's address as a header value (X-Forwarded-For, x-envoy-external-address):
+    /// written once per connection, then shared by its requests without a copy.
+    pub peer_value: HeaderValue,
     pub local: SocketAddr,
     /// What TLS told, if the connection began with a ClientHello. Boxed: a plain connection
     /// then carries 8 bytes for it instead of 72, for as long as it lives (parked as well).
@@ -74,6 +77,7 @@ impl ConnInfo {
         ConnInfo {
             port,
             peer,
+            peer_value: address_value(peer.ip()),
             local,
             tls: None,
             drain: None,
@@ -912,24 +916,22 @@ fn set_path(parts: &mut http::request::Parts, path: &str, original: Option<&str>
     }
 }
 
-/// `ip` as a header value, after `list` and a comma if given. The text is allocated once and
-/// its bytes are shared, so the copy of the request's headers made for each attempt does not
-/// allocate again (`to_string` then `HeaderValue::from_str` would allocate three times, and
-/// once more per copy).
-fn address_value(
-    list: Option<&str>,
-    ip: std::net::IpAddr,
-) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
-    use std::fmt::Write;
-    // An IPv6 address takes at most 45 characters; the spare byte keeps the text's length
-    // below its capacity, which makes `Bytes` share it instead of promoting it on a copy.
-    let mut text = String::with_capacity(list.map_or(0, |l| l.len() + 2) + 46);
-    if let Some(list) = list {
-        text.push_str(list);
-        text.push_str(", ");
-    }
-    let _ = write!(text, "{ip}");
+/// `ip` as a header value. Its text is allocated once and its bytes are shared by every
+/// copy (`to_string` then `HeaderValue::from_str` would allocate three times).
+fn address_value(ip: IpAddr) -> HeaderValue {
+    let text = ip.to_string();
+    // An address's text is always a valid header value.
     HeaderValue::from_maybe_shared(Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `list`, a comma, and the address `value` after it: X-Forwarded-For with one more hop.
+fn append_address(list: &[u8], value: &HeaderValue) -> Option<HeaderValue> {
+    let mut text = Vec::with_capacity(list.len() + 2 + value.len());
+    text.extend_from_slice(list);
+    text.extend_from_slice(b", ");
+    text.extend_from_slice(value.as_bytes());
+    HeaderValue::from_maybe_shared(Bytes::from(text)).ok()
 }
 
 fn add_gateway_headers(
@@ -941,23 +943,29 @@ fn add_gateway_headers(
     // Gateways use the peer address as the client (use_remote_address), or with trusted
     // proxies in front, the address they recorded; an external client is named in
     // x-envoy-external-address. The peer is appended to X-Forwarded-For either way.
-    if !edge::is_internal(client)
-        && let Ok(v) = address_value(None, client)
-    {
+    if !edge::is_internal(client) {
+        let v = if client == conn.peer.ip() {
+            conn.peer_value.clone()
+        } else {
+            address_value(client)
+        };
         headers.insert(X_EXTERNAL_ADDRESS.clone(), v);
     }
     // Entries: one lookup of each name where a look and an insert would take two.
     match headers.entry(X_FORWARDED_FOR.clone()) {
         Entry::Occupied(mut e) => {
-            let prev = e.get().to_str().ok().filter(|p| !p.is_empty());
-            if let Ok(v) = address_value(prev, conn.peer.ip()) {
+            let prev = e.get().as_bytes();
+            let v = if prev.is_empty() {
+                Some(conn.peer_value.clone())
+            } else {
+                append_address(prev, &conn.peer_value)
+            };
+            if let Some(v) = v {
                 e.insert(v);
             }
         }
         Entry::Vacant(e) => {
-            if let Ok(v) = address_value(None, conn.peer.ip()) {
-                e.insert(v);
-            }
+            e.insert(conn.peer_value.clone());
         }
     }
     // SANITIZE_SET: the client's own value is already gone; the verified certificate's

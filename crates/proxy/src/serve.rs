@@ -259,6 +259,7 @@ where
         peer,
         local,
         tls,
+        peer_value: _,
         drain: _,
     } = info;
     let parked = ParkedConn {
@@ -317,11 +318,9 @@ where
             woken_by,
         } = *self;
         let info = ConnInfo {
-            port,
-            peer,
-            local,
             tls,
             drain: Some(drain[0].clone()),
+            ..ConnInfo::plain(port, peer, local)
         };
         let conn = Conn {
             held,
