@@ -85,6 +85,11 @@ fn remove_connection(headers: &mut HeaderMap) {
 /// upstream: a client must not be able to remove those. The name is looked up as it is
 /// (case-insensitively, nothing copied); one that is not a valid header name is no header.
 fn remove_listed(headers: &mut HeaderMap, name: &str) {
+    // `keep-alive` is hop-by-hop anyway, removed after this if present: most upstreams
+    // send `Connection: keep-alive`, and a lookup that finds nothing is not free.
+    if name.eq_ignore_ascii_case("keep-alive") {
+        return;
+    }
     let kept = [
         &header::HOST,
         &X_FORWARDED_FOR,

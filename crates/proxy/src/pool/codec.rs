@@ -257,7 +257,10 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H
         })
         .collect();
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(at.len());
+    // With room for what the gateway adds (x-envoy-upstream-service-time at least): a map
+    // filled to capacity grows, and rehashes, at the first insert. hyper then keeps the map,
+    // emptied, for the client's next request, which gains more.
+    let mut headers = HeaderMap::with_capacity(at.len() + 4);
     for &[name_start, name_end, start, end] in &at {
         let name = head
             .get(name_start..name_end)
