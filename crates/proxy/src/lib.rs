@@ -41,6 +41,7 @@ pub mod tcp;
 pub mod telemetry;
 pub mod tls;
 pub mod trace_context;
+pub mod woken;
 
 use std::sync::Arc;
 

@@ -29,6 +29,7 @@ use crate::edge::EdgeSettings;
 use crate::handler::{ConnInfo, TlsInfo, handle};
 use crate::parking::{Detach, Lot, Parkable, Parked, Protocol, Resting};
 use crate::telemetry::TelemetryBody;
+use crate::woken::OnWake;
 
 /// Envoy's limits: 60 KiB of request headers, 100 headers (431 beyond).
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
@@ -448,12 +449,23 @@ where
 /// says so (its reads then end it). Also says whether it was asked to close.
 async fn drive<C: Graceful>(mut conn: Pin<&mut C>, watch: &mut Watch) -> (bool, hyper::Result<()>) {
     loop {
-        let ending = tokio::select! {
-            r = conn.as_mut() => return (false, r),
-            () = watch.shutdown.started() => break,
-            () = watch.closing.started() => break,
-            ending = watch.activity.watch(watch.timeouts) => ending,
+        // The watches are polled only when they were woken (`OnWake`), not with every
+        // wake-up of the connection (at least two per request); the connection first.
+        let ending = {
+            let watches = std::pin::pin!(async {
+                tokio::select! {
+                    () = watch.shutdown.started() => None,
+                    () = watch.closing.started() => None,
+                    ending = watch.activity.watch(watch.timeouts) => Some(ending),
+                }
+            });
+            tokio::select! {
+                biased;
+                r = conn.as_mut() => return (false, r),
+                ending = OnWake::new(watches) => ending,
+            }
         };
+        let Some(ending) = ending else { break };
         watch.log(ending);
         match ending {
             // The next poll of `conn` reads, and the read parks it unless a request came.
