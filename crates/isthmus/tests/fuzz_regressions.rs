@@ -51,6 +51,13 @@ fn http_request_inputs() {
 }
 
 #[test]
+fn upstream_response_inputs() {
+    for (_, bytes) in inputs("upstream_response") {
+        isthmus_proxy::fuzzing::upstream_response(&bytes);
+    }
+}
+
+#[test]
 fn yaml_fast_inputs() {
     for (_, bytes) in inputs("yaml_fast") {
         if let Ok(text) = std::str::from_utf8(&bytes) {

@@ -43,6 +43,57 @@ pub fn proxy_protocol(data: &[u8]) {
     }
 }
 
+/// Any bytes as what an upstream answers on an HTTP/1.1 connection: the response head, its
+/// body's framing, and a chunked body decoded as it would arrive. The body must decode to the
+/// same data and trailers whether its bytes come all at once or in pieces of every size the
+/// input's first byte picks; a decoder that needs more bytes must never consume nothing from
+/// a non-empty buffer without saying so.
+pub fn upstream_response(data: &[u8]) {
+    use crate::pool::codec::{BodyKind, parse_response_head, response_body};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let mut buf = bytes::BytesMut::from(rest);
+    let Ok(Some(head)) = parse_response_head(&mut buf) else {
+        return;
+    };
+    let _ = crate::pool::codec::keeps_alive(head.version, &head.headers);
+    let is_head = first & 0x80 != 0;
+    if response_body(is_head, head.status, &head.headers) != Ok(BodyKind::Chunked) {
+        return;
+    }
+    let whole = decode_chunked(&buf, buf.len().max(1));
+    let piece = usize::from(first & 0x7f).max(1);
+    assert_eq!(
+        whole,
+        decode_chunked(&buf, piece),
+        "a chunked body decodes the same in pieces of {piece} bytes"
+    );
+}
+
+/// What a chunked body decodes to (its data, its trailers, whether it ended, whether it was
+/// refused) when its bytes arrive `piece` at a time.
+fn decode_chunked(body: &[u8], piece: usize) -> (Vec<u8>, Option<http::HeaderMap>, bool, bool) {
+    use crate::pool::codec::{Chunk, ChunkedDecoder};
+    let mut decoder = ChunkedDecoder::default();
+    let (mut data, mut buf) = (Vec::new(), bytes::BytesMut::new());
+    let mut pieces = body.chunks(piece);
+    loop {
+        match decoder.decode(&mut buf) {
+            Ok(Chunk::Data(d)) => {
+                assert!(!d.is_empty(), "an empty data chunk");
+                data.extend_from_slice(&d);
+            }
+            Ok(Chunk::End(trailers)) => return (data, trailers, true, false),
+            Ok(Chunk::More) => match pieces.next() {
+                Some(p) => buf.extend_from_slice(p),
+                None => return (data, None, false, false),
+            },
+            Err(_) => return (data, None, false, true),
+        }
+    }
+}
+
 /// The configuration requests are routed by: matches of every kind, a rewrite, a redirect, a
 /// direct response, a fault, CORS, and a destination whose endpoint refuses connections.
 const ROUTES: &str = r#"

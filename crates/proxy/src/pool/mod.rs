@@ -3,7 +3,7 @@
 //! configuration and SNI it was opened with ([`ConnKey`]); a request only reuses a connection
 //! opened the way it would open one.
 
-mod codec;
+pub(crate) mod codec;
 mod connect;
 mod exchange;
 mod http1;
