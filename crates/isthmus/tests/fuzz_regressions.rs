@@ -58,6 +58,13 @@ fn upstream_response_inputs() {
 }
 
 #[test]
+fn upstream_exchange_inputs() {
+    for (_, bytes) in inputs("upstream_exchange") {
+        isthmus_proxy::fuzzing::upstream_exchange(&bytes);
+    }
+}
+
+#[test]
 fn yaml_fast_inputs() {
     for (_, bytes) in inputs("yaml_fast") {
         if let Ok(text) = std::str::from_utf8(&bytes) {

@@ -48,6 +48,16 @@ pub struct Protocols {
     http2: http2::Builder<TokioExecutor>,
 }
 
+impl Protocols {
+    /// For the fuzz harnesses: a client closing its side once it has sent everything (as they
+    /// do) lets the requests it sent finish, so every input gets its answers. The gateway
+    /// itself ends a connection at once when the client closes, as Envoy does.
+    pub(crate) fn with_half_close(mut self) -> Self {
+        self.http1.half_close(true);
+        self
+    }
+}
+
 pub fn protocols(edge: &EdgeSettings) -> Protocols {
     let mut http1 = http1::Builder::new();
     http1
