@@ -148,14 +148,16 @@ struct Fixture {
 fn fixture() -> Option<&'static Fixture> {
     static FIXTURE: OnceLock<Option<Fixture>> = OnceLock::new();
     FIXTURE
-        .get_or_init(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            Fixture::new(runtime, ROUTES)
-        })
+        .get_or_init(|| Fixture::new(runtime()?, ROUTES))
         .as_ref()
+}
+
+/// The fixtures' runtime: one thread, as the gateway runs with one worker.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()
 }
 
 impl Fixture {
@@ -287,10 +289,7 @@ fn upstream_fixture() -> Option<&'static UpstreamFixture> {
     static FIXTURE: OnceLock<Option<UpstreamFixture>> = OnceLock::new();
     FIXTURE
         .get_or_init(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let runtime = runtime()?;
             let answer = Arc::new(std::sync::Mutex::new(Vec::new()));
             let listener = runtime
                 .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
