@@ -45,11 +45,10 @@ pub fn proxy_protocol(data: &[u8]) {
 
 /// Any bytes as what an upstream answers on an HTTP/1.1 connection: the response head, its
 /// body's framing, and a chunked body decoded as it would arrive. The body must decode to the
-/// same data and trailers whether its bytes come all at once or in pieces of every size the
-/// input's first byte picks; a decoder that needs more bytes must never consume nothing from
-/// a non-empty buffer without saying so.
+/// same data and trailers, and end or fail alike, whether its bytes come all at once or in
+/// pieces of the size the input's first byte picks.
 pub fn upstream_response(data: &[u8]) {
-    use crate::pool::codec::{BodyKind, parse_response_head, response_body};
+    use crate::pool::codec::{BodyKind, keeps_alive, parse_response_head, response_body};
     let Some((&first, rest)) = data.split_first() else {
         return;
     };
@@ -57,7 +56,7 @@ pub fn upstream_response(data: &[u8]) {
     let Ok(Some(head)) = parse_response_head(&mut buf) else {
         return;
     };
-    let _ = crate::pool::codec::keeps_alive(head.version, &head.headers);
+    let _ = keeps_alive(head.version, &head.headers);
     let is_head = first & 0x80 != 0;
     if response_body(is_head, head.status, &head.headers) != Ok(BodyKind::Chunked) {
         return;
