@@ -435,7 +435,8 @@ where
 /// is done (an upload the upstream answered early), and a connection must not be parked
 /// then.
 pub struct ClientBody {
-    inner: Incoming,
+    /// `None`: a request without a body, read by the gateway's own server.
+    inner: Option<Incoming>,
     activity: Option<Arc<Activity>>,
 }
 
@@ -446,7 +447,18 @@ impl ClientBody {
             activity.lock().bodies += 1;
             activity.clone()
         });
-        ClientBody { inner, activity }
+        ClientBody {
+            inner: Some(inner),
+            activity,
+        }
+    }
+
+    /// The body of a request that has none.
+    pub fn empty() -> Self {
+        ClientBody {
+            inner: None,
+            activity: None,
+        }
     }
 
     fn ended(&mut self) {
@@ -470,21 +482,24 @@ impl Body for ClientBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
-            || self.inner.is_end_stream()
-        {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = Pin::new(&mut *inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || inner.is_end_stream() {
             self.ended();
         }
         frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

@@ -26,6 +26,7 @@ pub mod egress;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+mod h1;
 pub mod handler;
 pub mod headers;
 pub mod listeners;

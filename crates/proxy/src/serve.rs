@@ -26,6 +26,7 @@ use crate::Gateway;
 use crate::activity::{Activity, ClientBody, Ending, Timeouts, Tracked, Watched};
 use crate::drain::DrainWatch;
 use crate::edge::EdgeSettings;
+use crate::h1;
 use crate::handler::{ConnInfo, TlsInfo, handle};
 use crate::parking::{Detach, Lot, Parkable, Parked, Protocol, Resting};
 use crate::telemetry::TelemetryBody;
@@ -33,7 +34,7 @@ use crate::woken::OnWake;
 
 /// Envoy's limits: 60 KiB of request headers, 100 headers (431 beyond).
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// HTTP/2 streams the client reset before the gateway accepted them, at most; one more gets
 /// GOAWAY `ENHANCE_YOUR_CALM` (h2's rapid-reset guard, kept at its default, made explicit so
 /// an upgrade of the library cannot loosen it).
@@ -46,6 +47,8 @@ pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 pub struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// Whether HTTP/1 clients may half-close (see [`Protocols::with_half_close`]).
+    half_close: bool,
 }
 
 impl Protocols {
@@ -54,6 +57,7 @@ impl Protocols {
     /// itself ends a connection at once when the client closes, as Envoy does.
     pub(crate) fn with_half_close(mut self) -> Self {
         self.http1.half_close(true);
+        self.half_close = true;
         self
     }
 }
@@ -82,7 +86,11 @@ pub fn protocols(edge: &EdgeSettings) -> Protocols {
         // A larger header block gets 431; CONTINUATION frames beyond what this needs get
         // GOAWAY `ENHANCE_YOUR_CALM` (h2 counts them), so a flood cannot grow memory.
         .max_header_list_size(MAX_HEADER_BYTES as u32);
-    Protocols { http1, http2 }
+    Protocols {
+        http1,
+        http2,
+        half_close: false,
+    }
 }
 
 /// What a connection keeps of its listener for as long as it lives, parked or not.
@@ -203,47 +211,110 @@ where
         .serve_connection(TokioIo::new(io), conn.service(&watch));
     let mut h2 = Box::pin(h2);
     let (_, result) = drive(h2.as_mut(), &mut watch).await;
-    conn.ended(result.map_err(ConnError::Http));
+    conn.ended(result.unwrap_or(Ok(())).map_err(ConnError::Http));
 }
 
-/// Serves HTTP/1 requests, one hyper connection after another, until the connection closes
-/// or is parked (the lot then has it, and this task ends).
+/// Serves HTTP/1 requests until the connection closes or is parked (the lot then has it, and
+/// this task ends): plain requests with the gateway's own server ([`crate::h1`]), and from
+/// the first other one (a body, an upgrade, a malformed head) with hyper, until hyper's
+/// connection is parked or sees a request start in its buffer at its end.
 async fn http1<S>(conn: Conn, mut io: Io<S>, mut watch: Watch)
 where
     S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
 {
+    let mut own = true;
     let result = loop {
         watch.activity.request_park(false);
-        let h1 = conn
-            .held
-            .protocols
-            .http1
-            .serve_connection(TokioIo::new(io), conn.service(&watch))
-            .with_upgrades();
-        // Boxed: hyper's connection state is then freed when the connection is parked.
-        let mut h1 = Box::pin(h1);
-        let (draining, result) = drive(h1.as_mut(), &mut watch).await;
-        if let Err(e) = result {
-            break Err(ConnError::Http(e));
-        }
-        // `None`: upgraded (WebSocket, CONNECT); the handler has the connection.
-        let Some(parts) = Pin::into_inner(h1).into_parts() else {
-            break Ok(());
+        let next = if own {
+            own_segment(&conn, io, &mut watch).await
+        } else {
+            hyper_segment(&conn, io, &mut watch).await
         };
-        // Taken apart here: `parts` held across an await would grow every connection's task.
-        let hyper::server::conn::http1::Parts {
-            io: tio, read_buf, ..
-        } = parts;
-        io = tio.into_inner();
-        if draining || !io.parked() {
-            break Ok(());
-        }
-        io.unpark(&read_buf);
-        if !io.has_prefix() {
-            return park(conn, io, watch);
+        match next {
+            Next::Own(back) => (io, own) = (back, true),
+            Next::Hyper(back) => (io, own) = (back, false),
+            Next::Park(back) => return park(conn, back, watch),
+            Next::End(result) => break result,
         }
     };
     conn.ended(result);
+}
+
+/// What serves a connection next, once one server has stopped.
+enum Next<S> {
+    Own(Io<S>),
+    Hyper(Io<S>),
+    Park(Io<S>),
+    End(Result<(), ConnError>),
+}
+
+/// Plain requests, served by the gateway's own server until it stops.
+async fn own_segment<S>(conn: &Conn, io: Io<S>, watch: &mut Watch) -> Next<S>
+where
+    S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
+{
+    let half_close = conn.held.protocols.half_close;
+    // Boxed: its buffers are then freed when the connection is parked.
+    let mut server = Box::pin(h1::Server::new(io, conn.service(watch), half_close));
+    let (draining, result) = drive(server.as_mut(), watch).await;
+    let ended = match result {
+        // Cut off at once (headers timeout): dropping the server closes the socket.
+        None => return Next::End(Ok(())),
+        Some(Err(e)) => return Next::End(Err(ConnError::Io(e))),
+        Some(Ok(ended)) => ended,
+    };
+    let (mut io, unread) = Pin::into_inner(server).into_parts();
+    match ended {
+        h1::Ended::Closed => Next::End(Ok(())),
+        h1::Ended::Handoff => {
+            io.unpark(&unread);
+            Next::Hyper(io)
+        }
+        h1::Ended::Parked if draining => Next::End(Ok(())),
+        h1::Ended::Parked => {
+            io.unpark(&[]);
+            Next::Park(io)
+        }
+    }
+}
+
+/// One hyper connection, from the bytes the own server handed over, until it ends or is
+/// parked.
+async fn hyper_segment<S>(conn: &Conn, io: Io<S>, watch: &mut Watch) -> Next<S>
+where
+    S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
+{
+    let h1 = conn
+        .held
+        .protocols
+        .http1
+        .serve_connection(TokioIo::new(io), conn.service(watch))
+        .with_upgrades();
+    // Boxed: hyper's connection state is then freed when the connection is parked.
+    let mut h1 = Box::pin(h1);
+    let (draining, result) = drive(h1.as_mut(), watch).await;
+    if let Some(Err(e)) = result {
+        return Next::End(Err(ConnError::Http(e)));
+    }
+    // `None`: upgraded (WebSocket, CONNECT); the handler has the connection.
+    let Some(parts) = Pin::into_inner(h1).into_parts() else {
+        return Next::End(Ok(()));
+    };
+    // Taken apart here: `parts` held across an await would grow every connection's task.
+    let hyper::server::conn::http1::Parts {
+        io: tio, read_buf, ..
+    } = parts;
+    let mut io = tio.into_inner();
+    if draining || !io.parked() {
+        return Next::End(Ok(()));
+    }
+    io.unpark(&read_buf);
+    if io.has_prefix() {
+        // A request started arriving as hyper stopped: the own server takes it.
+        Next::Own(io)
+    } else {
+        Next::Park(io)
+    }
 }
 
 /// Hands a connection between requests, with nothing read of the next, to its lot.
@@ -421,9 +492,15 @@ fn log_ending(peer: SocketAddr, ending: Ending) {
     }
 }
 
-/// A hyper connection that can be asked to finish what it is doing and close.
-trait Graceful: Future<Output = hyper::Result<()>> {
+/// A connection's server that can be asked to finish what it is doing and close.
+trait Graceful: Future {
     fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Graceful for h1::Server<S> {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        h1::Server::graceful_shutdown(self.get_mut());
+    }
 }
 
 impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
@@ -455,9 +532,10 @@ where
 }
 
 /// Runs `conn` to its end, closing it gracefully on a drain or the idle timeout, at once on
-/// the headers timeout or too many premature resets, and parking it when the [`Activity`]
-/// says so (its reads then end it). Also says whether it was asked to close.
-async fn drive<C: Graceful>(mut conn: Pin<&mut C>, watch: &mut Watch) -> (bool, hyper::Result<()>) {
+/// the headers timeout or too many premature resets (`None`: it did not end by itself), and
+/// parking it when the [`Activity`] says so (its reads then end it). Also says whether it
+/// was asked to close.
+async fn drive<C: Graceful>(mut conn: Pin<&mut C>, watch: &mut Watch) -> (bool, Option<C::Output>) {
     loop {
         // The watches are polled only when they were woken (`OnWake`), not with every
         // wake-up of the connection (at least two per request); the connection first.
@@ -471,7 +549,7 @@ async fn drive<C: Graceful>(mut conn: Pin<&mut C>, watch: &mut Watch) -> (bool, 
             });
             tokio::select! {
                 biased;
-                r = conn.as_mut() => return (false, r),
+                r = conn.as_mut() => return (false, Some(r)),
                 ending = OnWake::new(watches) => ending,
             }
         };
@@ -482,40 +560,54 @@ async fn drive<C: Graceful>(mut conn: Pin<&mut C>, watch: &mut Watch) -> (bool, 
             Ending::Park => watch.activity.request_park(true),
             Ending::Idle => break,
             // Dropping the connection closes the socket: nothing more is read or answered.
-            Ending::HeadersTimeout | Ending::TooManyResets => return (true, Ok(())),
+            Ending::HeadersTimeout | Ending::TooManyResets => return (true, None),
         }
     }
     watch.activity.request_park(false);
     conn.as_mut().graceful_shutdown();
-    (true, conn.await)
+    (true, Some(conn.await))
 }
 
-/// The service every hyper connection of one client connection calls.
+/// The service every server of one client connection calls: hyper's, and the own server
+/// of plain HTTP/1.1 requests.
 #[derive(Clone)]
-struct Service {
+pub(crate) struct Service {
     gw: Arc<Gateway>,
     info: Arc<ConnInfo>,
-    activity: Arc<Activity>,
+    pub(crate) activity: Arc<Activity>,
 }
 
-type Handled = Result<http::Response<Tracked<TelemetryBody>>, Infallible>;
+pub(crate) type Handled = Result<http::Response<Tracked<TelemetryBody>>, Infallible>;
+/// Boxed: hyper keeps room for one request future in every connection, idle or not, and the
+/// handler's future is kilobytes. Boxed, the room is taken only while a request runs.
+pub(crate) type ServiceFuture = Pin<Box<dyn Future<Output = Handled> + Send>>;
 
-impl hyper::service::Service<Request<Incoming>> for Service {
-    type Response = http::Response<Tracked<TelemetryBody>>;
-    type Error = Infallible;
-    // Boxed: hyper keeps room for one request future in every connection, idle or not, and
-    // the handler's future is kilobytes. Boxed, the room is taken only while a request runs.
-    type Future = Pin<Box<dyn Future<Output = Handled> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+impl Service {
+    /// Handles one request, counted as in flight on the connection until its response body
+    /// is done.
+    fn start(&self, req: Request<ClientBody>) -> ServiceFuture {
         let (gw, info) = (self.gw.clone(), self.info.clone());
         let mut stream = self.activity.stream_started();
-        let req = req.map(|body| ClientBody::new(body, &self.activity));
         Box::pin(async move {
             let resp = handle(gw, &info, req).await;
             stream.responded();
             Ok(resp.map(|b| Tracked::new(b, stream)))
         })
+    }
+
+    /// A plain request of the own server: it has no body.
+    pub(crate) fn call_plain(&self, req: Request<()>) -> ServiceFuture {
+        self.start(req.map(|()| ClientBody::empty()))
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for Service {
+    type Response = http::Response<Tracked<TelemetryBody>>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        self.start(req.map(|body| ClientBody::new(body, &self.activity)))
     }
 }
 

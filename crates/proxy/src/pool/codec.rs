@@ -110,7 +110,7 @@ pub fn write_request_head(out: &mut BytesMut, head: &RequestHead<'_>, body: Body
     framing
 }
 
-fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+pub(crate) fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
     out.put_slice(name.as_str().as_bytes());
     out.put_slice(b": ");
     out.put_slice(value.as_bytes());
@@ -149,7 +149,7 @@ pub fn put_last_chunk(out: &mut BytesMut, trailers: Option<&HeaderMap>) {
 }
 
 /// Fields that frame, route or authenticate a message cannot come after it (RFC 9110 §6.5.1).
-fn may_be_trailer(name: &HeaderName) -> bool {
+pub(crate) fn may_be_trailer(name: &HeaderName) -> bool {
     ![
         header::TRANSFER_ENCODING,
         header::CONTENT_LENGTH,
@@ -245,28 +245,17 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Where each field sits in the buffer, so the values can be cut from it once it is frozen.
-    let base = buf.as_ptr() as usize;
-    let at: Vec<[usize; 4]> = resp
-        .headers
-        .iter()
-        .map(|f| {
-            let name = f.name.as_ptr() as usize - base;
-            let value = f.value.as_ptr() as usize - base;
-            [name, name + f.name.len(), value, value + f.value.len()]
-        })
-        .collect();
+    let mut at = Vec::new();
+    field_spans(buf, resp.headers, &mut at);
     let head = buf.split_to(len).freeze();
     // With room for what the gateway adds (x-envoy-upstream-service-time at least): a map
     // filled to capacity grows, and rehashes, at the first insert. hyper then keeps the map,
     // emptied, for the client's next request, which gains more.
     let mut headers = HeaderMap::with_capacity(at.len() + 4);
-    for &[name_start, name_end, start, end] in &at {
-        let name = head
-            .get(name_start..name_end)
-            .and_then(|b| HeaderName::from_bytes(b).ok())
-            .ok_or(HeadError::Invalid(httparse::Error::HeaderName))?;
-        headers.append(name, value(&head, start, end)?);
+    for &span in &at {
+        let (name, value) =
+            field(&head, span).ok_or(HeadError::Invalid(httparse::Error::HeaderValue))?;
+        headers.append(name, value);
     }
     Ok(Some(ResponseHead {
         status,
@@ -275,13 +264,34 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H
     }))
 }
 
-/// A field value cut from the head; httparse has checked its bytes already.
-fn value(head: &Bytes, start: usize, end: usize) -> Result<HeaderValue, HeadError> {
+/// Where each field httparse found sits in `buf`, the buffer it parsed: the spans of its name
+/// and its value, so that the values can be cut from the buffer once it is frozen (httparse's
+/// fields borrow it, and taking the head out of it needs it mutable).
+pub(crate) fn field_spans(
+    buf: &[u8],
+    fields: &[httparse::Header<'_>],
+    spans: &mut Vec<[usize; 4]>,
+) {
+    let base = buf.as_ptr() as usize;
+    spans.clear();
+    spans.extend(fields.iter().map(|f| {
+        let name = (f.name.as_ptr() as usize).wrapping_sub(base);
+        let value = (f.value.as_ptr() as usize).wrapping_sub(base);
+        [name, name + f.name.len(), value, value + f.value.len()]
+    }));
+}
+
+/// The field at `span` of `head` (see [`field_spans`]); its value shares the head's memory.
+/// `None` if the span is not in the head or the field is invalid (httparse has checked the
+/// bytes already: this does not happen).
+pub(crate) fn field(head: &Bytes, span: [usize; 4]) -> Option<(HeaderName, HeaderValue)> {
+    let [name_start, name_end, start, end] = span;
+    let name = HeaderName::from_bytes(head.get(name_start..name_end)?).ok()?;
     if start > end || end > head.len() {
-        return Err(HeadError::Invalid(httparse::Error::HeaderValue));
+        return None;
     }
-    HeaderValue::from_maybe_shared(head.slice(start..end))
-        .map_err(|_| HeadError::Invalid(httparse::Error::HeaderValue))
+    let value = HeaderValue::from_maybe_shared(head.slice(start..end)).ok()?;
+    Some((name, value))
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).

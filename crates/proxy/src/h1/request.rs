@@ -1,0 +1,260 @@
+//! The request heads the gateway's own HTTP/1.1 server takes: plain requests, with no body,
+//! no upgrade and no expectation. Everything else goes to hyper, which parses the same bytes
+//! again and answers as it always has (bodies, upgrades, CONNECT, HTTP/1.0, and every
+//! malformed or oversized head with its 400 or 431).
+
+use std::mem::MaybeUninit;
+
+use bytes::BytesMut;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Uri, Version};
+
+use crate::pool::codec::{field, field_spans};
+use crate::serve::{MAX_HEADER_BYTES, MAX_HEADERS};
+
+/// What the front of a connection's read buffer holds.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per request and taken apart at once: a box would cost an allocation"
+)]
+pub enum Head {
+    /// A whole plain request, taken from the buffer.
+    Plain(Plain),
+    /// The start of a head that may still be plain: more bytes are needed.
+    Partial,
+    /// Anything else: hyper serves it from these bytes on.
+    Other,
+}
+
+/// A plain request and what its head says about the connection.
+#[derive(Debug)]
+pub struct Plain {
+    pub request: Request<()>,
+    /// `Connection: close`: the response is the connection's last.
+    pub close: bool,
+    /// `TE: trailers`: the client takes trailer fields in a chunked response.
+    pub trailers: bool,
+}
+
+/// Room a connection keeps from one request head to the next, so that parsing one allocates
+/// nothing but the head's own buffer.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    spans: Vec<[usize; 4]>,
+    /// An emptied header map (the last response's) for the next request.
+    pub headers: Option<HeaderMap>,
+}
+
+/// Reads the request head at the front of `buf`, taking its bytes if it is plain.
+pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Head {
+    // Empty lines before a request are allowed (RFC 9112 §2.2); hyper skips them.
+    if matches!(buf.first(), Some(b'\r' | b'\n')) {
+        return Head::Other;
+    }
+    // Left uninitialised: zeroing a hundred fields costs more than parsing the few a head has.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEADER_BYTES => len,
+        // hyper answers a head that does not fit with 431.
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEADER_BYTES => return Head::Partial,
+        Ok(_) | Err(_) => return Head::Other,
+    };
+    if req.version != Some(1) {
+        return Head::Other;
+    }
+    let Some(method) = req
+        .method
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+    else {
+        return Head::Other;
+    };
+    if method == Method::CONNECT {
+        return Head::Other;
+    }
+    let base = buf.as_ptr() as usize;
+    let path = req.path.map(|p| {
+        let start = (p.as_ptr() as usize).wrapping_sub(base);
+        start..start + p.len()
+    });
+    let spans = &mut scratch.spans;
+    field_spans(buf, req.headers, spans);
+    let head = buf.split_to(len).freeze();
+    let Some(uri) = path
+        .and_then(|p| head.get(p.clone()).map(|_| head.slice(p)))
+        .and_then(|p| Uri::from_maybe_shared(p).ok())
+    else {
+        // Taken from the buffer already: hyper must see it again.
+        return other(buf, &head);
+    };
+    let mut headers = scratch.headers.take().unwrap_or_default();
+    // With room for what the gateway adds (X-Forwarded-For, the trace headers, ...).
+    headers.reserve(spans.len() + 8);
+    let (mut close, mut trailers, mut length) = (false, false, false);
+    for &span in spans.iter() {
+        let Some((name, value)) = field(&head, span) else {
+            return other(buf, &head);
+        };
+        match name {
+            // Only an empty body is taken: `Content-Length: 0`, once.
+            header::CONTENT_LENGTH if value == "0" && !length => length = true,
+            header::CONTENT_LENGTH
+            | header::TRANSFER_ENCODING
+            | header::UPGRADE
+            | header::EXPECT => return other(buf, &head),
+            header::CONNECTION => {
+                if has_token(&value, "upgrade") {
+                    return other(buf, &head);
+                }
+                close |= has_token(&value, "close");
+            }
+            header::TE => trailers |= has_token(&value, "trailers"),
+            _ => {}
+        }
+        headers.append(name, value);
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Head::Plain(Plain {
+        request,
+        close,
+        trailers,
+    })
+}
+
+/// Puts a head taken from `buf` back in front of what follows it, for hyper.
+fn other(buf: &mut BytesMut, head: &[u8]) -> Head {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(buf);
+    *buf = whole;
+    Head::Other
+}
+
+/// Whether a comma-separated list has `token`, in any case (as hyper reads `Connection` and
+/// `TE`).
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(bytes: &[u8]) -> (Head, Vec<u8>) {
+        let mut buf = BytesMut::from(bytes);
+        let head = parse(&mut buf, &mut Scratch::default());
+        (head, buf.to_vec())
+    }
+
+    #[test]
+    fn plain_requests_are_taken_and_what_follows_stays() {
+        let cases: [(&[u8], &str, bool, bool); 6] = [
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", "/", false, false),
+            (
+                b"HEAD /x?y=1 HTTP/1.1\r\nhost: a\r\n\r\nGET",
+                "/x?y=1",
+                false,
+                false,
+            ),
+            (
+                b"DELETE /d HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                "/d",
+                false,
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nConnection: Keep-Alive, Close\r\n\r\n",
+                "/",
+                true,
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nTE: gzip, Trailers\r\n\r\n",
+                "/",
+                false,
+                true,
+            ),
+            (
+                b"GET http://e.example/p HTTP/1.1\r\n\r\n",
+                "http://e.example/p",
+                false,
+                false,
+            ),
+        ];
+        for (bytes, uri, close, trailers) in cases {
+            let (head, rest) = parsed(bytes);
+            let Head::Plain(p) = head else {
+                panic!("{bytes:?}: {head:?}");
+            };
+            assert_eq!(p.request.uri(), uri, "{bytes:?}");
+            assert_eq!(p.request.version(), Version::HTTP_11);
+            assert_eq!((p.close, p.trailers), (close, trailers), "{bytes:?}");
+            let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+            assert_eq!(rest, bytes.get(end..).unwrap_or_default(), "{bytes:?}");
+        }
+        let (head, _) = parsed(b"GET / HTTP/1.1\r\nX-A: 1\r\nx-a: 2\r\n\r\n");
+        let Head::Plain(p) = head else {
+            panic!("{head:?}")
+        };
+        let values: Vec<_> = p.request.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+    }
+
+    #[test]
+    fn anything_else_is_left_whole_for_hyper() {
+        let cases: [&[u8]; 16] = [
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"GET http://[::1 HTTP/1.1\r\n\r\n",
+            b"G\x01T / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+        ];
+        for bytes in cases {
+            let (head, rest) = parsed(bytes);
+            assert!(matches!(head, Head::Other), "{bytes:?}: {head:?}");
+            assert_eq!(rest, bytes, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn heads_in_pieces_wait_until_they_cannot_fit() {
+        assert!(matches!(parsed(b"GET / HTTP/1.1\r\nHost").0, Head::Partial));
+        assert!(matches!(parsed(b"").0, Head::Partial));
+        let long = [
+            b"GET / HTTP/1.1\r\nX: ".as_slice(),
+            &[b'a'; MAX_HEADER_BYTES],
+        ]
+        .concat();
+        let (head, rest) = parsed(&long);
+        assert!(matches!(head, Head::Other), "{head:?}");
+        assert_eq!(rest, long);
+        let many: Vec<u8> = (0..=MAX_HEADERS)
+            .flat_map(|i| format!("x-{i}: 1\r\n").into_bytes())
+            .collect();
+        let too_many = [b"GET / HTTP/1.1\r\n".as_slice(), &many, b"\r\n"].concat();
+        assert!(matches!(parsed(&too_many).0, Head::Other));
+    }
+}
