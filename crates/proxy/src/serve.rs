@@ -254,7 +254,8 @@ where
     S: AsyncRead + AsyncWrite + Detach + Unpin + Send + 'static,
 {
     let half_close = conn.held.protocols.half_close;
-    // Boxed: its buffers are then freed when the connection is parked.
+    // Boxed, as hyper's connection is: the connection's task holds a pointer to it, not
+    // its few hundred bytes of state, and parking frees it with its buffers.
     let mut server = Box::pin(h1::Server::new(io, conn.service(watch), half_close));
     let (draining, result) = drive(server.as_mut(), watch).await;
     let ended = match result {

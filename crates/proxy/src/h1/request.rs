@@ -142,7 +142,7 @@ fn other(buf: &mut BytesMut, head: &[u8]) -> Head {
 
 /// Whether a comma-separated list has `token`, in any case (as hyper reads `Connection` and
 /// `TE`).
-fn has_token(value: &HeaderValue, token: &str) -> bool {
+pub(super) fn has_token(value: &HeaderValue, token: &str) -> bool {
     value
         .to_str()
         .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))

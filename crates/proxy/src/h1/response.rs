@@ -9,16 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use crate::pool::codec::{content_length, may_be_trailer, put_chunk_size, put_field};
-
-/// What the response body is known to be as its head is written (hyper's `BodyLength`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodySize {
-    /// The body has already ended.
-    None,
-    Exact(u64),
-    Unknown,
-}
+use super::request::has_token;
+use crate::pool::codec::{BodyShape, content_length, may_be_trailer, put_chunk_size, put_field};
 
 /// How the body follows the head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +58,7 @@ pub fn write_head(
     status: StatusCode,
     version: Version,
     headers: &HeaderMap,
-    body: BodySize,
+    body: BodyShape,
 ) -> Result<Encoded, InvalidHead> {
     let method = asked.method;
     let mut last = !asked.keep_alive;
@@ -174,26 +166,26 @@ fn content_length_field(
     method: &Method,
     first: &HeaderValue,
     headers: &HeaderMap,
-    body: BodySize,
+    body: BodyShape,
 ) -> Result<Option<Framing>, InvalidHead> {
     Ok(Some(match body {
         // The body's own length is trusted, as hyper trusts it.
-        BodySize::Exact(n) => {
+        BodyShape::Exact(n) => {
             put_field(out, &header::CONTENT_LENGTH, first);
             Framing::Length(n)
         }
-        BodySize::Unknown => {
+        BodyShape::Unknown => {
             let n = content_length(headers).ok_or(InvalidHead)?;
             put_field(out, &header::CONTENT_LENGTH, first);
             Framing::Length(n)
         }
-        BodySize::None if *method == Method::HEAD => {
+        BodyShape::Empty if *method == Method::HEAD => {
             for v in headers.get_all(header::CONTENT_LENGTH) {
                 put_field(out, &header::CONTENT_LENGTH, v);
             }
             Framing::Length(0)
         }
-        BodySize::None => return Ok(None),
+        BodyShape::Empty => return Ok(None),
     }))
 }
 
@@ -203,27 +195,27 @@ fn implied_framing(
     method: &Method,
     status: StatusCode,
     version: Version,
-    body: BodySize,
+    body: BodyShape,
 ) -> Framing {
     match body {
-        BodySize::Unknown if version == Version::HTTP_10 || !can_have_body(method, status) => {
+        BodyShape::Unknown if version == Version::HTTP_10 || !can_have_body(method, status) => {
             Framing::UntilClose
         }
-        BodySize::Unknown => {
+        BodyShape::Unknown => {
             out.put_slice(b"transfer-encoding: chunked\r\n");
             Framing::Chunked(Vec::new())
         }
-        BodySize::None | BodySize::Exact(0) => {
+        BodyShape::Empty | BodyShape::Exact(0) => {
             if can_have_length(status) && *method != Method::HEAD {
                 out.put_slice(b"content-length: 0\r\n");
             }
             Framing::Length(0)
         }
-        BodySize::Exact(n) if can_have_length(status) => {
+        BodyShape::Exact(n) if can_have_length(status) => {
             put_field(out, &header::CONTENT_LENGTH, &HeaderValue::from(n));
             Framing::Length(n)
         }
-        BodySize::Exact(_) => Framing::Length(0),
+        BodyShape::Exact(_) => Framing::Length(0),
     }
 }
 
@@ -239,9 +231,7 @@ fn can_have_length(status: StatusCode) -> bool {
 }
 
 fn has_close(value: &HeaderValue) -> bool {
-    value
-        .to_str()
-        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    has_token(value, "close")
 }
 
 /// One field line with every value of `name`, comma-joined, and `extra` last.
@@ -360,7 +350,7 @@ mod tests {
         keep_alive: bool,
         status: u16,
         fields: &[(&str, &str)],
-        body: BodySize,
+        body: BodyShape,
     ) -> (String, Result<Encoded, InvalidHead>) {
         let mut headers = HeaderMap::new();
         for (n, v) in fields {
@@ -397,23 +387,29 @@ mod tests {
                     true,
                     200,
                     &[("content-length", "3")],
-                    BodySize::Exact(3),
+                    BodyShape::Exact(3),
                 ),
                 "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ndate: D\r\n\r\n",
                 framed(Framing::Length(3), false),
             ),
             (
-                head(get(), true, 200, &[], BodySize::Exact(5)),
+                head(get(), true, 200, &[], BodyShape::Exact(5)),
                 "HTTP/1.1 200 OK\r\ndate: D\r\ncontent-length: 5\r\n\r\n",
                 framed(Framing::Length(5), false),
             ),
             (
-                head(get(), true, 404, &[], BodySize::None),
+                head(get(), true, 404, &[], BodyShape::Empty),
                 "HTTP/1.1 404 Not Found\r\ndate: D\r\ncontent-length: 0\r\n\r\n",
                 framed(Framing::Length(0), false),
             ),
             (
-                head(get(), true, 200, &[("content-length", "7")], BodySize::None),
+                head(
+                    get(),
+                    true,
+                    200,
+                    &[("content-length", "7")],
+                    BodyShape::Empty,
+                ),
                 "HTTP/1.1 200 OK\r\ndate: D\r\ncontent-length: 0\r\n\r\n",
                 framed(Framing::Length(0), false),
             ),
@@ -423,13 +419,13 @@ mod tests {
                     true,
                     200,
                     &[("content-length", "7")],
-                    BodySize::None,
+                    BodyShape::Empty,
                 ),
                 "HTTP/1.1 200 OK\r\ncontent-length: 7\r\ndate: D\r\n\r\n",
                 framed(Framing::Length(0), false),
             ),
             (
-                head(get(), true, 200, &[], BodySize::Unknown),
+                head(get(), true, 200, &[], BodyShape::Unknown),
                 "HTTP/1.1 200 OK\r\ndate: D\r\ntransfer-encoding: chunked\r\n\r\n",
                 framed(Framing::Chunked(Vec::new()), false),
             ),
@@ -442,7 +438,7 @@ mod tests {
                         ("transfer-encoding", "gzip"),
                         ("trailer", "grpc-status, host"),
                     ],
-                    BodySize::Unknown,
+                    BodyShape::Unknown,
                 ),
                 "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\
                  trailer: grpc-status, host\r\ndate: D\r\n\r\n",
@@ -452,17 +448,23 @@ mod tests {
                 ),
             ),
             (
-                head(get(), true, 204, &[("content-length", "0")], BodySize::None),
+                head(
+                    get(),
+                    true,
+                    204,
+                    &[("content-length", "0")],
+                    BodyShape::Empty,
+                ),
                 "HTTP/1.1 204 No Content\r\ndate: D\r\n\r\n",
                 framed(Framing::Length(0), false),
             ),
             (
-                head(get(), true, 304, &[], BodySize::Unknown),
+                head(get(), true, 304, &[], BodyShape::Unknown),
                 "HTTP/1.1 304 Not Modified\r\ndate: D\r\n\r\n",
                 framed(Framing::Length(0), false),
             ),
             (
-                head(get(), false, 200, &[], BodySize::Exact(1)),
+                head(get(), false, 200, &[], BodyShape::Exact(1)),
                 "HTTP/1.1 200 OK\r\ndate: D\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
                 framed(Framing::Length(1), true),
             ),
@@ -472,7 +474,7 @@ mod tests {
                     false,
                     200,
                     &[("connection", "x-a")],
-                    BodySize::Exact(1),
+                    BodyShape::Exact(1),
                 ),
                 "HTTP/1.1 200 OK\r\nconnection: x-a, close\r\ndate: D\r\ncontent-length: 1\r\n\r\n",
                 framed(Framing::Length(1), true),
@@ -483,7 +485,7 @@ mod tests {
                     true,
                     200,
                     &[("connection", "close")],
-                    BodySize::Exact(1),
+                    BodyShape::Exact(1),
                 ),
                 "HTTP/1.1 200 OK\r\nconnection: close\r\ndate: D\r\ncontent-length: 1\r\n\r\n",
                 framed(Framing::Length(1), true),
@@ -494,7 +496,7 @@ mod tests {
                     true,
                     200,
                     &[("content-length", "2"), ("content-length", "3")],
-                    BodySize::Unknown,
+                    BodyShape::Unknown,
                 ),
                 "",
                 Err(InvalidHead),
@@ -510,7 +512,7 @@ mod tests {
 
     #[test]
     fn a_missing_date_is_the_current_one() {
-        let (written, _) = head(Method::GET, true, 200, &[("date", "")], BodySize::None);
+        let (written, _) = head(Method::GET, true, 200, &[("date", "")], BodyShape::Empty);
         assert!(written.contains("date: \r\n"), "{written}");
         let mut out = BytesMut::new();
         let asked = Asked {
@@ -524,7 +526,7 @@ mod tests {
             StatusCode::OK,
             Version::HTTP_11,
             &HeaderMap::new(),
-            BodySize::None,
+            BodyShape::Empty,
         );
         assert!(encoded.is_ok());
         let text = String::from_utf8_lossy(&out);

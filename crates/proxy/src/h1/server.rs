@@ -12,9 +12,10 @@ use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::request::{self, Head};
-use super::response::{self, Asked, BodySize, Framing};
+use super::response::{self, Asked, Framing};
 use crate::activity::Tracked;
 use crate::parking::Parkable;
+use crate::pool::codec::BodyShape;
 use crate::serve::{Service, ServiceFuture};
 use crate::telemetry::TelemetryBody;
 
@@ -166,13 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Server<S> {
         };
         let Ok(resp) = ready!(call.as_mut().poll(cx));
         let (mut parts, body) = resp.into_parts();
-        let size = if body.is_end_stream() {
-            BodySize::None
-        } else {
-            body.size_hint()
-                .exact()
-                .map_or(BodySize::Unknown, BodySize::Exact)
-        };
+        let size = BodyShape::of(&body);
         let ask = Asked {
             method: &asked.method,
             keep_alive: !asked.close && !self.closing,

@@ -18,15 +18,28 @@ pub const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line, extensions included.
 const MAX_CHUNK_LINE: usize = 4096;
 
-/// What the request body is known to be when its head is written.
+/// What a body is known to be when its message's head is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyShape {
-    /// No body at all.
+    /// No body at all (or one that has already ended).
     Empty,
     /// Exactly this many bytes.
     Exact(u64),
     /// A stream of unknown length.
     Unknown,
+}
+
+impl BodyShape {
+    /// What `body` says of itself.
+    pub fn of<B: http_body::Body>(body: &B) -> Self {
+        if body.is_end_stream() {
+            BodyShape::Empty
+        } else {
+            body.size_hint()
+                .exact()
+                .map_or(BodyShape::Unknown, BodyShape::Exact)
+        }
+    }
 }
 
 /// How a request body follows its head.

@@ -144,13 +144,7 @@ impl Outgoing {
     /// The request `head` with `body`, encoded for the wire (the head now, the body as it is
     /// sent).
     pub fn new(head: &RequestHead<'_>, body: UpstreamBody) -> Self {
-        let shape = if body.is_end_stream() {
-            BodyShape::Empty
-        } else {
-            body.size_hint()
-                .exact()
-                .map_or(BodyShape::Unknown, BodyShape::Exact)
-        };
+        let shape = BodyShape::of(&body);
         let mut out = BytesMut::new();
         let framing = codec::write_request_head(&mut out, head, shape);
         let method = head.method;
