@@ -17,10 +17,47 @@ use futures_util::task::AtomicWaker;
 /// `F`, polled at first and then only when it woke its waker.
 pub struct OnWake<F> {
     inner: F,
-    flag: Arc<Flag>,
-    /// The waker `inner` is polled with: it raises the flag and wakes the task.
-    waker: Waker,
+    woken: WakeFlag,
     polled: bool,
+}
+
+/// A waker to poll something with, that tells whether it fired, and wakes the task that last
+/// asked.
+pub struct WakeFlag {
+    flag: Arc<Flag>,
+    /// Raises the flag and wakes the task.
+    waker: Waker,
+}
+
+impl WakeFlag {
+    pub fn new() -> Self {
+        let flag = Arc::new(Flag {
+            woken: AtomicBool::new(false),
+            task: AtomicWaker::new(),
+        });
+        WakeFlag {
+            waker: Waker::from(flag.clone()),
+            flag,
+        }
+    }
+
+    /// The waker to poll with.
+    pub fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
+    /// Whether [`WakeFlag::waker`] fired since the last call; `task` is woken when it fires
+    /// next. (Registered before the flag is read: a wake-up in between wakes the task again.)
+    pub fn take(&self, task: &Waker) -> bool {
+        self.flag.task.register(task);
+        self.flag.woken.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Default for WakeFlag {
+    fn default() -> Self {
+        WakeFlag::new()
+    }
 }
 
 struct Flag {
@@ -43,14 +80,9 @@ impl<F: Future + Unpin> OnWake<F> {
     /// `inner` must register the waker it is polled with for everything it waits on, as every
     /// well-behaved future does (it is not polled for any other reason).
     pub fn new(inner: F) -> Self {
-        let flag = Arc::new(Flag {
-            woken: AtomicBool::new(false),
-            task: AtomicWaker::new(),
-        });
         OnWake {
             inner,
-            waker: Waker::from(flag.clone()),
-            flag,
+            woken: WakeFlag::new(),
             polled: false,
         }
     }
@@ -61,13 +93,11 @@ impl<F: Future + Unpin> Future for OnWake<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        // Registered before the flag is read: a wake-up in between wakes the task again.
-        this.flag.task.register(cx.waker());
-        if this.polled && !this.flag.woken.swap(false, Ordering::AcqRel) {
+        if !this.woken.take(cx.waker()) && this.polled {
             return Poll::Pending;
         }
         this.polled = true;
-        Pin::new(&mut this.inner).poll(&mut Context::from_waker(&this.waker))
+        Pin::new(&mut this.inner).poll(&mut Context::from_waker(this.woken.waker()))
     }
 }
 

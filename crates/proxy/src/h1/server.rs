@@ -18,6 +18,7 @@ use crate::parking::Parkable;
 use crate::pool::codec::BodyShape;
 use crate::serve::{Service, ServiceFuture};
 use crate::telemetry::TelemetryBody;
+use crate::woken::WakeFlag;
 
 /// What the first read of a connection or of a head reserves, as hyper's read buffer starts.
 const READ_CAPACITY: usize = 8 * 1024;
@@ -53,6 +54,12 @@ pub struct Server<S> {
     /// the fuzz harnesses; the gateway ends such a connection at once, as Envoy does).
     half_close: bool,
     read_closed: bool,
+    /// The read that watches for the client leaving while a request is in flight, polled with
+    /// its own waker: the connection's task wakes several times per request, and each poll of
+    /// the socket through its layers costs more than a look at this flag.
+    gone: WakeFlag,
+    /// Whether that read is registered for the request in flight.
+    gone_armed: bool,
 }
 
 #[expect(
@@ -97,6 +104,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Server<S> {
             closing: false,
             half_close,
             read_closed: false,
+            gone: WakeFlag::new(),
+            gone_armed: false,
         }
     }
 
@@ -128,6 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Server<S> {
                     trailers: plain.trailers,
                 };
                 let call = self.service.call_plain(plain.request);
+                self.gone_armed = false;
                 self.state = State::Answering { call, asked };
                 Poll::Ready(Ok(None))
             }
@@ -252,7 +262,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Server<S> {
         if self.half_close || self.read_closed || !self.read.is_empty() {
             return Ok(());
         }
-        match self.poll_fill(cx) {
+        // Nothing to read but what woke the flag's waker.
+        if !self.gone.take(cx.waker()) && self.gone_armed {
+            return Ok(());
+        }
+        self.gone_armed = true;
+        let mut watching = Context::from_waker(self.gone.waker());
+        match fill(&mut self.io, &mut self.read, &mut watching) {
             Poll::Ready(Ok(0)) => Err(io::ErrorKind::ConnectionAborted.into()),
             Poll::Ready(Err(e)) => Err(e),
             Poll::Ready(Ok(_)) | Poll::Pending => Ok(()),
@@ -260,10 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Server<S> {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < 1024 {
-            self.read.reserve(READ_CAPACITY);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+        fill(&mut self.io, &mut self.read, cx)
     }
 
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -310,4 +323,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Server<S> {
             }
         }
     }
+}
+
+/// Reads what the client sent into `read`: the number of bytes, 0 at the end of the stream.
+fn fill<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Parkable<S>,
+    read: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if read.capacity() - read.len() < 1024 {
+        read.reserve(READ_CAPACITY);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, read)
 }
