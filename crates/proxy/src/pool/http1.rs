@@ -214,8 +214,10 @@ impl Http1Pool {
         let local = conn.local;
         let body = Http1Body::new(conn, kind, out, back, switched);
         let mut resp = Response::new(PooledBody::http1(body, local));
+        // The response keeps HTTP/1.1 as its version whatever the upstream spoke: the client
+        // gets an HTTP/1.1 answer (chunked if its length is unknown), as Envoy gives it, not
+        // the upstream's HTTP/1.0 status line.
         *resp.status_mut() = head.status;
-        *resp.version_mut() = head.version;
         *resp.headers_mut() = head.headers;
         Ok(resp)
     }
