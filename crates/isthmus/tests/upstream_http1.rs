@@ -221,34 +221,12 @@ async fn an_http10_answer_reaches_an_http11_client_as_http11() {
     )])
     .await;
     let (g, _) = start(up.addr, &[]).await;
-    let mut s = TcpStream::connect(g.addr(80).await).await.unwrap();
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut got))
-        .await
-        .expect("the answer did not end")
-        .unwrap();
-    let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    assert!(
-        text.contains("\r\ntransfer-encoding: chunked\r\n"),
-        "{text}"
-    );
-    assert!(text.contains("\r\nx-old: 1\r\n"), "{text}");
-    // The body, whatever chunks it came in, ends with the last chunk.
-    let (_, mut chunks) = text.split_once("\r\n\r\n").unwrap();
-    let mut body = String::new();
-    while let Some((size, rest)) = chunks.split_once("\r\n") {
-        let size = usize::from_str_radix(size, 16).unwrap();
-        body.push_str(&rest[..size]);
-        chunks = &rest[size + 2..];
-        if size == 0 {
-            break;
-        }
-    }
-    assert_eq!((body.as_str(), chunks), ("until the end", ""), "{text}");
+    let request = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+    let r = raw_http(g.addr(80).await, &request).await;
+    assert_eq!((r.version.as_str(), r.status), ("HTTP/1.1", 200), "{r:?}");
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{r:?}");
+    assert_eq!(r.header("x-old"), Some("1"));
+    assert_eq!(r.body, "until the end");
     up.wait_closed().await;
 }
 

@@ -483,6 +483,8 @@ pub fn h2c_client_for(host: &str, addr: SocketAddr) -> reqwest::Client {
 /// A response read off a raw connection.
 #[derive(Debug)]
 pub struct RawReply {
+    /// The status line's version, `HTTP/1.1` say.
+    pub version: String,
     pub status: u16,
     /// Names in lower case, in order.
     pub headers: Vec<(String, String)>,
@@ -525,8 +527,13 @@ fn parse_raw_response(bytes: &[u8]) -> RawReply {
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no complete response head in {text:?}"));
     let mut lines = head.split("\r\n");
-    let status = lines
+    let status_line = lines.next().unwrap_or_default();
+    let version = status_line
+        .split(' ')
         .next()
+        .unwrap_or_default()
+        .to_string();
+    let status = Some(status_line)
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("bad status line in {text:?}"));
@@ -543,6 +550,7 @@ fn parse_raw_response(bytes: &[u8]) -> RawReply {
         body.to_string()
     };
     RawReply {
+        version,
         status,
         headers,
         body,
@@ -1526,6 +1534,7 @@ impl H1Conn {
                 .await
                 .map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
+            let version = format!("{:?}", resp.version());
             let headers = resp
                 .headers()
                 .iter()
@@ -1543,6 +1552,7 @@ impl H1Conn {
                 .map_err(|e| e.to_string())?
                 .to_bytes();
             Ok(RawReply {
+                version,
                 status,
                 headers,
                 body: String::from_utf8_lossy(&body).into_owned(),
