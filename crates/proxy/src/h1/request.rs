@@ -6,7 +6,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::HeaderMap;
 use http::{Method, Request, Uri, Version};
 
 use crate::pool::codec::{field, field_spans};
@@ -78,6 +78,11 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Head {
     if method == Method::CONNECT {
         return Head::Other;
     }
+    // What the fields say is read before the head is taken from the buffer: a request hyper
+    // must serve (a body, an upgrade) is left as it is, not taken and put back.
+    let Some(Says { close, trailers }) = says(req.headers) else {
+        return Head::Other;
+    };
     let base = buf.as_ptr() as usize;
     let path = req.path.map(|p| {
         let start = (p.as_ptr() as usize).wrapping_sub(base);
@@ -90,33 +95,16 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Head {
         .and_then(|p| head.get(p.clone()).map(|_| head.slice(p)))
         .and_then(|p| Uri::from_maybe_shared(p).ok())
     else {
-        // Taken from the buffer already: hyper must see it again.
+        // Taken from the buffer already: hyper must see it again (and answers 400).
         return other(buf, &head);
     };
     let mut headers = scratch.headers.take().unwrap_or_default();
     // With room for what the gateway adds (X-Forwarded-For, the trace headers, ...).
     headers.reserve(spans.len() + 8);
-    let (mut close, mut trailers, mut length) = (false, false, false);
     for &span in spans.iter() {
         let Some((name, value)) = field(&head, span) else {
             return other(buf, &head);
         };
-        match name {
-            // Only an empty body is taken: `Content-Length: 0`, once.
-            header::CONTENT_LENGTH if value == "0" && !length => length = true,
-            header::CONTENT_LENGTH
-            | header::TRANSFER_ENCODING
-            | header::UPGRADE
-            | header::EXPECT => return other(buf, &head),
-            header::CONNECTION => {
-                if has_token(&value, "upgrade") {
-                    return other(buf, &head);
-                }
-                close |= has_token(&value, "close");
-            }
-            header::TE => trailers |= has_token(&value, "trailers"),
-            _ => {}
-        }
         headers.append(name, value);
     }
     let mut request = Request::new(());
@@ -131,6 +119,44 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Head {
     })
 }
 
+/// What a plain request's fields say about its connection.
+struct Says {
+    close: bool,
+    trailers: bool,
+}
+
+/// What the fields of a plain request say; `None` if the request is not plain: it has a
+/// body (any `Content-Length` but one `0`, `Transfer-Encoding`), asks for an upgrade, or
+/// expects something.
+fn says(fields: &[httparse::Header<'_>]) -> Option<Says> {
+    let (mut says, mut length) = (
+        Says {
+            close: false,
+            trailers: false,
+        },
+        false,
+    );
+    for f in fields {
+        let is = |name: &str| f.name.eq_ignore_ascii_case(name);
+        if is("content-length") {
+            if length || f.value != b"0" {
+                return None;
+            }
+            length = true;
+        } else if is("transfer-encoding") || is("upgrade") || is("expect") {
+            return None;
+        } else if is("connection") {
+            if has_token(f.value, "upgrade") {
+                return None;
+            }
+            says.close |= has_token(f.value, "close");
+        } else if is("te") {
+            says.trailers |= has_token(f.value, "trailers");
+        }
+    }
+    Some(says)
+}
+
 /// Puts a head taken from `buf` back in front of what follows it, for hyper.
 fn other(buf: &mut BytesMut, head: &[u8]) -> Head {
     let mut whole = BytesMut::with_capacity(head.len() + buf.len());
@@ -142,10 +168,10 @@ fn other(buf: &mut BytesMut, head: &[u8]) -> Head {
 
 /// Whether a comma-separated list has `token`, in any case (as hyper reads `Connection` and
 /// `TE`).
-pub(super) fn has_token(value: &HeaderValue, token: &str) -> bool {
+pub(super) fn has_token(value: &[u8], token: &str) -> bool {
     value
-        .to_str()
-        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 #[cfg(test)]

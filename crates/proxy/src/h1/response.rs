@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::{Method, StatusCode};
 
 use super::request::has_token;
-use crate::pool::codec::{BodyShape, content_length, may_be_trailer, put_chunk_size, put_field};
+use crate::pool::codec::{BodyShape, content_length, put_chunk, put_field, put_last_chunk};
 
 /// How the body follows the head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +21,6 @@ pub enum Framing {
     /// Chunked, with the trailer fields the response declared (`Trailer`) that may be sent:
     /// none unless the client said it takes them (`TE: trailers`).
     Chunked(Vec<HeaderName>),
-    /// Until the connection closes (an HTTP/1.0 response of unknown length).
-    UntilClose,
 }
 
 /// What the head says besides its bytes.
@@ -51,32 +49,29 @@ pub struct Asked<'a> {
 pub struct InvalidHead;
 
 /// Writes the status line and header fields of a response to `asked` (hyper's
-/// `Server::encode`, for an HTTP/1.1 client).
+/// `Server::encode`, for an HTTP/1.1 client). The answer is HTTP/1.1 whatever the version the
+/// response came with (an upstream's HTTP/1.0, an HTTP/2 upstream's), as Envoy answers: the
+/// client speaks HTTP/1.1 (HTTP/1.0 clients are hyper's).
 pub fn write_head(
     out: &mut BytesMut,
     asked: Asked<'_>,
     status: StatusCode,
-    version: Version,
     headers: &HeaderMap,
     body: BodyShape,
 ) -> Result<Encoded, InvalidHead> {
     let method = asked.method;
     let mut last = !asked.keep_alive;
     out.reserve(64 + headers.len() * 48);
-    if version == Version::HTTP_11 && status == StatusCode::OK {
+    if status == StatusCode::OK {
         out.put_slice(b"HTTP/1.1 200 OK\r\n");
     } else {
-        out.put_slice(if version == Version::HTTP_10 {
-            b"HTTP/1.0 "
-        } else {
-            b"HTTP/1.1 "
-        });
+        out.put_slice(b"HTTP/1.1 ");
         out.put_slice(status.as_str().as_bytes());
         out.put_u8(b' ');
         out.put_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
         out.put_slice(b"\r\n");
     }
-    let chunkable = version != Version::HTTP_10 && can_have_body(method, status);
+    let chunkable = can_have_body(method, status);
     let mut framing = None;
     let mut declared = Vec::new();
     let mut wrote_date = false;
@@ -113,8 +108,9 @@ pub fn write_head(
             header::CONNECTION => {
                 saw_connection = true;
                 let values = headers.get_all(name);
-                last |= values.iter().any(has_close);
-                let add_close = !asked.keep_alive && !values.iter().any(has_close);
+                let says_close = values.iter().any(has_close);
+                last |= says_close;
+                let add_close = !asked.keep_alive && !says_close;
                 put_joined(out, name, values.iter(), add_close.then_some("close"));
             }
             header::TRAILER if chunkable => {
@@ -139,8 +135,7 @@ pub fn write_head(
     if !asked.keep_alive && !saw_connection {
         out.put_slice(b"connection: close\r\n");
     }
-    let mut framing =
-        framing.unwrap_or_else(|| implied_framing(out, method, status, version, body));
+    let mut framing = framing.unwrap_or_else(|| implied_framing(out, method, status, body));
     if !can_have_body(method, status) {
         framing = Framing::Length(0);
     }
@@ -194,13 +189,10 @@ fn implied_framing(
     out: &mut BytesMut,
     method: &Method,
     status: StatusCode,
-    version: Version,
     body: BodyShape,
 ) -> Framing {
     match body {
-        BodyShape::Unknown if version == Version::HTTP_10 || !can_have_body(method, status) => {
-            Framing::UntilClose
-        }
+        BodyShape::Unknown if !can_have_body(method, status) => Framing::Length(0),
         BodyShape::Unknown => {
             out.put_slice(b"transfer-encoding: chunked\r\n");
             Framing::Chunked(Vec::new())
@@ -231,7 +223,7 @@ fn can_have_length(status: StatusCode) -> bool {
 }
 
 fn has_close(value: &HeaderValue) -> bool {
-    has_token(value, "close")
+    has_token(value.as_bytes(), "close")
 }
 
 /// One field line with every value of `name`, comma-joined, and `extra` last.
@@ -271,13 +263,7 @@ pub fn put_data(out: &mut BytesMut, framing: &mut Framing, data: &Bytes) -> bool
             *left > 0
         }
         Framing::Chunked(_) => {
-            put_chunk_size(out, data.len());
-            out.put_slice(data);
-            out.put_slice(b"\r\n");
-            true
-        }
-        Framing::UntilClose => {
-            out.put_slice(data);
+            put_chunk(out, data);
             true
         }
     }
@@ -291,16 +277,14 @@ pub fn put_end(
     trailers: Option<&HeaderMap>,
 ) -> Result<(), ShortBody> {
     match framing {
-        Framing::Length(0) | Framing::UntilClose => Ok(()),
+        Framing::Length(0) => Ok(()),
         Framing::Length(left) => Err(ShortBody(*left)),
         Framing::Chunked(allowed) => {
-            out.put_slice(b"0\r\n");
-            for (name, value) in trailers.into_iter().flatten() {
-                if allowed.contains(name) && may_be_trailer(name) && may_be_sent(name) {
-                    put_field(out, name, value);
-                }
-            }
-            out.put_slice(b"\r\n");
+            let sent = trailers.into_iter().flatten();
+            put_last_chunk(
+                out,
+                sent.filter(|(name, _)| allowed.contains(name) && may_be_sent(name)),
+            );
             Ok(())
         }
     }
@@ -369,7 +353,7 @@ mod tests {
             trailers: true,
         };
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::IM_A_TEAPOT);
-        let encoded = write_head(&mut out, asked, status, Version::HTTP_11, &headers, body);
+        let encoded = write_head(&mut out, asked, status, &headers, body);
         (String::from_utf8_lossy(&out).into_owned(), encoded)
     }
 
@@ -524,7 +508,6 @@ mod tests {
             &mut out,
             asked,
             StatusCode::OK,
-            Version::HTTP_11,
             &HeaderMap::new(),
             BodyShape::Empty,
         );

@@ -183,19 +183,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Server<S> {
             keep_alive: !asked.close && !self.closing,
             trailers: asked.trailers,
         };
-        let encoded = response::write_head(
-            &mut self.out,
-            ask,
-            parts.status,
-            parts.version,
-            &parts.headers,
-            size,
-        )
-        .map_err(io::Error::other)?;
+        let encoded = response::write_head(&mut self.out, ask, parts.status, &parts.headers, size)
+            .map_err(io::Error::other)?;
         // Kept, emptied, for the next request's fields: no map to allocate (as hyper does).
         parts.headers.clear();
         self.scratch.headers = Some(parts.headers);
-        let last = encoded.last || encoded.framing == Framing::UntilClose;
+        let last = encoded.last;
         self.state = if encoded.framing == Framing::Length(0) {
             // No body to send (HEAD, 204, 304, empty): hyper drops it too.
             State::Sent { last }

@@ -150,10 +150,20 @@ pub fn put_chunk_size(out: &mut BytesMut, len: usize) {
     out.put_slice(b"\r\n");
 }
 
-/// The end of a chunked body, with its trailer fields (those that may be trailers).
-pub fn put_last_chunk(out: &mut BytesMut, trailers: Option<&HeaderMap>) {
+/// One chunk of a chunked body: its size line, the data and its end.
+pub fn put_chunk(out: &mut BytesMut, data: &[u8]) {
+    put_chunk_size(out, data.len());
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
+}
+
+/// The end of a chunked body, with the trailer fields given (those that may be trailers).
+pub fn put_last_chunk<'a>(
+    out: &mut BytesMut,
+    trailers: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) {
     out.put_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
+    for (name, value) in trailers {
         if may_be_trailer(name) {
             put_field(out, name, value);
         }
@@ -162,7 +172,7 @@ pub fn put_last_chunk(out: &mut BytesMut, trailers: Option<&HeaderMap>) {
 }
 
 /// Fields that frame, route or authenticate a message cannot come after it (RFC 9110 §6.5.1).
-pub(crate) fn may_be_trailer(name: &HeaderName) -> bool {
+fn may_be_trailer(name: &HeaderName) -> bool {
     ![
         header::TRANSFER_ENCODING,
         header::CONTENT_LENGTH,

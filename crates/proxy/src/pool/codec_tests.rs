@@ -136,12 +136,12 @@ fn the_gateways_fields_replace_the_clients() {
 fn chunk_framing() {
     let mut out = BytesMut::new();
     put_chunk_size(&mut out, 0x1a2b);
-    put_chunk_size(&mut out, 1);
+    put_chunk(&mut out, b"z");
     put_last_chunk(
         &mut out,
-        Some(&headers(&[("x-sum", "9"), ("content-length", "1")])),
+        &headers(&[("x-sum", "9"), ("content-length", "1")]),
     );
-    assert_eq!(&out[..], b"1a2b\r\n1\r\n0\r\nx-sum: 9\r\n\r\n");
+    assert_eq!(&out[..], b"1a2b\r\n1\r\nz\r\n0\r\nx-sum: 9\r\n\r\n");
 }
 
 #[test]

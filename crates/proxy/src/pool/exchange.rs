@@ -254,11 +254,7 @@ impl Outgoing {
             Framing::None => {}
             Framing::Length(n) if self.sent > n => return Err(SendFail::Length),
             Framing::Length(_) => self.out.put_slice(data),
-            Framing::Chunked => {
-                codec::put_chunk_size(&mut self.out, data.len());
-                self.out.put_slice(data);
-                self.out.put_slice(b"\r\n");
-            }
+            Framing::Chunked => codec::put_chunk(&mut self.out, data),
         }
         Ok(())
     }
@@ -266,7 +262,7 @@ impl Outgoing {
     fn finish(&mut self, trailers: Option<http::HeaderMap>) -> Result<(), SendFail> {
         self.body = None;
         match self.framing {
-            Framing::Chunked => codec::put_last_chunk(&mut self.out, trailers.as_ref()),
+            Framing::Chunked => codec::put_last_chunk(&mut self.out, trailers.iter().flatten()),
             Framing::Length(n) if self.sent != n => return Err(SendFail::Length),
             Framing::Length(_) | Framing::None => {}
         }
