@@ -137,21 +137,26 @@ fn says(fields: &[httparse::Header<'_>]) -> Option<Says> {
         false,
     );
     for f in fields {
+        // By length first: most names (Host, User-Agent, Accept, ...) are none of these.
         let is = |name: &str| f.name.eq_ignore_ascii_case(name);
-        if is("content-length") {
-            if length || f.value != b"0" {
-                return None;
+        match f.name.len() {
+            14 if is("content-length") => {
+                if length || f.value != b"0" {
+                    return None;
+                }
+                length = true;
             }
-            length = true;
-        } else if is("transfer-encoding") || is("upgrade") || is("expect") {
-            return None;
-        } else if is("connection") {
-            if has_token(f.value, "upgrade") {
-                return None;
+            17 if is("transfer-encoding") => return None,
+            7 if is("upgrade") => return None,
+            6 if is("expect") => return None,
+            10 if is("connection") => {
+                if has_token(f.value, "upgrade") {
+                    return None;
+                }
+                says.close |= has_token(f.value, "close");
             }
-            says.close |= has_token(f.value, "close");
-        } else if is("te") {
-            says.trailers |= has_token(f.value, "trailers");
+            2 if is("te") => says.trailers |= has_token(f.value, "trailers"),
+            _ => {}
         }
     }
     Some(says)
