@@ -432,4 +432,20 @@ async fn mirroring_copies_httpbin_v1_traffic_to_v2() {
     );
     assert_eq!(v1.count(), N);
     assert!(v1.seen().iter().all(|s| s.host() == HTTPBIN));
+    // Each copy carries its request's trace context, once: the same traceparent (the
+    // gateway's span) and B3 ids.
+    let trace = |seen: Vec<Seen>| -> std::collections::BTreeSet<(String, String)> {
+        seen.iter()
+            .map(|s| {
+                for name in ["traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled"] {
+                    assert_eq!(s.headers.get_all(name).iter().count(), 1, "{name}: {s:?}");
+                }
+                let tp = s.header("traceparent").unwrap().to_string();
+                (tp, s.header("x-b3-traceid").unwrap().to_string())
+            })
+            .collect()
+    };
+    let (main, shadow) = (trace(v1.seen()), trace(v2.seen()));
+    assert_eq!(main.len(), N, "one trace per request: {main:?}");
+    assert_eq!(main, shadow);
 }

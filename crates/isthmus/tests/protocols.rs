@@ -290,6 +290,14 @@ async fn http2_and_grpc_service_ports_are_reached_over_http2() {
             assert_eq!(echo["headers"]["host"], host.as_str(), "{name}: {echo}");
         }
         assert_eq!(echo["headers"]["x-forwarded-proto"], "http");
+        // The trace context goes over either protocol, its ids agreeing.
+        let traceparent = echo["headers"]["traceparent"].as_str().unwrap_or_default();
+        let trace_id = echo["headers"]["x-b3-traceid"].as_str().unwrap_or("none");
+        let span_id = echo["headers"]["x-b3-spanid"].as_str().unwrap_or("none");
+        assert!(
+            traceparent.starts_with(&format!("00-{trace_id}-{span_id}-")),
+            "{name}: {echo}"
+        );
     }
     // The compiled clusters say so.
     let dump = g.config_dump().await;

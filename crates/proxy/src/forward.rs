@@ -21,6 +21,7 @@ use crate::egress::original_dst::Target;
 use crate::headers::{X_ATTEMPT_COUNT, number};
 use crate::local_reply::LocalReply;
 use crate::pool::{ConnKey, ConnSpec, Outgoing, PooledBody, RequestHead, SendError};
+use crate::trace_context::TraceFields;
 use isthmus_config::egress::destination_port;
 use isthmus_config::hosts::request_host as routing_host;
 
@@ -79,16 +80,18 @@ impl Upstream {
     ) -> Option<Response<PooledBody>> {
         let settings = cluster.settings();
         let tls = settings.tls.is_some();
-        let req = build_request(parts, endpoint, body, None, version, tls)?;
+        let req = build_request(parts, None, endpoint, body, None, version, tls)?;
         send(cluster, &settings, endpoint, req).await.ok()
     }
 
-    /// Sends `parts` + `body` to endpoints of `cluster` under `policy`, over HTTP/1.1 or
-    /// HTTP/2 as `version` says.
+    /// Sends `parts` + `trace` + `body` to endpoints of `cluster` under `policy`, over HTTP/1.1
+    /// or HTTP/2 as `version` says.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         cluster: &ClusterState,
         parts: &http::request::Parts,
+        trace: &TraceFields,
         mut body: RequestBody,
         policy: &RetryPolicy,
         version: Version,
@@ -157,7 +160,8 @@ impl Upstream {
                 return fail(LocalReply::UpstreamReset, false);
             };
             let tls = settings.tls.is_some();
-            let Some(req) = build_request(parts, &target, b, Some(attempt), version, tls) else {
+            let req = build_request(parts, Some(trace), &target, b, Some(attempt), version, tls);
+            let Some(req) = req else {
                 return fail(LocalReply::UpstreamProtocolError, false);
             };
             let can_retry = attempt < max && body.is_replayable();
@@ -398,7 +402,7 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 /// `grpc-status` of a trailers-only gRPC response.
 fn grpc_status(resp: &Response<PooledBody>) -> Option<u32> {
     resp.headers()
-        .get("grpc-status")?
+        .get(&crate::headers::GRPC_STATUS)?
         .to_str()
         .ok()?
         .parse()
@@ -407,9 +411,10 @@ fn grpc_status(resp: &Response<PooledBody>) -> Option<u32> {
 
 /// The request for one attempt. Over HTTP/1.1 the request line carries the path only
 /// (origin form) and `Host` the service; over HTTP/2 the Host moves to `:authority`, as
-/// Envoy's codec does.
+/// Envoy's codec does. `trace`: the trace fields, if they are not in `parts` already.
 fn build_request(
     parts: &http::request::Parts,
+    trace: Option<&TraceFields>,
     endpoint: &Endpoint,
     body: UpstreamBody,
     attempt: Option<u32>,
@@ -418,7 +423,11 @@ fn build_request(
 ) -> Option<Attempt> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     if version == Version::HTTP_2 {
-        return http2_request(parts, endpoint, path, body, attempt, tls).map(Attempt::Http2);
+        let mut req = http2_request(parts, endpoint, path, body, attempt, tls)?;
+        if let Some(t) = trace {
+            t.insert_into(req.headers_mut());
+        }
+        return Some(Attempt::Http2(req));
     }
     let given = parts.headers.get(header::HOST);
     let mut set = Vec::with_capacity(2);
@@ -434,6 +443,7 @@ fn build_request(
         path,
         headers: &parts.headers,
         set: &set,
+        rendered: trace.map_or(&[], TraceFields::wire),
     };
     let host = tls.then(|| {
         given

@@ -30,8 +30,9 @@ use crate::drain::DrainWatch;
 use crate::edge;
 use crate::egress::forward_proxy::{Fallback, fallback};
 use crate::headers::{
-    self, TemplateContext, X_EXPECTED_TIMEOUT, X_EXTERNAL_ADDRESS, X_FORWARDED_CLIENT_CERT,
-    X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID, X_UPSTREAM_TIME,
+    self, GRPC_TIMEOUT, TemplateContext, X_EXPECTED_TIMEOUT, X_EXTERNAL_ADDRESS,
+    X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_ORIGINAL_PATH, X_REQUEST_ID,
+    X_UPSTREAM_TIME,
 };
 use crate::local_reply::{self, LocalReply, ResponseBody, local_response};
 use crate::response_flags::ResponseFlags;
@@ -526,7 +527,7 @@ async fn forward<'a>(
     };
     let f = request.f;
     prepare_request(parts, request, dest);
-    trace_context::propagate(&mut parts.headers, gw.trace_sampling);
+    let (_span, trace) = trace_context::propagate(&mut parts.headers, gw.trace_sampling);
     let h2_client = parts.extensions.get::<H2WebSocket>().is_some();
     let client = request.client;
     let (version, downstream_upgrade) = match upgrade {
@@ -553,7 +554,7 @@ async fn forward<'a>(
     };
     // An upgrade is not mirrored: a shadow that switched protocols would be left hanging.
     if !f.mirrors.is_empty() && downstream_upgrade.is_none() {
-        mirror::send(gw, active, &f.mirrors, parts, &body);
+        mirror::send(gw, active, &f.mirrors, parts, &trace, &body);
     }
     // Envoy starts the route timeout when the request ends, which an upgrade never does.
     let timeout =
@@ -571,7 +572,7 @@ async fn forward<'a>(
     // of the proxied request: about 9 KB less copied, one more small allocation).
     let send = Box::pin(
         gw.upstream
-            .send(cluster, parts, body, &f.retry, version, client),
+            .send(cluster, parts, &trace, body, &f.retry, version, client),
     );
     let result = match timeout {
         Some(t) => tokio::time::timeout(t, send)
@@ -776,9 +777,9 @@ fn effective_timeout(route_ms: Option<u64>, headers: &HeaderMap) -> Option<Durat
     let is_grpc = headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let grpc = headers
-        .get("grpc-timeout")
-        .filter(|_| is_grpc)
+    let grpc = is_grpc
+        .then(|| headers.get(&GRPC_TIMEOUT))
+        .flatten()
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout);
     match (route, grpc) {

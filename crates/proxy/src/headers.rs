@@ -19,6 +19,10 @@ pub static X_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attemp
 pub static X_EXPECTED_TIMEOUT: HeaderName =
     HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 pub static X_OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+// gRPC's: static, so a lookup does not parse and check the name first.
+pub static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Hop-by-hop headers besides `Connection` (and what it lists) and `TE`.
 static HOP_BY_HOP: [HeaderName; 6] = [

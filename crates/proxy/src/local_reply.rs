@@ -1,5 +1,6 @@
 //! Responses the gateway makes itself, with Envoy's status codes, bodies and response flags.
 
+use crate::headers::{GRPC_MESSAGE, GRPC_STATUS};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
@@ -197,14 +198,14 @@ pub fn grpc_local_reply(resp: Response<ResponseBody>, head: bool) -> Response<Re
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    if !h.contains_key("grpc-status") {
-        h.insert("grpc-status", HeaderValue::from(grpc_status(status)));
+    if !h.contains_key(&GRPC_STATUS) {
+        h.insert(GRPC_STATUS.clone(), HeaderValue::from(grpc_status(status)));
     }
     if !text.is_empty()
         && !head
         && let Ok(v) = HeaderValue::from_str(&percent_encode(&text))
     {
-        h.insert("grpc-message", v);
+        h.insert(GRPC_MESSAGE.clone(), v);
     }
     h.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))

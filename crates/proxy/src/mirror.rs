@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use crate::body::RequestBody;
 use crate::headers::shadow_host;
+use crate::trace_context::TraceFields;
 use crate::{Active, Gateway};
 
 /// Copies in flight at most, across the process.
@@ -39,6 +40,7 @@ pub fn send(
     active: &Arc<Active>,
     mirrors: &[Mirror],
     parts: &http::request::Parts,
+    trace: &TraceFields,
     body: &RequestBody,
 ) {
     for m in mirrors {
@@ -57,6 +59,7 @@ pub fn send(
             continue;
         };
         let mut parts = parts.clone();
+        trace.insert_into(&mut parts.headers);
         let host = parts
             .headers
             .get(header::HOST)

@@ -284,7 +284,11 @@ fn version_name(v: Version) -> &'static str {
 
 /// `grpc-status` of a response's headers or trailers.
 fn grpc_status(h: &HeaderMap) -> Option<u32> {
-    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+    h.get(&crate::headers::GRPC_STATUS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The size of the header block: each `name: value\r\n`, and the final `\r\n`.

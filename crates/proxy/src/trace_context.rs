@@ -9,9 +9,7 @@
 //! that a backend reading either sees one trace; a `b3` header is rewritten when it came in.
 //! Nothing is exported yet: [`Span`] holds what an OTLP exporter would need.
 
-use std::ops::Range;
-
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -56,9 +54,10 @@ struct Incoming {
     flags: u8,
 }
 
-/// Continues or starts the trace of a request and rewrites its trace headers for the
-/// upstream. `sampling` is the percentage of new traces that are sampled.
-pub fn propagate(headers: &mut HeaderMap, sampling: f64) -> Span {
+/// Continues or starts the trace of a request. The trace headers it came with are taken out
+/// of `headers`, and the ones for the upstream are returned rendered, to be written after the
+/// others (see [`TraceFields`]). `sampling` is the percentage of new traces that are sampled.
+pub fn propagate(headers: &mut HeaderMap, sampling: f64) -> (Span, TraceFields) {
     // Most requests come with no trace header: one look over the names spares the lookups
     // that would find none, and the removals of absent ones (a hash of a long name each).
     let carried = headers.keys().any(is_trace_header);
@@ -75,8 +74,10 @@ pub fn propagate(headers: &mut HeaderMap, sampling: f64) -> Span {
         parent_id: incoming.and_then(|i| i.span_id),
         sampled,
     };
-    inject(headers, &span, incoming, carried);
-    span
+    if carried {
+        remove_replaced(headers, incoming);
+    }
+    (span, render(&span, incoming))
 }
 
 fn is_trace_header(name: &HeaderName) -> bool {
@@ -200,47 +201,67 @@ fn is_hex_any_case(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Where each outgoing value sits in the shared buffer.
-struct Values {
-    traceparent: Range<usize>,
-    trace_id: Range<usize>,
-    span_id: Range<usize>,
-    parent_id: Option<Range<usize>>,
-    single: Option<Range<usize>>,
+/// The trace headers of an upstream request, rendered once as they go on the wire
+/// (`name: value\r\n` each): an HTTP/1.1 request head takes them whole, and a request that
+/// needs them in a header map (HTTP/2, a mirror) gets them with [`TraceFields::insert_into`].
+/// Building them into the request's map instead would cost a hash and an insert each, and
+/// writing them out a lookup each, on every request.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFields {
+    wire: Bytes,
+    /// Each field's name and where its value sits in `wire`.
+    fields: [Option<(&'static HeaderName, u16, u16)>; MAX_FIELDS],
 }
 
-/// Writes the outgoing headers. All values are cut from one buffer: one allocation.
-/// `carried`: the request came with some trace header (else there is none to remove).
-fn inject(headers: &mut HeaderMap, span: &Span, incoming: Option<Incoming>, carried: bool) {
-    let mut buf = BytesMut::with_capacity(200);
-    let at = write_values(&mut buf, span, incoming);
-    let buf = buf.freeze();
-    let value = |r: Range<usize>| HeaderValue::from_maybe_shared(buf.slice(r)).ok();
-    let mut set = |name: &HeaderName, v: Option<HeaderValue>| match v {
-        Some(v) => {
-            headers.insert(name.clone(), v);
-        }
-        None if carried => {
-            headers.remove(name);
-        }
-        None => {}
-    };
-    set(&TRACEPARENT, value(at.traceparent));
-    set(&B3_TRACE_ID, value(at.trace_id));
-    set(&B3_SPAN_ID, value(at.span_id));
-    set(&B3_PARENT_SPAN_ID, at.parent_id.and_then(value));
-    let sampled = HeaderValue::from_static(if span.sampled { "1" } else { "0" });
-    set(&B3_SAMPLED, Some(sampled));
-    if let Some(r) = at.single {
-        set(&B3, value(r));
+/// traceparent, x-b3-traceid, x-b3-spanid, x-b3-parentspanid, x-b3-sampled and b3.
+const MAX_FIELDS: usize = 6;
+
+impl TraceFields {
+    /// The fields as they go in an HTTP/1.1 head.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
     }
-    // tracestate belongs to the traceparent it came with; a new trace starts without one.
-    if carried && incoming.is_none_or(|i| i.source != Source::TraceParent) {
+
+    /// Adds the fields to `headers`, replacing any of the same names.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        for &(name, start, end) in self.fields.iter().flatten() {
+            let value = self.wire.slice(usize::from(start)..usize::from(end));
+            if let Ok(v) = HeaderValue::from_maybe_shared(value) {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+}
+
+/// Takes out the incoming trace headers that the rendered ones replace. tracestate belongs to
+/// the traceparent it came with: a trace continued from anything else (or a new one) starts
+/// without one. x-b3-flags passes as it came.
+fn remove_replaced(headers: &mut HeaderMap, incoming: Option<Incoming>) {
+    for name in [
+        &TRACEPARENT,
+        &B3_TRACE_ID,
+        &B3_SPAN_ID,
+        &B3_PARENT_SPAN_ID,
+        &B3_SAMPLED,
+    ] {
+        headers.remove(name);
+    }
+    let source = incoming.map(|i| i.source);
+    if source == Some(Source::B3Single) {
+        headers.remove(&B3);
+    }
+    if source != Some(Source::TraceParent) {
         headers.remove(&TRACESTATE);
     }
 }
 
-fn write_values(buf: &mut BytesMut, span: &Span, incoming: Option<Incoming>) -> Values {
+/// Renders the outgoing trace headers: all in one buffer, one allocation.
+fn render(span: &Span, incoming: Option<Incoming>) -> TraceFields {
+    let mut out = Render {
+        buf: BytesMut::with_capacity(320),
+        fields: Default::default(),
+        n: 0,
+    };
     let trace_width = if incoming.is_some_and(|i| i.short_id) {
         16
     } else {
@@ -251,47 +272,70 @@ fn write_values(buf: &mut BytesMut, span: &Span, incoming: Option<Incoming>) -> 
         .filter(|i| i.source == Source::TraceParent)
         .map_or(0, |i| i.flags & !1)
         | u8::from(span.sampled);
-    let start = buf.len();
-    buf.put_slice(b"00-");
-    hex(buf, span.trace_id, 32);
-    buf.put_u8(b'-');
-    hex(buf, u128::from(span.span_id), 16);
-    buf.put_u8(b'-');
-    hex(buf, u128::from(flags), 2);
-    let traceparent = start..buf.len();
-    let trace_id = push_hex(buf, span.trace_id, trace_width);
-    let span_id = push_hex(buf, u128::from(span.span_id), 16);
-    let parent_id = span.parent_id.map(|p| push_hex(buf, u128::from(p), 16));
-    let single = incoming.filter(|i| i.source == Source::B3Single).map(|i| {
-        let start = buf.len();
-        hex(buf, span.trace_id, trace_width);
+    out.field(&TRACEPARENT, |buf| {
+        buf.put_slice(b"00-");
+        hex(buf, span.trace_id, 32);
         buf.put_u8(b'-');
         hex(buf, u128::from(span.span_id), 16);
-        buf.put_slice(match (i.debug, span.sampled) {
-            (true, _) => b"-d",
-            (false, true) => b"-1",
-            (false, false) => b"-0",
-        });
-        if let Some(p) = span.parent_id {
-            buf.put_u8(b'-');
-            hex(buf, u128::from(p), 16);
-        }
-        start..buf.len()
+        buf.put_u8(b'-');
+        hex(buf, u128::from(flags), 2);
     });
-    Values {
-        traceparent,
-        trace_id,
-        span_id,
-        parent_id,
-        single,
+    out.field(&B3_TRACE_ID, |buf| hex(buf, span.trace_id, trace_width));
+    out.field(&B3_SPAN_ID, |buf| hex(buf, u128::from(span.span_id), 16));
+    if let Some(p) = span.parent_id {
+        out.field(&B3_PARENT_SPAN_ID, |buf| hex(buf, u128::from(p), 16));
+    }
+    out.field(&B3_SAMPLED, |buf| {
+        buf.put_u8(if span.sampled { b'1' } else { b'0' });
+    });
+    if let Some(i) = incoming.filter(|i| i.source == Source::B3Single) {
+        out.field(&B3, |buf| {
+            hex(buf, span.trace_id, trace_width);
+            buf.put_u8(b'-');
+            hex(buf, u128::from(span.span_id), 16);
+            buf.put_slice(match (i.debug, span.sampled) {
+                (true, _) => b"-d",
+                (false, true) => b"-1",
+                (false, false) => b"-0",
+            });
+            if let Some(p) = span.parent_id {
+                buf.put_u8(b'-');
+                hex(buf, u128::from(p), 16);
+            }
+        });
+    }
+    TraceFields {
+        wire: out.buf.freeze(),
+        fields: out.fields,
     }
 }
 
-/// Appends `width` lower-case hex digits of `v` and returns where they are.
-fn push_hex(buf: &mut BytesMut, v: u128, width: usize) -> Range<usize> {
-    let start = buf.len();
-    hex(buf, v, width);
-    start..buf.len()
+/// A [`TraceFields`] being written.
+struct Render {
+    buf: BytesMut,
+    fields: [Option<(&'static HeaderName, u16, u16)>; MAX_FIELDS],
+    n: usize,
+}
+
+impl Render {
+    /// Writes `name: <value>\r\n`, the value written by `value`, and notes where it is.
+    fn field(&mut self, name: &'static HeaderName, value: impl FnOnce(&mut BytesMut)) {
+        self.buf.put_slice(name.as_str().as_bytes());
+        self.buf.put_slice(b": ");
+        let start = self.buf.len();
+        value(&mut self.buf);
+        let end = self.buf.len();
+        self.buf.put_slice(b"\r\n");
+        // A few hundred bytes at most: the offsets always fit.
+        if let (Some(slot), Ok(start), Ok(end)) = (
+            self.fields.get_mut(self.n),
+            u16::try_from(start),
+            u16::try_from(end),
+        ) {
+            *slot = Some((name, start, end));
+            self.n += 1;
+        }
+    }
 }
 
 /// The low `width` (even, at most 32) lower-case hex digits of `v`, written in one piece: a
@@ -325,6 +369,25 @@ mod tests {
             .collect()
     }
 
+    /// Propagates, and puts the rendered fields in the map, after checking that the wire form
+    /// says what the fields say.
+    fn propagated(h: &mut HeaderMap, sampling: f64) -> Span {
+        let (span, fields) = propagate(h, sampling);
+        let mut wire = Vec::new();
+        for &(name, start, end) in fields.fields.iter().flatten() {
+            wire.extend_from_slice(name.as_str().as_bytes());
+            wire.extend_from_slice(b": ");
+            wire.extend_from_slice(&fields.wire[usize::from(start)..usize::from(end)]);
+            wire.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&wire),
+            String::from_utf8_lossy(fields.wire())
+        );
+        fields.insert_into(h);
+        span
+    }
+
     fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         h.get(name).map(|v| v.to_str().unwrap())
     }
@@ -338,7 +401,7 @@ mod tests {
             ),
             ("tracestate", "congo=t61rcWkgMzE"),
         ]);
-        let span = propagate(&mut h, 0.0);
+        let span = propagated(&mut h, 0.0);
         assert_eq!(span.trace_id, 0x0af7651916cd43dd8448eb211c80319c);
         assert_eq!(span.parent_id, Some(0xb7ad6b7169203331));
         assert!(span.sampled);
@@ -366,7 +429,7 @@ mod tests {
             "traceparent",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
         )]);
-        let span = propagate(&mut h, 100.0);
+        let span = propagated(&mut h, 100.0);
         assert!(!span.sampled);
         assert!(get(&h, "traceparent").unwrap().ends_with("-00"));
         assert_eq!(get(&h, "x-b3-sampled"), Some("0"));
@@ -380,7 +443,7 @@ mod tests {
             ("x-b3-parentspanid", "0020000000000001"),
             ("x-b3-sampled", "0"),
         ]);
-        let span = propagate(&mut h, 100.0);
+        let span = propagated(&mut h, 100.0);
         assert!(!span.sampled);
         assert_eq!(get(&h, "x-b3-traceid"), Some("463ac35c9f6413ad"));
         assert_eq!(get(&h, "x-b3-parentspanid"), Some("a2fb4a1d1a96d312"));
@@ -403,7 +466,7 @@ mod tests {
             "b3",
             "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d-05e3ac9a4f6e3b90",
         )]);
-        let span = propagate(&mut h, 0.0);
+        let span = propagated(&mut h, 0.0);
         assert!(span.sampled);
         assert_eq!(span.parent_id, Some(0xe457b5a2e4d86bd1));
         assert_eq!(
@@ -418,7 +481,7 @@ mod tests {
             ("x-b3-spanid", "a2fb4a1d1a96d312"),
             ("x-b3-flags", "1"),
         ]);
-        assert!(propagate(&mut h, 0.0).sampled);
+        assert!(propagated(&mut h, 0.0).sampled);
         assert_eq!(get(&h, "x-b3-flags"), Some("1"));
     }
 
@@ -429,7 +492,7 @@ mod tests {
             ("tracestate", "orphan=1"),
             ("x-b3-parentspanid", "a2fb4a1d1a96d312"),
         ]);
-        let span = propagate(&mut h, 100.0);
+        let span = propagated(&mut h, 100.0);
         assert!(span.sampled);
         assert_eq!(span.parent_id, None);
         assert_eq!(
@@ -438,7 +501,7 @@ mod tests {
         );
         assert_eq!(get(&h, "x-b3-parentspanid"), None);
         assert_eq!(get(&h, "tracestate"), None);
-        assert!(!propagate(&mut HeaderMap::new(), 0.0).sampled);
+        assert!(!propagated(&mut HeaderMap::new(), 0.0).sampled);
     }
 
     #[test]

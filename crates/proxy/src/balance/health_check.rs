@@ -141,6 +141,7 @@ async fn http_get(
         path: path.as_str(),
         headers: &headers,
         set: &set,
+        rendered: &[],
     };
     let req = Outgoing::new(&head, UpstreamBody::empty());
     let status = crate::pool::http1_status(e.address, &spec, req)

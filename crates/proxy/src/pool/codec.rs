@@ -62,6 +62,9 @@ pub struct RequestHead<'a> {
     pub path: &'a str,
     pub headers: &'a HeaderMap,
     pub set: &'a [(&'a HeaderName, HeaderValue)],
+    /// Fields already rendered as `name: value\r\n` (the trace context's), written last.
+    /// Their names are in neither `headers` nor `set`.
+    pub rendered: &'a [u8],
 }
 
 /// Writes the request line and header fields. The framing is hyper's client's: a body of
@@ -73,6 +76,7 @@ pub fn write_request_head(out: &mut BytesMut, head: &RequestHead<'_>, body: Body
         path,
         headers,
         set,
+        rendered,
     } = *head;
     let declared = content_length(headers);
     let chunked_te = headers.contains_key(header::TRANSFER_ENCODING);
@@ -94,7 +98,7 @@ pub fn write_request_head(out: &mut BytesMut, head: &RequestHead<'_>, body: Body
         .chain(set.iter().map(|(n, v)| (*n, v)))
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    out.reserve(method.as_str().len() + path.len() + fields + 64);
+    out.reserve(method.as_str().len() + path.len() + fields + rendered.len() + 64);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(path.as_bytes());
@@ -112,6 +116,7 @@ pub fn write_request_head(out: &mut BytesMut, head: &RequestHead<'_>, body: Body
     for (name, value) in set {
         put_field(out, name, value);
     }
+    out.put_slice(rendered);
     match framing {
         Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Length(n) if declared.is_none() => {

@@ -21,6 +21,7 @@ fn head(method: Method, path: &str, pairs: &[(&str, &str)], body: BodyShape) -> 
         path,
         headers: &h,
         set: &[],
+        rendered: &[],
     };
     let framing = write_request_head(&mut out, &head, body);
     (String::from_utf8(out.to_vec()).unwrap(), framing)
@@ -123,6 +124,7 @@ fn the_gateways_fields_replace_the_clients() {
         path: "/",
         headers: &h,
         set: &set,
+        rendered: &[],
     };
     let mut out = BytesMut::new();
     write_request_head(&mut out, &head, BodyShape::Empty);
