@@ -231,6 +231,28 @@ async fn an_http10_answer_reaches_an_http11_client_as_http11() {
 }
 
 #[tokio::test]
+async fn hop_by_hop_response_fields_stay_on_the_upstream_connection() {
+    let answer = "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-hop\r\nKeep-Alive: timeout=5\r\n\
+                  x-hop: 1\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nx-kept: 1\r\n\
+                  content-length: 2\r\n\r\nok";
+    let up = scripted(vec![keep(answer), keep(answer)]).await;
+    let (g, _) = start(up.addr, &[]).await;
+    for _ in 0..2 {
+        let request = format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+        let r = raw_http(g.addr(80).await, &request).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
+        assert_eq!(r.header("x-kept"), Some("1"), "{r:?}");
+        // The client's connection says what the gateway says of it: close, as asked.
+        assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+        for gone in ["keep-alive", "x-hop", "proxy-connection", "upgrade"] {
+            assert_eq!(r.header(gone), None, "{gone} came through: {r:?}");
+        }
+    }
+    // `keep-alive` was the upstream's word for its own connection: it carried both.
+    assert_eq!(up.accepted(), 1);
+}
+
+#[tokio::test]
 async fn interim_responses_are_skipped() {
     let up = scripted(vec![keep(concat!(
         "HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n",

@@ -56,9 +56,9 @@ pub fn upstream_response(data: &[u8]) {
     let Ok(Some(head)) = parse_response_head(&mut buf) else {
         return;
     };
-    let _ = keeps_alive(head.version, &head.headers);
+    let _ = keeps_alive(&head);
     let is_head = first & 0x80 != 0;
-    if response_body(is_head, head.status, &head.headers) != Ok(BodyKind::Chunked) {
+    if response_body(is_head, &head) != Ok(BodyKind::Chunked) {
         return;
     }
     let whole = decode_chunked(&buf, buf.len().max(1));

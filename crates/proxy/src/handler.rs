@@ -991,8 +991,8 @@ fn add_gateway_headers(
     }
 }
 
+/// The gateway's response headers (the pool has taken the hop-by-hop ones out already).
 fn prepare_response_headers(headers: &mut HeaderMap, upstream_ms: u64) {
-    headers::strip_hop_by_hop(headers);
     headers.insert(header::SERVER, HeaderValue::from_static(SERVER_NAME));
     headers.insert(X_UPSTREAM_TIME.clone(), headers::number(upstream_ms));
 }

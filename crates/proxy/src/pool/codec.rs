@@ -233,12 +233,27 @@ pub enum HeadError {
     Chunked,
 }
 
-/// A response head read whole.
+/// A response head read whole. Its hop-by-hop fields (RFC 9110 §7.6.1) are read into `hop`
+/// as it is parsed and left out of `headers`, which holds what goes on to the client: the
+/// upstream connection's business is settled here, and the rest of the gateway needs no
+/// pass over the map to take them out.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
     pub headers: HeaderMap,
+    pub hop: HopByHop,
+}
+
+/// What a response's hop-by-hop fields said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HopByHop {
+    /// `Connection` listed `close`.
+    pub close: bool,
+    /// `Connection` listed `keep-alive`.
+    pub keep_alive: bool,
+    /// `Transfer-Encoding` was sent: whether its last coding is `chunked`.
+    pub chunked: Option<bool>,
 }
 
 /// Reads a response head from the front of `buf`, taking its bytes: `None` until it is whole.
@@ -280,16 +295,116 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, H
     // filled to capacity grows, and rehashes, at the first insert. hyper then keeps the map,
     // emptied, for the client's next request, which gains more.
     let mut headers = HeaderMap::with_capacity(at.len() + 4);
+    let mut hop = HopByHop::default();
+    // Names `Connection` lists besides its own options, removed once the map is whole.
+    let mut listed = None;
+    let invalid = HeadError::Invalid(httparse::Error::HeaderValue);
     for &span in &at {
-        let (name, value) =
-            field(&head, span).ok_or(HeadError::Invalid(httparse::Error::HeaderValue))?;
-        headers.append(name, value);
+        let (name, value) = field(&head, span).ok_or(invalid)?;
+        match Hop::of(&name) {
+            Hop::No => {
+                headers.append(name, value);
+            }
+            Hop::Connection => {
+                let mut lists = false;
+                for token in value
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        hop.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        hop.keep_alive = true;
+                    } else if !token.eq_ignore_ascii_case(b"upgrade") && !token.is_empty() {
+                        lists = true;
+                    }
+                }
+                if lists {
+                    listed.get_or_insert_with(Vec::new).push(value);
+                }
+            }
+            Hop::TransferEncoding => {
+                let last = value.as_bytes().rsplit(|&b| b == b',').next();
+                hop.chunked =
+                    Some(last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked")));
+            }
+            // A switch of protocols says what it switched to.
+            Hop::Upgrade if status == StatusCode::SWITCHING_PROTOCOLS => {
+                headers.append(name, value);
+            }
+            Hop::Te
+                if value
+                    .as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"trailers") =>
+            {
+                headers.append(name, value);
+            }
+            Hop::Upgrade | Hop::Te | Hop::Other => {}
+        }
+    }
+    for value in listed.iter().flatten() {
+        remove_listed(&mut headers, value);
     }
     Ok(Some(ResponseHead {
         status,
         version,
         headers,
+        hop,
     }))
+}
+
+/// Which hop-by-hop field a name is, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    No,
+    Connection,
+    TransferEncoding,
+    Upgrade,
+    Te,
+    /// `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`.
+    Other,
+}
+
+impl Hop {
+    fn of(name: &HeaderName) -> Hop {
+        // Standard names compare as small integers; the two others are not standard, and
+        // their lengths turn most names away before any bytes are compared.
+        if name == header::CONNECTION {
+            Hop::Connection
+        } else if name == header::TRANSFER_ENCODING {
+            Hop::TransferEncoding
+        } else if name == header::UPGRADE {
+            Hop::Upgrade
+        } else if name == header::TE {
+            Hop::Te
+        } else if name == header::PROXY_AUTHENTICATE
+            || name == header::PROXY_AUTHORIZATION
+            || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+        {
+            Hop::Other
+        } else {
+            Hop::No
+        }
+    }
+}
+
+/// Removes the fields a `Connection` value lists, but for its own options and the framing:
+/// a response's length is not the upstream's to take away from the client.
+fn remove_listed(headers: &mut HeaderMap, connection: &HeaderValue) {
+    for token in connection
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+    {
+        let Ok(name) = HeaderName::from_bytes(token) else {
+            continue;
+        };
+        if name != header::CONTENT_LENGTH && name != header::UPGRADE {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Where each field httparse found sits in `buf`, the buffer it parsed: the spans of its name
@@ -333,11 +448,8 @@ pub enum BodyKind {
 }
 
 /// The response body's framing, from the request's method and the response's head.
-pub fn response_body(
-    method_is_head: bool,
-    status: StatusCode,
-    headers: &HeaderMap,
-) -> Result<BodyKind, HeadError> {
+pub fn response_body(method_is_head: bool, head: &ResponseHead) -> Result<BodyKind, HeadError> {
+    let status = head.status;
     if method_is_head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -345,26 +457,15 @@ pub fn response_body(
     {
         return Ok(BodyKind::Empty);
     }
-    if let Some(last) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
-        let ends_chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(if ends_chunked {
-            BodyKind::Chunked
-        } else {
-            BodyKind::UntilClose
-        });
+    match head.hop.chunked {
+        Some(true) => return Ok(BodyKind::Chunked),
+        Some(false) => return Ok(BodyKind::UntilClose),
+        None => {}
     }
-    if !headers.contains_key(header::CONTENT_LENGTH) {
+    if !head.headers.contains_key(header::CONTENT_LENGTH) {
         return Ok(BodyKind::UntilClose);
     }
-    match content_length(headers) {
+    match content_length(&head.headers) {
         Some(0) => Ok(BodyKind::Empty),
         Some(n) => Ok(BodyKind::Length(n)),
         None => Err(HeadError::ContentLength),
@@ -372,18 +473,11 @@ pub fn response_body(
 }
 
 /// Whether the connection may carry another request after this response.
-pub fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    if version == Version::HTTP_10 {
-        has(b"keep-alive") && !has(b"close")
+pub fn keeps_alive(head: &ResponseHead) -> bool {
+    if head.version == Version::HTTP_10 {
+        head.hop.keep_alive && !head.hop.close
     } else {
-        !has(b"close")
+        !head.hop.close
     }
 }
 

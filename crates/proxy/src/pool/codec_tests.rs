@@ -288,10 +288,123 @@ fn response_body_framing() {
     ];
     for (head, status, pairs, want) in cases {
         assert_eq!(
-            response_body(*head, *status, &headers(pairs)),
+            response_body(*head, &response(Version::HTTP_11, *status, pairs)),
             *want,
             "{pairs:?}"
         );
+    }
+}
+
+/// The head of a response with `pairs`, as the codec reads it.
+fn response(version: Version, status: StatusCode, pairs: Fields) -> ResponseHead {
+    let mut text = format!(
+        "{} {} x\r\n",
+        if version == Version::HTTP_10 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        },
+        status.as_u16()
+    );
+    for (name, value) in pairs {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    parse(text.as_bytes()).0.unwrap().unwrap()
+}
+
+#[test]
+fn hop_by_hop_fields_are_read_not_kept() {
+    let ok = StatusCode::OK;
+    let plain = HopByHop::default();
+    let close = HopByHop {
+        close: true,
+        ..plain
+    };
+    let cases: &[(StatusCode, Fields, &[&str], HopByHop)] = &[
+        (
+            ok,
+            &[("server", "s"), ("content-length", "2")],
+            &["server", "content-length"],
+            plain,
+        ),
+        (
+            ok,
+            &[
+                ("Connection", "keep-alive"),
+                ("Keep-Alive", "timeout=5"),
+                ("x", "1"),
+            ],
+            &["x"],
+            HopByHop {
+                keep_alive: true,
+                ..plain
+            },
+        ),
+        (ok, &[("connection", "Close")], &[], close),
+        // What `Connection` lists goes too, but for the framing.
+        (
+            ok,
+            &[
+                ("connection", "close, x-secret, content-length"),
+                ("x-secret", "1"),
+                ("content-length", "2"),
+                ("x-kept", "1"),
+            ],
+            &["content-length", "x-kept"],
+            close,
+        ),
+        (
+            ok,
+            &[
+                ("transfer-encoding", "gzip, chunked"),
+                ("proxy-connection", "x"),
+            ],
+            &[],
+            HopByHop {
+                chunked: Some(true),
+                ..plain
+            },
+        ),
+        (
+            ok,
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "gzip"),
+            ],
+            &[],
+            HopByHop {
+                chunked: Some(false),
+                ..plain
+            },
+        ),
+        (
+            ok,
+            &[
+                ("upgrade", "websocket"),
+                ("te", "gzip"),
+                ("proxy-authenticate", "Basic"),
+            ],
+            &[],
+            plain,
+        ),
+        (ok, &[("te", "trailers")], &["te"], plain),
+        // A switch of protocols keeps what it switched to.
+        (
+            StatusCode::SWITCHING_PROTOCOLS,
+            &[("connection", "upgrade"), ("upgrade", "websocket")],
+            &["upgrade"],
+            plain,
+        ),
+    ];
+    for (status, pairs, kept, hop) in cases {
+        let head = response(Version::HTTP_11, *status, pairs);
+        let mut names: Vec<&str> = head.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        let mut kept = kept.to_vec();
+        kept.sort_unstable();
+        assert_eq!(names, kept, "{pairs:?}");
+        assert_eq!(head.hop, *hop, "{pairs:?}");
     }
 }
 
@@ -307,7 +420,7 @@ fn keep_alive() {
     for (version, values, want) in cases {
         let pairs: Vec<_> = values.iter().map(|v| ("connection", *v)).collect();
         assert_eq!(
-            keeps_alive(*version, &headers(&pairs)),
+            keeps_alive(&response(*version, StatusCode::OK, &pairs)),
             *want,
             "{version:?} {values:?}"
         );

@@ -200,13 +200,12 @@ impl Http1Pool {
         let kind = if switched {
             BodyKind::Empty
         } else {
-            codec::response_body(out.is_head, head.status, &head.headers).map_err(|e| {
+            codec::response_body(out.is_head, &head).map_err(|e| {
                 tracing::debug!("upstream response: {e}");
                 protocol_error
             })?
         };
-        let reusable = codec::keeps_alive(head.version, &head.headers)
-            && !conn.worn_out(settings, Instant::now());
+        let reusable = codec::keeps_alive(&head) && !conn.worn_out(settings, Instant::now());
         let back = reusable.then(|| Return {
             idle: self.idle.clone(),
             freed: self.freed.clone(),

@@ -52,7 +52,12 @@ impl Http2Pool {
                 return Err(SendError::Reset(LocalReply::UpstreamReset));
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(|b| PooledBody::http2(b, local))),
+                Ok(mut resp) => {
+                    // As the HTTP/1.1 codec leaves them out of the head it reads (RFC 9113
+                    // §8.2.2 forbids them, and hyper drops most, but not every one).
+                    crate::headers::strip_hop_by_hop(resp.headers_mut());
+                    return Ok(resp.map(|b| PooledBody::http2(b, local)));
+                }
                 Err(mut e) => {
                     // A connection that failed a request gets no new ones.
                     self.discard(conn.id).await;
