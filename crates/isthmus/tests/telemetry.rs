@@ -773,6 +773,180 @@ async fn json_access_log_uses_istios_keys() {
     assert_eq!(nr["route_name"], serde_json::Value::Null);
 }
 
+/// A backend that writes `answer` for the first request of each connection (after its head),
+/// says so on the channel, and keeps the connection until the gateway closes it.
+async fn holding_backend(
+    answer: &'static str,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = tx.send(());
+                // Held until the gateway lets go of it.
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_client_leaving_is_recorded_as_envoy_records_it() {
+    const HOLD: &str = "hold.example.com";
+    let (silent, mut silent_seen) = holding_backend("").await;
+    let (partial, mut partial_seen) =
+        holding_backend("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial").await;
+    let routes = "  - name: silent-route
+    match: [{uri: {prefix: /silent}}]
+    route: [{destination: {host: silent.local}}]
+  - name: partial-route
+    match: [{uri: {prefix: /partial}}]
+    route: [{destination: {host: partial.local}}]
+  - match: [{uri: {prefix: /none}}]
+    route: [{destination: {host: empty.local}}]
+";
+    let files = vec![
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
+        (
+            "silent.yaml".to_string(),
+            service("silent", "silent.local", &[(silent, "v1")]),
+        ),
+        (
+            "partial.yaml".to_string(),
+            service("partial", "partial.local", &[(partial, "v1")]),
+        ),
+        ("empty.yaml".to_string(), empty_service("empty.local")),
+        (
+            "vs.yaml".to_string(),
+            virtual_service("vs", "default", &[HOLD], &["gw"], routes),
+        ),
+    ];
+    let (g, _dir, path) = logging_gateway(&files, "json").await;
+    let addr = g.addr(80).await;
+    let line = |n: usize| {
+        let path = path.clone();
+        async move {
+            let lines = log_lines(&path, n).await;
+            serde_json::from_str::<serde_json::Value>(&lines[n - 1]).unwrap()
+        }
+    };
+
+    // Gone before the answer: code 0.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /silent HTTP/1.1\r\nHost: {HOLD}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut c, request.as_bytes())
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, silent_seen.recv())
+        .await
+        .unwrap();
+    drop(c);
+    let l = line(1).await;
+    for (k, v) in [
+        ("response_code", serde_json::json!(0)),
+        ("response_flags", "DC".into()),
+        (
+            "response_code_details",
+            "downstream_remote_disconnect".into(),
+        ),
+        ("route_name", "silent-route".into()),
+        ("upstream_cluster", "outbound|80||silent.local".into()),
+        ("path", "/silent".into()),
+        ("bytes_sent", serde_json::json!(0)),
+    ] {
+        assert_eq!(l[k], v, "{k} in {l:#}");
+    }
+
+    // Gone in the middle of the body: the code stays, the bytes sent are counted.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /partial HTTP/1.1\r\nHost: {HOLD}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut c, request.as_bytes())
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, partial_seen.recv())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(b"partial") {
+        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut c, &mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(c);
+    let l = line(2).await;
+    for (k, v) in [
+        ("response_code", serde_json::json!(200)),
+        ("response_flags", "DC".into()),
+        (
+            "response_code_details",
+            "downstream_remote_disconnect".into(),
+        ),
+        ("route_name", "partial-route".into()),
+        ("bytes_sent", serde_json::json!(7)),
+    ] {
+        assert_eq!(l[k], v, "{k} in {l:#}");
+    }
+
+    // A HEAD request is answered whole, though the body of its answer (the text of a local
+    // reply) is never read.
+    let r = client()
+        .head(format!("http://{addr}/none"))
+        .header("host", HOLD)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let l = line(3).await;
+    assert_eq!(
+        (&l["method"], &l["response_flags"]),
+        (&"HEAD".into(), &"UH".into()),
+        "{l:#}"
+    );
+
+    let all = scrape_until(&g, "the three requests", |s| {
+        sum(s, "istio_requests_total", &[]) == 3.0
+    })
+    .await;
+    for (code, flags, dest) in [
+        ("0", "DC", "silent.local"),
+        ("200", "DC", "partial.local"),
+        ("503", "UH", "empty.local"),
+    ] {
+        let labels = [
+            ("response_code", code),
+            ("response_flags", flags),
+            ("destination_service", dest),
+        ];
+        assert_eq!(
+            sum(&all, "istio_requests_total", &labels),
+            1.0,
+            "{labels:?} in {all:#?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_access_log_inside_the_config_folder_does_not_reload_it() {
     let fx = http_fixture().await;

@@ -36,7 +36,9 @@ use crate::headers::{
 };
 use crate::local_reply::{self, LocalReply, ResponseBody, local_response};
 use crate::response_flags::ResponseFlags;
-use crate::telemetry::{Arrival, Exchange, Outcome, RequestLog, TelemetryBody, UpstreamInfo};
+use crate::telemetry::{
+    Arrival, Exchange, Outcome, Progress, RequestLog, TelemetryBody, Unanswered, UpstreamInfo,
+};
 use crate::{Active, Gateway, egress, mirror, trace_context};
 
 /// The `server` header of every response, as Istio's gateways send it.
@@ -127,25 +129,38 @@ pub async fn handle(
     let client = edge::client_address(&parts.headers, conn.peer.ip(), hops);
     add_gateway_headers(&mut parts.headers, conn, client, hops);
     if gw.access_log.is_some() {
-        arrival.log = Some(RequestLog::capture(&parts, conn, SystemTime::now()));
+        arrival.log_request(RequestLog::capture(&parts, conn, SystemTime::now()));
     }
     // (An extended CONNECT, with `:protocol`, is a WebSocket, not a tunnel.)
     let tunnel =
         parts.method == Method::CONNECT && parts.extensions.get::<hyper::ext::Protocol>().is_none();
+    // Until the response is ready, a client that goes away (dropping this future) is
+    // recorded as Envoy records it.
+    let mut pending = Unanswered::new(&gw, &active, arrival);
     let (mut resp, outcome) = if tunnel {
-        connect(&gw, &active, conn, parts, &mut arrival).await
+        connect(&gw, &active, conn, parts, &mut pending.arrival).await
     } else {
         // Boxed: the request's own box (hyper's service future) then holds only this
         // function's state, and the kilobytes of routing and forwarding are copied once.
-        Box::pin(route_request(&gw, &active, conn, client, parts, body)).await
+        let progress = &pending.progress;
+        Box::pin(route_request(
+            &gw, &active, conn, client, parts, body, progress,
+        ))
+        .await
     };
     if grpc {
         resp = local_reply::grpc_local_reply(resp, head);
     }
-    // The request's own handles move into the record: no reference count is touched.
-    let outcome = outcome.detach(arrival.log.is_some());
+    let arrival = pending.answered();
+    let outcome = outcome.detach(arrival.is_logged());
     let exchange = Exchange::new(gw, active, arrival, outcome, &resp);
-    resp.map(|b| TelemetryBody::new(b, exchange))
+    // Nothing follows the head of these, whatever their body holds.
+    let status = resp.status();
+    let bodiless = head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    resp.map(|b| TelemetryBody::new(b, exchange, bodiless))
 }
 
 /// What an HTTP/1.1 `Connection: upgrade` request asks for.
@@ -268,7 +283,7 @@ async fn connect<'a>(
 ) -> (Response<ResponseBody>, Outcome<'a>) {
     let t = egress::connect::open(gw, active, outbound_of(active, conn), &mut parts).await;
     if let Some(opened) = t.opened {
-        let request = arrival.log.take();
+        let request = arrival.take_request_log();
         let tunnel = opened.run(gw.clone(), conn.clone(), request, arrival.start);
         let hold = conn.drain.clone();
         tokio::spawn(async move {
@@ -300,6 +315,7 @@ async fn route_request<'a>(
     client: IpAddr,
     mut parts: http::request::Parts,
     body: ClientBody,
+    progress: &Progress<'a>,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
     let listener = active.snapshot.listeners.get(&conn.port);
     let outbound = outbound_of(active, conn);
@@ -361,8 +377,9 @@ async fn route_request<'a>(
     let Some(route) = route else {
         return local(LocalReply::NoRoute);
     };
+    let _ = progress.route.set(route.name.as_str());
     let (mut resp, mut outcome) = run_route(
-        gw, active, route, conn, client, &mut parts, body, normalized, start,
+        gw, active, route, conn, client, &mut parts, body, normalized, start, progress,
     )
     .await;
     outcome.route = Some(Cow::Borrowed(route.name.as_str()));
@@ -384,6 +401,7 @@ async fn run_route<'a>(
     body: ClientBody,
     normalized: Option<String>,
     start: SystemTime,
+    progress: &Progress<'a>,
 ) -> (Response<ResponseBody>, Outcome<'a>) {
     let upgrade = match Upgrade::of(parts) {
         Upgrade::Refused => return (upgrade_refused(), Outcome::answered("upgrade_failed")),
@@ -426,6 +444,7 @@ async fn run_route<'a>(
                 client,
                 start,
                 protocol: ctx_protocol,
+                progress,
             };
             forward_with_faults(gw, active, &request, parts, body, upgrade).await
         }
@@ -461,6 +480,7 @@ struct Forwarding<'a, 'c> {
     client: IpAddr,
     start: SystemTime,
     protocol: &'static str,
+    progress: &'c Progress<'a>,
 }
 
 type Answer<'a> = (
@@ -484,6 +504,9 @@ async fn forward_with_faults<'a>(
     let cluster = dest
         .and_then(|d| d.cluster)
         .filter(|i| active.clusters.get(*i).is_some());
+    if let Some(c) = cluster {
+        let _ = request.progress.cluster.set(c);
+    }
     let (abort, delayed) = match &request.route.action.fault {
         Some(fault) => inject_fault(fault, &parts.headers).await,
         None => (None, ResponseFlags::NONE),
@@ -717,6 +740,7 @@ fn prepare_request(
         start,
         client: _,
         protocol,
+        progress: _,
     } = *request;
     // HTTP/2 and absolute-form requests carry the host in the URI: HTTP/1.1 upstreams need it
     // in Host.

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
@@ -161,13 +161,14 @@ pub struct Exchange {
     log: Option<Box<ResponseLog>>,
 }
 
-/// What is known of a request when it arrives.
+/// What is known of a request when it arrives. Small, as it is moved about: the log line's
+/// part, when there is one, is boxed already in the form the exchange's record keeps it.
 pub struct Arrival {
     pub start: Instant,
     pub protocol: Protocol,
     /// The request line and headers, as [`request_head_size`] counts them.
     pub request_head: u64,
-    pub log: Option<RequestLog>,
+    log: Option<Box<ResponseLog>>,
 }
 
 impl Arrival {
@@ -178,6 +179,33 @@ impl Arrival {
             protocol: if grpc { Protocol::Grpc } else { Protocol::Http },
             request_head: request_head_size(parts),
             log: None,
+        }
+    }
+
+    /// The request is to be logged: its side of the line is taken now.
+    pub fn log_request(&mut self, request: RequestLog) {
+        self.log = Some(Box::new(ResponseLog {
+            request,
+            details: "",
+            route: None,
+            upstream: None,
+        }));
+    }
+
+    pub fn is_logged(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// The request's side of the log line, taken for a record made elsewhere (a tunnel's).
+    pub fn take_request_log(&mut self) -> Option<RequestLog> {
+        self.log.take().map(|l| l.request)
+    }
+
+    /// What the record of the exchange takes: everything but the log line is copied.
+    fn take(&mut self) -> Arrival {
+        Arrival {
+            log: self.log.take(),
+            ..*self
         }
     }
 }
@@ -200,13 +228,11 @@ impl Exchange {
             Protocol::Grpc => grpc_status(resp.headers()),
             _ => None,
         };
-        let log = log.map(|request| {
-            Box::new(ResponseLog {
-                request,
-                details: outcome.details,
-                route: outcome.route,
-                upstream: outcome.upstream,
-            })
+        let log = log.map(|mut log| {
+            log.details = outcome.details;
+            log.route = outcome.route;
+            log.upstream = outcome.upstream;
+            log
         });
         let external = resp
             .extensions()
@@ -228,6 +254,47 @@ impl Exchange {
             received: outcome.received.unwrap_or(Received::Bytes(0)),
             response_head: response_head_size(resp),
             log,
+        }
+    }
+
+    /// The record of a request whose client went away before its response was ready, as
+    /// Envoy makes it: response code 0, flag `DC`, `downstream_remote_disconnect`.
+    fn unanswered(
+        gw: Arc<Gateway>,
+        active: Arc<Active>,
+        arrival: Arrival,
+        progress: &Progress<'_>,
+    ) -> Exchange {
+        let log = arrival.log.map(|mut log| {
+            log.details = DOWNSTREAM_DISCONNECT;
+            log.route = progress.route.get().map(|r| Cow::Owned((*r).to_string()));
+            log
+        });
+        Exchange {
+            gw,
+            active,
+            cluster: progress.cluster.get().copied(),
+            external: None,
+            key: RequestKey {
+                protocol: arrival.protocol,
+                code: 0,
+                grpc_status: None,
+                flags: ResponseFlags::DC,
+            },
+            start: arrival.start,
+            request_head: arrival.request_head,
+            received: Received::Bytes(0),
+            response_head: 0,
+            log,
+        }
+    }
+
+    /// The client went away while the response body was being sent: Envoy keeps the code and
+    /// flags the exchange `DC`, `downstream_remote_disconnect`.
+    fn client_left(&mut self) {
+        self.key.flags |= ResponseFlags::DC;
+        if let Some(log) = self.log.as_mut() {
+            log.details = DOWNSTREAM_DISCONNECT;
         }
     }
 
@@ -311,27 +378,91 @@ fn response_head_size<B>(resp: &Response<B>) -> u64 {
     (15 + reason) as u64 + header_block_size(resp.headers())
 }
 
+/// Envoy's `%RESPONSE_CODE_DETAILS%` of an exchange whose client went away.
+const DOWNSTREAM_DISCONNECT: &str = "downstream_remote_disconnect";
+
 /// A response body that records its exchange when it is done with.
 pub struct TelemetryBody {
     inner: ResponseBody,
     sent: u64,
     exchange: Option<Exchange>,
+    /// The body was sent whole (or failed on the upstream's side, or was never to be sent):
+    /// dropped before that, its client went away.
+    done: bool,
 }
 
 impl TelemetryBody {
-    pub fn new(inner: ResponseBody, exchange: Exchange) -> Self {
+    /// `bodiless`: the response has no body to send whatever its body holds (a HEAD
+    /// request's, 1xx, 204, 304), so the server may drop the body unread.
+    pub fn new(inner: ResponseBody, exchange: Exchange, bodiless: bool) -> Self {
         TelemetryBody {
             inner,
             sent: 0,
             exchange: Some(exchange),
+            done: bodiless,
         }
     }
 }
 
 impl Drop for TelemetryBody {
     fn drop(&mut self) {
-        if let Some(e) = self.exchange.take() {
+        if let Some(mut e) = self.exchange.take() {
+            // Servers stop polling once a body says it has ended, and drop an empty one
+            // unpolled.
+            if !self.done && !self.inner.is_end_stream() {
+                e.client_left();
+            }
             e.finish(self.sent);
+        }
+    }
+}
+
+/// How far a request got in the handler, for the record of one whose client leaves before
+/// its response is ready (the handler's future is then dropped, with all it knew). Each is
+/// set once; `OnceLock`, as the request's future may move between threads.
+#[derive(Debug, Default)]
+pub struct Progress<'a> {
+    /// The route that matched.
+    pub route: OnceLock<&'a str>,
+    /// The index of the route's destination cluster in [`Active::clusters`].
+    pub cluster: OnceLock<usize>,
+}
+
+/// A request not answered yet: holds its [`Arrival`] while it is handled, and records the
+/// exchange as a client's disconnect (see [`Exchange::unanswered`]) if it is dropped before
+/// [`Unanswered::answered`].
+pub struct Unanswered<'a> {
+    gw: &'a Arc<Gateway>,
+    active: &'a Arc<Active>,
+    pub arrival: Arrival,
+    pub progress: Progress<'a>,
+    answered: bool,
+}
+
+impl<'a> Unanswered<'a> {
+    pub fn new(gw: &'a Arc<Gateway>, active: &'a Arc<Active>, arrival: Arrival) -> Self {
+        Unanswered {
+            gw,
+            active,
+            arrival,
+            progress: Progress::default(),
+            answered: false,
+        }
+    }
+
+    /// The response is ready: the arrival goes on into its record.
+    pub fn answered(mut self) -> Arrival {
+        self.answered = true;
+        self.arrival.take()
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let (gw, active) = (self.gw.clone(), self.active.clone());
+            let arrival = self.arrival.take();
+            Exchange::unanswered(gw, active, arrival, &self.progress).finish(0);
         }
     }
 }
