@@ -78,8 +78,10 @@ pub fn write_request_head(out: &mut BytesMut, head: &RequestHead<'_>, body: Body
         set,
         rendered,
     } = *head;
-    let declared = content_length(headers);
-    let chunked_te = headers.contains_key(header::TRANSFER_ENCODING);
+    // A request with no body (most) keeps its fields as they are: no lookups needed.
+    let empty = body == BodyShape::Empty;
+    let declared = if empty { None } else { content_length(headers) };
+    let chunked_te = !empty && headers.contains_key(header::TRANSFER_ENCODING);
     let framing = match (body, declared) {
         (BodyShape::Empty, _) => Framing::None,
         _ if chunked_te => Framing::Chunked,
