@@ -808,6 +808,22 @@ async fn holding_backend(
     (addr, rx)
 }
 
+/// A GET of `path` on a connection of its own, returned once the backend has it.
+async fn held(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    seen: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+) -> tokio::net::TcpStream {
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut c, request.as_bytes())
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, seen.recv()).await.unwrap();
+    c
+}
+
 #[tokio::test]
 async fn a_client_leaving_is_recorded_as_envoy_records_it() {
     const HOLD: &str = "hold.example.com";
@@ -849,41 +865,35 @@ async fn a_client_leaving_is_recorded_as_envoy_records_it() {
         }
     };
 
+    let left = |l: serde_json::Value, fields: &[(&str, serde_json::Value)]| {
+        let mut want = vec![
+            ("response_flags", "DC".into()),
+            (
+                "response_code_details",
+                "downstream_remote_disconnect".into(),
+            ),
+        ];
+        want.extend(fields.iter().cloned());
+        for (k, v) in want {
+            assert_eq!(l[k], v, "{k} in {l:#}");
+        }
+    };
+
     // Gone before the answer: code 0.
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET /silent HTTP/1.1\r\nHost: {HOLD}\r\n\r\n");
-    tokio::io::AsyncWriteExt::write_all(&mut c, request.as_bytes())
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, silent_seen.recv())
-        .await
-        .unwrap();
-    drop(c);
-    let l = line(1).await;
-    for (k, v) in [
-        ("response_code", serde_json::json!(0)),
-        ("response_flags", "DC".into()),
-        (
-            "response_code_details",
-            "downstream_remote_disconnect".into(),
-        ),
-        ("route_name", "silent-route".into()),
-        ("upstream_cluster", "outbound|80||silent.local".into()),
-        ("path", "/silent".into()),
-        ("bytes_sent", serde_json::json!(0)),
-    ] {
-        assert_eq!(l[k], v, "{k} in {l:#}");
-    }
+    drop(held(addr, HOLD, "/silent", &mut silent_seen).await);
+    left(
+        line(1).await,
+        &[
+            ("response_code", 0.into()),
+            ("route_name", "silent-route".into()),
+            ("upstream_cluster", "outbound|80||silent.local".into()),
+            ("path", "/silent".into()),
+            ("bytes_sent", 0.into()),
+        ],
+    );
 
     // Gone in the middle of the body: the code stays, the bytes sent are counted.
-    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET /partial HTTP/1.1\r\nHost: {HOLD}\r\n\r\n");
-    tokio::io::AsyncWriteExt::write_all(&mut c, request.as_bytes())
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, partial_seen.recv())
-        .await
-        .unwrap();
+    let mut c = held(addr, HOLD, "/partial", &mut partial_seen).await;
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     while !got.ends_with(b"partial") {
@@ -895,19 +905,14 @@ async fn a_client_leaving_is_recorded_as_envoy_records_it() {
         got.extend_from_slice(&buf[..n]);
     }
     drop(c);
-    let l = line(2).await;
-    for (k, v) in [
-        ("response_code", serde_json::json!(200)),
-        ("response_flags", "DC".into()),
-        (
-            "response_code_details",
-            "downstream_remote_disconnect".into(),
-        ),
-        ("route_name", "partial-route".into()),
-        ("bytes_sent", serde_json::json!(7)),
-    ] {
-        assert_eq!(l[k], v, "{k} in {l:#}");
-    }
+    left(
+        line(2).await,
+        &[
+            ("response_code", 200.into()),
+            ("route_name", "partial-route".into()),
+            ("bytes_sent", 7.into()),
+        ],
+    );
 
     // A HEAD request is answered whole, though the body of its answer (the text of a local
     // reply) is never read.
