@@ -253,6 +253,72 @@ async fn hop_by_hop_response_fields_stay_on_the_upstream_connection() {
 }
 
 #[tokio::test]
+async fn pipelined_requests_with_bodies_go_upstream_each_with_its_own() {
+    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let mut up = scripted(vec![keep(answer), keep(answer), keep(answer), keep(answer)]).await;
+    let (g, _) = start(up.addr, &[]).await;
+    let mut c = TcpStream::connect(g.addr(80).await).await.unwrap();
+    // Bodies written with their heads, one of them holding what looks like a request.
+    let sneaky = format!("GET /x HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+    let pipelined = format!(
+        "POST /a HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5\r\n\r\nhello\
+         PUT /b HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n{sneaky}\
+         GET /c HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+        sneaky.len()
+    );
+    c.write_all(pipelined.as_bytes()).await.unwrap();
+    // And one whose body follows its head later.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let ok = b"HTTP/1.1 200 OK";
+    while got.windows(ok.len()).filter(|w| w == ok).count() < 3 {
+        let n = tokio::time::timeout(WAIT, c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    c.write_all(
+        format!("POST /d HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 4\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    c.write_all(b"late").await.unwrap();
+    let seen = [
+        up.request().await,
+        up.request().await,
+        up.request().await,
+        up.request().await,
+    ];
+    let lines: Vec<&str> = seen.iter().map(|r| r.lines().next().unwrap()).collect();
+    assert_eq!(
+        lines,
+        [
+            "POST /a HTTP/1.1",
+            "PUT /b HTTP/1.1",
+            "GET /c HTTP/1.1",
+            "POST /d HTTP/1.1"
+        ]
+    );
+    assert!(seen[0].ends_with("\r\n\r\nhello"), "{}", seen[0]);
+    assert!(
+        seen[1].ends_with(&format!("\r\n\r\n{sneaky}")),
+        "{}",
+        seen[1]
+    );
+    assert!(seen[2].ends_with("\r\n\r\n"), "{}", seen[2]);
+    assert!(seen[3].ends_with("\r\n\r\nlate"), "{}", seen[3]);
+    for (r, len) in seen.iter().zip(["5", &sneaky.len().to_string(), "", "4"]) {
+        let declared = r
+            .to_ascii_lowercase()
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: ").map(str::to_string));
+        assert_eq!(declared.as_deref().unwrap_or(""), len, "{r}");
+    }
+}
+
+#[tokio::test]
 async fn interim_responses_are_skipped() {
     let up = scripted(vec![keep(concat!(
         "HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n",

@@ -433,11 +433,19 @@ where
 /// A request body as hyper reads it from the client, counted by the connection's
 /// [`Activity`] until it ends or is dropped: hyper may still be reading it after the response
 /// is done (an upload the upstream answered early), and a connection must not be parked
-/// then.
+/// then. Or one the gateway's own server read whole with its head.
 pub struct ClientBody {
-    /// `None`: a request without a body, read by the gateway's own server.
-    inner: Option<Incoming>,
+    inner: Inner,
     activity: Option<Arc<Activity>>,
+}
+
+/// Where a request body comes from.
+enum Inner {
+    /// hyper's server, as the client sends it.
+    Streamed(Incoming),
+    /// Read whole with the head by the gateway's own server; `None` once given out (or if
+    /// the request had no body).
+    Whole(Option<Bytes>),
 }
 
 impl ClientBody {
@@ -448,15 +456,21 @@ impl ClientBody {
             activity.clone()
         });
         ClientBody {
-            inner: Some(inner),
+            inner: Inner::Streamed(inner),
             activity,
         }
     }
 
     /// The body of a request that has none.
     pub fn empty() -> Self {
+        ClientBody::whole(Bytes::new())
+    }
+
+    /// A body read whole already: nothing more arrives for it, so it is not counted on the
+    /// connection's activity.
+    pub fn whole(data: Bytes) -> Self {
         ClientBody {
-            inner: None,
+            inner: Inner::Whole((!data.is_empty()).then_some(data)),
             activity: None,
         }
     }
@@ -482,8 +496,9 @@ impl Body for ClientBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(None);
+        let inner = match &mut self.inner {
+            Inner::Whole(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Inner::Streamed(inner) => inner,
         };
         let frame = Pin::new(&mut *inner).poll_frame(cx);
         if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || inner.is_end_stream() {
@@ -493,13 +508,17 @@ impl Body for ClientBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match &self.inner {
+            Inner::Whole(data) => data.is_none(),
+            Inner::Streamed(inner) => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match &self.inner {
+            Inner::Whole(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Inner::Streamed(inner) => inner.size_hint(),
+        }
     }
 }
 

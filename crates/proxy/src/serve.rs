@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -596,9 +597,9 @@ impl Service {
         })
     }
 
-    /// A plain request of the own server: it has no body.
-    pub(crate) fn call_plain(&self, req: Request<()>) -> ServiceFuture {
-        self.start(req.map(|()| ClientBody::empty()))
+    /// A plain request of the own server, with its body read whole (empty if it has none).
+    pub(crate) fn call_plain(&self, req: Request<()>, body: Bytes) -> ServiceFuture {
+        self.start(req.map(|()| ClientBody::whole(body)))
     }
 }
 

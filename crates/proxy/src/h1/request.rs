@@ -1,15 +1,17 @@
-//! The request heads the gateway's own HTTP/1.1 server takes: plain requests, with no body,
-//! no upgrade and no expectation. Everything else goes to hyper, which parses the same bytes
-//! again and answers as it always has (bodies, upgrades, CONNECT, HTTP/1.0, and every
-//! malformed or oversized head with its 400 or 431).
+//! The request heads the gateway's own HTTP/1.1 server takes: plain requests, with no upgrade
+//! and no expectation, and no body or a `Content-Length` one read whole with the head (most
+//! API calls: a small body the client wrote with its head). Everything else goes to hyper,
+//! which parses the same bytes again and answers as it always has (streamed and chunked
+//! bodies, upgrades, CONNECT, HTTP/1.0, and every malformed or oversized head with its 400 or
+//! 431).
 
 use std::mem::MaybeUninit;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::HeaderMap;
 use http::{Method, Request, Uri, Version};
 
-use crate::pool::codec::{field, field_spans};
+use crate::pool::codec::{decimal, field, field_spans};
 use crate::serve::{MAX_HEADER_BYTES, MAX_HEADERS};
 
 /// What the front of a connection's read buffer holds.
@@ -27,10 +29,15 @@ pub enum Head {
     Other,
 }
 
+/// The largest body a plain request carries: a larger one is streamed, by hyper.
+pub const MAX_WHOLE_BODY: usize = 64 * 1024;
+
 /// A plain request and what its head says about the connection.
 #[derive(Debug)]
 pub struct Plain {
     pub request: Request<()>,
+    /// Its body, whole (empty if it has none).
+    pub body: Bytes,
     /// `Connection: close`: the response is the connection's last.
     pub close: bool,
     /// `TE: trailers`: the client takes trailer fields in a chunked response.
@@ -80,7 +87,19 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Head {
     }
     // What the fields say is read before the head is taken from the buffer: a request hyper
     // must serve (a body, an upgrade) is left as it is, not taken and put back.
-    let Some(Says { close, trailers }) = says(req.headers) else {
+    let Some(Says {
+        close,
+        trailers,
+        length,
+    }) = says(req.headers)
+    else {
+        return Head::Other;
+    };
+    // A body not read whole yet is streamed, by hyper: the head alone is not waited on for it.
+    let Some(body_len) = usize::try_from(length)
+        .ok()
+        .filter(|&n| n <= MAX_WHOLE_BODY && n <= buf.len() - len)
+    else {
         return Head::Other;
     };
     let base = buf.as_ptr() as usize;
@@ -91,19 +110,20 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Head {
     let spans = &mut scratch.spans;
     field_spans(buf, req.headers, spans);
     let head = buf.split_to(len).freeze();
+    let body = buf.split_to(body_len).freeze();
     let Some(uri) = path
         .and_then(|p| head.get(p.clone()).map(|_| head.slice(p)))
         .and_then(|p| Uri::from_maybe_shared(p).ok())
     else {
         // Taken from the buffer already: hyper must see it again (and answers 400).
-        return other(buf, &head);
+        return other(buf, &head, &body);
     };
     let mut headers = scratch.headers.take().unwrap_or_default();
     // With room for what the gateway adds (X-Forwarded-For, the trace headers, ...).
     headers.reserve(spans.len() + 8);
     for &span in spans.iter() {
         let Some((name, value)) = field(&head, span) else {
-            return other(buf, &head);
+            return other(buf, &head, &body);
         };
         headers.append(name, value);
     }
@@ -114,25 +134,29 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Head {
     *request.headers_mut() = headers;
     Head::Plain(Plain {
         request,
+        body,
         close,
         trailers,
     })
 }
 
-/// What a plain request's fields say about its connection.
+/// What a plain request's fields say about its connection and its body.
 struct Says {
     close: bool,
     trailers: bool,
+    /// `Content-Length`, 0 when absent.
+    length: u64,
 }
 
-/// What the fields of a plain request say; `None` if the request is not plain: it has a
-/// body (any `Content-Length` but one `0`, `Transfer-Encoding`), asks for an upgrade, or
-/// expects something.
+/// What the fields of a plain request say; `None` if the request is not plain: its body is
+/// chunked (`Transfer-Encoding`) or its length unclear (more than one `Content-Length`, or an
+/// invalid one: hyper answers 400), it asks for an upgrade, or it expects something.
 fn says(fields: &[httparse::Header<'_>]) -> Option<Says> {
     let (mut says, mut length) = (
         Says {
             close: false,
             trailers: false,
+            length: 0,
         },
         false,
     );
@@ -141,9 +165,10 @@ fn says(fields: &[httparse::Header<'_>]) -> Option<Says> {
         let is = |name: &str| f.name.eq_ignore_ascii_case(name);
         match f.name.len() {
             14 if is("content-length") => {
-                if length || f.value != b"0" {
+                if length {
                     return None;
                 }
+                says.length = decimal(f.value)?;
                 length = true;
             }
             17 if is("transfer-encoding") => return None,
@@ -162,10 +187,11 @@ fn says(fields: &[httparse::Header<'_>]) -> Option<Says> {
     Some(says)
 }
 
-/// Puts a head taken from `buf` back in front of what follows it, for hyper.
-fn other(buf: &mut BytesMut, head: &[u8]) -> Head {
-    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+/// Puts a head and body taken from `buf` back in front of what follows them, for hyper.
+fn other(buf: &mut BytesMut, head: &[u8], body: &[u8]) -> Head {
+    let mut whole = BytesMut::with_capacity(head.len() + body.len() + buf.len());
     whole.extend_from_slice(head);
+    whole.extend_from_slice(body);
     whole.extend_from_slice(buf);
     *buf = whole;
     Head::Other
@@ -244,9 +270,44 @@ mod tests {
     }
 
     #[test]
+    fn a_body_read_whole_with_its_head_comes_with_it() {
+        let (head, rest) = parsed(b"POST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET");
+        let Head::Plain(p) = head else {
+            panic!("{head:?}")
+        };
+        assert_eq!(
+            (p.request.method(), &p.body[..]),
+            (&Method::POST, &b"abc"[..])
+        );
+        assert_eq!(p.request.headers()["content-length"], "3");
+        assert_eq!(rest, b"GET");
+        let at_most = format!(
+            "PUT / HTTP/1.1\r\ncontent-length: {MAX_WHOLE_BODY}\r\n\r\n{}",
+            "x".repeat(MAX_WHOLE_BODY)
+        );
+        let (head, rest) = parsed(at_most.as_bytes());
+        assert!(
+            matches!(&head, Head::Plain(p) if p.body.len() == MAX_WHOLE_BODY),
+            "{head:?}"
+        );
+        assert!(rest.is_empty());
+    }
+
+    #[test]
     fn anything_else_is_left_whole_for_hyper() {
-        let cases: [&[u8]; 16] = [
-            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        let larger = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {n}\r\n\r\n{}",
+            "x".repeat(MAX_WHOLE_BODY + 1),
+            n = MAX_WHOLE_BODY + 1
+        );
+        let cases: [&[u8]; 21] = [
+            // Not all there yet, or too large to hold: streamed.
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabc",
+            larger.as_bytes(),
+            b"POST / HTTP/1.1\r\nContent-Length: 3x\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
             b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",

@@ -136,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Server<S> {
                     close: plain.close,
                     trailers: plain.trailers,
                 };
-                let call = self.service.call_plain(plain.request);
+                let call = self.service.call_plain(plain.request, plain.body);
                 self.gone_armed = false;
                 self.state = State::Answering { call, asked };
                 Poll::Ready(Ok(None))

@@ -211,7 +211,8 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     found
 }
 
-fn decimal(s: &[u8]) -> Option<u64> {
+/// A `Content-Length` value: 1 to 19 digits.
+pub(crate) fn decimal(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
