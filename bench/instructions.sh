@@ -18,7 +18,7 @@
 #                isthmus-base                              (default "nginx haproxy isthmus")
 #   DURATION     seconds of load per proxy                              (default 8)
 #   CONNECTIONS  wrk connections                                        (default 4)
-#   TLS, ISTHMUS_BIN, ISTHMUS_BASE_BIN, KEEP_TMP    as in run.sh
+#   TLS, BODY, ISTHMUS_BIN, ISTHMUS_BASE_BIN, KEEP_TMP    as in run.sh
 #
 # Method: each proxy runs twice under callgrind, every process and thread counted: once
 # answering the one request that shows its route works, once more under wrk for DURATION
@@ -79,7 +79,8 @@ count_pass() { # proxy pass(0 = one request, 1 = load)
     WRAP=(valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.%p")
     start_proxy "$1"
     if [[ $2 == 1 ]]; then
-        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION"s -H "Host: $HOST_HEADER" \
+        # shellcheck disable=SC2046
+        taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$DURATION"s $(wrk_body) -H "Host: $HOST_HEADER" \
             "$PROXY_URL" >"$WORK/$1.wrk" 2>&1 || { cat "$WORK/$1.wrk" >&2; die "wrk failed"; }
         if grep -qE "Non-2xx|Socket errors" "$WORK/$1.wrk"; then
             cat "$WORK/$1.wrk" >&2

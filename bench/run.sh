@@ -21,6 +21,8 @@
 #   ISTHMUS_BIN  Isthmus binary (built with `cargo build --release` if missing)
 #                                                                 (default <repo>/target/release/isthmus)
 #   ISTHMUS_BASE_BIN  another Isthmus binary for the isthmus-base row (never built)
+#   BODY         > 0: every request is a POST with a body of this many bytes, written
+#                with its head (wrk; oha with H2=1 or RATE)               (default 0: GET)
 #   TLS          1: clients speak HTTPS (TLS 1.3, one ECDSA P-256 certificate for every
 #                  proxy) and the proxies terminate it; upstreams stay plaintext (default 0)
 #   NEW_CONN     1: every request on a new connection (Connection: close), so req/s with
@@ -75,6 +77,7 @@ IDLE_HOLD=${IDLE_HOLD:-3}
 H2=${H2:-0}
 STREAMS=${STREAMS:-8}
 RATE=${RATE:-0}
+BODY=${BODY:-0}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 # Connection limits of every proxy: room for the idle connections and the load.
 MAX_CONNS=$((IDLE_CONNS + 4096))
@@ -549,11 +552,21 @@ stop_proxy() {
 run_wrk() { # seconds url outfile
     local close=()
     [[ $NEW_CONN == 1 ]] && close=(-H "Connection: close")
-    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$1"s --latency \
+    # shellcheck disable=SC2046 # wrk_body's words are wrk's arguments
+    taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"$1"s --latency $(wrk_body) \
         -H "Host: $HOST_HEADER" "${close[@]}" "$2" >"$3" 2>&1 &
     WRK_PID=$!
     if ! wait "$WRK_PID"; then WRK_PID=""; cat "$3" >&2; die "wrk failed"; fi
     WRK_PID=""
+}
+
+# wrk's arguments for BODY: a script making every request a POST of BODY bytes.
+wrk_body() {
+    ((BODY > 0)) || return 0
+    if [[ ! -f $WORK/post.lua ]]; then
+        printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %d)\n' "$BODY" >"$WORK/post.lua"
+    fi
+    echo "-s $WORK/post.lua"
 }
 
 # oha (HTTP/2, or an open-loop fixed rate): JSON output in outfile.
@@ -563,6 +576,10 @@ run_oha() { # seconds url outfile
     ((RATE > 0)) && extra+=(-q "$RATE" --latency-correction)
     [[ $TLS == 1 ]] && extra+=(--insecure)
     [[ $NEW_CONN == 1 ]] && extra+=(--disable-keepalive)
+    if ((BODY > 0)); then
+        head -c "$BODY" /dev/zero | tr '\0' x >"$WORK/post.body"
+        extra+=(-m POST -D "$WORK/post.body")
+    fi
     # The URL names the route's host (HTTP/2 carries it as :authority; a Host header would be
     # refused) and --connect-to sends it to the proxy's port.
     local port=${2##*:}; port=${port%%/*}
@@ -781,7 +798,7 @@ print_header() {
         echo "  load:     wrk -t1 -c$CONNECTIONS -d${DURATION}s (after ${WARMUP}s warm-up), Host: $HOST_HEADER, 1 route -> 1 upstream"
     fi
     echo "  pinning:  proxy on core $PROXY_CPU; wrk + backend nginx on core $LOAD_CPU; 1 worker per proxy"
-    echo "  client:   $SCHEME$( [[ $TLS == 1 ]] && echo " (TLS 1.3, ECDSA P-256, same certificate everywhere)")$( [[ $NEW_CONN == 1 ]] && echo ", a new connection per request (req/s = handshakes/s)" || echo ", keep-alive")"
+    echo "  client:   $SCHEME$( [[ $TLS == 1 ]] && echo " (TLS 1.3, ECDSA P-256, same certificate everywhere)")$( [[ $NEW_CONN == 1 ]] && echo ", a new connection per request (req/s = handshakes/s)" || echo ", keep-alive")$( ((BODY > 0)) && echo ", POST with a ${BODY}-byte body")"
     echo "  machine:  $IDLE_NOTE"
     echo "  runs:     $RUNS per proxy, interleaved; medians shown (each column's median taken separately)"
     if ((RATE > 0)); then
@@ -847,6 +864,7 @@ validate_knobs() {
     [[ $WARMUP =~ ^[0-9]+$ && $WARMUP -gt 0 ]] || die "WARMUP must be a positive integer"
     [[ $RUNS =~ ^[0-9]+$ && $RUNS -gt 0 ]] || die "RUNS must be a positive integer"
     [[ $CONNECTIONS =~ ^[0-9]+$ && $CONNECTIONS -gt 0 ]] || die "CONNECTIONS must be a positive integer"
+    [[ $BODY =~ ^[0-9]+$ ]] || die "BODY must be a number of bytes"
     for p in $PROXIES; do
         case $p in direct | nginx | haproxy | isthmus | isthmus-rich | isthmus-logged | isthmus-base) ;; *) die "unknown proxy '$p' in PROXIES" ;; esac
     done

@@ -269,6 +269,7 @@ where
     match ended {
         h1::Ended::Closed => Next::End(Ok(())),
         h1::Ended::Handoff => {
+            tracing::trace!(peer = %conn.info.peer, "request not plain: hyper serves the connection");
             io.unpark(&unread);
             Next::Hyper(io)
         }
