@@ -95,10 +95,10 @@ pub fn parse(buf: &mut BytesMut, scratch: &mut Scratch) -> Head {
     else {
         return Head::Other;
     };
-    // A body not read whole yet is streamed, by hyper: the head alone is not waited on for it.
+    // A body not all read yet is hyper's to stream: the own server never waits for one.
     let Some(body_len) = usize::try_from(length)
         .ok()
-        .filter(|&n| n <= MAX_WHOLE_BODY && n <= buf.len() - len)
+        .filter(|&n| n <= MAX_WHOLE_BODY && n <= buf.len().saturating_sub(len))
     else {
         return Head::Other;
     };
