@@ -774,9 +774,11 @@ async fn json_access_log_uses_istios_keys() {
 }
 
 /// A backend that writes `answer` for the first request of each connection (after its head),
-/// says so on the channel, and keeps the connection until the gateway closes it.
+/// says so on the channel, and keeps the connection until the gateway closes it (`hold`), or
+/// closes it at once.
 async fn holding_backend(
     answer: &'static str,
+    hold: bool,
 ) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -796,6 +798,9 @@ async fn holding_backend(
                 }
                 let _ = stream.write_all(answer.as_bytes()).await;
                 let _ = tx.send(());
+                if !hold {
+                    return;
+                }
                 // Held until the gateway lets go of it.
                 while let Ok(n) = stream.read(&mut buf).await {
                     if n == 0 {
@@ -827,9 +832,10 @@ async fn held(
 #[tokio::test]
 async fn a_client_leaving_is_recorded_as_envoy_records_it() {
     const HOLD: &str = "hold.example.com";
-    let (silent, mut silent_seen) = holding_backend("").await;
-    let (partial, mut partial_seen) =
-        holding_backend("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial").await;
+    const PARTIAL: &str = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial";
+    let (silent, mut silent_seen) = holding_backend("", true).await;
+    let (partial, mut partial_seen) = holding_backend(PARTIAL, true).await;
+    let (cut, mut cut_seen) = holding_backend(PARTIAL, false).await;
     let routes = "  - name: silent-route
     match: [{uri: {prefix: /silent}}]
     route: [{destination: {host: silent.local}}]
@@ -838,6 +844,9 @@ async fn a_client_leaving_is_recorded_as_envoy_records_it() {
     route: [{destination: {host: partial.local}}]
   - match: [{uri: {prefix: /none}}]
     route: [{destination: {host: empty.local}}]
+  - name: cut-route
+    match: [{uri: {prefix: /cut}}]
+    route: [{destination: {host: cut.local}}]
 ";
     let files = vec![
         ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
@@ -850,6 +859,10 @@ async fn a_client_leaving_is_recorded_as_envoy_records_it() {
             service("partial", "partial.local", &[(partial, "v1")]),
         ),
         ("empty.yaml".to_string(), empty_service("empty.local")),
+        (
+            "cut.yaml".to_string(),
+            service("cut", "cut.local", &[(cut, "v1")]),
+        ),
         (
             "vs.yaml".to_string(),
             virtual_service("vs", "default", &[HOLD], &["gw"], routes),
@@ -930,8 +943,29 @@ async fn a_client_leaving_is_recorded_as_envoy_records_it() {
         "{l:#}"
     );
 
-    let all = scrape_until(&g, "the three requests", |s| {
-        sum(s, "istio_requests_total", &[]) == 3.0
+    // The upstream, not the client, cutting the body short is no client leaving.
+    let mut c = held(addr, HOLD, "/cut", &mut cut_seen).await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut rest),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let l = line(4).await;
+    assert_eq!(l["route_name"], "cut-route", "{l:#}");
+    assert!(
+        !l["response_flags"].as_str().unwrap().contains("DC"),
+        "{l:#}"
+    );
+    assert_ne!(
+        l["response_code_details"], "downstream_remote_disconnect",
+        "{l:#}"
+    );
+
+    let all = scrape_until(&g, "the four requests", |s| {
+        sum(s, "istio_requests_total", &[]) == 4.0
     })
     .await;
     for (code, flags, dest) in [

@@ -476,6 +476,10 @@ impl Body for TelemetryBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        // The end, or the upstream's failure: either way not a client leaving.
+        if matches!(frame, None | Some(Err(_))) {
+            self.done = true;
+        }
         if let Some(Ok(f)) = &frame {
             if let Some(data) = f.data_ref() {
                 self.sent += data.len() as u64;
