@@ -820,13 +820,229 @@ async fn held(
     path: &str,
     seen: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> tokio::net::TcpStream {
+    let c = get_on_own_connection(addr, host, path).await;
+    tokio::time::timeout(WAIT, seen.recv()).await.unwrap();
+    c
+}
+
+/// A GET of `path` written on a connection of its own.
+async fn get_on_own_connection(addr: SocketAddr, host: &str, path: &str) -> tokio::net::TcpStream {
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
     tokio::io::AsyncWriteExt::write_all(&mut c, request.as_bytes())
         .await
         .unwrap();
-    tokio::time::timeout(WAIT, seen.recv()).await.unwrap();
     c
+}
+
+/// Reads from `c` until what was read ends with `tail`, and returns it.
+async fn read_until(c: &mut tokio::net::TcpStream, tail: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.ends_with(tail) {
+        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(c, &mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "{}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// Reads from `c` until the gateway closes it.
+async fn read_to_close(c: &mut tokio::net::TcpStream) {
+    let mut rest = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(c, &mut rest);
+    tokio::time::timeout(WAIT, read).await.unwrap().unwrap();
+}
+
+/// A backend that answers the first request of a connection with `first`, and then, once `go`
+/// is notified, `second`, and keeps the connection.
+async fn two_part_backend(
+    first: &'static str,
+    second: &'static str,
+    go: std::sync::Arc<tokio::sync::Notify>,
+) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let go = go.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(first.as_bytes()).await;
+                go.notified().await;
+                let _ = stream.write_all(second.as_bytes()).await;
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTP/2 backend that resets each stream (`INTERNAL_ERROR`): at once for `/early`,
+/// otherwise after a 200 and `partial`, when `go` is notified.
+async fn resetting_h2_backend(go: std::sync::Arc<tokio::sync::Notify>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let go = go.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    if req.uri().path() == "/early" {
+                        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+                        continue;
+                    }
+                    let Ok(mut body) = respond.send_response(http::Response::new(()), false) else {
+                        continue;
+                    };
+                    let _ = body.send_data(bytes::Bytes::from_static(b"partial"), false);
+                    let go = go.clone();
+                    // Reset once the client has the data (a reset sent with it queued would
+                    // discard it).
+                    tokio::spawn(async move {
+                        go.notified().await;
+                        body.send_reset(h2::Reason::INTERNAL_ERROR);
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
+    const HOST: &str = "late.example.com";
+    const PARTIAL: &str = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial";
+    const CHUNK: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7\r\npartial\r\n";
+    let (slow, mut slow_seen) = holding_backend(PARTIAL, true).await;
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let bad = two_part_backend(CHUNK, "zz\r\n", go.clone()).await;
+    let h2 = resetting_h2_backend(go.clone()).await;
+    let routes = "  - match: [{uri: {prefix: /slow}}]
+    timeout: 300ms
+    route: [{destination: {host: slow.local}}]
+  - match: [{uri: {prefix: /bad}}]
+    route: [{destination: {host: bad.local}}]
+  - route: [{destination: {host: h2.local}}]
+";
+    let files = vec![
+        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
+        (
+            "slow.yaml".to_string(),
+            service("slow", "slow.local", &[(slow, "v1")]),
+        ),
+        (
+            "bad.yaml".to_string(),
+            service("bad", "bad.local", &[(bad, "v1")]),
+        ),
+        (
+            "h2.yaml".to_string(),
+            service("h2", "h2.local", &[(h2, "v1")]).replace("protocol: HTTP}", "protocol: HTTP2}"),
+        ),
+        (
+            "vs.yaml".to_string(),
+            virtual_service("vs", "default", &[HOST], &["gw"], routes),
+        ),
+    ];
+    let (g, _dir, path) = logging_gateway(&files, "json").await;
+    let addr = g.addr(80).await;
+    let check = |n: usize, code: u16, flags: &'static str, details: &'static str| {
+        let path = path.clone();
+        async move {
+            let lines = log_lines(&path, n).await;
+            let l: serde_json::Value = serde_json::from_str(&lines[n - 1]).unwrap();
+            assert_eq!(
+                (&l["response_code"], &l["response_flags"]),
+                (&code.into(), &flags.into()),
+                "{l:#}"
+            );
+            assert_eq!(l["response_code_details"], details, "{l:#}");
+        }
+    };
+
+    // The route timeout expires in the middle of the body: the code stays, `UT`.
+    let mut c = held(addr, HOST, "/slow", &mut slow_seen).await;
+    read_until(&mut c, b"partial").await;
+    read_to_close(&mut c).await;
+    check(1, 200, "UT", "response_timeout").await;
+
+    // A chunk size that is not one: a protocol error after the response started.
+    let mut c = get_on_own_connection(addr, HOST, "/bad").await;
+    // The gateway sends the body chunked as well.
+    read_until(&mut c, b"partial\r\n").await;
+    go.notify_one();
+    read_to_close(&mut c).await;
+    let details = "upstream_reset_after_response_started{protocol_error}";
+    check(2, 200, "UPE", details).await;
+
+    // An HTTP/2 upstream resetting the stream before its headers: Envoy's 503 `UR`.
+    let r = client()
+        .get(format!("http://{addr}/early"))
+        .header("host", HOST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
+    );
+    check(
+        3,
+        503,
+        "UR",
+        "upstream_reset_before_response_started{remote_reset}",
+    )
+    .await;
+
+    // ... and after them.
+    let mut c = get_on_own_connection(addr, HOST, "/late").await;
+    read_until(&mut c, b"partial\r\n").await;
+    go.notify_one();
+    read_to_close(&mut c).await;
+    let details = "upstream_reset_after_response_started{remote_reset}";
+    check(4, 200, "UR", details).await;
+
+    let all = scrape_until(&g, "the four requests", |s| {
+        sum(s, "istio_requests_total", &[]) == 4.0
+    })
+    .await;
+    for (code, flags, dest) in [
+        ("200", "UT", "slow.local"),
+        ("200", "UPE", "bad.local"),
+        ("503", "UR", "h2.local"),
+        ("200", "UR", "h2.local"),
+    ] {
+        let labels = [
+            ("response_code", code),
+            ("response_flags", flags),
+            ("destination_service", dest),
+        ];
+        assert_eq!(
+            sum(&all, "istio_requests_total", &labels),
+            1.0,
+            "{labels:?} in {all:#?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -907,16 +1123,7 @@ async fn a_client_leaving_is_recorded_as_envoy_records_it() {
 
     // Gone in the middle of the body: the code stays, the bytes sent are counted.
     let mut c = held(addr, HOLD, "/partial", &mut partial_seen).await;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.ends_with(b"partial") {
-        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut c, &mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_ne!(n, 0, "{}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut c, b"partial").await;
     drop(c);
     left(
         line(2).await,
@@ -943,26 +1150,21 @@ async fn a_client_leaving_is_recorded_as_envoy_records_it() {
         "{l:#}"
     );
 
-    // The upstream, not the client, cutting the body short is no client leaving.
+    // The upstream, not the client, cutting the body short is no client leaving: Envoy's
+    // `UC`, after the response started.
     let mut c = held(addr, HOLD, "/cut", &mut cut_seen).await;
-    let mut rest = Vec::new();
-    tokio::time::timeout(
-        WAIT,
-        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut rest),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    read_to_close(&mut c).await;
     let l = line(4).await;
-    assert_eq!(l["route_name"], "cut-route", "{l:#}");
-    assert!(
-        !l["response_flags"].as_str().unwrap().contains("DC"),
-        "{l:#}"
-    );
-    assert_ne!(
-        l["response_code_details"], "downstream_remote_disconnect",
-        "{l:#}"
-    );
+    for (k, v) in [
+        ("route_name", "cut-route"),
+        ("response_flags", "UC"),
+        (
+            "response_code_details",
+            "upstream_reset_after_response_started{connection_termination}",
+        ),
+    ] {
+        assert_eq!(l[k], v, "{k} in {l:#}");
+    }
 
     let all = scrape_until(&g, "the four requests", |s| {
         sum(s, "istio_requests_total", &[]) == 4.0
@@ -972,6 +1174,7 @@ async fn a_client_leaving_is_recorded_as_envoy_records_it() {
         ("0", "DC", "silent.local"),
         ("200", "DC", "partial.local"),
         ("503", "UH", "empty.local"),
+        ("200", "UC", "cut.local"),
     ] {
         let labels = [
             ("response_code", code),

@@ -219,7 +219,7 @@ impl Upstream {
                 Err(AttemptError::PerTryTimeout) => fail(LocalReply::UpstreamTimeout, exhausted),
                 Err(AttemptError::Send(SendError::Reset(r))) => fail(r, exhausted),
                 Err(AttemptError::Send(SendError::Refused)) => {
-                    fail(LocalReply::UpstreamReset, exhausted)
+                    fail(LocalReply::UpstreamRefused, exhausted)
                 }
                 Err(AttemptError::Send(SendError::Overflow)) => fail(LocalReply::Overflow, false),
             };

@@ -24,8 +24,14 @@ pub enum LocalReply {
     NoHealthyUpstream,
     /// Every connection attempt failed.
     ConnectFailure,
-    /// The upstream reset or closed before sending response headers.
+    /// The upstream closed the connection before sending response headers.
     UpstreamReset,
+    /// An HTTP/2 upstream reset the request's stream (`RST_STREAM`) before its response
+    /// headers (Envoy's `UR`, `remote reset`).
+    UpstreamRemoteReset,
+    /// An HTTP/2 upstream refused the stream (`REFUSED_STREAM`, or a stream beyond its
+    /// GOAWAY), and no retry was left (Envoy's `UR`, `remote refused stream reset`).
+    UpstreamRefused,
     /// The upstream sent something that is not HTTP.
     UpstreamProtocolError,
     /// HTTP/1.0 is refused, as by Istio's gateways unless configured otherwise.
@@ -66,6 +72,7 @@ impl LocalReply {
             LocalReply::NoHealthyUpstream => ResponseFlags::UH,
             LocalReply::ConnectFailure => ResponseFlags::UF,
             LocalReply::UpstreamReset => ResponseFlags::UC,
+            LocalReply::UpstreamRemoteReset | LocalReply::UpstreamRefused => ResponseFlags::UR,
             LocalReply::UpstreamProtocolError => ResponseFlags::UPE,
             LocalReply::Http10 => ResponseFlags::NONE,
             LocalReply::UpstreamTimeout => ResponseFlags::UT,
@@ -88,6 +95,12 @@ impl LocalReply {
             LocalReply::UpstreamReset => {
                 "upstream_reset_before_response_started{connection_termination}"
             }
+            LocalReply::UpstreamRemoteReset => {
+                "upstream_reset_before_response_started{remote_reset}"
+            }
+            LocalReply::UpstreamRefused => {
+                "upstream_reset_before_response_started{remote_refused_stream_reset}"
+            }
             LocalReply::UpstreamProtocolError => {
                 "upstream_reset_before_response_started{protocol_error}"
             }
@@ -97,6 +110,24 @@ impl LocalReply {
             LocalReply::Overflow => "upstream_reset_before_response_started{overflow}",
             LocalReply::BadRequest => "bad_request",
             LocalReply::DnsFailure => "dns_resolution_failure",
+        }
+    }
+
+    /// Envoy's `%RESPONSE_CODE_DETAILS%` when this failure cuts a response whose headers were
+    /// already sent: the reset variants say `after_response_started`; Envoy keeps the
+    /// response's code and resets the client's stream.
+    pub fn details_after_response_started(self) -> &'static str {
+        match self {
+            LocalReply::UpstreamReset => {
+                "upstream_reset_after_response_started{connection_termination}"
+            }
+            LocalReply::UpstreamRemoteReset => {
+                "upstream_reset_after_response_started{remote_reset}"
+            }
+            LocalReply::UpstreamProtocolError => {
+                "upstream_reset_after_response_started{protocol_error}"
+            }
+            other => other.details(),
         }
     }
 
@@ -116,6 +147,12 @@ impl LocalReply {
             }
             LocalReply::UpstreamReset => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+            }
+            LocalReply::UpstreamRemoteReset => {
+                "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
+            }
+            LocalReply::UpstreamRefused => {
+                "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
             }
             LocalReply::UpstreamProtocolError => {
                 "upstream connect error or disconnect/reset before headers. reset reason: protocol error"

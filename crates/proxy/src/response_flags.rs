@@ -25,9 +25,11 @@ impl ResponseFlags {
     pub const UH: ResponseFlags = bit(1);
     /// Upstream request timeout.
     pub const UT: ResponseFlags = bit(2);
+    /// Upstream remote reset (an HTTP/2 upstream reset or refused the stream).
+    pub const UR: ResponseFlags = bit(4);
     /// Upstream connection failure.
     pub const UF: ResponseFlags = bit(5);
-    /// Upstream connection termination (reset before the response headers).
+    /// Upstream connection termination (before or during the response).
     pub const UC: ResponseFlags = bit(6);
     /// Upstream overflow (circuit breaker).
     pub const UO: ResponseFlags = bit(7);

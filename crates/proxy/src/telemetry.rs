@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::access_log::Entry;
 use crate::body::Received;
 use crate::handler::ConnInfo;
-use crate::local_reply::ResponseBody;
+use crate::local_reply::{LocalReply, ResponseBody};
 use crate::metrics::{Protocol, RequestKey};
 use crate::response_flags::ResponseFlags;
 use crate::{Active, Gateway};
@@ -298,6 +298,15 @@ impl Exchange {
         }
     }
 
+    /// The upstream cut the response body short (or the route timeout did): Envoy keeps the
+    /// code, adds the failure's flag and says the reset came after the response started.
+    fn upstream_failed(&mut self, failure: LocalReply) {
+        self.key.flags |= failure.flag();
+        if let Some(log) = self.log.as_mut() {
+            log.details = failure.details_after_response_started();
+        }
+    }
+
     /// Records the metrics and the log line of an exchange whose response sent `sent` body
     /// bytes.
     fn finish(self, sent: u64) {
@@ -477,8 +486,15 @@ impl Body for TelemetryBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         // The end, or the upstream's failure: either way not a client leaving.
-        if matches!(frame, None | Some(Err(_))) {
-            self.done = true;
+        match &frame {
+            None => self.done = true,
+            Some(Err(e)) => {
+                self.done = true;
+                if let Some(exchange) = self.exchange.as_mut() {
+                    exchange.upstream_failed(crate::pool::body_failure(e.as_ref()));
+                }
+            }
+            Some(Ok(_)) => {}
         }
         if let Some(Ok(f)) = &frame {
             if let Some(data) = f.data_ref() {

@@ -119,13 +119,24 @@ fn classify_h2(e: &hyper::Error) -> SendError {
             if refused {
                 return SendError::Refused;
             }
-            if h2.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
-                return SendError::Reset(LocalReply::UpstreamProtocolError);
-            }
+            return SendError::Reset(h2_failure(h2).unwrap_or_else(|| classify(e)));
         }
         source = s.source();
     }
     SendError::Reset(classify(e))
+}
+
+/// What an HTTP/2 error says of the upstream, when it says something: a protocol error, or
+/// the upstream resetting the stream (Envoy's `remote reset`). A connection that went away is
+/// left to [`classify`].
+pub(crate) fn h2_failure(h2: &h2::Error) -> Option<LocalReply> {
+    if h2.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+        Some(LocalReply::UpstreamProtocolError)
+    } else if h2.is_reset() && h2.is_remote() {
+        Some(LocalReply::UpstreamRemoteReset)
+    } else {
+        None
+    }
 }
 
 /// A failure of the request body we were sending (the client's stream broke, e.g. a bad

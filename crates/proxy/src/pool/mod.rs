@@ -24,7 +24,7 @@ use crate::local_reply::LocalReply;
 
 pub use codec::RequestHead;
 pub use exchange::Outgoing;
-pub use response::{PooledBody, Upgraded};
+pub use response::{PooledBody, Upgraded, body_failure};
 
 /// Istio's default upstream connect timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

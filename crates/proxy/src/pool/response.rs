@@ -16,6 +16,8 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use crate::local_reply::LocalReply;
+
 use super::codec::{BodyKind, Chunk, ChunkedDecoder};
 use super::exchange::Outgoing;
 use super::http1::{Conn, put_back};
@@ -291,6 +293,33 @@ pub struct BodyTimeout;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What cut a response body short, named as the failure before a response would be: the
+/// route timeout, the upstream closing or resetting, or bytes that are not HTTP. The record
+/// of the exchange takes its flag and, with
+/// [`LocalReply::details_after_response_started`], Envoy's details.
+pub fn body_failure(e: &(dyn std::error::Error + 'static)) -> LocalReply {
+    if e.is::<BodyTimeout>() {
+        return LocalReply::UpstreamTimeout;
+    }
+    if let Some(e) = e.downcast_ref::<UpstreamBodyError>() {
+        return match e {
+            UpstreamBodyError::Invalid(_) => LocalReply::UpstreamProtocolError,
+            UpstreamBodyError::Incomplete | UpstreamBodyError::Io(_) => LocalReply::UpstreamReset,
+        };
+    }
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(reply) = s
+            .downcast_ref::<h2::Error>()
+            .and_then(super::http2::h2_failure)
+        {
+            return reply;
+        }
+        source = s.source();
+    }
+    super::http2::classify(e)
+}
+
 impl Body for PooledBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -378,5 +407,46 @@ impl AsyncWrite for Upgraded {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().conn.wire.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response_flags::ResponseFlags;
+
+    #[test]
+    fn a_body_cut_short_is_named_as_envoy_names_it() {
+        let cases: [(BoxError, ResponseFlags, &str); 5] = [
+            (Box::new(BodyTimeout), ResponseFlags::UT, "response_timeout"),
+            (
+                Box::new(UpstreamBodyError::Incomplete),
+                ResponseFlags::UC,
+                "upstream_reset_after_response_started{connection_termination}",
+            ),
+            (
+                Box::new(UpstreamBodyError::Io(io::ErrorKind::ConnectionReset.into())),
+                ResponseFlags::UC,
+                "upstream_reset_after_response_started{connection_termination}",
+            ),
+            (
+                Box::new(UpstreamBodyError::Invalid(
+                    super::super::codec::HeadError::Chunked,
+                )),
+                ResponseFlags::UPE,
+                "upstream_reset_after_response_started{protocol_error}",
+            ),
+            // A protocol error anywhere in an HTTP/2 error's chain.
+            (
+                Box::new(h2::Error::from(h2::Reason::PROTOCOL_ERROR)),
+                ResponseFlags::UPE,
+                "upstream_reset_after_response_started{protocol_error}",
+            ),
+        ];
+        for (e, flag, details) in cases {
+            let failure = body_failure(e.as_ref());
+            assert_eq!(failure.flag(), flag, "{e}");
+            assert_eq!(failure.details_after_response_started(), details, "{e}");
+        }
     }
 }
