@@ -147,6 +147,12 @@ pub struct RunArgs {
         default_value_t = isthmus_proxy::edge::DEFAULT_MAX_REQUEST_BUFFER
     )]
     pub max_request_buffer_bytes: usize,
+    /// Request bodies larger than this many bytes are refused with 413 (Payload Too Large):
+    /// at once when their Content-Length says so, otherwise when they pass it, which ends
+    /// their request upstream. Applies to every body, gRPC streams included. Default: no
+    /// limit, as Envoy and Istio.
+    #[arg(long, env = "ISTHMUS_MAX_REQUEST_BODY_BYTES")]
+    pub max_request_body_bytes: Option<u64>,
     /// Bind Gateway port PORT on HOST:PORT instead of 0.0.0.0:PORT. Repeatable.
     #[arg(long = "bind", env = "ISTHMUS_BIND", value_delimiter = ',', value_parser = parse_bind)]
     pub bind: Vec<(u16, SocketAddr)>,

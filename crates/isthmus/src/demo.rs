@@ -146,6 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         idle_timeout: isthmus_proxy::edge::DEFAULT_IDLE_TIMEOUT,
         park_idle_after: isthmus_proxy::edge::DEFAULT_PARK_AFTER,
         max_request_buffer_bytes: isthmus_proxy::edge::DEFAULT_MAX_REQUEST_BUFFER,
+        max_request_body_bytes: None,
         bind: vec![(80, args.listen)],
         admin: args.admin,
         drain_timeout: Duration::from_secs(5),

@@ -47,6 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         idle_timeout: crate::cli::optional(args.idle_timeout),
         park_after: crate::cli::optional(args.park_idle_after),
         max_request_buffer: args.max_request_buffer_bytes,
+        max_request_body: args.max_request_body_bytes.unwrap_or(u64::MAX),
     };
     let identity = Identity {
         workload: workload_name(&instance),

@@ -798,6 +798,116 @@ async fn idle_connections_are_closed_and_busy_ones_are_not() {
 // === Request bodies kept for retries and mirrors ===
 
 #[tokio::test]
+async fn bodies_over_the_body_limit_get_413() {
+    const TOO_LARGE: &str = "HTTP/1.1 413 Payload Too Large\r\n";
+    let (g, _admin, public) = start(&["--max-request-body-bytes", "1000"]).await;
+    let addr = g.addr(80).await;
+    let post =
+        |len: usize| format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len}\r\n\r\n");
+
+    // At the limit: passed on whole.
+    let url = g.url(80, "/up").await;
+    let r = client()
+        .post(&url)
+        .header("host", HOST)
+        .body(vec![b'x'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(public.next().await.body_bytes, 1000);
+
+    // A Content-Length over it, the body not sent yet: refused at once, before anything goes
+    // upstream, and the connection (whose body was never read) closed.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(post(5000).as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, c.read_to_end(&mut out))
+        .await
+        .expect("the connection stayed open")
+        .ok();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with(TOO_LARGE), "{out}");
+    assert!(out.ends_with("\r\n\r\nPayload Too Large"), "{out}");
+
+    // A body over it that came whole with its head (the gateway's own HTTP/1.1 server): the
+    // connection goes on with the next request.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let pipelined = format!("{}{}{}", post(1500), "x".repeat(1500), req("/next", ""));
+    c.write_all(pipelined.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with(TOO_LARGE), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 1, "{out}");
+    assert_eq!(public.next().await.path, "/next");
+
+    // A chunked body passing it on its way upstream: the upstream request ends, and the
+    // client gets 413.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let chunk = format!("258\r\n{}\r\n", "x".repeat(600));
+    c.write_all(format!("{head}{chunk}").as_bytes())
+        .await
+        .unwrap();
+    c.write_all(chunk.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, c.read_to_end(&mut out))
+        .await
+        .expect("the connection stayed open")
+        .ok();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with(TOO_LARGE), "{out}");
+
+    // HTTP/2: a content-length over it, and a body of unknown length that passes it; the
+    // connection serves the next stream.
+    let authority = format!("http://{HOST}/up");
+    // The body is never sent: held open, so that only the declared length can tell.
+    let (_held, body) = FrameBody::channel();
+    let declared = http::Request::post(&authority)
+        .header("content-length", "5000")
+        .body(body)
+        .unwrap();
+    let mut sender = h2c_connect(addr).await;
+    let r = tokio::time::timeout(WAIT, sender.send_request(declared))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let frames = (0..3)
+        .map(|_| hyper::body::Frame::data(bytes::Bytes::from(vec![b'x'; 600])))
+        .collect();
+    let streamed = http::Request::post(&authority)
+        .body(FrameBody::of(frames))
+        .unwrap();
+    let r = tokio::time::timeout(WAIT, sender.send_request(streamed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let next = http::Request::get(format!("http://{HOST}/next2"))
+        .body(FrameBody::empty())
+        .unwrap();
+    let r = tokio::time::timeout(WAIT, sender.send_request(next))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("the HTTP/2 request for /next2", || async {
+        public.seen().iter().any(|s| s.path == "/next2")
+    })
+    .await;
+    assert!(
+        public.seen().iter().all(|s| s.body_bytes <= 1000),
+        "{:?}",
+        public.seen()
+    );
+}
+
+#[tokio::test]
 async fn bodies_over_the_buffer_limit_stream_once_without_retries_or_mirror_copies() {
     let flaky = recording_backend("flaky", |_| Answer::status(503)).await;
     let shadow = recording_backend("shadow", |_| Answer::ok()).await;

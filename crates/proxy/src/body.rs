@@ -2,6 +2,10 @@
 //! mirror can send it again; a larger one streams once, its already-read head first. The
 //! limit is `--max-request-buffer-bytes` ([`crate::edge::EdgeSettings::max_request_buffer`]):
 //! no request makes the gateway hold more than that of its body.
+//!
+//! A body larger than `--max-request-body-bytes` ([`crate::edge::EdgeSettings::max_request_body`])
+//! is refused: at once when its `Content-Length` says so, otherwise when its bytes pass the
+//! limit on their way upstream ([`BodyError::TooLarge`], answered 413).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -16,6 +20,17 @@ use http_body_util::BodyExt;
 
 use crate::activity::ClientBody;
 
+/// Why a request body could not be passed on.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The client's stream broke: a bad chunk, a reset, a connection closed early.
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    /// The body is larger than the gateway accepts.
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
+}
+
 /// A request body read as far as needed to decide whether it can be replayed.
 pub enum RequestBody {
     /// The whole body (possibly empty) and its trailers: can be sent any number of times.
@@ -24,11 +39,12 @@ pub enum RequestBody {
         trailers: Option<HeaderMap>,
     },
     /// Too large to keep: the part read so far and the rest of the stream. Sent once.
-    /// `received` counts its bytes as they pass.
+    /// `received` counts its bytes as they pass; more than `max` fail the stream.
     Streaming {
         head: Vec<Bytes>,
         rest: ClientBody,
         received: Arc<AtomicU64>,
+        max: u64,
     },
     /// A streaming body already sent (it still counts its bytes as they pass).
     Consumed(Arc<AtomicU64>),
@@ -51,16 +67,25 @@ impl Received {
 }
 
 impl RequestBody {
-    /// Reads `body` until its end or until more than `limit` bytes were read.
+    /// Reads `body` until its end or until more than `limit` bytes were read. A body that
+    /// declares more than `max` bytes is refused unread; one that sends more fails when it
+    /// does.
     ///
     /// Only a body whose length is declared and small enough is read ahead: a body of unknown
     /// length (a chunked upload, a gRPC stream) is forwarded as it comes, because its sender
     /// may be waiting for the answer before it sends more (bidirectional streaming). Such a
     /// body is not replayed for retries or mirrors.
-    pub async fn read(mut body: ClientBody, limit: usize) -> Result<RequestBody, hyper::Error> {
+    pub async fn read(
+        mut body: ClientBody,
+        limit: usize,
+        max: u64,
+    ) -> Result<RequestBody, BodyError> {
         let declared = body.size_hint().exact();
+        if declared.is_some_and(|n| n > max) {
+            return Err(BodyError::TooLarge(max));
+        }
         if !body.is_end_stream() && declared.is_none_or(|n| n > limit as u64) {
-            return Ok(RequestBody::streaming(Vec::new(), body));
+            return Ok(RequestBody::streaming(Vec::new(), body, max));
         }
         let mut data = Vec::new();
         let mut size = 0usize;
@@ -82,8 +107,11 @@ impl RequestBody {
                     Ok(chunk) => {
                         size += chunk.len();
                         data.push(chunk);
+                        if size as u64 > max {
+                            return Err(BodyError::TooLarge(max));
+                        }
                         if size > limit {
-                            return Ok(RequestBody::streaming(data, body));
+                            return Ok(RequestBody::streaming(data, body, max));
                         }
                     }
                     Err(frame) => {
@@ -95,12 +123,13 @@ impl RequestBody {
         }
     }
 
-    fn streaming(head: Vec<Bytes>, rest: ClientBody) -> RequestBody {
+    fn streaming(head: Vec<Bytes>, rest: ClientBody, max: u64) -> RequestBody {
         let read: usize = head.iter().map(Bytes::len).sum();
         RequestBody::Streaming {
             head,
             rest,
             received: Arc::new(AtomicU64::new(read as u64)),
+            max,
         }
     }
 
@@ -133,10 +162,15 @@ impl RequestBody {
                         head,
                         rest,
                         received,
+                        max,
                     } => Some(UpstreamBody {
                         chunks: head.into(),
                         trailers: None,
-                        rest: Some((rest, received)),
+                        rest: Some(Box::new(Rest {
+                            body: rest,
+                            received,
+                            max,
+                        })),
                     }),
                     _ => None,
                 }
@@ -163,7 +197,17 @@ pub struct UpstreamBody {
     /// Boxed: few requests have trailers, and the body is moved whole with the request, level
     /// by level, on its way to the connection (96 of its 184 bytes).
     trailers: Option<Box<HeaderMap>>,
-    rest: Option<(ClientBody, Arc<AtomicU64>)>,
+    /// Boxed for the same reason: few bodies stream.
+    rest: Option<Box<Rest>>,
+}
+
+/// The part of a body still streaming from the client.
+struct Rest {
+    body: ClientBody,
+    /// Body bytes received so far, the buffered head included.
+    received: Arc<AtomicU64>,
+    /// More than this many bytes fail the stream ([`BodyError::TooLarge`]).
+    max: u64,
 }
 
 impl UpstreamBody {
@@ -186,42 +230,45 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if let Some(chunk) = self.chunks.pop_front() {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         if let Some(t) = self.trailers.take() {
             return Poll::Ready(Some(Ok(Frame::trailers(*t))));
         }
-        let Some((rest, received)) = self.rest.as_mut() else {
+        let Some(rest) = self.rest.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = ready!(Pin::new(rest).poll_frame(cx));
+        let frame = ready!(Pin::new(&mut rest.body).poll_frame(cx));
         if let Some(Ok(f)) = &frame
             && let Some(data) = f.data_ref()
         {
-            received.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let n = data.len() as u64;
+            if rest.received.fetch_add(n, Ordering::Relaxed) + n > rest.max {
+                return Poll::Ready(Some(Err(BodyError::TooLarge(rest.max))));
+            }
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|f| f.map_err(BodyError::Client)))
     }
 
     fn is_end_stream(&self) -> bool {
         self.chunks.is_empty()
             && self.trailers.is_none()
-            && self.rest.as_ref().is_none_or(|(r, _)| r.is_end_stream())
+            && self.rest.as_ref().is_none_or(|r| r.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
         let buffered: u64 = self.chunks.iter().map(|c| c.len() as u64).sum();
         match &self.rest {
             None => SizeHint::with_exact(buffered),
-            Some((rest, _)) => {
-                let h = rest.size_hint();
+            Some(rest) => {
+                let h = rest.body.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(h.lower() + buffered);
                 if let Some(u) = h.upper() {

@@ -61,6 +61,10 @@ pub struct EdgeSettings {
     /// again; larger ones stream once (no retry, no mirror copy), as Envoy gives up
     /// buffering beyond its buffer limit.
     pub max_request_buffer: usize,
+    /// Request bodies larger than this are refused with 413: at once when their
+    /// `Content-Length` says so, when they pass it otherwise. `u64::MAX`: no limit (Envoy
+    /// and Istio set none).
+    pub max_request_body: u64,
 }
 
 impl EdgeSettings {
@@ -107,6 +111,7 @@ impl Default for EdgeSettings {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             park_after: Some(DEFAULT_PARK_AFTER),
             max_request_buffer: DEFAULT_MAX_REQUEST_BUFFER,
+            max_request_body: u64::MAX,
         }
     }
 }

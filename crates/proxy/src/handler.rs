@@ -24,7 +24,7 @@ use isthmus_config::snapshot::{ActionKind, Forward, Route, UpstreamProtocol, Wei
 use tokio::time::Instant;
 
 use crate::activity::ClientBody;
-use crate::body::RequestBody;
+use crate::body::{BodyError, RequestBody};
 use crate::cors::{self, Decision};
 use crate::drain::DrainWatch;
 use crate::edge;
@@ -564,16 +564,28 @@ async fn forward<'a>(
         }
         None => (upstream_version(active, dest, parts.version), None),
     };
-    let Ok(body) = RequestBody::read(body, gw.edge.max_request_buffer).await else {
-        // The client went away or sent a broken body.
-        let mut r = LocalReply::UpstreamReset.response();
-        *r.status_mut() = StatusCode::BAD_REQUEST;
-        let outcome = Outcome {
-            cluster: Some(index),
-            flags: ResponseFlags::DPE,
-            ..Outcome::answered("downstream_protocol_error")
-        };
-        return (r, outcome, Some(dest));
+    let read = RequestBody::read(body, gw.edge.max_request_buffer, gw.edge.max_request_body);
+    let body = match read.await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge(_)) => {
+            let (r, o) = local(LocalReply::PayloadTooLarge);
+            let outcome = Outcome {
+                cluster: Some(index),
+                ..o
+            };
+            return (r, outcome, Some(dest));
+        }
+        Err(BodyError::Client(_)) => {
+            // The client went away or sent a broken body.
+            let mut r = LocalReply::UpstreamReset.response();
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            let outcome = Outcome {
+                cluster: Some(index),
+                flags: ResponseFlags::DPE,
+                ..Outcome::answered("downstream_protocol_error")
+            };
+            return (r, outcome, Some(dest));
+        }
     };
     // An upgrade is not mirrored: a shadow that switched protocols would be left hanging.
     if !f.mirrors.is_empty() && downstream_upgrade.is_none() {

@@ -45,6 +45,9 @@ pub enum LocalReply {
     /// A request the gateway refuses to route: an invalid Host, a path that cannot be
     /// normalised, a header name with an underscore when configured to reject them.
     BadRequest,
+    /// The request body is larger than `--max-request-body-bytes` (Envoy's buffer filter:
+    /// 413, `request_payload_too_large`).
+    PayloadTooLarge,
     /// The host of an original-destination request did not resolve (Envoy's dynamic forward
     /// proxy: `DF`).
     DnsFailure,
@@ -58,6 +61,7 @@ impl LocalReply {
             LocalReply::Http10 => StatusCode::UPGRADE_REQUIRED,
             LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::BadRequest => StatusCode::BAD_REQUEST,
+            LocalReply::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             LocalReply::FaultAbort(code) | LocalReply::InvalidBackend(code) => {
                 StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
@@ -74,7 +78,7 @@ impl LocalReply {
             LocalReply::UpstreamReset => ResponseFlags::UC,
             LocalReply::UpstreamRemoteReset | LocalReply::UpstreamRefused => ResponseFlags::UR,
             LocalReply::UpstreamProtocolError => ResponseFlags::UPE,
-            LocalReply::Http10 => ResponseFlags::NONE,
+            LocalReply::Http10 | LocalReply::PayloadTooLarge => ResponseFlags::NONE,
             LocalReply::UpstreamTimeout => ResponseFlags::UT,
             LocalReply::FaultAbort(_) => ResponseFlags::FI,
             LocalReply::Overflow => ResponseFlags::UO,
@@ -109,6 +113,7 @@ impl LocalReply {
             LocalReply::FaultAbort(_) => "fault_filter_abort",
             LocalReply::Overflow => "upstream_reset_before_response_started{overflow}",
             LocalReply::BadRequest => "bad_request",
+            LocalReply::PayloadTooLarge => "request_payload_too_large",
             LocalReply::DnsFailure => "dns_resolution_failure",
         }
     }
@@ -139,6 +144,7 @@ impl LocalReply {
             | LocalReply::InvalidBackend(_)
             | LocalReply::Http10 => "",
             LocalReply::BadRequest => "Bad Request",
+            LocalReply::PayloadTooLarge => "Payload Too Large",
             LocalReply::NoHealthyUpstream => "no healthy upstream",
             LocalReply::UpstreamTimeout => "upstream request timeout",
             LocalReply::FaultAbort(_) => "fault filter abort",
