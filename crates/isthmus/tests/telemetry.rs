@@ -857,42 +857,6 @@ async fn read_to_close(c: &mut tokio::net::TcpStream) {
     tokio::time::timeout(WAIT, read).await.unwrap().unwrap();
 }
 
-/// A backend that answers the first request of a connection with `first`, and then, once `go`
-/// is notified, `second`, and keeps the connection.
-async fn two_part_backend(
-    first: &'static str,
-    second: &'static str,
-    go: std::sync::Arc<tokio::sync::Notify>,
-) -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let go = go.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = stream.write_all(first.as_bytes()).await;
-                go.notified().await;
-                let _ = stream.write_all(second.as_bytes()).await;
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// An HTTP/2 backend that resets each stream (`INTERNAL_ERROR`): at once for `/early`,
 /// otherwise after a 200 and `partial`, when `go` is notified.
 async fn resetting_h2_backend(go: std::sync::Arc<tokio::sync::Notify>) -> SocketAddr {
@@ -932,10 +896,11 @@ async fn resetting_h2_backend(go: std::sync::Arc<tokio::sync::Notify>) -> Socket
 async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
     const HOST: &str = "late.example.com";
     const PARTIAL: &str = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial";
-    const CHUNK: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7\r\npartial\r\n";
+    const BAD_CHUNK: &str =
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n7\r\npartial\r\nzz\r\n";
     let (slow, mut slow_seen) = holding_backend(PARTIAL, true).await;
+    let (bad, mut bad_seen) = holding_backend(BAD_CHUNK, true).await;
     let go = std::sync::Arc::new(tokio::sync::Notify::new());
-    let bad = two_part_backend(CHUNK, "zz\r\n", go.clone()).await;
     let h2 = resetting_h2_backend(go.clone()).await;
     let routes = "  - match: [{uri: {prefix: /slow}}]
     timeout: 300ms
@@ -985,12 +950,16 @@ async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
     read_to_close(&mut c).await;
     check(1, 200, "UT", "response_timeout").await;
 
-    // A chunk size that is not one: a protocol error after the response started.
-    let mut c = get_on_own_connection(addr, HOST, "/bad").await;
-    // The gateway sends the body chunked as well.
-    read_until(&mut c, b"partial\r\n").await;
-    go.notify_one();
-    read_to_close(&mut c).await;
+    // A chunk size that is not one, read with the chunk before it: a protocol error after
+    // the response started. The client still gets what came before it (chunked as well),
+    // then the connection ends without the last chunk.
+    let mut c = held(addr, HOST, "/bad", &mut bad_seen).await;
+    let mut got = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got);
+    tokio::time::timeout(WAIT, read).await.unwrap().unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("\r\n\r\n7\r\npartial\r\n"), "{got}");
     let details = "upstream_reset_after_response_started{protocol_error}";
     check(2, 200, "UPE", details).await;
 

@@ -228,7 +228,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Server<S> {
                     ready!(Pin::new(&mut self.io).poll_flush(cx))?;
                     return Poll::Pending;
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+                Poll::Ready(Some(Err(e))) => {
+                    // The upstream failed: what came before the failure still reaches the
+                    // client, then the connection ends, without the body's end, so the client
+                    // sees it cut.
+                    tracing::debug!("response body: {e}");
+                    self.state = State::Close;
+                    return Poll::Ready(Ok(()));
+                }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         if !response::put_data(&mut self.out, framing, &data) {
