@@ -24,7 +24,7 @@ use isthmus_config::snapshot::{ActionKind, Forward, Route, UpstreamProtocol, Wei
 use tokio::time::Instant;
 
 use crate::activity::ClientBody;
-use crate::body::{BodyError, RequestBody};
+use crate::body::{BodyError, Received, RequestBody};
 use crate::cors::{self, Decision};
 use crate::drain::DrainWatch;
 use crate::edge;
@@ -641,12 +641,20 @@ async fn forward<'a>(
             (resp, outcome, Some(dest))
         }
         Err(failed) => {
-            outcome.flags = failed.reply.flag();
+            // A body that grew past the limit on its way failed the request, however the
+            // upstream's connection reported it (an HTTP/2 stream reset, a body error).
+            let sent = outcome.received.as_ref().map_or(0, Received::get);
+            let reply = if sent > gw.edge.max_request_body {
+                LocalReply::PayloadTooLarge
+            } else {
+                failed.reply
+            };
+            outcome.flags = reply.flag();
             if failed.exhausted {
                 outcome.flags |= ResponseFlags::URX;
             }
-            outcome.details = failed.reply.details();
-            (failed.reply.response(), outcome, Some(dest))
+            outcome.details = reply.details();
+            (reply.response(), outcome, Some(dest))
         }
     }
 }

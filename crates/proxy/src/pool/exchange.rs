@@ -111,8 +111,8 @@ impl Connection {
 /// Why the request could not be written.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SendFail {
-    /// The client's body stream broke (a bad chunk, a reset) or grew past the limit: the
-    /// client's fault.
+    /// The client's body stream broke (a bad chunk, a reset) or grew past the limit (which
+    /// the handler tells apart): the client's fault.
     #[error("request body: {0}")]
     Body(crate::body::BodyError),
     /// The client's body did not match the length it declared.
@@ -344,9 +344,6 @@ pub(super) async fn response_head(
     .await;
     result.map_err(|e| {
         let reply = match e {
-            Stop::Send(SendFail::Body(crate::body::BodyError::TooLarge(_))) => {
-                LocalReply::PayloadTooLarge
-            }
             Stop::Send(SendFail::Body(_) | SendFail::Length) => LocalReply::BadRequest,
             Stop::Send(SendFail::Io(_)) | Stop::Closed => LocalReply::UpstreamReset,
             Stop::Head(e) => {

@@ -139,24 +139,15 @@ pub(crate) fn h2_failure(h2: &h2::Error) -> Option<LocalReply> {
     }
 }
 
-/// A failure of the request body we were sending is the client's: 413 if it grew past the
-/// limit, else 400 (the stream broke, e.g. a bad chunk: Envoy's codec error, `DPE`).
-/// Otherwise a protocol error anywhere in the chain is Envoy's `UPE`; anything else a reset.
+/// A failure of the request body we were sending (the client's stream broke, e.g. a bad
+/// chunk) is the client's: 400 (Envoy's codec error, `DPE`); a body grown past the limit is
+/// told apart by the handler, which counted it. Otherwise a protocol error anywhere in the
+/// chain is Envoy's `UPE`; anything else a reset.
 pub(crate) fn classify(e: &(dyn std::error::Error + 'static)) -> LocalReply {
     if e.downcast_ref::<hyper::Error>()
         .is_some_and(hyper::Error::is_user)
     {
-        let too_large = std::iter::successors(Some(e), |s| s.source()).any(|s| {
-            matches!(
-                s.downcast_ref::<crate::body::BodyError>(),
-                Some(crate::body::BodyError::TooLarge(_))
-            )
-        });
-        return if too_large {
-            LocalReply::PayloadTooLarge
-        } else {
-            LocalReply::BadRequest
-        };
+        return LocalReply::BadRequest;
     }
     let mut source = Some(e);
     while let Some(s) = source {
