@@ -995,23 +995,15 @@ async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
         sum(s, "istio_requests_total", &[]) == 4.0
     })
     .await;
-    for (code, flags, dest) in [
-        ("200", "UT", "slow.local"),
-        ("200", "UPE", "bad.local"),
-        ("503", "UR", "h2.local"),
-        ("200", "UR", "h2.local"),
-    ] {
-        let labels = [
-            ("response_code", code),
-            ("response_flags", flags),
-            ("destination_service", dest),
-        ];
-        assert_eq!(
-            sum(&all, "istio_requests_total", &labels),
-            1.0,
-            "{labels:?} in {all:#?}"
-        );
-    }
+    one_request_each(
+        &all,
+        &[
+            ("200", "UT", "slow.local"),
+            ("200", "UPE", "bad.local"),
+            ("503", "UR", "h2.local"),
+            ("200", "UR", "h2.local"),
+        ],
+    );
 }
 
 #[tokio::test]
@@ -1139,19 +1131,28 @@ async fn a_client_leaving_is_recorded_as_envoy_records_it() {
         sum(s, "istio_requests_total", &[]) == 4.0
     })
     .await;
-    for (code, flags, dest) in [
-        ("0", "DC", "silent.local"),
-        ("200", "DC", "partial.local"),
-        ("503", "UH", "empty.local"),
-        ("200", "UC", "cut.local"),
-    ] {
+    one_request_each(
+        &all,
+        &[
+            ("0", "DC", "silent.local"),
+            ("200", "DC", "partial.local"),
+            ("503", "UH", "empty.local"),
+            ("200", "UC", "cut.local"),
+        ],
+    );
+}
+
+/// Checks that `istio_requests_total` in the scrape `all` counts one request for each
+/// (response code, response flags, destination service).
+fn one_request_each(all: &[Sample], rows: &[(&str, &str, &str)]) {
+    for &(code, flags, dest) in rows {
         let labels = [
             ("response_code", code),
             ("response_flags", flags),
             ("destination_service", dest),
         ];
         assert_eq!(
-            sum(&all, "istio_requests_total", &labels),
+            sum(all, "istio_requests_total", &labels),
             1.0,
             "{labels:?} in {all:#?}"
         );
