@@ -326,6 +326,72 @@ mod tests {
     }
 
     #[test]
+    fn upstream_failures_answer_as_envoy_does() {
+        const PREFIX: &str = "upstream connect error or disconnect/reset before headers. ";
+        let cases = [
+            (
+                LocalReply::ConnectFailure,
+                ResponseFlags::UF,
+                "connection_failure",
+                "connection failure",
+            ),
+            (
+                LocalReply::UpstreamReset,
+                ResponseFlags::UC,
+                "connection_termination",
+                "connection termination",
+            ),
+            (
+                LocalReply::UpstreamRemoteReset,
+                ResponseFlags::UR,
+                "remote_reset",
+                "remote reset",
+            ),
+            (
+                LocalReply::UpstreamRefused,
+                ResponseFlags::UR,
+                "remote_refused_stream_reset",
+                "remote refused stream reset",
+            ),
+            (
+                LocalReply::UpstreamProtocolError,
+                ResponseFlags::UPE,
+                "protocol_error",
+                "protocol error",
+            ),
+            (
+                LocalReply::Overflow,
+                ResponseFlags::UO,
+                "overflow",
+                "overflow",
+            ),
+        ];
+        for (reply, flag, detail, reason) in cases {
+            assert_eq!(reply.flag(), flag, "{reply:?}");
+            assert_eq!(
+                reply.details(),
+                format!("upstream_reset_before_response_started{{{detail}}}"),
+                "{reply:?}"
+            );
+            assert_eq!(
+                reply.body(),
+                format!("{PREFIX}reset reason: {reason}"),
+                "{reply:?}"
+            );
+        }
+        let r = LocalReply::PayloadTooLarge;
+        assert_eq!(
+            (r.status(), r.flag(), r.details(), r.body()),
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ResponseFlags::NONE,
+                "request_payload_too_large",
+                "Payload Too Large"
+            )
+        );
+    }
+
+    #[test]
     fn grpc_messages_are_percent_encoded() {
         assert_eq!(percent_encode(b"a b"), "a b");
         assert_eq!(
