@@ -953,15 +953,32 @@ async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
     // A chunk size that is not one, read with the chunk before it: a protocol error after
     // the response started. The client still gets what came before it (chunked as well),
     // then the connection ends without the last chunk.
-    let mut c = held(addr, HOST, "/bad", &mut bad_seen).await;
-    let mut got = Vec::new();
-    let read = tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got);
-    tokio::time::timeout(WAIT, read).await.unwrap().unwrap();
-    let got = String::from_utf8_lossy(&got);
-    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
-    assert!(got.ends_with("\r\n\r\n7\r\npartial\r\n"), "{got}");
-    let details = "upstream_reset_after_response_started{protocol_error}";
-    check(2, 200, "UPE", details).await;
+    // The same for a request with a chunked body, which hyper's server takes.
+    let chunked = "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    for (n, request) in [
+        (2, format!("GET /bad HTTP/1.1\r\nHost: {HOST}\r\n\r\n")),
+        (
+            3,
+            format!("POST /bad HTTP/1.1\r\nHost: {HOST}\r\n{chunked}"),
+        ),
+    ] {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut c, request.as_bytes())
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, bad_seen.recv()).await.unwrap();
+        let mut got = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got);
+        tokio::time::timeout(WAIT, read).await.unwrap().unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{request}: {got}");
+        assert!(
+            got.ends_with("\r\n\r\n7\r\npartial\r\n"),
+            "{request}: {got}"
+        );
+        let details = "upstream_reset_after_response_started{protocol_error}";
+        check(n, 200, "UPE", details).await;
+    }
 
     // An HTTP/2 upstream resetting the stream before its headers: Envoy's 503 `UR`.
     let r = client()
@@ -976,7 +993,7 @@ async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
         "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
     );
     check(
-        3,
+        4,
         503,
         "UR",
         "upstream_reset_before_response_started{remote_reset}",
@@ -989,21 +1006,25 @@ async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
     go.notify_one();
     read_to_close(&mut c).await;
     let details = "upstream_reset_after_response_started{remote_reset}";
-    check(4, 200, "UR", details).await;
+    check(5, 200, "UR", details).await;
 
-    let all = scrape_until(&g, "the four requests", |s| {
-        sum(s, "istio_requests_total", &[]) == 4.0
+    let all = scrape_until(&g, "the five requests", |s| {
+        sum(s, "istio_requests_total", &[]) == 5.0
     })
     .await;
     one_request_each(
         &all,
         &[
             ("200", "UT", "slow.local"),
-            ("200", "UPE", "bad.local"),
             ("503", "UR", "h2.local"),
             ("200", "UR", "h2.local"),
         ],
     );
+    let labels = [
+        ("response_flags", "UPE"),
+        ("destination_service", "bad.local"),
+    ];
+    assert_eq!(sum(&all, "istio_requests_total", &labels), 2.0, "{all:#?}");
 }
 
 #[tokio::test]

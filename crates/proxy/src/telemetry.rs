@@ -398,6 +398,10 @@ pub struct TelemetryBody {
     /// The body was sent whole (or failed on the upstream's side, or was never to be sent):
     /// dropped before that, its client went away.
     done: bool,
+    /// The upstream's failure, held back for one poll: a server writes out what it has when
+    /// a body is pending, but drops it with the connection when the body fails, so the
+    /// client would lose what came before the failure.
+    failed: Option<<ResponseBody as Body>::Error>,
 }
 
 impl TelemetryBody {
@@ -409,6 +413,7 @@ impl TelemetryBody {
             sent: 0,
             exchange: Some(exchange),
             done: bodiless,
+            failed: None,
         }
     }
 }
@@ -484,15 +489,21 @@ impl Body for TelemetryBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         // The end, or the upstream's failure: either way not a client leaving.
-        match &frame {
+        match frame {
             None => self.done = true,
             Some(Err(e)) => {
                 self.done = true;
                 if let Some(exchange) = self.exchange.as_mut() {
                     exchange.upstream_failed(crate::pool::body_failure(e.as_ref()));
                 }
+                self.failed = Some(e);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             Some(Ok(_)) => {}
         }
@@ -511,7 +522,8 @@ impl Body for TelemetryBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // A failure held back is still to come: the body must not look complete.
+        self.failed.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
