@@ -979,6 +979,28 @@ async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
         let details = "upstream_reset_after_response_started{protocol_error}";
         check(n, 200, "UPE", details).await;
     }
+    // An HTTP/2 client gets the data, then the stream's reset.
+    let mut h2c = h2c_connect(addr).await;
+    let request = http::Request::get(format!("http://{HOST}/bad"))
+        .body(FrameBody::empty())
+        .unwrap();
+    let r = tokio::time::timeout(WAIT, h2c.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.into_body();
+    let first = tokio::time::timeout(WAIT, http_body_util::BodyExt::frame(&mut body))
+        .await
+        .unwrap();
+    let data = first.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&data[..], b"partial");
+    let next = tokio::time::timeout(WAIT, http_body_util::BodyExt::frame(&mut body))
+        .await
+        .unwrap();
+    assert!(matches!(next, Some(Err(_))), "{next:?}");
+    let details = "upstream_reset_after_response_started{protocol_error}";
+    check(4, 200, "UPE", details).await;
 
     // An HTTP/2 upstream resetting the stream before its headers: Envoy's 503 `UR`.
     let r = client()
@@ -993,7 +1015,7 @@ async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
         "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
     );
     check(
-        4,
+        5,
         503,
         "UR",
         "upstream_reset_before_response_started{remote_reset}",
@@ -1006,10 +1028,10 @@ async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
     go.notify_one();
     read_to_close(&mut c).await;
     let details = "upstream_reset_after_response_started{remote_reset}";
-    check(5, 200, "UR", details).await;
+    check(6, 200, "UR", details).await;
 
-    let all = scrape_until(&g, "the five requests", |s| {
-        sum(s, "istio_requests_total", &[]) == 5.0
+    let all = scrape_until(&g, "the six requests", |s| {
+        sum(s, "istio_requests_total", &[]) == 6.0
     })
     .await;
     one_request_each(
@@ -1024,7 +1046,7 @@ async fn an_upstream_failing_mid_response_is_recorded_as_envoy_records_it() {
         ("response_flags", "UPE"),
         ("destination_service", "bad.local"),
     ];
-    assert_eq!(sum(&all, "istio_requests_total", &labels), 2.0, "{all:#?}");
+    assert_eq!(sum(&all, "istio_requests_total", &labels), 3.0, "{all:#?}");
 }
 
 #[tokio::test]
