@@ -912,25 +912,8 @@ async fn bodies_over_the_body_limit_get_413() {
 /// of its stream.
 async fn chunked_body_over_the_limit_to_an_http2_upstream_gets_413() {
     let h2 = grpc_backend("h2").await;
-    let files = [
-        ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
-        (
-            "b.yaml".to_string(),
-            service("h2", "h2.internal", &[(h2.addr, "v1")])
-                .replace("protocol: HTTP}", "protocol: HTTP2}"),
-        ),
-        (
-            "vs.yaml".to_string(),
-            virtual_service(
-                "vs",
-                "default",
-                &[HOST],
-                &["gw"],
-                &http_routes(&[("", "h2.internal")]),
-            ),
-        ),
-    ];
-    let g = start_files_with(&files, &["--max-request-body-bytes", "1000"]).await;
+    let limit = ["--max-request-body-bytes", "1000"];
+    let g = start_one_backend_speaking(HOST, "h2", h2.addr, "HTTP2", &limit).await;
     let mut c = TcpStream::connect(g.addr(80).await).await.unwrap();
     let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n");
     let chunk = format!("258\r\n{}\r\n", "x".repeat(600));

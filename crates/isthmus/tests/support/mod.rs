@@ -418,12 +418,25 @@ pub async fn start_one_backend(
     addr: SocketAddr,
     extra: &[&str],
 ) -> Gateway {
+    start_one_backend_speaking(host, name, addr, "HTTP", extra).await
+}
+
+/// [`start_one_backend`] with the service port's `protocol` (`HTTP2`: the gateway speaks
+/// HTTP/2 to the backend).
+pub async fn start_one_backend_speaking(
+    host: &str,
+    name: &str,
+    addr: SocketAddr,
+    protocol: &str,
+    extra: &[&str],
+) -> Gateway {
     let service_host = format!("{name}.internal");
     let files = [
         ("gw.yaml".to_string(), gateway(&[(80, &["*"])])),
         (
             "b.yaml".to_string(),
-            service(name, &service_host, &[(addr, "v1")]),
+            service(name, &service_host, &[(addr, "v1")])
+                .replace("protocol: HTTP}", &format!("protocol: {protocol}}}")),
         ),
         (
             "vs.yaml".to_string(),
