@@ -142,13 +142,29 @@ pub async fn handle(
         // of every request's own box.
         Box::pin(connect(&gw, &active, conn, parts, &mut pending.arrival)).await
     } else {
-        // Boxed: the request's own box (hyper's service future) then holds only this
-        // function's state, and the kilobytes of routing and forwarding are copied once.
         let progress = &pending.progress;
-        Box::pin(route_request(
-            &gw, &active, conn, client, &mut parts, body, progress,
-        ))
-        .await
+        match resolve_route(&gw, &active, conn, &mut parts, progress) {
+            Err(answered) => *answered,
+            Ok(Routed {
+                route,
+                normalized,
+                start,
+                external,
+            }) => {
+                // Boxed: the request's own box (hyper's service future) then holds only
+                // this function's state, and the kilobytes of forwarding are copied once.
+                let (mut resp, mut outcome) = Box::pin(run_route(
+                    &gw, &active, route, conn, client, &mut parts, body, normalized, start,
+                    progress,
+                ))
+                .await;
+                outcome.route = Some(Cow::Borrowed(route.name.as_str()));
+                if let Some(labels) = external {
+                    resp.extensions_mut().insert(*labels);
+                }
+                (resp, outcome)
+            }
+        }
     };
     if grpc {
         resp = local_reply::grpc_local_reply(resp, head);
@@ -308,34 +324,40 @@ async fn connect<'a>(
     (t.response, outcome)
 }
 
-/// `client` is the request's trusted client address (the peer, or what trusted proxies
-/// recorded), found before the gateway appends to `X-Forwarded-For`.
-async fn route_request<'a>(
+/// The route a request takes, found by [`resolve_route`].
+struct Routed<'a> {
+    route: &'a Route,
+    /// The normalized path, when it differs from the request's.
+    normalized: Option<String>,
+    start: SystemTime,
+    /// Metric labels of a request outside the registry (PassthroughCluster); boxed, as they
+    /// are rare and this is kept while the request is forwarded.
+    external: Option<Box<crate::metrics::DestinationLabels>>,
+}
+
+/// Checks the request and finds its route; or the answer when it has none or may not have
+/// one: boxed, as the handler's future keeps room for what this returns while it forwards.
+fn resolve_route<'a>(
     gw: &Arc<Gateway>,
     active: &'a Arc<Active>,
     conn: &ConnInfo,
-    client: IpAddr,
-    // Borrowed: the caller's future holds it anyway, and this one is boxed and moved.
     parts: &mut http::request::Parts,
-    body: ClientBody,
     progress: &Progress<'a>,
-) -> (Response<ResponseBody>, Outcome<'a>) {
+) -> Result<Routed<'a>, Box<(Response<ResponseBody>, Outcome<'a>)>> {
     let listener = active.snapshot.listeners.get(&conn.port);
     let outbound = outbound_of(active, conn);
     if parts.version == Version::HTTP_10 || parts.version == Version::HTTP_09 {
-        return local(LocalReply::Http10);
+        return Err(Box::new(local(LocalReply::Http10)));
     }
     let start = SystemTime::now();
     if let Err(reply) = edge::check_request(parts, &gw.edge) {
-        return local(reply);
+        return Err(Box::new(local(reply)));
     }
     edge::apply_header_policy(&mut parts.headers, &gw.edge);
     h2_websocket_as_upgrade(parts);
     let Some(table) = listener.and_then(|l| l.http_routes(conn.chain())) else {
-        return local(LocalReply::NoRoute);
+        return Err(Box::new(local(LocalReply::NoRoute)));
     };
-    // Metric labels of a request outside the registry (PassthroughCluster); boxed, as
-    // they are rare and this future is moved.
     let mut external = None;
     // Route with borrowed views of the request; nothing is copied unless it must change.
     let (route, normalized) = {
@@ -347,11 +369,11 @@ async fn route_request<'a>(
             && !conn.secure()
         {
             let redirect = https_redirect(authority, parts);
-            return (redirect, Outcome::answered(DIRECT_RESPONSE));
+            return Err(Box::new((redirect, Outcome::answered(DIRECT_RESPONSE))));
         }
         let Some(norm) = path::normalize_with(parts.uri.path(), active.snapshot.path_normalization)
         else {
-            return local(LocalReply::BadRequest);
+            return Err(Box::new(local(LocalReply::BadRequest)));
         };
         let view = RequestView {
             method: parts.method.as_str(),
@@ -369,7 +391,9 @@ async fn route_request<'a>(
                     external = labels.map(Box::new);
                     Some(r)
                 }
-                Fallback::Blocked(resp) => return (*resp, Outcome::answered(DIRECT_RESPONSE)),
+                Fallback::Blocked(resp) => {
+                    return Err(Box::new((*resp, Outcome::answered(DIRECT_RESPONSE))));
+                }
             },
         };
         let normalized = match norm {
@@ -379,18 +403,15 @@ async fn route_request<'a>(
         (route, normalized)
     };
     let Some(route) = route else {
-        return local(LocalReply::NoRoute);
+        return Err(Box::new(local(LocalReply::NoRoute)));
     };
     let _ = progress.route.set(route.name.as_str());
-    let (mut resp, mut outcome) = run_route(
-        gw, active, route, conn, client, parts, body, normalized, start, progress,
-    )
-    .await;
-    outcome.route = Some(Cow::Borrowed(route.name.as_str()));
-    if let Some(labels) = external {
-        resp.extensions_mut().insert(*labels);
-    }
-    (resp, outcome)
+    Ok(Routed {
+        route,
+        normalized,
+        start,
+        external,
+    })
 }
 
 /// Applies the matched route's action and its response edits.
@@ -440,7 +461,9 @@ async fn run_route<'a>(
             None,
         ),
         ActionKind::DirectResponse(d) => (direct(d), Outcome::answered(DIRECT_RESPONSE), None),
-        ActionKind::Forward(f) => {
+        // Inline, not a function of its own: each async layer adds its state to the boxed
+        // routing future and copies the answer once more on its way out.
+        ActionKind::Forward(f) => 'forward: {
             let request = Forwarding {
                 route,
                 f,
@@ -450,7 +473,24 @@ async fn run_route<'a>(
                 protocol: ctx_protocol,
                 progress,
             };
-            forward_with_faults(gw, active, &request, parts, body, upgrade).await
+            let (dest, cluster) = pick_destination(active, &request);
+            let mut delayed = ResponseFlags::NONE;
+            if let Some(fault) = &action.fault {
+                let (abort, flags) = inject_fault(fault, &parts.headers).await;
+                if let Some((resp, flags)) = abort {
+                    let outcome = Outcome {
+                        cluster,
+                        flags,
+                        ..Outcome::answered("fault_filter_abort")
+                    };
+                    break 'forward (resp, outcome, None);
+                }
+                delayed = flags;
+            }
+            let (resp, mut outcome, dest) =
+                forward(gw, active, &request, dest, parts, body, upgrade).await;
+            outcome.flags |= delayed;
+            (resp, outcome, dest)
         }
     };
     // Response edits: the destination's first, then the route's, so the route's win.
@@ -480,7 +520,8 @@ struct Forwarding<'a, 'c> {
     route: &'a Route,
     f: &'a Forward,
     conn: &'c ConnInfo,
-    /// The trusted client address (see [`route_request`]).
+    /// The trusted client address: the peer, or what trusted proxies recorded, found before
+    /// the gateway appends to `X-Forwarded-For`.
     client: IpAddr,
     start: SystemTime,
     protocol: &'static str,
@@ -493,16 +534,12 @@ type Answer<'a> = (
     Option<&'a WeightedDestination>,
 );
 
-/// Picks the destination (as Envoy does when it resolves the route, so a fault's answer is
-/// counted against it), then injects the route's fault, if any, then forwards.
-async fn forward_with_faults<'a>(
-    gw: &Arc<Gateway>,
-    active: &'a Arc<Active>,
+/// Picks the destination, as Envoy does when it resolves the route, so that a fault's answer
+/// is counted against it; and its cluster, if it is known.
+fn pick_destination<'a>(
+    active: &Active,
     request: &Forwarding<'a, '_>,
-    parts: &mut http::request::Parts,
-    body: ClientBody,
-    upgrade: Option<(HeaderValue, OnUpgrade)>,
-) -> Answer<'a> {
+) -> (Option<&'a WeightedDestination>, Option<usize>) {
     let f = request.f;
     let dest = f.pick(fastrand::u32(0..f.total_weight().max(1)));
     let cluster = dest
@@ -511,24 +548,7 @@ async fn forward_with_faults<'a>(
     if let Some(c) = cluster {
         let _ = request.progress.cluster.set(c);
     }
-    // An abort answers here: nothing of it lives on while the request is forwarded.
-    let delayed = match &request.route.action.fault {
-        Some(fault) => match inject_fault(fault, &parts.headers).await {
-            (Some((resp, flags)), _) => {
-                let outcome = Outcome {
-                    cluster,
-                    flags,
-                    ..Outcome::answered("fault_filter_abort")
-                };
-                return (resp, outcome, None);
-            }
-            (None, delayed) => delayed,
-        },
-        None => ResponseFlags::NONE,
-    };
-    let (resp, mut outcome, dest) = forward(gw, active, request, dest, parts, body, upgrade).await;
-    outcome.flags |= delayed;
-    (resp, outcome, dest)
+    (dest, cluster)
 }
 
 async fn forward<'a>(
