@@ -364,6 +364,7 @@ fn send<'a>(
     }
 }
 
+/// Which connections an attempt may use, and what bounds opening one.
 fn conn_spec<'a>(
     cluster: &'a ClusterState,
     settings: &'a ClusterSettings,
