@@ -819,27 +819,15 @@ async fn bodies_over_the_body_limit_get_413() {
 
     // A Content-Length over it, the body not sent yet: refused at once, before anything goes
     // upstream, and the connection (whose body was never read) closed.
-    let mut c = TcpStream::connect(addr).await.unwrap();
-    c.write_all(post(5000).as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, c.read_to_end(&mut out))
-        .await
-        .expect("the connection stayed open")
-        .ok();
+    let out = exchange(addr, post(5000).as_bytes()).await;
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with(TOO_LARGE), "{out}");
     assert!(out.ends_with("\r\n\r\nPayload Too Large"), "{out}");
 
     // A body over it that came whole with its head (the gateway's own HTTP/1.1 server): the
     // connection goes on with the next request.
-    let mut c = TcpStream::connect(addr).await.unwrap();
     let pipelined = format!("{}{}{}", post(1500), "x".repeat(1500), req("/next", ""));
-    c.write_all(pipelined.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, c.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    let out = exchange(addr, pipelined.as_bytes()).await;
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with(TOO_LARGE), "{out}");
     assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 1, "{out}");
