@@ -59,14 +59,21 @@ async fn start_one(name: &str, addr: SocketAddr, extra: &[&str]) -> Gateway {
     start_one_backend(HOST, name, addr, extra).await
 }
 
-/// Waits for the gateway to close `s`, and checks that it wrote nothing first.
-async fn closed_silently(s: &mut TcpStream, what: &str) {
+/// What the gateway writes to `s` until it closes it; `what` names the wait if it does not
+/// close `s` in time. A reset counts as closing.
+async fn read_until_closed(s: &mut TcpStream, what: &str) -> String {
     let mut out = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut out))
         .await
         .expect(what)
         .ok();
-    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits for the gateway to close `s`, and checks that it wrote nothing first.
+async fn closed_silently(s: &mut TcpStream, what: &str) {
+    let out = read_until_closed(s, what).await;
+    assert!(out.is_empty(), "{out}");
 }
 
 fn req(path: &str, extra_headers: &str) -> String {
@@ -738,13 +745,8 @@ async fn slowloris_request_heads_are_cut_off_at_the_headers_timeout() {
     let mut s = TcpStream::connect(addr).await.unwrap();
     assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
     s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("the incomplete second head was not cut off")
-        .ok();
+    let text = read_until_closed(&mut s, "the incomplete second head was not cut off").await;
     // Only what was left of the first answer, if anything: no answer to the second head.
-    let text = String::from_utf8_lossy(&out);
     assert!(!text.contains("HTTP/1.1 "), "{text}");
     assert_eq!(public.count(), 1);
     // Complete requests are still served.
@@ -761,12 +763,7 @@ async fn idle_connections_are_closed_and_busy_ones_are_not() {
     assert!(keep(&mut s).await.starts_with("HTTP/1.1 200"));
     // Then the keep-alive connection idles, and is closed after the idle timeout.
     let idle_from = tokio::time::Instant::now();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("the idle connection stayed open")
-        .ok();
-    let text = String::from_utf8_lossy(&out);
+    let text = read_until_closed(&mut s, "the idle connection stayed open").await;
     assert!(!text.contains("HTTP/1.1 "), "{text}");
     let idled = idle_from.elapsed();
     assert!(
@@ -842,12 +839,7 @@ async fn bodies_over_the_body_limit_get_413() {
         .await
         .unwrap();
     c.write_all(chunk.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, c.read_to_end(&mut out))
-        .await
-        .expect("the connection stayed open")
-        .ok();
-    let out = String::from_utf8_lossy(&out);
+    let out = read_until_closed(&mut c, "the connection stayed open").await;
     assert!(out.starts_with(TOO_LARGE), "{out}");
 
     // HTTP/2: a content-length over it, and a body of unknown length that passes it; the
@@ -908,12 +900,7 @@ async fn chunked_body_over_the_limit_to_an_http2_upstream_gets_413() {
     c.write_all(format!("{head}{chunk}{chunk}").as_bytes())
         .await
         .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, c.read_to_end(&mut out))
-        .await
-        .expect("the connection stayed open")
-        .ok();
-    let out = String::from_utf8_lossy(&out);
+    let out = read_until_closed(&mut c, "the connection stayed open").await;
     assert!(
         out.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
         "{out}"
